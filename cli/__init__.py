@@ -1,0 +1,1 @@
+"""The `pylon` command line: thin typer commands over the packages (nothing imports cli)."""

@@ -1,0 +1,42 @@
+"""`pylon keys new|show`: the identity under PYLON_HOME."""
+
+from __future__ import annotations
+
+import typer
+
+from cli.common import console, fail, print_json
+from pylon.home import identity_path
+from pylon.nostr import Keys
+
+app = typer.Typer(help="Manage the Nostr identity in PYLON_HOME.", no_args_is_help=True)
+
+
+@app.command("new")
+def new(force: bool = typer.Option(False, "--force", help="Replace an existing identity.")) -> None:
+    """Generate a new identity (file mode 0600) and print its npub."""
+    path = identity_path()
+    if path.exists() and not force:
+        fail(f"an identity already exists at {path}; use --force to replace it")
+    keys = Keys.generate()
+    keys.save(path)
+    console.print(keys.npub, highlight=False)
+
+
+@app.command("show")
+def show(
+    secret: bool = typer.Option(False, "--secret", help="Also print the nsec (keep it private)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON object."),
+) -> None:
+    """Print the identity's npub (and hex public key); never the secret unless asked."""
+    path = identity_path()
+    if not path.exists():
+        fail(f"no identity at {path}; run `pylon keys new`")
+    keys = Keys.load(path)
+    data = {"npub": keys.npub, "pubkey": keys.public_key}
+    if secret:
+        data["nsec"] = keys.nsec
+    if json_out:
+        print_json(data)
+    else:
+        for key, value in data.items():
+            console.print(f"{key}: {value}", highlight=False)

@@ -1,0 +1,23 @@
+"""The `pylon` console script. Each command group lives in its own cli/*_cmd.py module."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import keys_cmd
+
+app = typer.Typer(
+    name="pylon",
+    help="LLM inference over Nostr, paid with Lightning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(keys_cmd.app, name="keys")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

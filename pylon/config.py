@@ -1,0 +1,102 @@
+"""Effective configuration: defaults < PYLON_HOME/config.toml < PYLON_* environment < flags.
+
+One pydantic model validates every source the same way. Lists in the environment are
+comma-separated (PYLON_RELAYS=ws://a,ws://b). Secrets are masked by `masked()`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pylon.errors import ConfigError
+from pylon.home import config_path
+
+DEFAULT_RELAY = "ws://127.0.0.1:7777"
+
+
+class Settings(BaseModel):
+    """Everything a Pylon process can be configured with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    relays: list[str] = Field(default_factory=lambda: [DEFAULT_RELAY])
+    wallet: str | None = None  # wallet URI (secret: never printed)
+    backend: str = "http://127.0.0.1:8000/v1"
+    backend_api_key: str | None = None  # secret
+    models: list[str] = Field(default_factory=list)
+    concurrency: int = Field(32, ge=1, le=4096)
+    max_tokens_cap: int = Field(4096, ge=1)
+    price_msat: int = Field(0, ge=0)
+    price_per_1k_tokens_msat: int = Field(0, ge=0)
+    free: bool = False
+    max_msat: int | None = Field(None, ge=0)  # per-job spending cap (client)
+    daily_budget_msat: int | None = Field(None, ge=0)
+    timeout_s: float = Field(120.0, gt=0)
+    log_format: Literal["text", "json"] = "text"
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+
+    @field_validator("relays")
+    @classmethod
+    def _check_relays(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("ws://", "wss://")):
+                raise ValueError(f"relay URL must start with ws:// or wss://: {url!r}")
+        return value
+
+    SECRET_FIELDS = ("wallet", "backend_api_key")
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as a dict with secrets replaced (safe to print or log)."""
+        data = self.model_dump()
+        for name in self.SECRET_FIELDS:
+            if data.get(name):
+                data[name] = mask_secret(str(data[name]))
+        return data
+
+
+def mask_secret(value: str) -> str:
+    """Keep the scheme (so users can tell which wallet), hide everything else."""
+    scheme, sep, _ = value.partition("://")
+    return f"{scheme}://***" if sep else "***"
+
+
+_LIST_FIELDS = {"relays", "models"}
+
+
+def _from_env(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, field in Settings.model_fields.items():
+        raw = environ.get("PYLON_" + name.upper())
+        if raw is None or raw == "":
+            continue
+        if name in _LIST_FIELDS:
+            out[name] = [x.strip() for x in raw.split(",") if x.strip()]
+        elif name == "free":
+            out[name] = raw.strip().lower() in ("1", "true", "yes", "on")
+        else:
+            out[name] = raw
+    return out
+
+
+def load_settings(overrides: dict[str, Any] | None = None, *, path: Path | None = None,
+                  environ: dict[str, str] | None = None) -> Settings:
+    """Merge the sources in precedence order; flags whose value is None are ignored."""
+    merged: dict[str, Any] = {}
+    file = path or config_path()
+    if file.exists():
+        try:
+            merged.update(tomllib.loads(file.read_text()))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file} is not valid TOML: {exc}") from None
+    merged.update(_from_env(dict(os.environ) if environ is None else environ))
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None and v != []})
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid configuration ({problems}); check {file}, PYLON_* variables and flags") from None

@@ -1,0 +1,186 @@
+"""secp256k1 keys for Nostr: generation, hex/bech32 forms, BIP-340 signing, key files.
+
+Signing and verification go through coincurve (libsecp256k1); parsed x-only public
+keys are cached because parsing costs about a quarter of a verify.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from coincurve import PrivateKey, PublicKeyXOnly
+
+from pylon.nostr import bech32
+from pylon.nostr.errors import InvalidKey
+
+
+def _parse_hex32(value: str, what: str) -> bytes:
+    try:
+        raw = bytes.fromhex(value)
+    except (ValueError, TypeError) as exc:
+        raise InvalidKey(f"{what} is not hex: {exc}") from None
+    if len(raw) != 32:
+        raise InvalidKey(f"{what} must be 32 bytes (64 hex chars), got {len(raw)} bytes")
+    return raw
+
+
+@lru_cache(maxsize=65536)
+def xonly_pubkey(pubkey_hex: str) -> PublicKeyXOnly:
+    """Parse (and cache) a 32-byte x-only public key given in hex."""
+    raw = _parse_hex32(pubkey_hex, "public key")
+    try:
+        return PublicKeyXOnly(raw)
+    except Exception as exc:  # coincurve raises ValueError for points not on the curve
+        raise InvalidKey(f"public key is not a valid secp256k1 x coordinate: {exc}") from None
+
+
+class PublicKeyCache:
+    """Facade over the module-level pubkey cache, for callers that want stats or a reset."""
+
+    @staticmethod
+    def get(pubkey_hex: str) -> PublicKeyXOnly:
+        return xonly_pubkey(pubkey_hex)
+
+    @staticmethod
+    def info():  # pragma: no cover - diagnostics only
+        return xonly_pubkey.cache_info()
+
+
+def verify_schnorr(pubkey_hex: str, sig_hex: str, msg32: bytes) -> bool:
+    """BIP-340 verify; False for any malformed input rather than an exception."""
+    try:
+        key = xonly_pubkey(pubkey_hex)
+        sig = bytes.fromhex(sig_hex)
+    except (InvalidKey, ValueError, TypeError):
+        return False
+    if len(sig) != 64:
+        return False
+    try:
+        return key.verify(sig, msg32)
+    except Exception:
+        return False
+
+
+def normalize_pubkey(value: str) -> str:
+    """Accept an npub or 64-char hex public key and return lowercase hex."""
+    value = value.strip()
+    if value.startswith("npub1"):
+        hrp, data = bech32.decode(value)
+        if hrp != "npub" or len(data) != 32:
+            raise InvalidKey(f"not a valid npub: {value[:12]}…")
+        return data.hex()
+    _parse_hex32(value, "public key")
+    return value.lower()
+
+
+class Keys:
+    """A Nostr identity: a secret key and its x-only public key.
+
+    The secret never appears in repr() or str(); ask for `secret_hex` or `nsec` explicitly.
+    """
+
+    __slots__ = ("_sk", "public_key")
+
+    def __init__(self, secret: bytes):
+        if len(secret) != 32:
+            raise InvalidKey("secret key must be 32 bytes")
+        try:
+            self._sk = PrivateKey(secret)
+        except Exception as exc:
+            raise InvalidKey(f"secret key out of range: {exc}") from None
+        # x-only public key: drop the parity byte of the compressed form
+        self.public_key: str = self._sk.public_key.format(compressed=True)[1:].hex()
+
+    # -- construction ---------------------------------------------------------------
+    @classmethod
+    def generate(cls) -> "Keys":
+        return cls(secrets.token_bytes(32))
+
+    @classmethod
+    def from_hex(cls, secret_hex: str) -> "Keys":
+        return cls(_parse_hex32(secret_hex.strip(), "secret key"))
+
+    @classmethod
+    def from_nsec(cls, nsec: str) -> "Keys":
+        hrp, data = bech32.decode(nsec.strip())
+        if hrp != "nsec" or len(data) != 32:
+            raise InvalidKey("not a valid nsec")
+        return cls(data)
+
+    @classmethod
+    def parse(cls, value: str) -> "Keys":
+        """Accept an nsec or a 64-char hex secret."""
+        value = value.strip()
+        return cls.from_nsec(value) if value.startswith("nsec1") else cls.from_hex(value)
+
+    # -- forms -------------------------------------------------------------------------
+    @property
+    def secret_hex(self) -> str:
+        return self._sk.secret.hex()
+
+    @property
+    def secret_bytes(self) -> bytes:
+        return self._sk.secret
+
+    @property
+    def nsec(self) -> str:
+        return bech32.encode("nsec", self._sk.secret)
+
+    @property
+    def npub(self) -> str:
+        return bech32.encode("npub", bytes.fromhex(self.public_key))
+
+    def __repr__(self) -> str:
+        return f"Keys(npub={self.npub})"
+
+    __str__ = __repr__
+
+    # -- crypto ------------------------------------------------------------------------
+    def sign(self, msg32: bytes) -> str:
+        """BIP-340 Schnorr signature (hex) over a 32-byte message (an event id)."""
+        return self._sk.sign_schnorr(msg32, secrets.token_bytes(32)).hex()
+
+    def ecdh_x(self, other_pubkey_hex: str) -> bytes:
+        """Unhashed x coordinate of the shared point (what NIP-04 and NIP-44 use)."""
+        from coincurve import PublicKey
+
+        raw = _parse_hex32(other_pubkey_hex, "peer public key")
+        try:
+            point = PublicKey(b"\x02" + raw)
+        except Exception as exc:
+            raise InvalidKey(f"peer public key is not on the curve: {exc}") from None
+        shared = point.multiply(self._sk.secret)
+        return shared.format(compressed=True)[1:]
+
+    # -- files ---------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        """Write the secret as hex to `path`, created with mode 0600 (never wider)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, (self.secret_hex + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "Keys":
+        text = Path(path).read_text().strip()
+        return cls.parse(text)
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> "Keys":
+        """The identity at `path`, generated (mode 0600) on first use."""
+        path = Path(path)
+        if path.exists():
+            return cls.load(path)
+        keys = cls.generate()
+        keys.save(path)
+        return keys

@@ -1,0 +1,246 @@
+"""NIP-01 wire messages in both directions, parsed into types with precise errors.
+
+Client -> relay: EVENT, REQ, CLOSE, AUTH, COUNT.
+Relay -> client: EVENT, OK, EOSE, CLOSED, NOTICE, AUTH, COUNT.
+Parsing raises InvalidMessage whose text is suitable for a NOTICE / OK / CLOSED reply.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Union
+
+from pylon.nostr.errors import InvalidEvent, InvalidMessage
+from pylon.nostr.event import Event
+from pylon.nostr.filters import Filter
+
+MAX_SUB_ID_LEN = 64
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+# ----------------------------------------------------------------- client -> relay
+@dataclass(slots=True)
+class ClientEvent:
+    event: Event
+
+    def to_json(self) -> str:
+        return _dumps(["EVENT", self.event.to_dict()])
+
+
+@dataclass(slots=True)
+class ClientReq:
+    sub_id: str
+    filters: list[Filter]
+
+    def to_json(self) -> str:
+        return _dumps(["REQ", self.sub_id, *[f.to_dict() for f in self.filters]])
+
+
+@dataclass(slots=True)
+class ClientCount:
+    sub_id: str
+    filters: list[Filter]
+
+    def to_json(self) -> str:
+        return _dumps(["COUNT", self.sub_id, *[f.to_dict() for f in self.filters]])
+
+
+@dataclass(slots=True)
+class ClientClose:
+    sub_id: str
+
+    def to_json(self) -> str:
+        return _dumps(["CLOSE", self.sub_id])
+
+
+@dataclass(slots=True)
+class ClientAuth:
+    event: Event
+
+    def to_json(self) -> str:
+        return _dumps(["AUTH", self.event.to_dict()])
+
+
+ClientMessage = Union[ClientEvent, ClientReq, ClientCount, ClientClose, ClientAuth]
+
+
+def _sub_id(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidMessage("invalid: subscription id must be a non-empty string")
+    if len(value) > MAX_SUB_ID_LEN:
+        raise InvalidMessage(f"invalid: subscription id longer than {MAX_SUB_ID_LEN} chars")
+    return value
+
+
+def _load(frame: str | bytes) -> list:
+    try:
+        data = json.loads(frame)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise InvalidMessage(f"invalid: message is not JSON ({exc.__class__.__name__})") from None
+    if not isinstance(data, list) or not data or not isinstance(data[0], str):
+        raise InvalidMessage("invalid: message must be a JSON array starting with a type string")
+    return data
+
+
+def parse_client_message(frame: str | bytes) -> ClientMessage:
+    """Parse a frame a relay received. The event signature is NOT checked here."""
+    data = _load(frame)
+    kind = data[0]
+    try:
+        if kind == "EVENT":
+            if len(data) != 2:
+                raise InvalidMessage("invalid: EVENT takes exactly one event")
+            return ClientEvent(Event.from_dict(data[1]))
+        if kind in ("REQ", "COUNT"):
+            if len(data) < 2:
+                raise InvalidMessage(f"invalid: {kind} needs a subscription id")
+            sub_id = _sub_id(data[1])
+            filters = [Filter.parse(f) for f in data[2:]]
+            return ClientReq(sub_id, filters) if kind == "REQ" else ClientCount(sub_id, filters)
+        if kind == "CLOSE":
+            if len(data) != 2:
+                raise InvalidMessage("invalid: CLOSE takes exactly one subscription id")
+            return ClientClose(_sub_id(data[1]))
+        if kind == "AUTH":
+            if len(data) != 2:
+                raise InvalidMessage("invalid: AUTH takes exactly one event")
+            return ClientAuth(Event.from_dict(data[1]))
+    except InvalidEvent as exc:
+        raise InvalidMessage(str(exc)) from None
+    raise InvalidMessage(f"invalid: unknown message type {kind[:20]!r}")
+
+
+# ----------------------------------------------------------------- relay -> client
+@dataclass(slots=True)
+class RelayEvent:
+    sub_id: str
+    event: Event
+
+    def to_json(self) -> str:
+        return _dumps(["EVENT", self.sub_id, self.event.to_dict()])
+
+
+@dataclass(slots=True)
+class RelayOk:
+    event_id: str
+    accepted: bool
+    message: str = ""
+
+    @property
+    def prefix(self) -> str:
+        """Machine-readable prefix such as 'duplicate', 'blocked', 'auth-required' ('' if none)."""
+        return split_prefix(self.message)[0]
+
+    def to_json(self) -> str:
+        return _dumps(["OK", self.event_id, self.accepted, self.message])
+
+
+@dataclass(slots=True)
+class RelayEose:
+    sub_id: str
+
+    def to_json(self) -> str:
+        return _dumps(["EOSE", self.sub_id])
+
+
+@dataclass(slots=True)
+class RelayClosed:
+    sub_id: str
+    message: str = ""
+
+    @property
+    def prefix(self) -> str:
+        return split_prefix(self.message)[0]
+
+    def to_json(self) -> str:
+        return _dumps(["CLOSED", self.sub_id, self.message])
+
+
+@dataclass(slots=True)
+class RelayNotice:
+    message: str
+
+    def to_json(self) -> str:
+        return _dumps(["NOTICE", self.message])
+
+
+@dataclass(slots=True)
+class RelayAuth:
+    challenge: str
+
+    def to_json(self) -> str:
+        return _dumps(["AUTH", self.challenge])
+
+
+@dataclass(slots=True)
+class RelayCount:
+    sub_id: str
+    count: int
+    approximate: bool = False
+
+    def to_json(self) -> str:
+        body: dict[str, Any] = {"count": self.count}
+        if self.approximate:
+            body["approximate"] = True
+        return _dumps(["COUNT", self.sub_id, body])
+
+
+RelayMessage = Union[RelayEvent, RelayOk, RelayEose, RelayClosed, RelayNotice, RelayAuth, RelayCount]
+
+PREFIXES = (
+    "duplicate", "pow", "blocked", "rate-limited", "invalid", "restricted",
+    "mute", "error", "auth-required", "unsupported",
+)
+
+
+def split_prefix(message: str) -> tuple[str, str]:
+    """Split 'prefix: text' into ('prefix', 'text'); ('', message) if no known prefix."""
+    head, sep, rest = message.partition(":")
+    if sep and head in PREFIXES:
+        return head, rest.strip()
+    return "", message
+
+
+def parse_relay_message(frame: str | bytes) -> RelayMessage:
+    """Parse a frame a client received. The event signature is NOT checked here."""
+    data = _load(frame)
+    kind = data[0]
+    try:
+        if kind == "EVENT":
+            if len(data) != 3 or not isinstance(data[1], str):
+                raise InvalidMessage("invalid: relay EVENT must be [\"EVENT\", sub_id, event]")
+            return RelayEvent(data[1], Event.from_dict(data[2]))
+        if kind == "OK":
+            if len(data) < 3 or not isinstance(data[1], str) or not isinstance(data[2], bool):
+                raise InvalidMessage("invalid: OK must be [\"OK\", event_id, bool, message]")
+            message = data[3] if len(data) > 3 and isinstance(data[3], str) else ""
+            return RelayOk(data[1], data[2], message)
+        if kind == "EOSE":
+            if len(data) < 2 or not isinstance(data[1], str):
+                raise InvalidMessage("invalid: EOSE must carry a subscription id")
+            return RelayEose(data[1])
+        if kind == "CLOSED":
+            if len(data) < 2 or not isinstance(data[1], str):
+                raise InvalidMessage("invalid: CLOSED must carry a subscription id")
+            message = data[2] if len(data) > 2 and isinstance(data[2], str) else ""
+            return RelayClosed(data[1], message)
+        if kind == "NOTICE":
+            return RelayNotice(data[1] if len(data) > 1 and isinstance(data[1], str) else "")
+        if kind == "AUTH":
+            if len(data) < 2 or not isinstance(data[1], str):
+                raise InvalidMessage("invalid: AUTH must carry a challenge string")
+            return RelayAuth(data[1])
+        if kind == "COUNT":
+            if len(data) < 3 or not isinstance(data[1], str) or not isinstance(data[2], dict):
+                raise InvalidMessage("invalid: COUNT must be [\"COUNT\", sub_id, {count}]")
+            count = data[2].get("count")
+            if type(count) is not int:
+                raise InvalidMessage("invalid: COUNT result needs an integer count")
+            return RelayCount(data[1], count, bool(data[2].get("approximate", False)))
+    except InvalidEvent as exc:
+        raise InvalidMessage(str(exc)) from None
+    raise InvalidMessage(f"invalid: unknown relay message type {kind[:20]!r}")
