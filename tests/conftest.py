@@ -14,3 +14,29 @@ def pylon_home(tmp_path, monkeypatch):
     for name in ("PYLON_WALLET", "PYLON_RELAYS", "PYLON_BACKEND"):
         monkeypatch.delenv(name, raising=False)
     return home
+
+
+# --- LLM backend test peers (owner: backend helper) ------------------------------------------
+# The repo root goes on sys.path so `tests.peers.*` (stdlib-only helpers) import the same way
+# from tests, benches and scripts.
+import sys as _sys  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+_REPO_ROOT = _Path(__file__).resolve().parents[1]
+if str(_REPO_ROOT) not in _sys.path:
+    _sys.path.insert(0, str(_REPO_ROOT))
+
+
+@pytest.fixture
+def openai_double():
+    """An OpenAI-compatible server DOUBLE on a free 127.0.0.1 port, in its own thread (so sync
+    code such as DSPy can call it as well as async tests). Configure it on the object:
+    .latency_s, .token_delay_s, .reply (request dict -> text), .stream_usage, .fail_next(),
+    .hang_next(), .drop_next(); read .requests, .max_in_flight; .base_url is ".../v1"."""
+    from tests.peers.openai_double import OpenAIDouble
+
+    double = OpenAIDouble().start_in_thread()
+    try:
+        yield double
+    finally:
+        double.stop_thread()

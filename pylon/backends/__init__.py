@@ -1,0 +1,19 @@
+"""LLM backends: one client for every OpenAI-compatible server (vLLM, llama.cpp, Ollama, SGLang)."""
+
+from pylon.backends.errors import BackendProtocolError, BackendRejected, BackendUnavailable
+from pylon.backends.models import BackendHealth, ChatChunk, ChatRequest, ChatResult
+from pylon.backends.openai import OpenAIBackend, normalize_base_url
+from pylon.errors import BackendError
+
+__all__ = [
+    "BackendError",
+    "BackendHealth",
+    "BackendProtocolError",
+    "BackendRejected",
+    "BackendUnavailable",
+    "ChatChunk",
+    "ChatRequest",
+    "ChatResult",
+    "OpenAIBackend",
+    "normalize_base_url",
+]
