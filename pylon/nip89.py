@@ -1,0 +1,219 @@
+"""NIP-89 provider announcements (kind 31990, `k` = 5050) and discovery.
+
+A provider publishes one addressable kind-31990 event (`["d", id]`, `["k", "5050"]`) whose
+content is JSON describing what a customer needs to choose it:
+
+    {"name": "...", "about": "...", "models": ["llama-3-8b", ...],
+     "pricing": {"price_msat": 0, "price_per_1k_tokens_msat": 0},
+     "encryption": ["nip44", "nip04"], "response_format": true,
+     "relays": ["wss://..."], "max_tokens": 4096, "version": "pylon/0.1.0"}
+
+Discovery asks relays for `{"kinds": [31990], "#k": ["5050"]}` and keeps the newest
+announcement per pubkey; its `created_at` is when the provider was last seen (providers
+re-announce periodically). Announcements from other software vary wildly, so every field
+is read defensively: a field of the wrong type is dropped, not fatal; content that is not
+JSON at all makes that one announcement unusable (skipped, logged).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Iterable
+
+from pydantic import BaseModel, Field
+
+from pylon import __version__
+from pylon.errors import PylonError
+from pylon.nostr import kinds
+from pylon.nostr.event import Event
+from pylon.nostr.filters import Filter
+from pylon.nostr.keys import Keys
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pylon.relay_pool import RelayPool
+
+log = logging.getLogger(__name__)
+
+KIND_HANDLER = kinds.HANDLER_INFO  # 31990
+JOB_KIND = str(kinds.JOB_REQUEST_TEXT)  # "5050"
+DEFAULT_D = "pylon-5050"
+
+
+class AnnouncementParseError(PylonError, ValueError):
+    """A kind-31990 event is not a usable kind-5050 provider announcement."""
+
+
+class ProviderInfo(BaseModel):
+    """What a provider announced, plus when it was last seen."""
+
+    pubkey: str
+    name: str = ""
+    about: str = ""
+    models: list[str] = Field(default_factory=list)
+    price_msat: int = 0
+    price_per_1k_tokens_msat: int = 0
+    encryption: list[str] = Field(default_factory=list)
+    response_format: bool = False
+    relays: list[str] = Field(default_factory=list)
+    max_tokens: int | None = None
+    version: str = ""
+    d: str = ""
+    last_seen: int = 0  # created_at of the announcement
+    event_id: str = ""
+
+    @property
+    def npub(self) -> str:
+        from pylon.nostr import bech32
+
+        return bech32.encode("npub", bytes.fromhex(self.pubkey))
+
+    @property
+    def supports_nip44(self) -> bool:
+        return "nip44" in self.encryption
+
+    def serves(self, model: str | None) -> bool:
+        """True when the provider announced `model` (or announced no model list at all)."""
+        return model is None or not self.models or model in self.models
+
+    def content(self) -> dict[str, Any]:
+        """The announcement content JSON (the inverse of parsing it)."""
+        data: dict[str, Any] = {
+            "name": self.name,
+            "about": self.about,
+            "models": self.models,
+            "pricing": {"price_msat": self.price_msat, "price_per_1k_tokens_msat": self.price_per_1k_tokens_msat},
+            "encryption": self.encryption,
+            "response_format": self.response_format,
+            "relays": self.relays,
+            "version": self.version,
+        }
+        if self.max_tokens is not None:
+            data["max_tokens"] = self.max_tokens
+        return data
+
+
+def build_announcement(
+    keys: Keys,
+    *,
+    models: Iterable[str],
+    name: str = "Pylon provider",
+    about: str = "LLM text generation (NIP-90 kind 5050) on an OpenAI-compatible backend",
+    price_msat: int = 0,
+    price_per_1k_tokens_msat: int = 0,
+    encryption: Iterable[str] = ("nip44", "nip04"),
+    response_format: bool = True,
+    relays: Iterable[str] = (),
+    max_tokens: int | None = None,
+    d: str = DEFAULT_D,
+    version: str | None = None,
+    created_at: int | None = None,
+) -> Event:
+    """Sign a kind-31990 announcement for a kind-5050 provider."""
+    info = ProviderInfo(
+        pubkey=keys.public_key, name=name, about=about, models=list(models),
+        price_msat=int(price_msat), price_per_1k_tokens_msat=int(price_per_1k_tokens_msat),
+        encryption=list(encryption), response_format=response_format, relays=list(relays),
+        max_tokens=max_tokens, version=version or f"pylon/{__version__}", d=d,
+    )
+    content = json.dumps(info.content(), ensure_ascii=False, separators=(",", ":"))
+    tags = [["d", d], ["k", JOB_KIND]]
+    return Event.build(keys, KIND_HANDLER, content, tags, created_at=created_at)
+
+
+def _str(value: Any, limit: int = 1000) -> str:
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def _str_list(value: Any, limit: int = 256) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        return []
+    return [x[:256] for x in value if isinstance(x, str) and x][:limit]
+
+
+def _msat(value: Any) -> int | None:
+    """A non-negative integer amount from an int or a string like "100_000"; None if junk."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    if isinstance(value, str):
+        try:
+            number = int(value.strip().replace("_", "").replace(",", ""))
+        except ValueError:
+            return None
+        return number if number >= 0 else None
+    return None
+
+
+def parse_announcement(event: Event) -> ProviderInfo:
+    """Read a kind-31990 event announcing kind 5050; raises AnnouncementParseError."""
+    if event.kind != KIND_HANDLER:
+        raise AnnouncementParseError(f"not a kind-{KIND_HANDLER} announcement (kind {event.kind})")
+    if JOB_KIND not in event.tag_values("k"):
+        raise AnnouncementParseError("announcement does not list kind 5050 in a 'k' tag")
+    data: dict[str, Any] = {}
+    if event.content.strip():
+        try:
+            data = json.loads(event.content)
+        except ValueError:
+            raise AnnouncementParseError("announcement content is not JSON") from None
+        if not isinstance(data, dict):
+            raise AnnouncementParseError("announcement content is not a JSON object")
+    pricing = data.get("pricing") if isinstance(data.get("pricing"), dict) else {}
+    price = _msat(pricing.get("price_msat", data.get("price_msat")))
+    per_1k = _msat(pricing.get("price_per_1k_tokens_msat", data.get("price_per_1k_tokens_msat")))
+    max_tokens = _msat(data.get("max_tokens"))
+    encryption = [x.lower() for x in _str_list(data.get("encryption"))]
+    if data.get("nip44") is True and "nip44" not in encryption:
+        encryption.append("nip44")
+    return ProviderInfo(
+        pubkey=event.pubkey,
+        name=_str(data.get("name") or data.get("display_name"), 200),
+        about=_str(data.get("about")),
+        models=_str_list(data.get("models")),
+        price_msat=price or 0,
+        price_per_1k_tokens_msat=per_1k or 0,
+        encryption=encryption,
+        response_format=data.get("response_format") is True,
+        relays=[u for u in _str_list(data.get("relays")) if u.startswith(("ws://", "wss://"))],
+        max_tokens=max_tokens or None,
+        version=_str(data.get("version"), 100),
+        d=event.d_tag(),
+        last_seen=event.created_at,
+        event_id=event.id,
+    )
+
+
+def discovery_filter(since: int | None = None) -> Filter:
+    fields: dict[str, Any] = {"kinds": [KIND_HANDLER], "k": [JOB_KIND]}
+    if since is not None:
+        fields["since"] = since
+    return Filter.of(**fields)
+
+
+def newest_per_pubkey(events: Iterable[Event]) -> list[ProviderInfo]:
+    """Parse announcements and keep the newest usable one per pubkey, newest first."""
+    best: dict[str, ProviderInfo] = {}
+    for event in events:
+        try:
+            info = parse_announcement(event)
+        except AnnouncementParseError as exc:
+            log.debug("skipping announcement %s from %s: %s", event.id[:12], event.pubkey[:12], exc)
+            continue
+        current = best.get(info.pubkey)
+        if current is None or (info.last_seen, current.event_id) > (current.last_seen, info.event_id):
+            best[info.pubkey] = info
+    return sorted(best.values(), key=lambda p: p.last_seen, reverse=True)
+
+
+async def discover(pool: "RelayPool", *, model: str | None = None, since: int | None = None,
+                   timeout: float = 5.0) -> list[ProviderInfo]:
+    """Providers announcing kind 5050 on the pool's relays (optionally serving `model`)."""
+    events = await pool.query([discovery_filter(since)], timeout=timeout)
+    providers = newest_per_pubkey(events)
+    return [p for p in providers if p.serves(model)] if model else providers
