@@ -1,0 +1,269 @@
+"""The provider's job state in SQLite (WAL) under PYLON_HOME: never lose a job, never run one twice.
+
+Every state change is committed *before* the provider acts on it:
+
+    seen -> quoted -> [awaiting_payment -> paid] -> processing -> done
+                 \\-> error / cancelled (from any live state)
+
+* `record_seen` inserts the request keyed by its event id with INSERT OR IGNORE, so the same
+  request delivered by several relays, or again after a reconnect or a restart, is taken
+  once.
+* Each transition is one conditional UPDATE (`WHERE status IN (allowed sources)`) whose row
+  count says whether this caller won it; `claim_processing` is the only way into
+  `processing` and bumps `attempts`, so a job can never be run by two tasks.
+* On restart, `recover()` sorts out what the dead process left behind: a job that was
+  `processing` with `result_published = 1` is simply `done`; one without a published result
+  is run again exactly once (`attempts` < 2), after that it is an `error`. Jobs still `seen`
+  or `quoted` are handed back to be processed; `awaiting_payment`/`paid` are left to the
+  payments step, which owns those states (the invoice, payment hash and amount columns are
+  here already so it needs no migration).
+* `last_request_created_at` gives the `since` for the next subscription, so requests sent
+  while the provider was down are picked up.
+
+Synchronous sqlite3 on purpose: each statement is a few tens of microseconds with
+`synchronous=NORMAL` in WAL mode (durable across a process crash, which is the failure that
+matters here), cheaper than a thread hop per write.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from pylon.home import db_path as home_db_path
+
+STATES = ("seen", "quoted", "awaiting_payment", "paid", "processing", "done", "error", "cancelled")
+TERMINAL = frozenset({"done", "error", "cancelled"})
+LIVE = frozenset(STATES) - TERMINAL
+
+#: state -> the states it may be entered from
+ALLOWED_FROM: dict[str, frozenset[str]] = {
+    "seen": frozenset(),
+    "quoted": frozenset({"seen"}),
+    "awaiting_payment": frozenset({"quoted"}),
+    "paid": frozenset({"awaiting_payment"}),
+    "processing": frozenset({"seen", "quoted", "paid"}),  # only via claim_processing (counts attempts)
+    "done": frozenset({"processing"}),
+    "error": LIVE,
+    "cancelled": LIVE,
+}
+
+MAX_ATTEMPTS = 2  # the first run, plus one re-run after a crash
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    request_id        TEXT PRIMARY KEY,
+    customer          TEXT NOT NULL,
+    request_created_at INTEGER NOT NULL,
+    request_json      TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    model             TEXT,
+    encrypted         INTEGER NOT NULL DEFAULT 0,
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    amount_msat       INTEGER,
+    invoice           TEXT,
+    payment_hash      TEXT,
+    invoice_expires_at INTEGER,
+    paid_at           REAL,
+    result_published  INTEGER NOT NULL DEFAULT 0,
+    result_event_id   TEXT,
+    prompt_tokens     INTEGER,
+    completion_tokens INTEGER,
+    error             TEXT,
+    seen_at           REAL NOT NULL,
+    updated_at        REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+CREATE INDEX IF NOT EXISTS jobs_payment_hash ON jobs(payment_hash);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(slots=True)
+class JobRow:
+    """One job as stored."""
+
+    request_id: str
+    customer: str
+    request_created_at: int
+    request_json: str
+    status: str
+    model: str | None
+    encrypted: bool
+    attempts: int
+    amount_msat: int | None
+    invoice: str | None
+    payment_hash: str | None
+    invoice_expires_at: int | None
+    paid_at: float | None
+    result_published: bool
+    result_event_id: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    error: str | None
+    seen_at: float
+    updated_at: float
+
+
+_COLUMNS = [f for f in JobRow.__slots__]  # type: ignore[attr-defined]
+_SETTABLE = frozenset({"model", "amount_msat", "invoice", "payment_hash", "invoice_expires_at", "paid_at",
+                       "result_event_id", "prompt_tokens", "completion_tokens", "error", "encrypted"})
+
+
+class JobStore:
+    """SQLite-backed job states for one provider identity."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else home_db_path("provider")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "JobStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writes -------------------------------------------------------------------------
+    def record_seen(self, request_id: str, customer: str, created_at: int, request_json: str,
+                    *, model: str | None = None, encrypted: bool = False) -> bool:
+        """Insert a new request as `seen`; False if it was already known (any state)."""
+        now = time.time()
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO jobs (request_id, customer, request_created_at, request_json, status, model,"
+            " encrypted, seen_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (request_id, customer, int(created_at), request_json, "seen", model, int(encrypted), now, now),
+        )
+        self._bump_last_seen(created_at)
+        return cur.rowcount == 1
+
+    def _bump_last_seen(self, created_at: int) -> None:
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES('last_request_created_at', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)",
+            (str(int(created_at)),),
+        )
+
+    def transition(self, request_id: str, to: str, **fields: object) -> bool:
+        """Move a job to `to` if the state machine allows it from its current state.
+
+        Extra columns (model, amount_msat, invoice, payment_hash, error, …) are written in
+        the same statement. Returns False (and changes nothing) when the job is unknown or
+        in a state `to` may not follow.
+        """
+        if to not in ALLOWED_FROM:
+            raise ValueError(f"unknown job state {to!r}")
+        if to == "processing":
+            raise ValueError("enter 'processing' with claim_processing(), which counts attempts")
+        bad = set(fields) - _SETTABLE
+        if bad:
+            raise ValueError(f"cannot set {sorted(bad)} in a transition")
+        sources = ALLOWED_FROM[to]
+        if not sources:
+            return False
+        sets = ["status = ?", "updated_at = ?"] + [f"{k} = ?" for k in fields]
+        params: list[object] = [to, time.time(), *fields.values(), request_id, *sources]
+        placeholders = ",".join("?" * len(sources))
+        cur = self._db.execute(
+            f"UPDATE jobs SET {', '.join(sets)} WHERE request_id = ? AND status IN ({placeholders})", params
+        )
+        return cur.rowcount == 1
+
+    def claim_processing(self, request_id: str, *, rerun: bool = False) -> bool:
+        """Enter `processing` (and count an attempt); False if not ours to run.
+
+        A fresh claim comes from seen/quoted/paid. `rerun=True` (restart recovery only)
+        re-claims a job left `processing` without a published result, once.
+        """
+        sources = ("processing",) if rerun else ("seen", "quoted", "paid")
+        placeholders = ",".join("?" * len(sources))
+        cur = self._db.execute(
+            f"UPDATE jobs SET status = 'processing', attempts = attempts + 1, updated_at = ? "
+            f"WHERE request_id = ? AND status IN ({placeholders}) AND result_published = 0 AND attempts < ?",
+            (time.time(), request_id, *sources, MAX_ATTEMPTS),
+        )
+        return cur.rowcount == 1
+
+    def mark_result_published(self, request_id: str, result_event_id: str, *, prompt_tokens: int | None,
+                              completion_tokens: int | None, amount_msat: int | None = None) -> None:
+        """Record the published result and finish the job in one statement."""
+        self._db.execute(
+            "UPDATE jobs SET result_published = 1, result_event_id = ?, prompt_tokens = ?, completion_tokens = ?,"
+            " amount_msat = COALESCE(?, amount_msat), status = 'done', updated_at = ? WHERE request_id = ?",
+            (result_event_id, prompt_tokens, completion_tokens, amount_msat, time.time(), request_id),
+        )
+
+    def recover(self) -> list[JobRow]:
+        """After a restart: settle what the last process left and return jobs to (re)run.
+
+        Returns rows in `processing` that were re-claimed for one more attempt, plus rows
+        still `seen`/`quoted` (never started); oldest first.
+        """
+        now = time.time()
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "UPDATE jobs SET status = 'done', updated_at = ? WHERE status = 'processing' AND result_published = 1",
+                (now,),
+            )
+            self._db.execute(
+                "UPDATE jobs SET status = 'error', error = 'interrupted twice by provider restarts', updated_at = ?"
+                " WHERE status = 'processing' AND attempts >= ?",
+                (now, MAX_ATTEMPTS),
+            )
+        rows = self.jobs_in(("processing", "seen", "quoted"))
+        return sorted(rows, key=lambda r: (r.request_created_at, r.seen_at))
+
+    # -- reads ---------------------------------------------------------------------------
+    def get(self, request_id: str) -> JobRow | None:
+        row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE request_id = ?", (request_id,)).fetchone()
+        return _row(row) if row else None
+
+    def status(self, request_id: str) -> str | None:
+        row = self._db.execute("SELECT status FROM jobs WHERE request_id = ?", (request_id,)).fetchone()
+        return row[0] if row else None
+
+    def jobs_in(self, states: Iterable[str]) -> list[JobRow]:
+        states = list(states)
+        placeholders = ",".join("?" * len(states))
+        cur = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE status IN ({placeholders})", states)
+        return [_row(r) for r in cur.fetchall()]
+
+    def by_payment_hash(self, payment_hash: str) -> JobRow | None:
+        row = self._db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE payment_hash = ?", (payment_hash,)
+        ).fetchone()
+        return _row(row) if row else None
+
+    def counts(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
+
+    def last_request_created_at(self) -> int | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'last_request_created_at'").fetchone()
+        return int(row[0]) if row else None
+
+    def set_meta(self, key: str, value: object) -> None:
+        self._db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                         (key, json.dumps(value)))
+
+    def get_meta(self, key: str) -> object | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+
+def _row(values: tuple) -> JobRow:
+    row = JobRow(*values)
+    row.encrypted = bool(row.encrypted)
+    row.result_published = bool(row.result_published)
+    return row
