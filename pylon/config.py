@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -39,6 +39,7 @@ class Settings(BaseModel):
     timeout_s: float = Field(120.0, gt=0)
     log_format: Literal["text", "json"] = "text"
     metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"  # bind address of /metrics and /health (0.0.0.0 in docker)
 
     @field_validator("relays")
     @classmethod
@@ -48,7 +49,7 @@ class Settings(BaseModel):
                 raise ValueError(f"relay URL must start with ws:// or wss://: {url!r}")
         return value
 
-    SECRET_FIELDS = ("wallet", "backend_api_key")
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("wallet", "backend_api_key")
 
     def masked(self) -> dict[str, Any]:
         """The settings as a dict with secrets replaced (safe to print or log)."""
