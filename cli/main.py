@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli import keys_cmd
+from cli import config_cmd, doctor_cmd
 
 app = typer.Typer(
     name="pylon",
@@ -13,6 +14,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(config_cmd.app, name="config")
+app.command("doctor")(doctor_cmd.doctor)
 
 
 def main() -> None:  # pragma: no cover - console entry

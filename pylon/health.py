@@ -1,0 +1,212 @@
+"""`/health` and `/metrics` over a tiny asyncio HTTP server, for serve and relay.
+
+Why not aiohttp or prometheus_client's threaded server: the provider and relay are asyncio
+processes already; a 100-line stream server in the same loop can run async health checks
+(backend, relays, wallet) directly, adds no dependency, and stops with the process.
+
+`/health` answers JSON `{"ok": bool, "checks": {name: {"ok": bool, "detail": str}}}` with
+HTTP 200 when every check passes and 503 otherwise, so a Docker HEALTHCHECK or a load
+balancer can use the status code alone. `/metrics` is the Prometheus text format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from pylon.metrics import CONTENT_TYPE_LATEST, render
+
+log = logging.getLogger(__name__)
+
+_MAX_HEADER_BYTES = 16 * 1024
+_READ_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    ok: bool
+    detail: str = ""
+
+
+Check = Callable[[], Awaitable[CheckResult]]
+
+
+class Health:
+    """Named async checks, each bounded by a timeout, run concurrently on every /health."""
+
+    def __init__(self, checks: Mapping[str, Check] | None = None, *, timeout: float = 5.0) -> None:
+        self._checks: dict[str, Check] = dict(checks or {})
+        self.timeout = timeout
+
+    def add(self, name: str, check: Check) -> None:
+        self._checks[name] = check
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._checks)
+
+    async def _run_one(self, check: Check) -> CheckResult:
+        try:
+            return await asyncio.wait_for(check(), self.timeout)
+        except asyncio.TimeoutError:
+            return CheckResult(False, f"no answer within {self.timeout:g} s")
+        except Exception as exc:  # a check that raises is a failed check, not a 500
+            return CheckResult(False, f"{type(exc).__name__}: {exc}")
+
+    async def report(self) -> dict[str, Any]:
+        names = list(self._checks)
+        results = await asyncio.gather(*(self._run_one(self._checks[n]) for n in names))
+        checks = {n: {"ok": r.ok, "detail": r.detail} for n, r in zip(names, results)}
+        return {"ok": all(r.ok for r in results), "checks": checks}
+
+
+# ------------------------------------------------------------------- ready-made checks
+def backend_check(backend: Any) -> Check:
+    """Reachability of an OpenAI-compatible backend through its `health()` (BackendHealth)."""
+
+    async def check() -> CheckResult:
+        h = await backend.health()
+        if getattr(h, "ok", False):
+            models = list(getattr(h, "models", []) or [])
+            latency = getattr(h, "latency_ms", None)
+            extra = f" in {latency:.0f} ms" if isinstance(latency, (int, float)) else ""
+            return CheckResult(True, f"{len(models)} model(s){extra}")
+        return CheckResult(False, str(getattr(h, "error", None) or "backend not healthy"))
+
+    return check
+
+
+def relays_check(status: Callable[[], Mapping[str, str]], *, min_connected: int = 1) -> Check:
+    """At least `min_connected` relays connected, from e.g. `RelayPool.status()`."""
+
+    async def check() -> CheckResult:
+        states = dict(status())
+        up = sorted(u for u, s in states.items() if s == "connected")
+        down = sorted(u for u, s in states.items() if s != "connected")
+        detail = f"{len(up)}/{len(states)} connected"
+        if down:
+            detail += "; not connected: " + ", ".join(down)
+        return CheckResult(len(up) >= min_connected, detail)
+
+    return check
+
+
+def wallet_check(wallet: Any) -> Check:
+    """The wallet answers a balance request. The balance itself is not published."""
+
+    async def check() -> CheckResult:
+        await wallet.balance()
+        return CheckResult(True, "balance request answered")
+
+    return check
+
+
+# ------------------------------------------------------------------- the HTTP server
+class MetricsServer:
+    """Serves GET /metrics (a registry) and GET /health (a Health) on host:port.
+
+    Binds to 127.0.0.1 by default: exposing metrics beyond the machine is an explicit choice
+    (`--metrics-host 0.0.0.0`, as the docker stack does inside its network).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, health: Health | None = None,
+                 *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.registry = registry
+        self.health = health
+        self.host = host
+        self.port = port
+        self._server: asyncio.base_events.Server | None = None
+
+    @property
+    def url(self) -> str:
+        host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> "MetricsServer":
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("metrics and health on %s (/metrics, /health)", self.url)
+        return self
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> "MetricsServer":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT_S)
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
+                    ConnectionError):
+                return
+            if len(head) > _MAX_HEADER_BYTES:
+                await self._send(writer, 431, b"request header too large\n", "text/plain")
+                return
+            line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            parts = line.split(" ")
+            if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+                await self._send(writer, 400, b"bad request\n", "text/plain")
+                return
+            method, target = parts[0], parts[1]
+            path = target.split("?", 1)[0]
+            if method not in ("GET", "HEAD"):
+                await self._send(writer, 405, b"method not allowed\n", "text/plain", head_only=False,
+                                 extra={"Allow": "GET, HEAD"})
+                return
+            status, body, ctype = await self._route(path)
+            await self._send(writer, status, body, ctype, head_only=(method == "HEAD"))
+        except Exception:  # one bad request must not take the server down
+            log.exception("metrics server: error while answering a request")
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _route(self, path: str) -> tuple[int, bytes, str]:
+        if path == "/metrics" and self.registry is not None:
+            body = await asyncio.get_running_loop().run_in_executor(None, render, self.registry)
+            return 200, body, CONTENT_TYPE_LATEST
+        if path in ("/health", "/healthz"):
+            report = await self.health.report() if self.health is not None else {"ok": True, "checks": {}}
+            body = (json.dumps(report, ensure_ascii=False) + "\n").encode()
+            return (200 if report["ok"] else 503), body, "application/json"
+        if path == "/":
+            links = [p for p, on in (("/metrics", self.registry is not None), ("/health", True)) if on]
+            return 200, ("\n".join(links) + "\n").encode(), "text/plain; charset=utf-8"
+        return 404, b"not found\n", "text/plain; charset=utf-8"
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, status: int, body: bytes, ctype: str, *,
+                    head_only: bool = False, extra: Mapping[str, str] | None = None) -> None:
+        reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+                   431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+        headers = {
+            "Content-Type": ctype,
+            "Content-Length": str(len(body)),
+            "Connection": "close",
+            "Cache-Control": "no-store",
+            **(extra or {}),
+        }
+        head = f"HTTP/1.1 {status} {reasons.get(status, 'OK')}\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        writer.write(head.encode("latin-1") + (b"" if head_only else body))
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()

@@ -1,0 +1,257 @@
+"""Prometheus metrics for `pylon serve` and `pylon relay`, one registry per process object.
+
+Why a registry per object rather than prometheus_client's global one: tests (and a demo that
+runs a provider and a relay in one process) create several providers and relays; the global
+registry refuses a second metric with the same name. Each `ProviderMetrics` / `RelayMetrics`
+owns a `CollectorRegistry`, and `pylon.health.MetricsServer` serves exactly that registry.
+
+Wiring is meant to be a few lines in the owner's code:
+
+    metrics = ProviderMetrics()                      # serve_cmd creates it
+    metrics.track_relays(pool.status)                # connection state read at scrape time
+    with metrics.job_in_flight():                    # provider, around one job
+        ...
+        with metrics.time_backend(model):            # around the backend call
+            result = await backend.chat(req)
+        metrics.job_finished("success", tokens=(p, c))
+    metrics.earned(amount_msat)                      # when an invoice settles
+
+For the relay a custom collector reads the relay's own stats object at scrape time, so the
+relay's hot path only bumps plain ints (no prometheus calls per message).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "JOB_STATUSES",
+    "ProviderMetrics",
+    "RelayMetrics",
+    "RelayStatsCollector",
+    "render",
+]
+
+# Final (and intermediate) job states a provider reports. Anything else is counted as
+# "other" so that a typo or a hostile value can never blow up label cardinality.
+JOB_STATUSES = frozenset({
+    "received", "payment-required", "paid", "processing", "success", "error",
+    "cancelled", "expired", "rejected", "other",
+})
+
+# Backend latency buckets: vLLM answers range from ~10 ms (tiny prompt, warm) to minutes.
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The registry in the Prometheus text format (what /metrics returns)."""
+    return generate_latest(registry)
+
+
+class _RelayStateCollector(Collector):
+    """`pylon_provider_relay_connected{relay=...}` read from a status callable at scrape time."""
+
+    def __init__(self, status: Callable[[], Mapping[str, str]]):
+        self._status = status
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "pylon_provider_relay_connected",
+            "1 if the provider's connection to this relay is up, else 0",
+            labels=["relay"],
+        )
+        try:
+            status = dict(self._status())
+        except Exception:  # a scrape must never fail because the pool is mid-shutdown
+            status = {}
+        for url, state in sorted(status.items()):
+            family.add_metric([url], 1.0 if state == "connected" else 0.0)
+        yield family
+
+
+class ProviderMetrics:
+    """Counters, gauges and histograms of one provider, in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        reg = self.registry
+        self.jobs = Counter("pylon_provider_jobs", "Jobs by status reached", ["status"], registry=reg)
+        self.earned_msat = Counter("pylon_provider_earned_msat", "Millisats received for jobs", registry=reg)
+        self.tokens = Counter("pylon_provider_tokens", "Tokens processed", ["type"], registry=reg)
+        self.backend_latency = Histogram(
+            "pylon_provider_backend_latency_seconds",
+            "Time the backend took per job (whole generation)",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.backend_errors = Counter(
+            "pylon_provider_backend_errors", "Backend calls that failed", ["model"], registry=reg
+        )
+        self.in_flight = Gauge("pylon_provider_jobs_in_flight", "Jobs currently being worked on", registry=reg)
+        for status in ("success", "error"):  # so dashboards see 0 rather than no series
+            self.jobs.labels(status=status)
+        for kind in ("prompt", "completion"):
+            self.tokens.labels(type=kind)
+        self._relay_collector: _RelayStateCollector | None = None
+        if process:
+            _add_process_collectors(reg)
+
+    # -- relay connection state ---------------------------------------------------------
+    def track_relays(self, status: Callable[[], Mapping[str, str]]) -> None:
+        """Report relay connection state from e.g. `RelayPool.status` (url -> state)."""
+        if self._relay_collector is not None:
+            self.registry.unregister(self._relay_collector)
+        self._relay_collector = _RelayStateCollector(status)
+        self.registry.register(self._relay_collector)
+
+    # -- jobs -----------------------------------------------------------------------------
+    def job_status(self, status: str) -> None:
+        """Count one job reaching `status` (NIP-90 feedback names: processing, success, error...)."""
+        self.jobs.labels(status=status if status in JOB_STATUSES else "other").inc()
+
+    def job_finished(self, status: str, *, tokens: tuple[int, int] | None = None) -> None:
+        """Count a finished job and, when known, its (prompt, completion) token usage."""
+        self.job_status(status)
+        if tokens is not None:
+            prompt, completion = tokens
+            if prompt > 0:
+                self.tokens.labels(type="prompt").inc(prompt)
+            if completion > 0:
+                self.tokens.labels(type="completion").inc(completion)
+
+    @contextlib.contextmanager
+    def job_in_flight(self) -> Iterator[None]:
+        """Hold the in-flight gauge up for the duration of one job, whatever its outcome."""
+        self.in_flight.inc()
+        try:
+            yield
+        finally:
+            self.in_flight.dec()
+
+    def earned(self, amount_msat: int) -> None:
+        """Add a settled payment (int millisats; negative or zero amounts are ignored)."""
+        if isinstance(amount_msat, int) and amount_msat > 0:
+            self.earned_msat.inc(amount_msat)
+
+    # -- backend ----------------------------------------------------------------------------
+    def observe_backend(self, model: str, seconds: float, *, ok: bool = True) -> None:
+        self.backend_latency.labels(model=model).observe(max(0.0, seconds))
+        if not ok:
+            self.backend_errors.labels(model=model).inc()
+
+    @contextlib.contextmanager
+    def time_backend(self, model: str) -> Iterator[None]:
+        """Time one backend call; an exception counts as a backend error and propagates."""
+        start = time.perf_counter()
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            self.observe_backend(model, time.perf_counter() - start, ok=ok)
+
+    def render(self) -> bytes:
+        return render(self.registry)
+
+
+class RelayStatsCollector(Collector):
+    """Exports a relay's stats object at scrape time.
+
+    The stats object is duck-typed so the relay keeps plain counters on its hot path. It may
+    offer `snapshot() -> dict` or plain attributes; the keys read are:
+      connections (int), subscriptions (int), events_stored (int),
+      messages_in / messages (Mapping[type, int]: client -> relay messages by verb),
+      messages_out (Mapping[type, int]: relay -> client),
+      rejections (Mapping[reason, int]: OK false / CLOSED by machine-readable prefix),
+      events_received, events_accepted (int).
+    Missing keys are simply not exported. Values that are callables are called.
+    """
+
+    def __init__(self, stats: Any, prefix: str = "nexus_relay") -> None:
+        self._stats = stats
+        self._prefix = prefix
+
+    def _read(self) -> dict[str, Any]:
+        stats = self._stats
+        snapshot = getattr(stats, "snapshot", None)
+        if callable(snapshot):
+            data = dict(snapshot())
+        elif isinstance(stats, Mapping):
+            data = dict(stats)
+        else:
+            data = {k: getattr(stats, k) for k in dir(stats) if not k.startswith("_")}
+        return {k: (v() if callable(v) and not isinstance(v, Mapping) else v) for k, v in data.items()}
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            data = self._read()
+        except Exception:  # never fail a scrape on a relay shutting down
+            return
+        p = self._prefix
+        gauges = (
+            ("connections", "Open client websocket connections"),
+            ("subscriptions", "Open subscriptions (REQs) over all connections"),
+            ("events_stored", "Events currently stored"),
+        )
+        for key, doc in gauges:
+            value = data.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                yield GaugeMetricFamily(f"{p}_{key}", doc, value=float(value))
+        counters = (
+            ("events_received", "EVENT messages received"),
+            ("events_accepted", "Events accepted (OK true)"),
+            ("connections_opened", "Connections opened since start"),
+        )
+        for key, doc in counters:
+            value = data.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                yield CounterMetricFamily(f"{p}_{key}", doc, value=float(value))
+        labelled = (
+            ("messages", "messages_in", "Client messages received by type", "type"),
+            ("messages_in", "messages_in", "Client messages received by type", "type"),
+            ("messages_out", "messages_out", "Relay messages sent by type", "type"),
+            ("rejections", "rejections", "Events or requests refused, by machine-readable reason", "reason"),
+        )
+        seen: set[str] = set()
+        for key, name, doc, label in labelled:
+            value = data.get(key)
+            if name in seen or not isinstance(value, Mapping):
+                continue
+            seen.add(name)
+            family = CounterMetricFamily(f"{p}_{name}", doc, labels=[label])
+            for lab, count in sorted(value.items()):
+                if isinstance(count, (int, float)):
+                    family.add_metric([str(lab)], float(count))
+            yield family
+
+
+class RelayMetrics:
+    """The relay's registry: its stats object exported through `RelayStatsCollector`."""
+
+    def __init__(self, stats: Any, registry: CollectorRegistry | None = None, *, process: bool = True) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.collector = RelayStatsCollector(stats)
+        self.registry.register(self.collector)
+        if process:
+            _add_process_collectors(self.registry)
+
+    def render(self) -> bytes:
+        return render(self.registry)
+
+
+def _add_process_collectors(registry: CollectorRegistry) -> None:
+    """Resident memory, CPU, open fds: what an operator looks at first."""
+    from prometheus_client import PlatformCollector, ProcessCollector
+
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
