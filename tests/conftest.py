@@ -40,3 +40,39 @@ def openai_double():
         yield double
     finally:
         double.stop_thread()
+
+
+# --- wallets (owner: wallet helper) ------------------------------------------------------------
+class DevLedgerHandle:
+    """A fresh dev-wallet ledger file: `.path`, `.uri(account)`, `.fund(account, msat)`,
+    `.wallet(account)` (an open DevWallet; closed by the fixture)."""
+
+    def __init__(self, path):
+        self.path = path
+        self._wallets = []
+
+    def uri(self, account: str) -> str:
+        return f"dev://{self.path}?account={account}"
+
+    def fund(self, account: str, amount_msat: int) -> int:
+        from wallet.dev import fund
+
+        return fund(self.path, account, amount_msat)
+
+    def wallet(self, account: str):
+        from wallet.dev import DevWallet
+
+        w = DevWallet(self.path, account)
+        self._wallets.append(w)
+        return w
+
+
+@pytest.fixture
+def dev_ledger(tmp_path):
+    """A dev-wallet ledger in tmp_path (see DevLedgerHandle)."""
+    handle = DevLedgerHandle(tmp_path / "devledger.sqlite")
+    yield handle
+    for w in handle._wallets:
+        if not w._closed:
+            w._closed = True
+            w.ledger.close()

@@ -1,0 +1,135 @@
+"""Spending limits for a client: per job, per UTC day, per session — enforced on the ledger.
+
+`Budget.reserve` checks the limits and writes the payment intent in ONE SQLite write
+transaction (BEGIN IMMEDIATE), so two concurrent jobs — in the same process or in two
+processes sharing PYLON_HOME — can never both pass the check and overspend together.
+`Budget.pay` is the whole exactly-once payment step the client flow needs:
+
+    budget = Budget(Ledger(), per_job_msat=cap, daily_msat=day, session_msat=sess)
+    decoded = check_invoice(bolt11, ..., budget_left_msat=budget.left_msat(), ...)
+    receipt = await budget.pay(wallet, decoded, job_id=job.id, provider=provider_hex)
+
+A session is one Budget object (one PylonClient): it gets a random `session_id` unless
+given one.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from pylon.invoice_check import ABOVE_BUDGET, ABOVE_MAX, NO_AMOUNT, DecodedInvoice, PaymentRefused
+from pylon.ledger import Ledger, Receipt, SpendLimits, utc_day_start
+from wallet.base import InvoiceState, Wallet
+from wallet.errors import AlreadyPaid, WalletError, WalletTimeout, WalletUnreachable
+
+log = logging.getLogger(__name__)
+
+
+def _limit(value: int | None, name: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer (msat) or None")
+    return value
+
+
+class Budget:
+    """Per-job cap plus daily and session budgets over a receipts `Ledger` (None = unlimited)."""
+
+    def __init__(self, ledger: Ledger | None = None, *, per_job_msat: int | None = None,
+                 daily_msat: int | None = None, session_msat: int | None = None,
+                 session_id: str | None = None) -> None:
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.per_job_msat = _limit(per_job_msat, "per_job_msat")
+        self.daily_msat = _limit(daily_msat, "daily_msat")
+        self.session_msat = _limit(session_msat, "session_msat")
+        self.session_id = session_id or uuid.uuid4().hex
+
+    def __repr__(self) -> str:
+        return (f"Budget(per_job_msat={self.per_job_msat}, daily_msat={self.daily_msat}, "
+                f"session_msat={self.session_msat}, session_id={self.session_id[:8]}…)")
+
+    # -- reading -----------------------------------------------------------------------------
+    def spent_today_msat(self, now: float | None = None) -> int:
+        return self.ledger.spent_msat(since=utc_day_start(now))
+
+    def spent_session_msat(self) -> int:
+        return self.ledger.spent_msat(session_id=self.session_id)
+
+    def left_msat(self, now: float | None = None) -> int | None:
+        """What may still be spent now (min of daily and session room, ≥ 0), or None if unlimited.
+
+        The per-job cap is separate (`per_job_msat`). Advisory: only `reserve` is binding."""
+        room: list[int] = []
+        if self.daily_msat is not None:
+            room.append(self.daily_msat - self.spent_today_msat(now))
+        if self.session_msat is not None:
+            room.append(self.session_msat - self.spent_session_msat())
+        return max(0, min(room)) if room else None
+
+    def check(self, amount_msat: int, now: float | None = None) -> None:
+        """Raise PaymentRefused ("above_max" / "above_budget") if `amount_msat` may not be spent now."""
+        if self.per_job_msat is not None and amount_msat > self.per_job_msat:
+            raise PaymentRefused(ABOVE_MAX, f"{amount_msat} msat is above the per-job cap of {self.per_job_msat} msat")
+        left = self.left_msat(now)
+        if left is not None and amount_msat > left:
+            raise PaymentRefused(ABOVE_BUDGET, f"{amount_msat} msat is above what is left of the budget ({left} msat)")
+
+    # -- binding -------------------------------------------------------------------------------
+    def reserve(self, amount_msat: int, *, job_id: str, provider: str, payment_hash: str, bolt11: str,
+                now: float | None = None) -> Receipt:
+        """Atomically check every limit and record the pending payment intent.
+
+        Raises PaymentRefused: "above_max", "above_budget", or "already_paid" (the job or the
+        hash already has a payment). On success the amount counts as spent until the receipt
+        is marked failed."""
+        if self.per_job_msat is not None and amount_msat > self.per_job_msat:
+            raise PaymentRefused(ABOVE_MAX, f"{amount_msat} msat is above the per-job cap of {self.per_job_msat} msat")
+        limits = SpendLimits(daily_msat=self.daily_msat, session_msat=self.session_msat, session_id=self.session_id)
+        return self.ledger.record_intent(job_id=job_id, provider=provider, payment_hash=payment_hash,
+                                         amount_msat=amount_msat, bolt11=bolt11, session_id=self.session_id,
+                                         limits=limits, now=now)
+
+    async def pay(self, wallet: Wallet, invoice: DecodedInvoice, *, job_id: str, provider: str) -> Receipt:
+        """Reserve, pay through `wallet`, and close the receipt: the exactly-once payment step.
+
+        - limits exceeded / job or hash already paid -> PaymentRefused, nothing paid;
+        - the wallet refuses with a typed error (no money moved) -> receipt failed, error re-raised;
+        - outcome unknown (timeout, unreachable, crash) -> the wallet is asked with
+          lookup_payment; if still unknown the receipt stays 'pending' (Ledger.recover settles it
+          later) and the error is re-raised. The job is never paid a second time meanwhile.
+        `invoice` should come from `pylon.invoice_check.check_invoice`."""
+        if invoice.amount_msat is None:
+            raise PaymentRefused(NO_AMOUNT, "invoice has no amount")
+        receipt = self.reserve(invoice.amount_msat, job_id=job_id, provider=provider,
+                               payment_hash=invoice.payment_hash, bolt11=invoice.bolt11)
+        try:
+            payment = await wallet.pay_invoice(invoice.bolt11, max_msat=invoice.amount_msat)
+        except AlreadyPaid as exc:
+            return await self._settle_unknown(wallet, receipt, exc)
+        except (WalletTimeout, WalletUnreachable) as exc:
+            return await self._settle_unknown(wallet, receipt, exc)
+        except WalletError as exc:
+            self.ledger.mark_failed(receipt.payment_hash, f"{type(exc).__name__}: {exc}")
+            raise
+        except BaseException as exc:  # cancellation or a bug mid-payment: outcome unknown, keep it pending
+            log.warning("payment for job %s interrupted (%s); left pending for recovery", job_id[:12], type(exc).__name__)
+            raise
+        if payment.payment_hash.lower() != invoice.payment_hash.lower() or not payment.preimage_matches():
+            log.warning("wallet returned a preimage that does not match hash %s", invoice.payment_hash[:12])
+        return self.ledger.mark_paid(receipt.payment_hash, preimage=payment.preimage, fee_msat=payment.fee_msat)
+
+    async def _settle_unknown(self, wallet: Wallet, receipt: Receipt, exc: WalletError) -> Receipt:
+        try:
+            state = await wallet.lookup_payment(receipt.payment_hash)
+        except WalletError:
+            raise exc from None
+        if state == InvoiceState.SETTLED:
+            details_fn = getattr(wallet, "payment_details", None)
+            details = await details_fn(receipt.payment_hash) if details_fn else None
+            return self.ledger.mark_paid(receipt.payment_hash, preimage=details.preimage if details else None,
+                                         fee_msat=details.fee_msat if details else 0)
+        if state == InvoiceState.FAILED and not isinstance(exc, (WalletTimeout, WalletUnreachable)):
+            self.ledger.mark_failed(receipt.payment_hash, f"{type(exc).__name__}: {exc}")
+        raise exc

@@ -1,0 +1,361 @@
+"""The client's receipts ledger: one row per payment, written BEFORE the money moves.
+
+Exactly-once paying rests on three things here:
+1. `record_intent` writes a 'pending' row (job id, provider, payment hash, amount, bolt11)
+   before the wallet is asked to pay. Unique indexes on job_id and on payment_hash (among
+   rows that are not 'failed') make a second intent for the same job or the same invoice
+   impossible, across tasks and processes: it raises PaymentRefused("already_paid").
+2. `mark_paid` / `mark_failed` close the row once the wallet answered. A row is marked failed
+   only when the wallet says for sure that no money moved.
+3. After a crash, rows left 'pending' are settled by `recover(wallet)`, which asks the
+   wallet (`lookup_payment`) what really happened.
+
+SQLite in WAL mode under PYLON_HOME (`db_path("ledger")`), synchronous=FULL; each method is
+one short transaction (BEGIN IMMEDIATE for writes), so calling it directly from async code
+is fine. Days are UTC days.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from pylon.errors import PaymentError
+from pylon.home import db_path
+from pylon.invoice_check import ABOVE_BUDGET, ALREADY_PAID, PaymentRefused
+
+log = logging.getLogger(__name__)
+
+PENDING, PAID, FAILED = "pending", "paid", "failed"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS receipts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    payment_hash TEXT NOT NULL,
+    amount_msat INTEGER NOT NULL CHECK (amount_msat >= 0),
+    fee_msat INTEGER NOT NULL DEFAULT 0 CHECK (fee_msat >= 0),
+    bolt11 TEXT NOT NULL,
+    preimage TEXT,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'paid', 'failed')),
+    session_id TEXT,
+    error TEXT,
+    created_at REAL NOT NULL,
+    paid_at REAL,
+    updated_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS receipts_one_per_job ON receipts(job_id) WHERE status != 'failed';
+CREATE UNIQUE INDEX IF NOT EXISTS receipts_one_per_hash ON receipts(payment_hash) WHERE status != 'failed';
+CREATE INDEX IF NOT EXISTS receipts_by_time ON receipts(created_at);
+CREATE INDEX IF NOT EXISTS receipts_by_status ON receipts(status);
+"""
+
+_COLS = ("id, job_id, provider, payment_hash, amount_msat, fee_msat, bolt11, preimage, status, "
+         "session_id, error, created_at, paid_at, updated_at")
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """One payment the client made or is making."""
+
+    id: int
+    job_id: str
+    provider: str          # provider pubkey (hex)
+    payment_hash: str
+    amount_msat: int
+    fee_msat: int
+    bolt11: str
+    preimage: str | None
+    status: str            # 'pending' | 'paid' | 'failed'
+    session_id: str | None
+    error: str | None
+    created_at: float
+    paid_at: float | None
+    updated_at: float
+
+    @property
+    def spent_msat(self) -> int:
+        """What this receipt costs the budget (pending counts: the money may be gone)."""
+        return 0 if self.status == FAILED else self.amount_msat + self.fee_msat
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SpendLimits:
+    """Limits checked inside the intent transaction (None = unlimited)."""
+
+    daily_msat: int | None = None
+    session_msat: int | None = None
+    session_id: str | None = None
+
+
+def utc_day_start(now: float | None = None) -> float:
+    t = time.time() if now is None else now
+    d = datetime.fromtimestamp(t, tz=timezone.utc)
+    return d.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+class LedgerError(PaymentError):
+    """The receipts ledger could not be read or written, or a receipt is not where expected."""
+
+
+class Ledger:
+    """Receipts in SQLite. Thread-safe; several processes may share the file."""
+
+    def __init__(self, path: str | Path | None = None, *, busy_timeout_ms: int = 15_000):
+        self.path = Path(path) if path is not None else db_path("ledger")
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=busy_timeout_ms / 1000, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open the receipts ledger {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing --------------------------------------------------------------------------
+    class _Tx:
+        def __init__(self, ledger: "Ledger"):
+            self.ledger = ledger
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.ledger._lock.acquire()
+            try:
+                self.ledger._db.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self.ledger._lock.release()
+                raise
+            return self.ledger._db
+
+        def __exit__(self, exc_type, exc, tb) -> None:
+            try:
+                self.ledger._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            finally:
+                self.ledger._lock.release()
+
+    def _tx(self) -> "Ledger._Tx":
+        return Ledger._Tx(self)
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise LedgerError(f"receipts ledger read failed: {exc}") from None
+
+    @staticmethod
+    def _receipt(row: tuple) -> Receipt:
+        return Receipt(*row)
+
+    def _one(self, db: sqlite3.Connection, where: str, args: tuple) -> Receipt | None:
+        row = db.execute(f"SELECT {_COLS} FROM receipts WHERE {where} ORDER BY id DESC LIMIT 1", args).fetchone()
+        return Receipt(*row) if row else None
+
+    @staticmethod
+    def _spent(db: sqlite3.Connection, since: float | None = None, session_id: str | None = None) -> int:
+        sql = "SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM receipts WHERE status != 'failed'"
+        args: list[Any] = []
+        if since is not None:
+            sql += " AND created_at >= ?"
+            args.append(since)
+        if session_id is not None:
+            sql += " AND session_id = ?"
+            args.append(session_id)
+        return int(db.execute(sql, args).fetchone()[0])
+
+    # -- writes ------------------------------------------------------------------------------
+    def record_intent(self, *, job_id: str, provider: str, payment_hash: str, amount_msat: int, bolt11: str,
+                      session_id: str | None = None, limits: SpendLimits | None = None,
+                      now: float | None = None) -> Receipt:
+        """Write a 'pending' receipt before paying. Raises PaymentRefused:
+        "already_paid" when this job or this payment hash already has a non-failed receipt,
+        "above_budget" when `limits` (checked in the same transaction) would be exceeded."""
+        if not job_id or not payment_hash:
+            raise LedgerError("a receipt needs a job id and a payment hash")
+        if not isinstance(amount_msat, int) or amount_msat < 0:
+            raise LedgerError("amount_msat must be a non-negative integer")
+        t = time.time() if now is None else now
+        payment_hash = payment_hash.lower()
+        try:
+            with self._tx() as db:
+                prior = self._one(db, "status != 'failed' AND (job_id = ? OR payment_hash = ?)", (job_id, payment_hash))
+                if prior is not None:
+                    what = "job" if prior.job_id == job_id else "invoice"
+                    raise PaymentRefused(ALREADY_PAID, f"this {what} already has a {prior.status} payment "
+                                                       f"(receipt {prior.id}, hash {prior.payment_hash[:16]}…)")
+                if limits is not None:
+                    if limits.daily_msat is not None:
+                        spent = self._spent(db, since=utc_day_start(t))
+                        if spent + amount_msat > limits.daily_msat:
+                            raise PaymentRefused(ABOVE_BUDGET, f"{amount_msat} msat would exceed the daily budget "
+                                                               f"({spent} of {limits.daily_msat} msat spent today)")
+                    if limits.session_msat is not None:
+                        spent = self._spent(db, session_id=limits.session_id or session_id)
+                        if spent + amount_msat > limits.session_msat:
+                            raise PaymentRefused(ABOVE_BUDGET, f"{amount_msat} msat would exceed the session budget "
+                                                               f"({spent} of {limits.session_msat} msat spent)")
+                cur = db.execute(
+                    "INSERT INTO receipts(job_id, provider, payment_hash, amount_msat, bolt11, status, session_id,"
+                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                    (job_id, provider, payment_hash, amount_msat, bolt11, session_id, t, t))
+                receipt = self._one(db, "id = ?", (cur.lastrowid,))
+        except sqlite3.IntegrityError:  # pragma: no cover - the SELECT above runs under the same write lock
+            raise PaymentRefused(ALREADY_PAID, "this job or invoice already has a payment") from None
+        except sqlite3.Error as exc:
+            raise LedgerError(f"could not record the payment intent: {exc}") from None
+        assert receipt is not None
+        log.info("payment intent job=%s hash=%s amount_msat=%d", job_id[:12], payment_hash[:12], amount_msat)
+        return receipt
+
+    def mark_paid(self, payment_hash: str, *, preimage: str | None, fee_msat: int = 0,
+                  now: float | None = None) -> Receipt:
+        """Close the pending receipt for `payment_hash` as paid (idempotent if already paid)."""
+        t = time.time() if now is None else now
+        payment_hash = payment_hash.lower()
+        try:
+            with self._tx() as db:
+                r = self._one(db, "payment_hash = ? AND status != 'failed'", (payment_hash,))
+                if r is None:
+                    # money moved for a receipt we had marked failed: resurrect it rather than lose it
+                    r = self._one(db, "payment_hash = ?", (payment_hash,))
+                    if r is None:
+                        raise LedgerError(f"no receipt for payment hash {payment_hash[:16]}…")
+                if r.status == PAID:
+                    return r
+                db.execute("UPDATE receipts SET status='paid', preimage=?, fee_msat=?, paid_at=?, updated_at=?, error=NULL"
+                           " WHERE id = ?", (preimage, int(fee_msat), t, t, r.id))
+                out = self._one(db, "id = ?", (r.id,))
+        except sqlite3.Error as exc:
+            raise LedgerError(f"could not mark the payment paid: {exc}") from None
+        assert out is not None
+        return out
+
+    def mark_failed(self, payment_hash: str, error: str, *, now: float | None = None) -> Receipt:
+        """Close the pending receipt as failed. Only call it when the wallet is sure no money moved."""
+        t = time.time() if now is None else now
+        payment_hash = payment_hash.lower()
+        try:
+            with self._tx() as db:
+                r = self._one(db, "payment_hash = ? AND status != 'failed'", (payment_hash,))
+                if r is None:
+                    r = self._one(db, "payment_hash = ?", (payment_hash,))
+                    if r is None:
+                        raise LedgerError(f"no receipt for payment hash {payment_hash[:16]}…")
+                    return r
+                if r.status == PAID:
+                    raise LedgerError(f"receipt {r.id} is already paid; it cannot be marked failed")
+                db.execute("UPDATE receipts SET status='failed', error=?, updated_at=? WHERE id = ?",
+                           (str(error)[:500], t, r.id))
+                out = self._one(db, "id = ?", (r.id,))
+        except sqlite3.Error as exc:
+            raise LedgerError(f"could not mark the payment failed: {exc}") from None
+        assert out is not None
+        return out
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, payment_hash: str) -> Receipt | None:
+        """The live (pending/paid) receipt for a hash, else the latest failed one, else None."""
+        rows = self._query(f"SELECT {_COLS} FROM receipts WHERE payment_hash = ? "
+                           "ORDER BY (status = 'failed'), id DESC LIMIT 1", (payment_hash.lower(),))
+        return Receipt(*rows[0]) if rows else None
+
+    def has_paid(self, payment_hash: str) -> bool:
+        """True when a payment for this hash was made OR may have been made (pending): don't pay it again."""
+        return bool(self._query("SELECT 1 FROM receipts WHERE payment_hash = ? AND status != 'failed' LIMIT 1",
+                                (payment_hash.lower(),)))
+
+    def intent_for_job(self, job_id: str) -> Receipt | None:
+        """The job's pending or paid receipt (at most one exists), or None."""
+        rows = self._query(f"SELECT {_COLS} FROM receipts WHERE job_id = ? AND status != 'failed'", (job_id,))
+        return Receipt(*rows[0]) if rows else None
+
+    def pending(self) -> list[Receipt]:
+        return [Receipt(*r) for r in self._query(f"SELECT {_COLS} FROM receipts WHERE status = 'pending' ORDER BY id")]
+
+    def receipts(self, *, limit: int | None = None, include_failed: bool = True) -> list[Receipt]:
+        """Newest first."""
+        sql = f"SELECT {_COLS} FROM receipts"
+        if not include_failed:
+            sql += " WHERE status != 'failed'"
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [Receipt(*r) for r in self._query(sql)]
+
+    def __iter__(self) -> Iterator[Receipt]:
+        return iter(self.receipts())
+
+    def spent_msat(self, *, since: float | None = None, session_id: str | None = None) -> int:
+        """amount + fee of pending and paid receipts, optionally since a time / for a session."""
+        with self._lock:
+            return self._spent(self._db, since=since, session_id=session_id)
+
+    def spent_today_msat(self, now: float | None = None) -> int:
+        return self.spent_msat(since=utc_day_start(now))
+
+    def totals_by_provider(self) -> dict[str, dict[str, int]]:
+        """provider -> {"count", "amount_msat", "fee_msat"} over pending+paid receipts."""
+        rows = self._query("SELECT provider, COUNT(*), SUM(amount_msat), SUM(fee_msat) FROM receipts "
+                           "WHERE status != 'failed' GROUP BY provider ORDER BY SUM(amount_msat) DESC")
+        return {p: {"count": c, "amount_msat": a, "fee_msat": f} for p, c, a, f in rows}
+
+    def totals_by_day(self) -> dict[str, dict[str, int]]:
+        """UTC day (YYYY-MM-DD) -> {"count", "amount_msat", "fee_msat"} over pending+paid receipts."""
+        rows = self._query("SELECT date(created_at, 'unixepoch'), COUNT(*), SUM(amount_msat), SUM(fee_msat) "
+                           "FROM receipts WHERE status != 'failed' GROUP BY 1 ORDER BY 1")
+        return {d: {"count": c, "amount_msat": a, "fee_msat": f} for d, c, a, f in rows}
+
+    # -- crash recovery ------------------------------------------------------------------------
+    async def recover(self, wallet: Any) -> list[Receipt]:
+        """Settle receipts left 'pending' (by a crash or an unknown outcome) by asking the wallet.
+
+        SETTLED -> paid (with preimage and fee when the wallet offers `payment_details`);
+        FAILED -> failed; PENDING or a wallet error -> left pending for a later call.
+        Returns the receipts it changed."""
+        from wallet.base import InvoiceState  # local: keep pylon.ledger importable without wallet side effects
+
+        changed: list[Receipt] = []
+        for r in self.pending():
+            try:
+                state = await wallet.lookup_payment(r.payment_hash)
+            except Exception as exc:  # any wallet trouble: try again later, never guess
+                log.warning("recover: cannot look up payment %s: %s", r.payment_hash[:12], type(exc).__name__)
+                continue
+            if state == InvoiceState.SETTLED:
+                preimage, fee = None, 0
+                details_fn = getattr(wallet, "payment_details", None)
+                if details_fn is not None:
+                    try:
+                        details = await details_fn(r.payment_hash)
+                    except Exception:
+                        details = None
+                    if details is not None:
+                        preimage, fee = details.preimage, details.fee_msat
+                changed.append(self.mark_paid(r.payment_hash, preimage=preimage, fee_msat=fee))
+                log.info("recover: receipt %d (job %s) was paid", r.id, r.job_id[:12])
+            elif state in (InvoiceState.FAILED, InvoiceState.EXPIRED):
+                changed.append(self.mark_failed(r.payment_hash, "recovered: the wallet has no payment for this hash"))
+                log.info("recover: receipt %d (job %s) was not paid", r.id, r.job_id[:12])
+        return changed

@@ -1,0 +1,71 @@
+"""Lightning wallets behind one protocol, chosen by URI.
+
+    from wallet import open_wallet
+    w = open_wallet("dev:///tmp/ledger.sqlite?account=alice")
+    inv = await w.make_invoice(21_000, "memo")
+    pay = await other.pay_invoice(inv.bolt11, max_msat=21_000)
+
+URI schemes:
+  dev:///<abs path to ledger.sqlite>?account=<name>     wallet.dev.DevWallet (regtest, local)
+  lnbits://<api key>@<host>:<port>[?tls=1]                wallet.lnbits.LNbitsWallet
+  nostr+walletconnect://<pubkey>?relay=<ws url>&secret=<hex>   wallet.nwc.NwcWallet (NIP-47)
+
+A URI may hold a secret: print `redact_uri(uri)`, never the URI. Implementations are
+imported lazily so `import wallet` stays cheap.
+"""
+
+from __future__ import annotations
+
+from wallet.base import Invoice, InvoiceState, Payment, SupportsPaymentDetails, Wallet
+from wallet.errors import (
+    AlreadyPaid,
+    AmountAboveMax,
+    InsufficientBalance,
+    InvoiceExpired,
+    InvoiceInvalid,
+    InvoiceNotFound,
+    NotImplementedByWallet,
+    PaymentFailed,
+    QuotaExceeded,
+    Unauthorized,
+    WalletError,
+    WalletTimeout,
+    WalletUnreachable,
+)
+from wallet.uri import redact_uri, scheme_of
+
+SCHEMES = ("dev", "lnbits", "nostr+walletconnect")
+
+
+def open_wallet(uri: str) -> Wallet:
+    """Build the wallet a URI names. Raises WalletError (with the URI redacted) if it is unusable.
+
+    Opening does no network I/O; the first call that needs the wallet connects."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise WalletError("no wallet configured: pass --wallet URI or set PYLON_WALLET")
+    uri = uri.strip()
+    scheme = scheme_of(uri)
+    if scheme == "dev":
+        from wallet.dev import DevWallet
+
+        return DevWallet.from_uri(uri)
+    if scheme in ("lnbits", "lnbits+https", "lnbits+http"):
+        from wallet.lnbits import LNbitsWallet
+
+        return LNbitsWallet.from_uri(uri)
+    if scheme in ("nostr+walletconnect", "nostrwalletconnect"):
+        from wallet.nwc import NwcWallet
+
+        return NwcWallet.from_uri(uri)
+    raise WalletError(
+        f"unknown wallet URI scheme in {redact_uri(uri)!r}; use one of: "
+        + ", ".join(s + "://" for s in SCHEMES)
+    )
+
+
+__all__ = [
+    "AlreadyPaid", "AmountAboveMax", "InsufficientBalance", "Invoice", "InvoiceExpired",
+    "InvoiceInvalid", "InvoiceNotFound", "InvoiceState", "NotImplementedByWallet", "Payment",
+    "PaymentFailed", "QuotaExceeded", "SupportsPaymentDetails", "Unauthorized", "Wallet",
+    "WalletError", "WalletTimeout", "WalletUnreachable", "open_wallet", "redact_uri", "scheme_of",
+]

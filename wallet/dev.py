@@ -1,0 +1,371 @@
+"""The development wallet: accounts in one SQLite ledger shared by every process of a local setup.
+
+URI: `dev:///<absolute path to ledger.sqlite>?account=<name>` (the file and the account are
+created on first use). It behaves like a tiny Lightning node with custodial accounts (like
+LNbits): invoices are real BOLT11 strings on regtest (`lnbcrt…`), signed with a node key kept in
+the ledger, with a random preimage whose sha256 is the payment hash. Paying is one
+`BEGIN IMMEDIATE` transaction that checks the invoice (issued here, not expired, not paid,
+amount <= max_msat, balance) and moves the money, so concurrent payers in several processes
+can never double-spend or pay an invoice twice. Fees are 0. Only invoices issued by the same
+ledger can be paid — there is no network behind it.
+
+Blocking SQLite calls run in a worker thread so a contended ledger never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from wallet.base import Invoice, InvoiceState, Payment
+from wallet.bolt11_codec import decode_bolt11, encode_bolt11
+from wallet.errors import (
+    AlreadyPaid,
+    AmountAboveMax,
+    InsufficientBalance,
+    InvoiceExpired,
+    InvoiceInvalid,
+    InvoiceNotFound,
+    PaymentFailed,
+    WalletError,
+    WalletUnreachable,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+NETWORK = "regtest"
+BUSY_TIMEOUT_MS = 15_000
+MAX_EXPIRY_S = 31 * 24 * 3600
+MAX_AMOUNT_MSAT = 21_000_000 * 100_000_000 * 1000
+_ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    name TEXT PRIMARY KEY,
+    balance_msat INTEGER NOT NULL DEFAULT 0 CHECK (balance_msat >= 0),
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS invoices (
+    payment_hash TEXT PRIMARY KEY,
+    account TEXT NOT NULL REFERENCES accounts(name),
+    bolt11 TEXT NOT NULL,
+    amount_msat INTEGER NOT NULL,
+    memo TEXT NOT NULL DEFAULT '',
+    preimage TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',   -- 'pending' | 'settled'
+    settled_at REAL,
+    paid_by TEXT
+);
+CREATE TABLE IF NOT EXISTS payments (
+    payment_hash TEXT PRIMARY KEY,           -- an invoice is paid at most once in this ledger
+    payer TEXT NOT NULL REFERENCES accounts(name),
+    payee TEXT NOT NULL REFERENCES accounts(name),
+    amount_msat INTEGER NOT NULL,
+    fee_msat INTEGER NOT NULL DEFAULT 0,
+    preimage TEXT NOT NULL,
+    paid_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fundings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account TEXT NOT NULL REFERENCES accounts(name),
+    amount_msat INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS payments_by_payer ON payments(payer);
+"""
+
+
+def _check_account(name: str) -> str:
+    if not isinstance(name, str) or not _ACCOUNT_RE.match(name):
+        raise WalletError("dev wallet account names are 1-64 characters of letters, digits, '_', '-', '.'")
+    return name
+
+
+def _check_hash(payment_hash: str) -> str:
+    if not isinstance(payment_hash, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", payment_hash):
+        raise InvoiceInvalid("payment hash must be 64 hex characters")
+    return payment_hash.lower()
+
+
+class DevLedger:
+    """One ledger file: accounts, invoices, payments and the node key. Thread-safe.
+
+    Every process opens its own DevLedger on the same file; SQLite (WAL, BEGIN IMMEDIATE,
+    busy_timeout) serialises the writers."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
+                                       isolation_level=None, check_same_thread=False)
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._lock = threading.Lock()
+            with self._lock:
+                self._db.executescript(_SCHEMA)
+            with self._tx() as db:
+                db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('node_secret', ?)",
+                           (secrets.token_bytes(32).hex(),))
+                db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('network', ?)", (NETWORK,))
+                self._node_secret = db.execute("SELECT value FROM meta WHERE key='node_secret'").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise WalletUnreachable(f"cannot open dev ledger {self.path}: {exc}") from None
+        from coincurve import PrivateKey
+
+        self.node_pubkey: str = PrivateKey(bytes.fromhex(self._node_secret)).public_key.format().hex()
+
+    # -- transactions ---------------------------------------------------------------------
+    class _Tx:
+        def __init__(self, ledger: "DevLedger"):
+            self.ledger = ledger
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.ledger._lock.acquire()
+            try:
+                self.ledger._db.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self.ledger._lock.release()
+                raise
+            return self.ledger._db
+
+        def __exit__(self, exc_type, exc, tb) -> None:
+            try:
+                self.ledger._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            finally:
+                self.ledger._lock.release()
+
+    def _tx(self) -> "DevLedger._Tx":
+        """A write transaction holding the ledger's write lock from the start (no upgrade deadlocks)."""
+        return DevLedger._Tx(self)
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- accounts -------------------------------------------------------------------------
+    def ensure_account(self, name: str) -> None:
+        _check_account(name)
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO accounts(name, balance_msat, created_at) VALUES (?, 0, ?)",
+                       (name, int(time.time())))
+
+    def fund(self, account: str, amount_msat: int) -> int:
+        """Credit `amount_msat` to `account` (created if missing); returns the new balance."""
+        _check_account(account)
+        if not isinstance(amount_msat, int) or isinstance(amount_msat, bool) or not 0 < amount_msat <= MAX_AMOUNT_MSAT:
+            raise WalletError("fund amount must be a positive integer number of millisats")
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO accounts(name, balance_msat, created_at) VALUES (?, 0, ?)",
+                       (account, int(time.time())))
+            db.execute("UPDATE accounts SET balance_msat = balance_msat + ? WHERE name = ?", (amount_msat, account))
+            db.execute("INSERT INTO fundings(account, amount_msat, at) VALUES (?, ?, ?)", (account, amount_msat, time.time()))
+            return db.execute("SELECT balance_msat FROM accounts WHERE name = ?", (account,)).fetchone()[0]
+
+    def balance(self, account: str) -> int:
+        rows = self._read("SELECT balance_msat FROM accounts WHERE name = ?", (account,))
+        return rows[0][0] if rows else 0
+
+    def accounts(self) -> dict[str, int]:
+        return dict(self._read("SELECT name, balance_msat FROM accounts ORDER BY name"))
+
+    # -- invoices -------------------------------------------------------------------------
+    def make_invoice(self, account: str, amount_msat: int, memo: str, expiry_s: int) -> Invoice:
+        if not isinstance(amount_msat, int) or isinstance(amount_msat, bool) or not 0 < amount_msat <= MAX_AMOUNT_MSAT:
+            raise InvoiceInvalid("invoice amount must be a positive integer number of millisats")
+        if not isinstance(expiry_s, int) or not 0 < expiry_s <= MAX_EXPIRY_S:
+            raise InvoiceInvalid(f"invoice expiry must be 1..{MAX_EXPIRY_S} seconds")
+        memo = str(memo or "")
+        if len(memo.encode()) > 639:  # BOLT11 'd' field limit
+            raise InvoiceInvalid("invoice memo must be at most 639 bytes")
+        preimage = secrets.token_bytes(32)
+        payment_hash = hashlib.sha256(preimage).hexdigest()
+        created = int(time.time())
+        text = encode_bolt11(node_secret_hex=self._node_secret, network=NETWORK, amount_msat=amount_msat,
+                             payment_hash=payment_hash, payment_secret=secrets.token_bytes(32).hex(),
+                             memo=memo, expiry_s=expiry_s, created_at=created)
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO accounts(name, balance_msat, created_at) VALUES (?, 0, ?)",
+                       (account, created))
+            db.execute(
+                "INSERT INTO invoices(payment_hash, account, bolt11, amount_msat, memo, preimage, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (payment_hash, account, text, amount_msat, memo, preimage.hex(), created, created + expiry_s))
+        return Invoice(bolt11=text, payment_hash=payment_hash, amount_msat=amount_msat, expires_at=created + expiry_s)
+
+    def pay_invoice(self, account: str, bolt11: str, max_msat: int, now: float | None = None) -> Payment:
+        """Check and settle in one transaction; raises a typed error and moves nothing otherwise."""
+        if not isinstance(max_msat, int) or isinstance(max_msat, bool) or max_msat < 0:
+            raise PaymentFailed("max_msat must be a non-negative integer")
+        decoded = decode_bolt11(bolt11)
+        if decoded.network != NETWORK:
+            raise PaymentFailed(f"the dev wallet pays regtest invoices only, this one is for {decoded.network}")
+        if decoded.amount_msat is None:
+            raise InvoiceInvalid("amountless invoices are not supported")
+        if decoded.amount_msat > max_msat:
+            raise AmountAboveMax(f"invoice asks {decoded.amount_msat} msat, above the allowed {max_msat} msat")
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT account, bolt11, amount_msat, preimage, expires_at, state, paid_by FROM invoices"
+                " WHERE payment_hash = ?", (decoded.payment_hash,)).fetchone()
+            if row is None:
+                raise PaymentFailed("no route: the dev wallet can only pay invoices issued by the same dev ledger")
+            payee, stored_bolt11, amount, preimage, expires_at, state, paid_by = row
+            if stored_bolt11 != decoded.bolt11:
+                raise PaymentFailed("invoice does not match the one issued for this payment hash")
+            if state == "settled":
+                raise AlreadyPaid(f"invoice already paid{' by this account' if paid_by == account else ''}")
+            t = time.time() if now is None else now
+            if t >= expires_at:
+                raise InvoiceExpired("invoice expired; ask the payee for a new one")
+            if payee == account:
+                raise PaymentFailed("an account cannot pay its own invoice")
+            bal = db.execute("SELECT balance_msat FROM accounts WHERE name = ?", (account,)).fetchone()
+            if bal is None or bal[0] < amount:
+                raise InsufficientBalance(
+                    f"balance {bal[0] if bal else 0} msat is below the invoice amount {amount} msat"
+                    " (fund it with `pylon wallet fund`)")
+            db.execute("UPDATE accounts SET balance_msat = balance_msat - ? WHERE name = ?", (amount, account))
+            db.execute("UPDATE accounts SET balance_msat = balance_msat + ? WHERE name = ?", (amount, payee))
+            db.execute("UPDATE invoices SET state = 'settled', settled_at = ?, paid_by = ? WHERE payment_hash = ?",
+                       (t, account, decoded.payment_hash))
+            db.execute("INSERT INTO payments(payment_hash, payer, payee, amount_msat, fee_msat, preimage, paid_at)"
+                       " VALUES (?, ?, ?, ?, 0, ?, ?)", (decoded.payment_hash, account, payee, amount, preimage, t))
+        log.debug("dev wallet: %s paid %s msat for %s", account, amount, decoded.payment_hash[:12])
+        return Payment(preimage=preimage, fee_msat=0, payment_hash=decoded.payment_hash, amount_msat=amount)
+
+    def lookup_invoice(self, account: str, payment_hash: str, now: float | None = None) -> InvoiceState:
+        ph = _check_hash(payment_hash)
+        rows = self._read("SELECT state, expires_at FROM invoices WHERE payment_hash = ? AND account = ?", (ph, account))
+        if not rows:
+            raise InvoiceNotFound(f"no invoice {ph[:16]}… issued by this account")
+        state, expires_at = rows[0]
+        if state == "settled":
+            return InvoiceState.SETTLED
+        return InvoiceState.EXPIRED if (time.time() if now is None else now) >= expires_at else InvoiceState.PENDING
+
+    def payment_details(self, account: str, payment_hash: str) -> Payment | None:
+        ph = _check_hash(payment_hash)
+        rows = self._read("SELECT preimage, fee_msat, amount_msat FROM payments WHERE payment_hash = ? AND payer = ?",
+                          (ph, account))
+        if not rows:
+            return None
+        preimage, fee, amount = rows[0]
+        return Payment(preimage=preimage, fee_msat=fee, payment_hash=ph, amount_msat=amount)
+
+
+def parse_dev_uri(uri: str) -> tuple[Path, str]:
+    """`dev:///abs/path.sqlite?account=name` -> (path, account). Account defaults to "default"."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() != "dev":
+        raise WalletError("not a dev:// wallet URI")
+    path = unquote(parts.path)
+    if parts.netloc and parts.netloc not in ("localhost",):
+        # dev://relative/path is a common slip: treat netloc as the first path segment
+        path = unquote(parts.netloc) + path
+    if not path:
+        raise WalletError("dev wallet URI needs a ledger path: dev:///abs/path/ledger.sqlite?account=NAME")
+    account = parse_qs(parts.query).get("account", ["default"])[0]
+    return Path(path).expanduser(), _check_account(account)
+
+
+class DevWallet:
+    """A `Wallet` that is one account of a `DevLedger`."""
+
+    network = NETWORK
+
+    def __init__(self, path: str | Path, account: str = "default", *, ledger: DevLedger | None = None):
+        self.account = _check_account(account)
+        self.ledger = ledger or DevLedger(path)
+        self.path = self.ledger.path
+        self.ledger.ensure_account(self.account)
+        self._closed = False
+
+    @classmethod
+    def from_uri(cls, uri: str) -> "DevWallet":
+        path, account = parse_dev_uri(uri)
+        return cls(path, account)
+
+    @property
+    def uri(self) -> str:
+        return f"dev://{self.path.resolve()}?account={self.account}"
+
+    @property
+    def node_pubkey(self) -> str:
+        """Payee pubkey of every invoice this ledger issues (what `check_invoice` may expect)."""
+        return self.ledger.node_pubkey
+
+    def __repr__(self) -> str:
+        return f"DevWallet(path={str(self.path)!r}, account={self.account!r})"
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise WalletError("wallet is closed")
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except sqlite3.Error as exc:
+            raise WalletUnreachable(f"dev ledger {self.path} failed: {exc}") from None
+
+    async def pay_invoice(self, bolt11: str, *, max_msat: int) -> Payment:
+        return await self._call(self.ledger.pay_invoice, self.account, bolt11, max_msat)
+
+    async def make_invoice(self, amount_msat: int, memo: str = "", expiry_s: int = 600) -> Invoice:
+        return await self._call(self.ledger.make_invoice, self.account, amount_msat, memo, expiry_s)
+
+    async def lookup_invoice(self, payment_hash: str) -> InvoiceState:
+        return await self._call(self.ledger.lookup_invoice, self.account, payment_hash)
+
+    async def lookup_payment(self, payment_hash: str) -> InvoiceState:
+        details = await self.payment_details(payment_hash)
+        return InvoiceState.SETTLED if details else InvoiceState.FAILED
+
+    async def payment_details(self, payment_hash: str) -> Payment | None:
+        return await self._call(self.ledger.payment_details, self.account, payment_hash)
+
+    async def balance(self) -> int:
+        return await self._call(self.ledger.balance, self.account)
+
+    async def fund(self, amount_msat: int) -> int:
+        """Credit this account (dev wallets only); returns the new balance."""
+        return await self._call(self.ledger.fund, self.account, amount_msat)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.ledger.close()
+
+    async def __aenter__(self) -> "DevWallet":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def fund(uri_or_path: str | Path, account: str, amount_msat: int) -> int:
+    """Credit `account` in the ledger at a dev:// URI or path; returns the new balance."""
+    path = parse_dev_uri(uri_or_path)[0] if str(uri_or_path).startswith("dev:") else Path(uri_or_path)
+    ledger = DevLedger(path)
+    try:
+        return ledger.fund(account, amount_msat)
+    finally:
+        ledger.close()
+
