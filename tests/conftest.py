@@ -76,3 +76,22 @@ def dev_ledger(tmp_path):
         if not w._closed:
             w._closed = True
             w.ledger.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_server():
+    """The real vLLM server on the CPU serving the tiny random Llama, started once per session.
+
+    Yields a pylon.devstack.vllm.VllmServer: .base_url (".../v1"), .model ("tiny-llama").
+    Skips only when the set-up (tests/peers/setup_vllm.sh, run by .ci/setup.sh) has not built
+    the vLLM venv or the model; a server that fails to start is an error, not a skip."""
+    from pylon.devstack.vllm import missing_reason, start_vllm
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = start_vllm()
+    try:
+        yield server
+    finally:
+        server.stop()

