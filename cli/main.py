@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli import keys_cmd
+from cli import relay_cmd
 from cli import config_cmd, doctor_cmd
 
 app = typer.Typer(
@@ -14,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(keys_cmd.app, name="keys")
+app.command("relay")(relay_cmd.relay)
 app.add_typer(config_cmd.app, name="config")
 app.command("doctor")(doctor_cmd.doctor)
 

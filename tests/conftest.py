@@ -95,3 +95,30 @@ def vllm_server():
         yield server
     finally:
         server.stop()
+
+
+# --- relay (owner: relay helper) ---------------------------------------------------------------
+@pytest.fixture
+async def relay_url(tmp_path):
+    """ws:// URL of a relay for this test: PYLON_TEST_RELAY when set, else an embedded nexus
+    relay on a free 127.0.0.1 port with its own database in tmp_path (stopped after the test)."""
+    import os
+
+    external = os.environ.get("PYLON_TEST_RELAY")
+    if external:
+        yield external
+        return
+    from nexus_relay import running_relay
+
+    async with running_relay(tmp_path / "nexus-relay.sqlite") as relay:
+        yield relay.url
+
+
+@pytest.fixture(autouse=True)
+def _skip_embedded_relay_only(request):
+    """Tests marked `embedded_relay` need the in-process nexus relay (its config or internals):
+    skip them when PYLON_TEST_RELAY points the suite at another relay."""
+    import os
+
+    if os.environ.get("PYLON_TEST_RELAY") and request.node.get_closest_marker("embedded_relay"):
+        pytest.skip("needs the embedded nexus relay; PYLON_TEST_RELAY is set")

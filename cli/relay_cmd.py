@@ -1,0 +1,62 @@
+"""`pylon relay`: run the embedded nexus relay until SIGINT/SIGTERM.
+
+The first line on stdout is the relay's ws:// URL (flushed at once), so scripts and tests
+can start it with `--port 0` and read where it listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import handle_errors, setup_logging
+from pylon.home import db_path as home_db_path
+
+log = logging.getLogger("pylon.relay")
+
+
+async def _serve(db: Path, host: str, port: int, config) -> None:  # noqa: ANN001 - RelayConfig
+    from nexus_relay import running_relay
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
+            pass
+    async with running_relay(db, config, host=host, port=port) as relay:
+        sys.stdout.write(relay.url + "\n")
+        sys.stdout.flush()
+        await stop.wait()
+        log.info("stopping relay")
+
+
+@handle_errors
+def relay(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(7777, "--port", help="Port to listen on (0 picks a free one)."),
+    db: Optional[Path] = typer.Option(None, "--db", help="SQLite database (default PYLON_HOME/relay.sqlite)."),
+    auth: bool = typer.Option(False, "--auth", help="Require NIP-42 AUTH before REQ and EVENT."),
+    public_url: str = typer.Option("", "--public-url", help="ws(s):// URL clients use (NIP-42 relay tag)."),
+    events_per_second: float = typer.Option(1000.0, "--events-per-second", help="Per-connection EVENT rate (0 = no limit)."),
+    events_burst: int = typer.Option(5000, "--events-burst", help="Per-connection EVENT burst."),
+    no_fsync: bool = typer.Option(False, "--no-fsync", help="Commit without fsync (survives a crash, not a power cut)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Run the embedded Nostr relay; prints its ws:// URL first."""
+    from nexus_relay import RelayConfig
+
+    setup_logging(verbose)
+    if not verbose:  # one line per connection is noise for a relay
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+    config = RelayConfig(auth_required=auth, public_url=public_url, events_per_second=events_per_second,
+                         events_burst=events_burst, fsync=not no_fsync)
+    path = db if db is not None else home_db_path("relay")
+    asyncio.run(_serve(path, host, port, config))

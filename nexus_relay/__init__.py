@@ -1,0 +1,14 @@
+"""nexus_relay: Pylon's embedded Nostr relay (NIP-01/09/11/40/42/45) on SQLite WAL.
+
+    from nexus_relay import RelayConfig, running_relay
+    async with running_relay() as relay:   # free port, temporary database
+        print(relay.url)
+
+Imports only pylon.nostr from the project (see ARCHITECTURE.md).
+"""
+
+from nexus_relay.config import RelayConfig
+from nexus_relay.server import NexusRelay, running_relay
+from nexus_relay.stats import RelayStats
+
+__all__ = ["RelayConfig", "NexusRelay", "RelayStats", "running_relay"]

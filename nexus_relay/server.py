@@ -1,0 +1,468 @@
+"""The relay: websocket handling, the ingest pipeline, subscriptions and fan-out.
+
+Everything that touches a frame runs synchronously on the event loop: parse, check,
+verify, then either queue the event for the next group commit (OK and fan-out happen in
+the commit callback) or answer a REQ/COUNT from the read connection. No coroutine or
+future is created per event, which is what keeps ingest in the thousands per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import AsyncIterator
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from pylon.nostr import Event, InvalidMessage
+from pylon.nostr.kinds import AUTH as AUTH_KIND
+from pylon.nostr.kinds import is_ephemeral
+from pylon.nostr.keys import verify_schnorr
+from pylon.nostr.messages import ClientAuth, ClientClose, ClientCount, ClientEvent, ClientReq, parse_client_message
+
+from nexus_relay import nip11
+from nexus_relay.auth import check_auth_event
+from nexus_relay.config import RelayConfig
+from nexus_relay.connection import Connection
+from nexus_relay.stats import RelayStats
+from nexus_relay.store import EventStore, PendingWrite, WriteResult
+from nexus_relay.subindex import Subscription, SubscriptionIndex
+
+log = logging.getLogger(__name__)
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _ok(event_id: str, accepted: bool, message: str = "") -> str:
+    # event ids reaching here are 64 lowercase hex: no escaping needed
+    if not message:
+        return f'["OK","{event_id}",{"true" if accepted else "false"},""]'
+    return f'["OK","{event_id}",{"true" if accepted else "false"},{json.dumps(message)}]'
+
+
+def _notice(message: str) -> str:
+    return json.dumps(["NOTICE", message])
+
+
+def _closed(sub_id: str, message: str) -> str:
+    return json.dumps(["CLOSED", sub_id, message])
+
+
+def _leading_zero_bits(hex_id: str) -> int:
+    bits = 0
+    for ch in hex_id:
+        nibble = int(ch, 16)
+        if nibble == 0:
+            bits += 4
+            continue
+        return bits + (4 - nibble.bit_length())
+    return bits
+
+
+class NexusRelay:
+    """An embedded Nostr relay. Use `running_relay()` or `start()` / `stop()`."""
+
+    def __init__(self, db_path: Path, config: RelayConfig | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.config = config or RelayConfig()
+        self.db_path = Path(db_path)
+        self.host = host
+        self.port = port
+        self.url = ""
+        self.stats = RelayStats()
+        self.store = EventStore(self.db_path, fsync=self.config.fsync)
+        self.index = SubscriptionIndex()
+        self.connections: set[Connection] = set()
+        self._server: Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[tuple[Connection, PendingWrite]] = []
+        self._inflight: dict[str, list[Connection]] = {}  # id -> duplicates waiting for its commit
+        self._writer_busy = False
+        self._flush_scheduled = False
+        self._idle = asyncio.Event()
+        self._purger: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> "NexusRelay":
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        await asyncio.to_thread(self.store.open)
+        self.store.start(self._loop)
+        cfg = self.config
+        self._server = await serve(
+            self._handler,
+            self.host,
+            self.port,
+            process_request=functools.partial(nip11.process_request, cfg),
+            compression="deflate" if cfg.compression else None,
+            max_size=cfg.hard_frame_cap(),
+            ping_interval=cfg.ping_interval,
+            ping_timeout=cfg.ping_interval,
+            max_queue=64,
+            write_limit=1 << 18,
+        )
+        sock = next(iter(self._server.sockets))
+        bound_host, bound_port = sock.getsockname()[:2]
+        self.port = bound_port
+        shown = self.host if self.host not in ("0.0.0.0", "", "::") else "127.0.0.1"
+        if ":" in shown:
+            shown = f"[{shown}]"
+        self.url = f"ws://{shown}:{bound_port}"
+        if cfg.purge_interval_seconds > 0:
+            self._purger = self._loop.create_task(self._purge_loop())
+        log.info("nexus relay listening on %s (db %s)", self.url, self.db_path)
+        return self
+
+    async def stop(self) -> None:
+        """Stop accepting, close connections, commit what is queued, close the database."""
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+            self._purger = None
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 10)
+            self._server = None
+        if self._pending and not self._writer_busy:
+            self._flush()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), 30)
+        await asyncio.to_thread(self.store.close)
+
+    async def __aenter__(self) -> "NexusRelay":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.purge_interval_seconds)
+            self.store.purge_expired(int(time.time()), self._on_purged)
+
+    def _on_purged(self, count: int) -> None:
+        self.stats.events_expired += count
+        if count:
+            log.info("purged %d expired events", count)
+
+    # ------------------------------------------------------------------ connections
+    async def _handler(self, ws: ServerConnection) -> None:
+        cfg = self.config
+        conn = Connection(ws, events_rate=cfg.events_per_second, events_burst=cfg.events_burst,
+                          reqs_rate=cfg.reqs_per_second, reqs_burst=cfg.reqs_burst,
+                          max_outbox=cfg.max_outbox_messages)
+        self.connections.add(conn)
+        self.stats.connections += 1
+        self.stats.connections_total += 1
+        if cfg.auth_required:
+            conn.send(_dumps(["AUTH", conn.challenge]))
+        try:
+            async for frame in ws:
+                try:
+                    self._on_frame(conn, frame)
+                except Exception:  # never let one bad frame end the connection
+                    log.exception("nexus: failed to handle a frame")
+                    self.stats.reject("error:")
+                    conn.send(_notice("error: internal error while handling the message"))
+        except ConnectionClosed:
+            pass
+        finally:
+            conn.cancel()
+            for sub in conn.subs.values():
+                self.index.remove(sub)
+            self.stats.subscriptions -= len(conn.subs)
+            conn.subs.clear()
+            self.connections.discard(conn)
+            self.stats.connections -= 1
+
+    def _on_frame(self, conn: Connection, frame: str | bytes) -> None:
+        if isinstance(frame, bytes):
+            try:
+                frame = frame.decode("utf-8")
+            except UnicodeDecodeError:
+                self.stats.messages["INVALID"] += 1
+                self._refuse_notice(conn, "invalid: binary frame is not valid UTF-8")
+                return
+        size = len(frame)
+        if size * 4 > self.config.max_message_bytes:
+            size = len(frame.encode("utf-8", "surrogatepass"))
+        if size > self.config.max_message_bytes:
+            self.stats.messages["INVALID"] += 1
+            self._refuse_unparsed(conn, frame, f"invalid: message too large ({size} > {self.config.max_message_bytes} bytes)")
+            return
+        try:
+            msg = parse_client_message(frame)
+        except InvalidMessage as exc:
+            self.stats.messages["INVALID"] += 1
+            self._refuse_unparsed(conn, frame, str(exc))
+            return
+        if isinstance(msg, ClientEvent):
+            self.stats.messages["EVENT"] += 1
+            self._on_event(conn, msg.event)
+        elif isinstance(msg, ClientReq):
+            self.stats.messages["REQ"] += 1
+            self._on_req(conn, msg)
+        elif isinstance(msg, ClientClose):
+            self.stats.messages["CLOSE"] += 1
+            self._on_close(conn, msg.sub_id)
+        elif isinstance(msg, ClientCount):
+            self.stats.messages["COUNT"] += 1
+            self._on_count(conn, msg)
+        elif isinstance(msg, ClientAuth):
+            self.stats.messages["AUTH"] += 1
+            self._on_auth(conn, msg.event)
+
+    # ------------------------------------------------------------------ refusals
+    def _refuse_notice(self, conn: Connection, message: str) -> None:
+        self.stats.reject(message)
+        conn.send(_notice(message))
+
+    def _refuse_event(self, conn: Connection, event_id: str, message: str) -> None:
+        self.stats.reject(message)
+        conn.send(_ok(event_id, False, message))
+
+    def _refuse_sub(self, conn: Connection, sub_id: str, message: str) -> None:
+        self.stats.reject(message)
+        conn.send(_closed(sub_id, message))
+
+    def _refuse_unparsed(self, conn: Connection, frame: str, message: str) -> None:
+        """Answer a frame that did not parse: OK false if an event id can be read, CLOSED for
+        a REQ/COUNT with a readable sub id, else NOTICE."""
+        try:
+            data = json.loads(frame)
+        except (ValueError, RecursionError):
+            data = None
+        if isinstance(data, list) and len(data) >= 2 and isinstance(data[0], str):
+            if data[0] in ("EVENT", "AUTH") and isinstance(data[1], dict):
+                event_id = data[1].get("id")
+                if isinstance(event_id, str) and len(event_id) == 64 and _HEX.issuperset(event_id):
+                    self._refuse_event(conn, event_id, message)
+                    return
+            if data[0] in ("REQ", "COUNT") and isinstance(data[1], str) and 0 < len(data[1]) <= 1024:
+                self._refuse_sub(conn, data[1], message)
+                return
+        self._refuse_notice(conn, message)
+
+    # ------------------------------------------------------------------ EVENT
+    def _on_event(self, conn: Connection, ev: Event) -> None:
+        cfg = self.config
+        eid = ev.id
+        if cfg.auth_required and not conn.authed:
+            self._refuse_event(conn, eid, "auth-required: authenticate with NIP-42 before publishing")
+            return
+        if not conn.events_bucket.take():
+            self._refuse_event(conn, eid, "rate-limited: slow down, too many events")
+            return
+        now = int(time.time())
+        problem = self._policy_problem(ev, now)
+        if problem is not None:
+            self._refuse_event(conn, eid, problem)
+            return
+        try:
+            raw = ev.to_json()
+            computed = ev.compute_id()
+            raw_size = len(raw) if len(raw) * 4 <= cfg.max_event_bytes else len(raw.encode())
+        except UnicodeEncodeError:
+            self._refuse_event(conn, eid, "invalid: event contains invalid unicode (lone surrogate)")
+            return
+        if raw_size > cfg.max_event_bytes:
+            self._refuse_event(conn, eid, f"invalid: event too large ({raw_size} > {cfg.max_event_bytes} bytes)")
+            return
+        if computed != eid:
+            self._refuse_event(conn, eid, "invalid: event id does not match its content")
+            return
+        ephemeral = is_ephemeral(ev.kind)
+        if not ephemeral:
+            waiting = self._inflight.get(eid)
+            if waiting is not None:  # same id in the batch being committed: answer after its commit
+                waiting.append(conn)
+                return
+            if self.store.has(eid):
+                self.stats.duplicates += 1
+                conn.send(_ok(eid, True, "duplicate: already have this event"))
+                return
+        if not verify_schnorr(ev.pubkey, ev.sig, bytes.fromhex(eid)):
+            self._refuse_event(conn, eid, "invalid: bad signature")
+            return
+        ev._verified = True
+        if ephemeral:
+            self.stats.events_ephemeral += 1
+            conn.send(_ok(eid, True))
+            self._fanout(ev, raw)
+            return
+        self._inflight[eid] = []
+        self._pending.append((conn, PendingWrite(ev, raw)))
+        if not self._writer_busy and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._idle.clear()
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _policy_problem(self, ev: Event, now: int) -> str | None:
+        cfg = self.config
+        if ev.kind == AUTH_KIND:
+            return "invalid: kind 22242 events belong in AUTH messages, not EVENT"
+        if ev.created_at > now + cfg.max_future_seconds:
+            return f"invalid: created_at is more than {cfg.max_future_seconds} s in the future"
+        if len(ev.tags) > cfg.max_event_tags:
+            return f"invalid: too many tags ({len(ev.tags)} > {cfg.max_event_tags})"
+        if is_ephemeral(ev.kind) and ev.created_at < now - cfg.ephemeral_max_age_seconds:
+            return f"invalid: ephemeral event is older than {cfg.ephemeral_max_age_seconds} s"
+        expiration = ev.expiration()
+        if expiration is not None and expiration <= now:
+            return "invalid: event has expired"
+        if cfg.min_pow_difficulty > 0:
+            bits = _leading_zero_bits(ev.id)
+            if bits < cfg.min_pow_difficulty:
+                return f"pow: difficulty {bits} is less than {cfg.min_pow_difficulty}"
+        return None
+
+    # ------------------------------------------------------------------ group commit
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._writer_busy or not self._pending:
+            if not self._writer_busy:
+                self._idle.set()
+            return
+        limit = self.config.max_batch
+        batch = self._pending[:limit]
+        del self._pending[:limit]
+        self._writer_busy = True
+        self.store.submit([item for _, item in batch], functools.partial(self._on_committed, batch))
+
+    def _on_committed(self, batch: list[tuple[Connection, PendingWrite]], results: list[WriteResult]) -> None:
+        self._writer_busy = False
+        self.stats.commits += 1
+        stored: list[PendingWrite] = []
+        for (conn, item), (accepted, message, was_stored) in zip(batch, results):
+            eid = item.event.id
+            if was_stored:
+                self.stats.events_stored += 1
+                stored.append(item)
+            elif accepted:
+                self.stats.duplicates += 1
+            else:
+                self.stats.reject(message)
+            conn.send(_ok(eid, accepted, message))
+            for dup_conn in self._inflight.pop(eid, ()):
+                if was_stored or accepted:
+                    self.stats.duplicates += 1
+                    dup_conn.send(_ok(eid, True, "duplicate: already have this event"))
+                else:
+                    dup_conn.send(_ok(eid, False, message))
+        if self._pending:
+            self._flush()
+        else:
+            self._idle.set()
+        for item in stored:
+            self._fanout(item.event, item.raw)
+
+    # ------------------------------------------------------------------ fan-out
+    def _fanout(self, ev: Event, raw: str) -> None:
+        for sub in self.index.candidates(ev):
+            if sub.matches(ev):
+                sub.conn.send(sub.prefix + raw + "]")
+
+    # ------------------------------------------------------------------ REQ / COUNT / CLOSE
+    def _check_req(self, conn: Connection, sub_id: str, filters: list) -> bool:
+        cfg = self.config
+        if cfg.auth_required and not conn.authed:
+            self._refuse_sub(conn, sub_id, "auth-required: authenticate with NIP-42 before subscribing")
+            return False
+        if not conn.reqs_bucket.take():
+            self._refuse_sub(conn, sub_id, "rate-limited: slow down, too many REQs")
+            return False
+        if len(sub_id) > cfg.max_subid_length:
+            self._refuse_sub(conn, sub_id, f"invalid: subscription id longer than {cfg.max_subid_length} chars")
+            return False
+        if not filters:
+            self._refuse_sub(conn, sub_id, "invalid: at least one filter is required")
+            return False
+        if len(filters) > cfg.max_filters:
+            self._refuse_sub(conn, sub_id, f"invalid: too many filters ({len(filters)} > {cfg.max_filters})")
+            return False
+        if any(f.search is not None for f in filters):
+            self._refuse_sub(conn, sub_id, "unsupported: NIP-50 search is not supported")
+            return False
+        return True
+
+    def _on_req(self, conn: Connection, msg: ClientReq) -> None:
+        sub_id, filters = msg.sub_id, msg.filters
+        if not self._check_req(conn, sub_id, filters):
+            return
+        old = conn.subs.get(sub_id)
+        if old is None and len(conn.subs) >= self.config.max_subscriptions:
+            self._refuse_sub(conn, sub_id, f"blocked: too many subscriptions (max {self.config.max_subscriptions})")
+            return
+        if old is not None:  # reusing a sub id replaces the subscription
+            self.index.remove(old)
+            self.stats.subscriptions -= 1
+        sub = Subscription(conn, sub_id, filters)
+        conn.subs[sub_id] = sub
+        self.index.add(sub)
+        self.stats.subscriptions += 1
+        cfg = self.config
+        prefix = sub.prefix
+        for raw in self.store.query(filters, int(time.time()), cfg.max_limit, cfg.max_limit):
+            conn.send(prefix + raw + "]")
+        conn.send('["EOSE",' + prefix[9:-1] + "]")
+
+    def _on_count(self, conn: Connection, msg: ClientCount) -> None:
+        if not self._check_req(conn, msg.sub_id, msg.filters):
+            return
+        n = self.store.count(msg.filters, int(time.time()))
+        conn.send(_dumps(["COUNT", msg.sub_id, {"count": n}]))
+
+    def _on_close(self, conn: Connection, sub_id: str) -> None:
+        sub = conn.subs.pop(sub_id, None)
+        if sub is not None:
+            self.index.remove(sub)
+            self.stats.subscriptions -= 1
+
+    # ------------------------------------------------------------------ AUTH
+    def _on_auth(self, conn: Connection, ev: Event) -> None:
+        urls = [self.url, self.config.public_url]
+        if conn.host:
+            urls.append(f"ws://{conn.host}")
+        problem = check_auth_event(ev, challenge=conn.challenge, relay_urls=urls, now=int(time.time()),
+                                   max_age=self.config.auth_max_age_seconds)
+        if problem is not None:
+            self._refuse_event(conn, ev.id, problem)
+            return
+        conn.authed.add(ev.pubkey)
+        conn.send(_ok(ev.id, True))
+
+
+@contextlib.asynccontextmanager
+async def running_relay(db_path: Path | str | None = None, config: RelayConfig | None = None,
+                        host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[NexusRelay]:
+    """Run a relay for the duration of the block; `db_path=None` uses a temp file removed on exit."""
+    tmpdir: tempfile.TemporaryDirectory | None = None
+    if db_path is None:
+        tmpdir = tempfile.TemporaryDirectory(prefix="nexus-relay-")
+        db_path = Path(tmpdir.name) / "relay.sqlite"
+    relay = NexusRelay(Path(db_path), config, host=host, port=port)
+    try:
+        await relay.start()
+        yield relay
+    finally:
+        await relay.stop()
+        if tmpdir is not None:
+            with contextlib.suppress(OSError):
+                tmpdir.cleanup()
+
+
+__all__ = ["NexusRelay", "running_relay"]
