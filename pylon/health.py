@@ -210,3 +210,46 @@ class MetricsServer:
         writer.write(head.encode("latin-1") + (b"" if head_only else body))
         with contextlib.suppress(ConnectionError):
             await writer.drain()
+
+
+# ------------------------------------------------------------------- ready-made servers
+def listening_check(host: str, port: int) -> Check:
+    """The relay accepts TCP connections on its port (it is up and not wedged in accept)."""
+
+    async def check() -> CheckResult:
+        target = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        _reader, writer = await asyncio.open_connection(target, port)
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+        return CheckResult(True, f"accepting connections on port {port}")
+
+    return check
+
+
+def relay_monitor(relay: Any, *, host: str = "127.0.0.1", port: int = 0) -> MetricsServer:
+    """/metrics from the relay's stats and /health (port accepting) for `pylon relay`.
+
+        async with relay_monitor(relay, host=metrics_host, port=metrics_port):
+            ...
+    """
+    from pylon.metrics import RelayMetrics
+
+    metrics = RelayMetrics(relay.stats)
+    health = Health({"relay": listening_check(relay.host, relay.port)})
+    return MetricsServer(metrics.registry, health, host=host, port=port)
+
+
+def provider_monitor(metrics: Any, *, backend: Any = None, relay_status: Callable[[], Mapping[str, str]] | None = None,
+                     wallet: Any = None, host: str = "127.0.0.1", port: int = 0) -> MetricsServer:
+    """/metrics from a ProviderMetrics and /health over backend, relays and wallet for `pylon serve`.
+    Parts that are None are not checked (a free provider has no wallet)."""
+    health = Health()
+    if backend is not None:
+        health.add("backend", backend_check(backend))
+    if relay_status is not None:
+        health.add("relays", relays_check(relay_status))
+        metrics.track_relays(relay_status)
+    if wallet is not None:
+        health.add("wallet", wallet_check(wallet))
+    return MetricsServer(metrics.registry, health, host=host, port=port)

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -40,6 +40,10 @@ __all__ = [
     "RelayStatsCollector",
     "render",
 ]
+
+# `*_created` timestamp series double every counter's output and no dashboard uses them.
+# (Process-wide switch; Pylon only ever uses its own registries.)
+disable_created_metrics()
 
 # Final (and intermediate) job states a provider reports. Anything else is counted as
 # "other" so that a typo or a hostile value can never blow up label cardinality.
@@ -165,17 +169,35 @@ class ProviderMetrics:
 
 
 class RelayStatsCollector(Collector):
-    """Exports a relay's stats object at scrape time.
+    """Exports a relay's stats object (nexus_relay.RelayStats) at scrape time.
 
-    The stats object is duck-typed so the relay keeps plain counters on its hot path. It may
-    offer `snapshot() -> dict` or plain attributes; the keys read are:
-      connections (int), subscriptions (int), events_stored (int),
-      messages_in / messages (Mapping[type, int]: client -> relay messages by verb),
-      messages_out (Mapping[type, int]: relay -> client),
-      rejections (Mapping[reason, int]: OK false / CLOSED by machine-readable prefix),
-      events_received, events_accepted (int).
-    Missing keys are simply not exported. Values that are callables are called.
+    The stats object is duck-typed so the relay keeps plain ints on its hot path. It may offer
+    `snapshot() -> dict`, be a Mapping, or have plain attributes. Keys read (missing ones are
+    simply not exported; callables are called):
+      gauges    connections, subscriptions
+      counters  connections_total, events_stored (written since start), events_ephemeral,
+                events_deleted, events_expired, duplicates, commits
+      labelled  messages (client messages received, by type), rejections (by reason prefix)
     """
+
+    GAUGES = (
+        ("connections", "connections", "Open client websocket connections"),
+        ("subscriptions", "subscriptions", "Open subscriptions (REQs) over all connections"),
+    )
+    COUNTERS = (
+        ("connections_total", "connections_opened", "Client connections opened since start"),
+        ("events_stored", "events_stored", "Events written to the database since start"),
+        ("events_ephemeral", "events_ephemeral", "Ephemeral events fanned out (never stored)"),
+        ("events_deleted", "events_deleted", "Events removed by NIP-09 deletion or replacement"),
+        ("events_expired", "events_expired", "Events purged after their NIP-40 expiration"),
+        ("duplicates", "duplicates", "Events received that were already stored"),
+        ("commits", "commits", "Group-commit transactions"),
+    )
+    LABELLED = (
+        ("messages", "messages", "Client messages received, by type", "type"),
+        ("rejections", "rejections", "Refusals (OK false / CLOSED / NOTICE), by machine-readable reason",
+         "reason"),
+    )
 
     def __init__(self, stats: Any, prefix: str = "nexus_relay") -> None:
         self._stats = stats
@@ -192,46 +214,35 @@ class RelayStatsCollector(Collector):
             data = {k: getattr(stats, k) for k in dir(stats) if not k.startswith("_")}
         return {k: (v() if callable(v) and not isinstance(v, Mapping) else v) for k, v in data.items()}
 
+    @staticmethod
+    def _number(value: Any) -> float | None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        return None
+
     def collect(self) -> Iterator[Any]:
         try:
             data = self._read()
         except Exception:  # never fail a scrape on a relay shutting down
             return
         p = self._prefix
-        gauges = (
-            ("connections", "Open client websocket connections"),
-            ("subscriptions", "Open subscriptions (REQs) over all connections"),
-            ("events_stored", "Events currently stored"),
-        )
-        for key, doc in gauges:
+        for key, name, doc in self.GAUGES:
+            value = self._number(data.get(key))
+            if value is not None:
+                yield GaugeMetricFamily(f"{p}_{name}", doc, value=value)
+        for key, name, doc in self.COUNTERS:
+            value = self._number(data.get(key))
+            if value is not None:
+                yield CounterMetricFamily(f"{p}_{name}", doc, value=value)
+        for key, name, doc, label in self.LABELLED:
             value = data.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                yield GaugeMetricFamily(f"{p}_{key}", doc, value=float(value))
-        counters = (
-            ("events_received", "EVENT messages received"),
-            ("events_accepted", "Events accepted (OK true)"),
-            ("connections_opened", "Connections opened since start"),
-        )
-        for key, doc in counters:
-            value = data.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                yield CounterMetricFamily(f"{p}_{key}", doc, value=float(value))
-        labelled = (
-            ("messages", "messages_in", "Client messages received by type", "type"),
-            ("messages_in", "messages_in", "Client messages received by type", "type"),
-            ("messages_out", "messages_out", "Relay messages sent by type", "type"),
-            ("rejections", "rejections", "Events or requests refused, by machine-readable reason", "reason"),
-        )
-        seen: set[str] = set()
-        for key, name, doc, label in labelled:
-            value = data.get(key)
-            if name in seen or not isinstance(value, Mapping):
+            if not isinstance(value, Mapping):
                 continue
-            seen.add(name)
             family = CounterMetricFamily(f"{p}_{name}", doc, labels=[label])
-            for lab, count in sorted(value.items()):
-                if isinstance(count, (int, float)):
-                    family.add_metric([str(lab)], float(count))
+            for lab, count in sorted(value.items(), key=lambda kv: str(kv[0])):
+                number = self._number(count)
+                if number is not None:
+                    family.add_metric([str(lab)], number)
             yield family
 
 
