@@ -30,6 +30,7 @@ import time
 from typing import Any, Sequence
 
 from dsrs_bridge.graph import Edge, Graph, Node, TraceFormatError
+from pylon.nostr.errors import InvalidEvent
 from pylon.nostr.event import Event
 from pylon.nostr.keys import Keys, normalize_pubkey
 from pylon.nostr.kinds import TEXT_NOTE
@@ -207,14 +208,18 @@ def events_to_graph(events: Sequence[Event], root_event_id: str, *, keys: Keys |
     root_event = by_id.get(root_event_id)
     if root_event is None:
         raise TraceFormatError(f"the trace's root event {root_event_id} is not among the events")
-    for e in events:
-        e.verify()
-    trace_tag = _tag(root_event, "trace")
-    if root_event.kind != TEXT_NOTE or TRACE_TOPIC not in root_event.tag_values("t") or not trace_tag:
+    trace_tag, root_node_tag = _tag(root_event, "trace"), _tag(root_event, "node")
+    if (root_event.kind != TEXT_NOTE or TRACE_TOPIC not in root_event.tag_values("t") or not trace_tag
+            or len(trace_tag) < 2 or not root_node_tag or len(root_node_tag) < 3 or root_node_tag[2] != "Root"):
         raise TraceFormatError(f"event {root_event_id} is not a Pylon trace root")
     trace_id, author = trace_tag[1], root_event.pubkey
     mine = [e for e in events if e.pubkey == author and e.kind == TEXT_NOTE
             and (_tag(e, "trace") or [None, None])[1] == trace_id and _tag(e, "node")]
+    for e in mine:
+        try:
+            e.verify()
+        except InvalidEvent as exc:
+            raise TraceFormatError(f"trace event {e.id} is not validly signed: {exc}") from None
     node_of_event: dict[str, Node] = {}
     graph_meta: dict[str, Any] = {}
     for e in mine:
