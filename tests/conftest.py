@@ -122,3 +122,31 @@ def _skip_embedded_relay_only(request):
 
     if os.environ.get("PYLON_TEST_RELAY") and request.node.get_closest_marker("embedded_relay"):
         pytest.skip("needs the embedded nexus relay; PYLON_TEST_RELAY is set")
+
+
+class LNbitsPeer:
+    """The running LNbits: `.base_url`, `.alice`/`.bob` (dicts with id, adminkey, inkey; alice is
+    funded with 1,000,000 sat), `.uri(account, key="adminkey")`, `.server` (LNbitsServer)."""
+
+    def __init__(self, server, alice, bob):
+        self.server, self.base_url, self.alice, self.bob = server, server.base_url, alice, bob
+
+    def uri(self, account: dict, key: str = "adminkey") -> str:
+        return f"lnbits://{account[key]}@{self.base_url.removeprefix('http://')}?tls=0"
+
+
+@pytest.fixture(scope="session")
+def lnbits():
+    """A real LNbits 1.6.2 (FakeWallet) for the whole session; skipped when
+    tests/peers/setup_lnbits.sh has not built .peers/lnbits-venv."""
+    from tests.peers.lnbits_server import LNbitsServer, is_built
+
+    if not is_built():
+        pytest.skip("LNbits test peer not built: run tests/peers/setup_lnbits.sh")
+    server = LNbitsServer.start()
+    try:
+        alice, bob = server.create_account("alice"), server.create_account("bob")
+        server.fund(alice["id"], 1_000_000)
+        yield LNbitsPeer(server, alice, bob)
+    finally:
+        server.stop()
