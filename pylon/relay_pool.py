@@ -581,7 +581,7 @@ class _Relay:
         prefix, _ = split_prefix(msg.message)
         if prefix == "auth-required" and self.pool.keys is not None and self.url not in sub._auth_retried:
             sub._auth_retried.add(self.url)
-            sub._relay_gone(self.url)
+            # EOSE stays pending for this relay: the REQ is resent once we are authenticated.
             self._auth_waiting_subs.add(sub.sub_id)
             if self._auth_future is not None and self._auth_future.done():
                 if self._auth_future.result():
