@@ -15,14 +15,16 @@ from typing import Optional
 
 import typer
 
-from cli.common import handle_errors, setup_logging
+from cli.common import fail, handle_errors, setup_logging
 from pylon.home import db_path as home_db_path
 
 log = logging.getLogger("pylon.relay")
 
 
-async def _serve(db: Path, host: str, port: int, config) -> None:  # noqa: ANN001 - RelayConfig
+async def _serve(db: Path, host: str, port: int, config, metrics_port: Optional[int] = None,  # noqa: ANN001
+                 metrics_host: str = "127.0.0.1") -> None:
     from nexus_relay import running_relay
+    from pylon.health import relay_monitor
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -32,9 +34,16 @@ async def _serve(db: Path, host: str, port: int, config) -> None:  # noqa: ANN00
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
             pass
     async with running_relay(db, config, host=host, port=port) as relay:
+        monitor = relay_monitor(relay, host=metrics_host, port=metrics_port) if metrics_port is not None else None
+        if monitor is not None:  # /metrics + /health (ops, issue 6)
+            await monitor.start()
         sys.stdout.write(relay.url + "\n")
         sys.stdout.flush()
-        await stop.wait()
+        try:
+            await stop.wait()
+        finally:
+            if monitor is not None:
+                await monitor.close()
         log.info("stopping relay")
 
 
@@ -49,14 +58,20 @@ def relay(
     events_burst: int = typer.Option(5000, "--events-burst", help="Per-connection EVENT burst."),
     no_fsync: bool = typer.Option(False, "--no-fsync", help="Commit without fsync (survives a crash, not a power cut)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", min=0, max=65535,
+                                               help="Serve /metrics and /health on this port."),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address for --metrics-port."),
+    log_format: str = typer.Option("text", "--log-format", help="Log lines as `text` or `json` (for log shippers)."),
 ) -> None:
     """Run the embedded Nostr relay; prints its ws:// URL first."""
     from nexus_relay import RelayConfig
 
-    setup_logging(verbose)
+    if log_format not in ("text", "json"):
+        fail("--log-format must be text or json", 2)
+    setup_logging(verbose, log_format)
     if not verbose:  # one line per connection is noise for a relay
         logging.getLogger("websockets").setLevel(logging.WARNING)
     config = RelayConfig(auth_required=auth, public_url=public_url, events_per_second=events_per_second,
                          events_burst=events_burst, fsync=not no_fsync)
     path = db if db is not None else home_db_path("relay")
-    asyncio.run(_serve(path, host, port, config))
+    asyncio.run(_serve(path, host, port, config, metrics_port, metrics_host))
