@@ -7,6 +7,7 @@ import typer
 from cli import keys_cmd
 from cli import relay_cmd
 from cli import config_cmd, doctor_cmd
+from cli import trace_cmd
 
 app = typer.Typer(
     name="pylon",
@@ -18,6 +19,7 @@ app.add_typer(keys_cmd.app, name="keys")
 app.command("relay")(relay_cmd.relay)
 app.add_typer(config_cmd.app, name="config")
 app.command("doctor")(doctor_cmd.doctor)
+app.add_typer(trace_cmd.app, name="trace")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -1,0 +1,170 @@
+"""`pylon trace publish|show`: execution DAGs as signed Nostr notes, and back as a tree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.tree import Tree
+
+from cli.common import console, fail, handle_errors, print_json, run
+from pylon.config import load_settings
+from pylon.home import identity_path
+
+app = typer.Typer(help="Publish and show program traces (execution DAGs) on Nostr.", no_args_is_help=True)
+
+
+def _load_trace_file(path: Path):
+    """A recorded graph JSON (dsrs_bridge.graph) or a dsrs JSONL v1 trace, told apart by content."""
+    from dsrs_bridge.dsrs_import import import_dsrs_jsonl
+    from dsrs_bridge.graph import Graph, TraceFormatError
+
+    if not path.is_file():
+        fail(f"no such trace file: {path}")
+    text = path.read_text(encoding="utf-8")
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    try:
+        head = json.loads(first)
+    except ValueError:
+        head = None
+    if isinstance(head, dict) and "h" in head:
+        return import_dsrs_jsonl(text)
+    try:
+        return Graph.from_json(text)
+    except TraceFormatError as exc:
+        raise TraceFormatError(f"{path} is neither a Pylon trace graph nor a dsrs JSONL trace: {exc}") from None
+
+
+def _event_id(value: str) -> str:
+    value = value.strip()
+    if value.startswith("note1"):
+        from pylon.nostr import bech32
+
+        try:
+            hrp, data = bech32.decode(value)
+        except Exception:
+            fail(f"not a valid note id: {value[:16]}…")
+        if hrp != "note" or len(data) != 32:
+            fail(f"not a valid note id: {value[:16]}…")
+        return data.hex()
+    value = value.lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        fail("EVENT_ID must be the trace's root event id (64 hex characters or note1…)")
+    return value
+
+
+def _relays(relay: list[str] | None) -> list[str]:
+    return load_settings({"relays": relay or None}).relays
+
+
+@app.command("publish")
+@handle_errors
+def publish(
+    file: Path = typer.Argument(..., help="A recorded graph (.json) or a dsrs JSONL trace."),
+    relay: Optional[list[str]] = typer.Option(None, "--relay", "-r", help="Relay URL (repeatable)."),
+    include_content: bool = typer.Option(False, "--include-content",
+                                         help="Publish prompt/output text too (default: sha256 + length only)."),
+    encrypt_to: Optional[str] = typer.Option(None, "--encrypt-to",
+                                             help="With --include-content: NIP-44-encrypt the text to this npub/hex."),
+    encrypt_to_self: bool = typer.Option(False, "--encrypt-to-self",
+                                         help="With --include-content: encrypt the text to your own key."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON object."),
+) -> None:
+    """Sign and publish a trace as kind-1 notes; prints the root event id."""
+    from dsrs_bridge.nostr_trace import publish_trace
+    from pylon.nostr import Keys
+
+    if (encrypt_to or encrypt_to_self) and not include_content:
+        fail("--encrypt-to/--encrypt-to-self only make sense with --include-content")
+    graph = _load_trace_file(file)
+    keys = Keys.load_or_create(identity_path())
+    recipient = keys.public_key if encrypt_to_self else encrypt_to
+    relays = _relays(relay)
+    root_id = run(publish_trace(graph, relays, keys, include_content=include_content, encrypt_to=recipient))
+    prompt, completion = graph.total_tokens()
+    data = {"root_event_id": root_id, "trace_id": graph.trace_id, "program": graph.program,
+            "events": len(graph.nodes), "tokens": prompt + completion, "msat": graph.total_msat(),
+            "relays": relays, "content": "encrypted" if recipient else ("plain" if include_content else "hashes")}
+    if json_out:
+        print_json(data)
+    else:
+        console.print(root_id, highlight=False)
+        console.print(f"[dim]{len(graph.nodes)} events · {prompt + completion} tokens · "
+                      f"{graph.total_msat()} msat · content: {data['content']}[/]", highlight=False)
+
+
+def _label(node, origin_us: int | None) -> str:
+    from rich.markup import escape
+
+    colour = {"Root": "bold", "Predict": "cyan", "Operator": "green", "Map": "magenta"}.get(node.kind, "")
+    text = f"[{colour}]{escape(node.kind)}[/]/{escape(node.role)} [bold]{escape(node.name)}[/]"
+    if node.signature:
+        text += f" [dim]({escape(node.signature)})[/]"
+    bits = []
+    if node.started_at_us is not None and origin_us is not None and node.kind != "Root":
+        bits.append(f"+{(node.started_at_us - origin_us) / 1e3:.1f} ms")
+    if node.duration_us is not None and node.kind != "Map":
+        bits.append(f"{node.duration_us / 1e3:.1f} ms")
+    if node.prompt_tokens is not None or node.completion_tokens is not None:
+        bits.append(f"{node.prompt_tokens or 0}+{node.completion_tokens or 0} tok")
+    if node.paid_msat is not None:
+        bits.append(f"{node.paid_msat} msat")
+    if node.cache_hit:
+        bits.append("cached")
+    for job in node.jobs:
+        bits.append(f"job {job.event_id[:12]}…")
+    for m in node.mappings:
+        bits.append(f"{escape(m.target_field)} <- {escape(m.source[:8])}.{escape(m.source_field)}")
+    if bits:
+        text += " · " + " · ".join(bits)
+    if node.error:
+        text += f" [red]{escape(node.error)}[/]"
+    return text
+
+
+def render_tree(graph) -> Tree:
+    """A rich tree over call edges; data edges appear on Map nodes as lineage."""
+    from dsrs_bridge.nostr_trace import summary_line
+    from rich.markup import escape
+
+    root = graph.root
+    tree = Tree(escape(summary_line(graph)))
+    kids: dict[str, list[str]] = {}
+    for e in graph.edges:
+        if e.kind == "call":
+            kids.setdefault(e.parent, []).append(e.child)
+    order = {n.id: i for i, n in enumerate(graph.nodes)}
+    by_id = {n.id: n for n in graph.nodes}
+
+    def add(branch: Tree, node_id: str) -> None:
+        for child in sorted(kids.get(node_id, []), key=order.__getitem__):
+            add(branch.add(_label(by_id[child], root.started_at_us)), child)
+
+    add(tree.add(_label(root, root.started_at_us)), root.id)
+    return tree
+
+
+@app.command("show")
+@handle_errors
+def show(
+    event_id: str = typer.Argument(..., help="The trace's root event id (hex or note1…), or a local trace file."),
+    relay: Optional[list[str]] = typer.Option(None, "--relay", "-r", help="Relay URL (repeatable)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the graph as JSON."),
+) -> None:
+    """Fetch a trace and show it as a tree with timings, tokens and msats."""
+    from dsrs_bridge.nostr_trace import fetch_trace
+    from pylon.nostr import Keys
+
+    if Path(event_id).is_file():
+        graph = _load_trace_file(Path(event_id))
+    else:
+        root_id = _event_id(event_id)
+        path = identity_path()
+        keys = Keys.load(path) if path.exists() else None  # decrypts content encrypted to us
+        graph = run(fetch_trace(root_id, _relays(relay), keys=keys))
+    if json_out:
+        print_json(graph.to_dict())
+    else:
+        console.print(render_tree(graph))
