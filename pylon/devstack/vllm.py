@@ -171,7 +171,11 @@ def start_vllm(
         "--model", str(model), "--served-model-name", served_name,
         "--host", "127.0.0.1", "--port", str(port),
         "--max-model-len", "512", "--dtype", "float32", "--enforce-eager",
-        "--kv-cache-memory-bytes", str(64 * 1024 * 1024), *extra_args,
+        "--kv-cache-memory-bytes", str(64 * 1024 * 1024),
+        # Compact JSON under response_format: random weights otherwise spend every token on
+        # the whitespace that JSON allows between fields and never close the object.
+        "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
+        *extra_args,
     ]
     t0 = time.monotonic()
     with open(log_path, "ab") as logf:

@@ -97,7 +97,8 @@ class OpenAIDouble:
 
     latency_s: delay before the first byte of every chat answer; token_delay_s: delay between
     streamed tokens; reply: request body -> full answer text; stream_usage=False mimics
-    llama.cpp's server (no usage in streams). `requests` records every chat request body;
+    llama.cpp's server (no usage in streams); max_context rejects prompt + max_tokens over it
+    with a 400 as vLLM does. `requests` records every chat request body;
     `max_in_flight` is the most chat requests it has served at once.
     """
 
@@ -109,6 +110,7 @@ class OpenAIDouble:
         token_delay_s: float = 0.0,
         reply: Reply | None = None,
         stream_usage: bool = True,
+        max_context: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -117,6 +119,7 @@ class OpenAIDouble:
         self.token_delay_s = token_delay_s
         self.reply: Reply = reply or default_reply
         self.stream_usage = stream_usage
+        self.max_context = max_context
         self.host, self.port = host, port
         self.requests: list[dict[str, Any]] = []
         self.in_flight = 0
@@ -153,6 +156,12 @@ class OpenAIDouble:
         """The next n chat requests have their connection closed mid-answer."""
         with self._lock:
             self._faults.extend(_Fault("drop") for _ in range(n))
+
+    def error_in_stream_next(self, n: int = 1, *, message: str = "injected stream error") -> None:
+        """The next n streamed answers send one token, then an error event (as vLLM does when
+        generation fails after the 200 status went out)."""
+        with self._lock:
+            self._faults.extend(_Fault("stream_error", 500, message) for _ in range(n))
 
     def _take_fault(self) -> _Fault | None:
         with self._lock:
@@ -310,6 +319,10 @@ class OpenAIDouble:
                 tokens, finish = tokens[:max_tokens], "length"
             prompt_tokens = sum(count_tokens(_content_text(m.get("content")))
                                 for m in req["messages"] if isinstance(m, dict))
+            if self.max_context is not None and prompt_tokens + (max_tokens or 1) > self.max_context:
+                return await self._send_json(writer, 400, _error(
+                    f"This model's maximum context length is {self.max_context} tokens. However, your "
+                    f"request has {prompt_tokens} input tokens and asks for {max_tokens or 1} output tokens.", 400))
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens),
                      "total_tokens": prompt_tokens + len(tokens)}
             cid = f"chatcmpl-{uuid.uuid4().hex}"
@@ -317,7 +330,7 @@ class OpenAIDouble:
                 include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
                 return await self._stream(writer, cid, model, tokens, finish,
                                           usage if include_usage and self.stream_usage else None,
-                                          drop=bool(fault and fault.kind == "drop"))
+                                          fault=fault)
             if fault and fault.kind == "drop":
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
                 await writer.drain()
@@ -333,7 +346,7 @@ class OpenAIDouble:
             self.in_flight -= 1
 
     async def _stream(self, writer: asyncio.StreamWriter, cid: str, model: str, tokens: list[str],
-                      finish: str, usage: dict[str, int] | None, *, drop: bool) -> bool:
+                      finish: str, usage: dict[str, int] | None, *, fault: _Fault | None) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                      b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
         created = int(time.time())
@@ -351,9 +364,14 @@ class OpenAIDouble:
                 await asyncio.sleep(self.token_delay_s)
             writer.write(chunk([{"index": 0, "delta": {"content": tok}, "finish_reason": None}]))
             await writer.drain()
-            if drop:
+            if fault is not None and fault.kind == "drop":
                 writer.transport.abort()  # connection lost mid-stream, like a killed server
                 return False
+            if fault is not None and fault.kind == "stream_error":
+                writer.write(_sse(json.dumps(_error(fault.message, fault.status))))
+                writer.write(_sse("[DONE]") + b"0\r\n\r\n")
+                await writer.drain()
+                return True
         writer.write(chunk([{"index": 0, "delta": {}, "finish_reason": finish}]))
         if usage is not None:
             writer.write(chunk([], {"usage": usage}))
