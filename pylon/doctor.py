@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pylon.config import Settings, load_settings
+from pylon.config import Settings, load_settings, mask_secret
 from pylon.errors import ConfigError
 from pylon.home import config_path, identity_path
 from pylon.nostr import Event, Filter, Keys
@@ -45,6 +45,10 @@ from pylon.nostr.messages import (
 # trip leaves nothing behind on the relay. It also carries a NIP-40 expiration in case a
 # relay stores ephemeral events anyway.
 ROUND_TRIP_KIND = 20_777
+
+# Schemes open_wallet() knows (wallet/__init__.py); anything else is refused before opening.
+_WALLET_SCHEMES = frozenset({"dev", "lnbits", "lnbits+https", "lnbits+http", "nostr+walletconnect",
+                             "nostrwalletconnect"})
 
 
 class Level(str, Enum):
@@ -357,9 +361,15 @@ async def check_wallet(uri: str | None, *, timeout: float = 10.0) -> list[Findin
         return [Finding("wallet", "-", "balance", Level.SKIP, "no wallet configured",
                         fix="needed to pay for jobs or to be paid: --wallet URI or PYLON_WALLET "
                             "(dev:///path/ledger.sqlite?account=NAME for local work)")]
-    target = wallet_pkg.redact_uri(uri)
     start = time.perf_counter()
     scheme = wallet_pkg.scheme_of(uri)
+    if scheme not in _WALLET_SCHEMES:
+        # Nothing of an unknown URI is shown: we cannot know which part of it is the secret.
+        return [Finding("wallet", mask_secret(uri), "open", Level.FAIL,
+                        f"bad wallet URI: unknown scheme {scheme + '://' if scheme else '(none)'}",
+                        fix="URIs: dev:///PATH?account=NAME, lnbits://KEY@HOST:PORT, "
+                            "nostr+walletconnect://PUBKEY?relay=…&secret=…")]
+    target = wallet_pkg.redact_uri(uri)
     if scheme == "dev":
         from wallet.dev import parse_dev_uri
 
