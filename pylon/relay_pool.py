@@ -356,7 +356,11 @@ class _Relay:
                 for sub in list(self.pool._subs.values()):
                     await self.send_req(sub)
                 async for frame in ws:
-                    self._handle(frame)
+                    try:
+                        self._handle(frame)
+                    except Exception:  # one bad frame must never end the connection
+                        self.pool.stats["malformed"] += 1
+                        log.exception("error handling a frame from %s", self.url)
                 self.last_error = f"connection closed by relay ({ws.close_code})"
             except ConnectionClosed as exc:
                 self.last_error = f"connection lost: {exc}"

@@ -21,10 +21,17 @@ _MAX_TS = 2**53  # anything beyond is certainly bogus and breaks JS peers
 
 
 def serialize_for_id(pubkey: str, created_at: int, kind: int, tags: list[list[str]], content: str) -> bytes:
-    """The canonical NIP-01 byte string whose sha256 is the event id."""
-    return json.dumps(
-        [0, pubkey, created_at, kind, tags, content], separators=(",", ":"), ensure_ascii=False
-    ).encode("utf-8")
+    """The canonical NIP-01 byte string whose sha256 is the event id.
+
+    Raises InvalidEvent for text that is not valid Unicode (a lone surrogate such as "\\ud800"
+    parsed from the wire has no UTF-8 form, hence no id).
+    """
+    try:
+        return json.dumps(
+            [0, pubkey, created_at, kind, tags, content], separators=(",", ":"), ensure_ascii=False
+        ).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEvent("invalid: event text contains a lone surrogate (not valid Unicode)") from None
 
 
 def compute_event_id(pubkey: str, created_at: int, kind: int, tags: list[list[str]], content: str) -> str:

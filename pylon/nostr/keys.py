@@ -18,6 +18,8 @@ from pylon.nostr.errors import InvalidKey
 
 
 def _parse_hex32(value: str, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidKey(f"{what} must be a hex string, got {type(value).__name__}")
     try:
         raw = bytes.fromhex(value)
     except (ValueError, TypeError) as exc:
@@ -66,6 +68,8 @@ def verify_schnorr(pubkey_hex: str, sig_hex: str, msg32: bytes) -> bool:
 
 def normalize_pubkey(value: str) -> str:
     """Accept an npub or 64-char hex public key and return lowercase hex."""
+    if not isinstance(value, str):
+        raise InvalidKey(f"public key must be a string, got {type(value).__name__}")
     value = value.strip()
     if value.startswith("npub1"):
         hrp, data = bech32.decode(value)
@@ -101,10 +105,14 @@ class Keys:
 
     @classmethod
     def from_hex(cls, secret_hex: str) -> "Keys":
+        if not isinstance(secret_hex, str):
+            raise InvalidKey(f"secret key must be a hex string, got {type(secret_hex).__name__}")
         return cls(_parse_hex32(secret_hex.strip(), "secret key"))
 
     @classmethod
     def from_nsec(cls, nsec: str) -> "Keys":
+        if not isinstance(nsec, str):
+            raise InvalidKey(f"nsec must be a string, got {type(nsec).__name__}")
         hrp, data = bech32.decode(nsec.strip())
         if hrp != "nsec" or len(data) != 32:
             raise InvalidKey("not a valid nsec")
@@ -113,6 +121,8 @@ class Keys:
     @classmethod
     def parse(cls, value: str) -> "Keys":
         """Accept an nsec or a 64-char hex secret."""
+        if not isinstance(value, str):
+            raise InvalidKey(f"secret key must be a string, got {type(value).__name__}")
         value = value.strip()
         return cls.from_nsec(value) if value.startswith("nsec1") else cls.from_hex(value)
 

@@ -24,7 +24,8 @@ async def test_forged_tampered_and_off_filter_events_are_dropped():
     async def serve(double, ws, msg):
         if msg[0] == "REQ":
             sub = msg[1]
-            for payload in (forged_copy(forged_victim), tampered_copy(tampered_victim),
+            surrogate = {**good.to_dict(), "content": "\ud800"}  # not valid Unicode: no id
+            for payload in (forged_copy(forged_victim), tampered_copy(tampered_victim), surrogate,
                             off_filter.to_dict(), good.to_dict(), good.to_dict()):
                 await ws.send(json.dumps(["EVENT", sub, payload]))
             await ws.send(json.dumps(["EVENT", "not-our-sub", good.to_dict()]))
@@ -36,7 +37,7 @@ async def test_forged_tampered_and_off_filter_events_are_dropped():
                 await sub.wait_eose()
                 assert (await sub.next(timeout=5)).id == good.id
                 assert sub.pending_events() == 0  # EOSE was handled after every frame before it
-            assert pool.stats["invalid"] == 2
+            assert pool.stats["invalid"] == 3
             assert pool.stats["unmatched"] == 1
             assert pool.stats["duplicates"] == 1
             assert pool.stats["unknown_sub"] == 1
