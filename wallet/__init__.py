@@ -63,9 +63,23 @@ def open_wallet(uri: str) -> Wallet:
     )
 
 
+async def connect_wallet(uri: str) -> Wallet:
+    """open_wallet + the wallet's own start-up I/O where it has any (NWC: relays, info event,
+    network via get_info). Use this before reading `wallet.network` for invoice checks."""
+    w = open_wallet(uri)
+    connect = getattr(w, "connect", None)
+    if connect is not None:
+        try:
+            await connect()
+        except BaseException:
+            await w.aclose()
+            raise
+    return w
+
+
 __all__ = [
     "AlreadyPaid", "AmountAboveMax", "InsufficientBalance", "Invoice", "InvoiceExpired",
     "InvoiceInvalid", "InvoiceNotFound", "InvoiceState", "NotImplementedByWallet", "Payment",
     "PaymentFailed", "QuotaExceeded", "SupportsPaymentDetails", "Unauthorized", "Wallet",
-    "WalletError", "WalletTimeout", "WalletUnreachable", "open_wallet", "redact_uri", "scheme_of",
+    "WalletError", "WalletTimeout", "WalletUnreachable", "connect_wallet", "open_wallet", "redact_uri", "scheme_of",
 ]

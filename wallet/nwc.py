@@ -1,0 +1,328 @@
+"""NIP-47 Nostr Wallet Connect client: a `Wallet` that talks to a remote wallet service.
+
+URI: `nostr+walletconnect://<wallet pubkey>?relay=<ws url>[&relay=…]&secret=<hex>` — the
+secret is this client's key (it signs requests and derives the encryption key).
+
+How a call works: one RelayPool (keys = the connection secret, which also answers NIP-42
+AUTH) and one long-lived subscription to responses (kind 23195, author = wallet,
+`#p` = us) are opened on first use, BEFORE any request is published. A request (kind 23194,
+`p` = wallet, `expiration` = now + timeout) is published and its future is resolved by the
+response whose `e` tag equals the request id. A missing answer raises WalletTimeout (for a
+payment, the outcome is then unknown: look it up).
+
+Encryption: NIP-44 v2, unless the wallet's info event (kind 13194) exists and does not list
+"nip44_v2" in its `encryption` tag — then NIP-04, as NIP-47 prescribes for old wallets.
+`await wallet.connect()` (or `wallet.connect_wallet(uri)`) fetches the info event and, via
+get_info, the wallet's network; until then `network` is the URI's `network=` value or "bitcoin".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from pylon.errors import RelayError
+from pylon.nostr.errors import DecryptionError, InvalidKey
+from pylon.nostr.event import Event
+from pylon.nostr.filters import Filter
+from pylon.nostr.keys import Keys
+from pylon.relay_pool import RelayPool, Subscription
+from wallet.base import NETWORKS, Invoice, InvoiceState, Payment
+from wallet.bolt11_codec import decode_bolt11
+from wallet.errors import (
+    AmountAboveMax,
+    InvoiceExpired,
+    InvoiceInvalid,
+    InvoiceNotFound,
+    NotImplementedByWallet,
+    PaymentFailed,
+    Unauthorized,
+    WalletError,
+    WalletTimeout,
+    WalletUnreachable,
+)
+from wallet.nwc_proto import (
+    INFO_KIND,
+    NIP04,
+    NIP44,
+    REQUEST_KIND,
+    RESPONSE_KIND,
+    ConnectionUri,
+    decrypt,
+    encrypt,
+    error_from_response,
+    info_schemes,
+)
+from wallet.uri import redact_uri
+
+log = logging.getLogger(__name__)
+
+_NET_ALIASES = {"mainnet": "bitcoin", "bitcoin": "bitcoin", "testnet": "testnet", "testnet3": "testnet",
+                "testnet4": "testnet", "signet": "signet", "regtest": "regtest"}
+
+
+class NwcWallet:
+    """A `Wallet` over NIP-47. Safe for concurrent calls (responses are matched by request id)."""
+
+    def __init__(self, conn: ConnectionUri, *, timeout: float = 30.0, network: str | None = None,
+                 pool: RelayPool | None = None, connect_timeout: float = 10.0) -> None:
+        self.conn = conn
+        self.keys = Keys.from_hex(conn.secret)
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.network = network if network in NETWORKS else "bitcoin"
+        self.encryption: str = NIP44
+        self.methods: set[str] | None = None   # from the info event, when found
+        self._pool = pool
+        self._own_pool = pool is None
+        self._sub: Subscription | None = None
+        self._reader: asyncio.Task | None = None
+        self._pending: dict[str, asyncio.Future] = {}
+        self._start_lock = asyncio.Lock()
+        self._started = False
+        self._connected = False
+        self._closed = False
+
+    @classmethod
+    def from_uri(cls, uri: str, **kwargs: Any) -> "NwcWallet":
+        from urllib.parse import parse_qs, urlsplit
+
+        conn = ConnectionUri.parse(uri)
+        net = parse_qs(urlsplit(uri).query).get("network", [None])[0]
+        return cls(conn, network=_NET_ALIASES.get(net or "", None), **kwargs)
+
+    def __repr__(self) -> str:
+        return f"NwcWallet({redact_uri(self.conn.to_uri())!r})"
+
+    @property
+    def wallet_pubkey(self) -> str:
+        return self.conn.wallet_pubkey
+
+    # -- connection -------------------------------------------------------------------------------
+    async def _start(self) -> None:
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._started:
+                return
+            if self._closed:
+                raise WalletError("NWC wallet is closed")
+            if self._pool is None:
+                self._pool = RelayPool(list(self.conn.relays), keys=self.keys, connect_timeout=self.connect_timeout)
+            try:
+                await self._pool.start()
+                await self._pool.wait_connected(timeout=self.connect_timeout)
+            except RelayError as exc:
+                raise WalletUnreachable(f"no NWC relay reachable: {exc}") from None
+            flt = Filter.of(kinds=[RESPONSE_KIND], authors=[self.conn.wallet_pubkey], p=[self.keys.public_key],
+                            since=int(time.time()) - 60)
+            self._sub = self._pool.subscribe([flt])
+            await self._sub.open()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await self._sub.wait_eose(self.connect_timeout)
+            self._reader = asyncio.create_task(self._read_responses(), name="nwc-responses")
+            self._started = True
+
+    async def connect(self) -> "NwcWallet":
+        """Open the relays, read the wallet's info event (methods, encryption) and its network."""
+        await self._start()
+        if self._connected:
+            return self
+        assert self._pool is not None
+        try:
+            infos = await self._pool.query([Filter.of(kinds=[INFO_KIND], authors=[self.conn.wallet_pubkey])],
+                                           timeout=self.connect_timeout)
+        except RelayError as exc:
+            raise WalletUnreachable(f"cannot read the NWC info event: {exc}") from None
+        if infos:
+            info = infos[0]
+            self.methods = set(info.content.split())
+            self.encryption = NIP44 if NIP44 in info_schemes(info.tags) else NIP04
+        else:
+            log.warning("NWC wallet %s… published no info event; using NIP-44 v2", self.conn.wallet_pubkey[:12])
+        if self.methods is None or "get_info" in self.methods:
+            try:
+                result = await self.request("get_info", {})
+            except Unauthorized:
+                raise
+            except WalletError as exc:
+                log.info("NWC get_info failed (%s); network stays %s", type(exc).__name__, self.network)
+            else:
+                net = _NET_ALIASES.get(str(result.get("network", "")).lower())
+                if net:
+                    self.network = net
+                if isinstance(result.get("methods"), list) and self.methods is None:
+                    self.methods = {str(m) for m in result["methods"]}
+        self._connected = True
+        return self
+
+    async def _read_responses(self) -> None:
+        assert self._sub is not None
+        try:
+            async for event in self._sub:
+                self._on_response(event)
+        except Exception as exc:  # subscription closed by the relays: fail everything waiting
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(WalletUnreachable(f"NWC relay subscription ended: {type(exc).__name__}"))
+
+    def _on_response(self, event: Event) -> None:
+        req_ids = [t[1] for t in event.tags if len(t) >= 2 and t[0] == "e"]
+        for req_id in req_ids:
+            fut = self._pending.get(req_id)
+            if fut is None or fut.done():
+                continue
+            try:
+                payload = decrypt(self.keys, self.conn.wallet_pubkey, event.content)
+            except (DecryptionError, InvalidKey, ValueError) as exc:
+                log.warning("undecryptable NWC response %s: %s", event.id[:12], type(exc).__name__)
+                continue
+            fut.set_result(payload)
+            return
+
+    # -- requests ------------------------------------------------------------------------------------
+    async def request(self, method: str, params: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+        """Send one NIP-47 request and return its `result` object; typed errors for error answers."""
+        await self._start()
+        if self.methods is not None and method not in self.methods and method != "get_info":
+            raise NotImplementedByWallet(f"the wallet does not offer {method}")
+        timeout = self.timeout if timeout is None else timeout
+        tags = [["p", self.conn.wallet_pubkey], ["expiration", str(int(time.time() + timeout) + 1)]]
+        if self.encryption == NIP44:
+            tags.append(["encryption", NIP44])
+        content = encrypt(self.keys, self.conn.wallet_pubkey, {"method": method, "params": params}, self.encryption)
+        event = Event.build(self.keys, REQUEST_KIND, content, tags)
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending[event.id] = fut
+        assert self._pool is not None
+        try:
+            try:
+                await self._pool.publish(event, timeout=min(timeout, 10.0))
+            except RelayError as exc:
+                raise WalletUnreachable(f"NWC request not accepted by any relay: {exc}") from None
+            try:
+                payload = await asyncio.wait_for(fut, timeout)
+            except asyncio.TimeoutError:
+                raise WalletTimeout(f"NWC wallet did not answer {method} within {timeout:g}s") from None
+        finally:
+            self._pending.pop(event.id, None)
+        err = payload.get("error")
+        if err:
+            if isinstance(err, dict):
+                raise error_from_response(err.get("code"), err.get("message"))
+            raise error_from_response("OTHER", err)
+        if payload.get("result_type") not in (None, method):
+            raise WalletError(f"NWC answer has result_type {payload.get('result_type')!r}, expected {method!r}")
+        result = payload.get("result")
+        if not isinstance(result, dict):
+            raise WalletError(f"NWC answer to {method} has no result")
+        return result
+
+    # -- Wallet protocol -------------------------------------------------------------------------------
+    async def pay_invoice(self, bolt11: str, *, max_msat: int) -> Payment:
+        decoded = decode_bolt11(bolt11)
+        if decoded.amount_msat is None:
+            raise InvoiceInvalid("amountless invoices are not supported")
+        if decoded.amount_msat > max_msat:
+            raise AmountAboveMax(f"invoice asks {decoded.amount_msat} msat, above the allowed {max_msat} msat")
+        if decoded.is_expired():
+            raise InvoiceExpired("invoice expired; ask the payee for a new one")
+        result = await self.request("pay_invoice", {"invoice": decoded.bolt11})
+        preimage = str(result.get("preimage") or "")
+        payment = Payment(preimage=preimage, fee_msat=_int(result.get("fees_paid")),
+                          payment_hash=decoded.payment_hash, amount_msat=decoded.amount_msat)
+        if not payment.preimage_matches():
+            raise PaymentFailed("the NWC wallet returned a preimage that does not match the invoice; "
+                                "check the payment in the wallet")
+        return payment
+
+    async def make_invoice(self, amount_msat: int, memo: str = "", expiry_s: int = 600) -> Invoice:
+        if not isinstance(amount_msat, int) or isinstance(amount_msat, bool) or amount_msat <= 0:
+            raise InvoiceInvalid("invoice amount must be a positive integer number of millisats")
+        result = await self.request("make_invoice", {"amount": amount_msat, "description": memo or "",
+                                                     "expiry": int(expiry_s)})
+        bolt11 = result.get("invoice")
+        if not isinstance(bolt11, str):
+            raise WalletError("NWC make_invoice answer has no invoice")
+        decoded = decode_bolt11(bolt11)
+        if decoded.amount_msat != amount_msat:
+            raise WalletError(f"NWC wallet issued an invoice for {decoded.amount_msat} msat, asked {amount_msat}")
+        return Invoice(bolt11=bolt11, payment_hash=decoded.payment_hash, amount_msat=amount_msat,
+                       expires_at=decoded.expires_at)
+
+    async def _lookup(self, payment_hash: str) -> dict[str, Any] | None:
+        ph = payment_hash.lower()
+        if len(ph) != 64 or any(c not in "0123456789abcdef" for c in ph):
+            raise InvoiceInvalid("payment hash must be 64 hex characters")
+        try:
+            return await self.request("lookup_invoice", {"payment_hash": ph})
+        except InvoiceNotFound:
+            return None
+
+    @staticmethod
+    def _state(tx: dict[str, Any]) -> InvoiceState:
+        state = str(tx.get("state") or "").lower()
+        if state in ("settled", "pending", "expired", "failed"):
+            return InvoiceState(state)
+        if tx.get("settled_at") or tx.get("preimage") and tx.get("type") == "outgoing":
+            return InvoiceState.SETTLED
+        expires = _int(tx.get("expires_at"))
+        if expires and time.time() >= expires:
+            return InvoiceState.EXPIRED
+        return InvoiceState.PENDING
+
+    async def lookup_invoice(self, payment_hash: str) -> InvoiceState:
+        tx = await self._lookup(payment_hash)
+        if tx is None or tx.get("type", "incoming") != "incoming":
+            raise InvoiceNotFound(f"the NWC wallet knows no invoice {payment_hash[:16]}…")
+        return self._state(tx)
+
+    async def lookup_payment(self, payment_hash: str) -> InvoiceState:
+        tx = await self._lookup(payment_hash)
+        if tx is None or tx.get("type") != "outgoing":
+            return InvoiceState.FAILED
+        return self._state(tx)
+
+    async def payment_details(self, payment_hash: str) -> Payment | None:
+        tx = await self._lookup(payment_hash)
+        if tx is None or tx.get("type") != "outgoing" or self._state(tx) != InvoiceState.SETTLED:
+            return None
+        return Payment(preimage=str(tx.get("preimage") or ""), fee_msat=_int(tx.get("fees_paid")),
+                       payment_hash=payment_hash.lower(), amount_msat=_int(tx.get("amount")))
+
+    async def balance(self) -> int:
+        result = await self.request("get_balance", {})
+        return _int(result.get("balance"))
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(WalletError("NWC wallet closed"))
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.close()
+        if self._pool is not None and self._own_pool:
+            await self._pool.close()
+
+    async def __aenter__(self) -> "NwcWallet":
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _int(value: Any) -> int:
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0

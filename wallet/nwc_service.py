@@ -1,0 +1,324 @@
+"""A NIP-47 wallet service: exposes any `Wallet` to NWC clients over Nostr relays.
+
+    service = NwcService(wallet, ["ws://127.0.0.1:7777"], budget_msat=100_000)
+    conn = service.new_connection()          # a fresh client key; conn.uri() holds its secret
+    async with service.running():            # publishes the info event, answers requests
+        print(conn.uri())
+
+Why it exists: no NIP-47 service is on PyPI; with this a dev or LNbits wallet can stand in for
+Alby Hub in demos and tests, and our NWC client can be tested against a real service.
+
+Rules it enforces:
+- only connections it issued (their client pubkeys) may use it; any other key gets
+  UNAUTHORIZED (at most 10 answers a minute per key, to avoid amplifying spam);
+- each connection has its own spending budget (msat, for the service's lifetime; None =
+  unlimited): a payment that would exceed it gets QUOTA_EXCEEDED and is not attempted; the
+  amount is reserved before paying, so concurrent requests cannot overspend together;
+- requests past their `expiration` tag are ignored; answers mirror the request's encryption
+  (NIP-44 v2 when tagged `["encryption","nip44_v2"]`, else NIP-04).
+Methods: pay_invoice, make_invoice, lookup_invoice, get_balance, get_info. Client secrets are
+not kept: only their pubkeys (NIP-47: the service must not rely on knowing them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Sequence
+
+from pylon.errors import RelayError
+from pylon.nostr.errors import DecryptionError, InvalidKey
+from pylon.nostr.event import Event
+from pylon.nostr.filters import Filter
+from pylon.nostr.keys import Keys
+from pylon.relay_pool import RelayPool
+from wallet.base import InvoiceState, Wallet
+from wallet.bolt11_codec import decode_bolt11
+from wallet.errors import InvoiceInvalid, InvoiceNotFound, NotImplementedByWallet, QuotaExceeded, WalletError
+from wallet.nwc_proto import (
+    INFO_KIND,
+    NIP04,
+    NIP44,
+    REQUEST_KIND,
+    RESPONSE_KIND,
+    ConnectionUri,
+    decrypt,
+    encrypt,
+    error_to_code,
+    scheme_of_event_tags,
+)
+
+log = logging.getLogger(__name__)
+
+METHODS = ("pay_invoice", "make_invoice", "lookup_invoice", "get_balance", "get_info")
+_UNAUTH_WINDOW_S = 60.0
+_UNAUTH_REPLIES_PER_WINDOW = 10
+
+
+@dataclass
+class NwcConnection:
+    """One issued connection: its client pubkey, budget and spending so far."""
+
+    client_pubkey: str
+    budget_msat: int | None
+    name: str = ""
+    spent_msat: int = 0
+    _secret: str | None = field(default=None, repr=False)  # only until uri() is first built
+    _uri: str | None = field(default=None, repr=False)
+
+    def left_msat(self) -> int | None:
+        return None if self.budget_msat is None else max(0, self.budget_msat - self.spent_msat)
+
+
+class NwcService:
+    """Serves one `Wallet` over NIP-47 on the given relays."""
+
+    def __init__(self, wallet: Wallet, relays: Sequence[str], keys: Keys | None = None, *,
+                 budget_msat: int | None = None, pool: RelayPool | None = None, concurrency: int = 16) -> None:
+        if not relays and pool is None:
+            raise WalletError("an NWC service needs at least one relay")
+        self.wallet = wallet
+        self.relays = list(pool.urls if pool is not None else relays)
+        self.keys = keys or Keys.generate()
+        self.default_budget_msat = budget_msat
+        self.connections: dict[str, NwcConnection] = {}
+        self._pool = pool
+        self._own_pool = pool is None
+        self._budget_lock = asyncio.Lock()
+        self._sem = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task] = set()
+        self._unauth_replied: dict[str, list[float]] = {}
+        self._seen: set[str] = set()
+        self.ready = asyncio.Event()
+        self.stats = {"requests": 0, "unauthorized": 0, "errors": 0, "paid_msat": 0}
+
+    @property
+    def pubkey(self) -> str:
+        return self.keys.public_key
+
+    # -- connections ---------------------------------------------------------------------------------
+    def new_connection(self, *, budget_msat: int | None = ..., name: str = "") -> NwcConnection:  # type: ignore[assignment]
+        """Issue a connection (fresh client key). Its URI (with the secret) is `self.uri_for(conn)`."""
+        client = Keys.generate()
+        budget = self.default_budget_msat if budget_msat is ... else budget_msat
+        conn = NwcConnection(client_pubkey=client.public_key, budget_msat=budget, name=name)
+        conn._uri = ConnectionUri(self.pubkey, tuple(self.relays), client.secret_hex).to_uri()
+        self.connections[client.public_key] = conn
+        return conn
+
+    def add_connection(self, client_pubkey: str, *, budget_msat: int | None = None, name: str = "") -> NwcConnection:
+        """Authorise a client key generated elsewhere (its owner builds the URI)."""
+        conn = NwcConnection(client_pubkey=client_pubkey.lower(), budget_msat=budget_msat, name=name)
+        self.connections[conn.client_pubkey] = conn
+        return conn
+
+    def uri_for(self, conn: NwcConnection) -> str:
+        """The connection URI (contains the client secret: show it to its user only)."""
+        if conn._uri is None:
+            raise WalletError("this connection was added by pubkey; its URI is held by its owner")
+        return conn._uri
+
+    def revoke(self, client_pubkey: str) -> None:
+        self.connections.pop(client_pubkey.lower(), None)
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator["NwcService"]:
+        """Started (info published, subscribed) inside the block; stopped after."""
+        task = asyncio.create_task(self.run(), name="nwc-service")
+        ready = asyncio.create_task(self.ready.wait())
+        try:
+            done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                task.result()  # raises the start-up error
+            yield self
+        finally:
+            ready.cancel()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def run(self) -> None:
+        """Publish the info event and answer requests until cancelled."""
+        if self._pool is None:
+            self._pool = RelayPool(self.relays, keys=self.keys)
+        pool = self._pool
+        try:
+            await pool.start()
+            try:
+                await pool.wait_connected(timeout=10.0)
+            except RelayError as exc:
+                raise WalletError(f"NWC service: no relay reachable ({exc})") from None
+            flt = Filter.of(kinds=[REQUEST_KIND], p=[self.pubkey], since=int(time.time()) - 10)
+            async with pool.subscribe([flt]) as sub:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await sub.wait_eose(10.0)
+                await self.publish_info()
+                self.ready.set()
+                log.info("NWC service %s… serving on %s", self.pubkey[:12], ", ".join(self.relays))
+                async for event in sub:
+                    self._spawn(self._handle(event))
+        finally:
+            for t in list(self._tasks):
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._own_pool:
+                await pool.close()
+
+    async def publish_info(self) -> None:
+        assert self._pool is not None
+        info = Event.build(self.keys, INFO_KIND, " ".join(METHODS), [["encryption", f"{NIP44} {NIP04}"]])
+        await self._pool.publish(info)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- requests ------------------------------------------------------------------------------------------
+    async def _handle(self, event: Event) -> None:
+        if event.id in self._seen:
+            return
+        self._seen.add(event.id)
+        if len(self._seen) > 100_000:
+            self._seen.clear()
+        exp = event.expiration()
+        if exp is not None and exp < time.time():
+            return
+        scheme = scheme_of_event_tags(event.tags)
+        if scheme not in (NIP44, NIP04):
+            await self._reply(event, scheme=NIP04, method="", error=("UNSUPPORTED_ENCRYPTION", f"use {NIP44}"))
+            return
+        conn = self.connections.get(event.pubkey)
+        if conn is None:
+            self.stats["unauthorized"] += 1
+            now = time.monotonic()
+            if len(self._unauth_replied) > 10_000:
+                self._unauth_replied.clear()
+            recent = [t for t in self._unauth_replied.get(event.pubkey, []) if now - t < _UNAUTH_WINDOW_S]
+            if len(recent) < _UNAUTH_REPLIES_PER_WINDOW:
+                self._unauth_replied[event.pubkey] = recent + [now]
+                await self._reply(event, scheme=scheme, method="", error=("UNAUTHORIZED", "no wallet is connected to this key"))
+            return
+        try:
+            payload = decrypt(self.keys, event.pubkey, event.content)
+        except (DecryptionError, InvalidKey, ValueError):
+            await self._reply(event, scheme=scheme, method="", error=("OTHER", "cannot decrypt the request"))
+            return
+        method = payload.get("method")
+        params = payload.get("params") or {}
+        if not isinstance(method, str) or not isinstance(params, dict):
+            await self._reply(event, scheme=scheme, method=str(method), error=("OTHER", "malformed request"))
+            return
+        self.stats["requests"] += 1
+        async with self._sem:
+            try:
+                result = await self._dispatch(conn, method, params)
+            except WalletError as exc:
+                self.stats["errors"] += 1
+                await self._reply(event, scheme=scheme, method=method, error=(error_to_code(exc), str(exc)))
+                return
+            except Exception as exc:  # a bug must not kill the service; the client gets INTERNAL
+                self.stats["errors"] += 1
+                log.exception("NWC %s failed", method)
+                await self._reply(event, scheme=scheme, method=method, error=("INTERNAL", type(exc).__name__))
+                return
+        await self._reply(event, scheme=scheme, method=method, result=result)
+
+    async def _dispatch(self, conn: NwcConnection, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if method == "pay_invoice":
+            return await self._pay(conn, params)
+        if method == "make_invoice":
+            amount = params.get("amount")
+            if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+                raise InvoiceInvalid("amount (msat) must be a positive integer")
+            expiry = params.get("expiry")
+            inv = await self.wallet.make_invoice(amount, str(params.get("description") or ""),
+                                                 int(expiry) if isinstance(expiry, int) and expiry > 0 else 600)
+            d = decode_bolt11(inv.bolt11)
+            return {"type": "incoming", "state": "pending", "invoice": inv.bolt11, "payment_hash": inv.payment_hash,
+                    "amount": inv.amount_msat, "description": d.description or "", "fees_paid": 0,
+                    "created_at": d.created_at, "expires_at": inv.expires_at}
+        if method == "lookup_invoice":
+            return await self._lookup(params)
+        if method == "get_balance":
+            return {"balance": await self.wallet.balance()}
+        if method == "get_info":
+            net = getattr(self.wallet, "network", "bitcoin")
+            return {"alias": "pylon-nwc", "color": "", "pubkey": getattr(self.wallet, "node_pubkey", ""),
+                    "network": "mainnet" if net == "bitcoin" else net, "block_height": 0, "block_hash": "",
+                    "methods": list(METHODS), "notifications": []}
+        raise NotImplementedByWallet(f"method {method!r} is not implemented")
+
+    async def _pay(self, conn: NwcConnection, params: dict[str, Any]) -> dict[str, Any]:
+        bolt11 = params.get("invoice")
+        if not isinstance(bolt11, str):
+            raise InvoiceInvalid("pay_invoice needs an invoice")
+        decoded = decode_bolt11(bolt11)
+        if decoded.amount_msat is None:
+            raise NotImplementedByWallet("amountless invoices are not supported")
+        amount = decoded.amount_msat
+        async with self._budget_lock:  # reserve before paying: concurrent requests cannot both pass
+            left = conn.left_msat()
+            if left is not None and amount > left:
+                raise QuotaExceeded(f"payment of {amount} msat exceeds this connection's budget ({left} msat left)")
+            conn.spent_msat += amount
+        try:
+            payment = await self.wallet.pay_invoice(bolt11, max_msat=amount)
+        except WalletError as exc:
+            if not _outcome_unknown(exc):
+                async with self._budget_lock:
+                    conn.spent_msat -= amount
+            raise
+        async with self._budget_lock:
+            conn.spent_msat += payment.fee_msat
+        self.stats["paid_msat"] += amount
+        return {"preimage": payment.preimage, "fees_paid": payment.fee_msat}
+
+    async def _lookup(self, params: dict[str, Any]) -> dict[str, Any]:
+        ph = params.get("payment_hash")
+        if not isinstance(ph, str) and isinstance(params.get("invoice"), str):
+            ph = decode_bolt11(params["invoice"]).payment_hash
+        if not isinstance(ph, str):
+            raise InvoiceInvalid("lookup_invoice needs payment_hash or invoice")
+        try:
+            state = await self.wallet.lookup_invoice(ph)
+            return {"type": "incoming", "payment_hash": ph.lower(), "state": state.value,
+                    **({"settled_at": int(time.time())} if state == InvoiceState.SETTLED else {})}
+        except InvoiceNotFound:
+            pass
+        out_state = await self.wallet.lookup_payment(ph)
+        if out_state == InvoiceState.FAILED:
+            raise InvoiceNotFound("no invoice or payment with that hash")
+        tx: dict[str, Any] = {"type": "outgoing", "payment_hash": ph.lower(), "state": out_state.value}
+        details_fn = getattr(self.wallet, "payment_details", None)
+        if out_state == InvoiceState.SETTLED and details_fn is not None:
+            details = await details_fn(ph)
+            if details is not None:
+                tx.update(preimage=details.preimage, fees_paid=details.fee_msat, amount=details.amount_msat)
+        return tx
+
+    async def _reply(self, request: Event, *, scheme: str, method: str, result: dict | None = None,
+                     error: tuple[str, str] | None = None) -> None:
+        payload: dict[str, Any] = {"result_type": method, "error": None, "result": result}
+        if error is not None:
+            payload = {"result_type": method, "error": {"code": error[0], "message": error[1]}, "result": None}
+        tags = [["p", request.pubkey], ["e", request.id]]
+        if scheme == NIP44:
+            tags.append(["encryption", NIP44])
+        try:
+            content = encrypt(self.keys, request.pubkey, payload, scheme)
+            assert self._pool is not None
+            await self._pool.publish(Event.build(self.keys, RESPONSE_KIND, content, tags))
+        except (RelayError, InvalidKey) as exc:
+            log.warning("NWC reply to %s… not delivered: %s", request.id[:12], exc)
+
+
+def _outcome_unknown(exc: WalletError) -> bool:
+    from wallet.errors import WalletTimeout, WalletUnreachable
+
+    return isinstance(exc, (WalletTimeout, WalletUnreachable))
