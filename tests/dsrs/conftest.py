@@ -27,3 +27,35 @@ def chat_double():
 
     with ChatDouble() as server:
         yield server
+
+
+class Swarm:
+    """A relay, a provider on an OpenAI-compatible double, and the provider's pubkey."""
+
+    def __init__(self, relay_url: str, provider, double, keys):
+        self.relay_url = relay_url
+        self.provider = provider
+        self.double = double
+        self.provider_pubkey = keys.public_key
+        self.model = "double-model"
+
+
+@pytest.fixture
+async def swarm(relay_url, openai_double, tmp_path):
+    """A free provider serving the shared OpenAI double (ChatAdapter-shaped replies) on the
+    test's relay. Run sync DSPy code with asyncio.to_thread so this loop keeps serving."""
+    from chat_double import chat_adapter_reply
+    from pylon.backends.openai import OpenAIBackend
+    from pylon.nostr.keys import Keys
+    from pylon.provider import Provider
+
+    openai_double.reply = lambda body: (
+        chat_adapter_reply(body.get("messages", [])) if not body.get("response_format")
+        else __import__("tests.peers.openai_double", fromlist=["default_reply"]).default_reply(body))
+    keys = Keys.generate()
+    backend = OpenAIBackend(openai_double.base_url)
+    provider = Provider([relay_url], backend, keys=keys, models=["double-model"], free=True,
+                        db_path=tmp_path / "provider.sqlite")
+    async with provider.running():
+        yield Swarm(relay_url, provider, openai_double, keys)
+    await backend.aclose()
