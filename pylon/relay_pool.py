@@ -190,6 +190,7 @@ class Subscription:
     async def open(self) -> "Subscription":
         if self._opened:
             return self
+        await self.pool._ensure_started()
         self._opened = True
         self.pool._register(self)
         for relay in self.pool._relays.values():
@@ -648,14 +649,17 @@ class RelayPool:
         for relay in self._relays.values():
             relay.task = asyncio.create_task(relay.run(), name=f"relay:{relay.url}")
 
-    async def __aenter__(self) -> "RelayPool":
+    async def _ensure_started(self) -> None:
+        """Start if needed and give every relay its first connection attempt (bounded by
+        connect_timeout), so a fresh pool's first REQ or EVENT is not lost to a race."""
         await self.start()
-        # Give every relay its first connection attempt (bounded by connect_timeout).
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(
-                asyncio.gather(*(r.first_attempt.wait() for r in self._relays.values())),
-                self.connect_timeout + 0.5,
-            )
+        pending = [r.first_attempt.wait() for r in self._relays.values() if not r.first_attempt.is_set()]
+        if pending:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*pending), self.connect_timeout + 0.5)
+
+    async def __aenter__(self) -> "RelayPool":
+        await self._ensure_started()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -731,8 +735,7 @@ class RelayPool:
         Raises PublishError (a RelayError) listing every relay's reason when fewer than
         `min_accepted` relays accepted it.
         """
-        if not self._started:
-            await self.start()
+        await self.start()
         timeout = self.ok_timeout if timeout is None else timeout
         frame = ClientEvent(event).to_json()
         relays = list(self._relays.values())
@@ -756,8 +759,6 @@ class RelayPool:
     def _register(self, sub: Subscription) -> None:
         if self._closed:
             raise RelayError("relay pool is closed")
-        if not self._started:
-            raise RelayError("relay pool is not started: use `async with RelayPool(...)` or await start()")
         self._subs[sub.sub_id] = sub
 
     def _unregister(self, sub: Subscription) -> None:
@@ -766,8 +767,7 @@ class RelayPool:
 
     async def query(self, filters: Sequence[Filter], *, timeout: float = 5.0) -> list[Event]:
         """Stored events until EOSE from every connected relay (or timeout): deduped, newest first."""
-        if not self._started:
-            await self.start()
+        await self._ensure_started()
         sub = self.subscribe(filters)
         async with sub:
             with contextlib.suppress(asyncio.TimeoutError):
@@ -786,6 +786,7 @@ class RelayPool:
 
     async def count(self, filters: Sequence[Filter], *, timeout: float = 5.0) -> dict[str, int]:
         """NIP-45 COUNT from every connected relay that answers (url -> count)."""
+        await self._ensure_started()
         relays = [r for r in self._relays.values() if r.state == "connected"]
         answers = await asyncio.gather(*(r.count(filters, timeout) for r in relays), return_exceptions=True)
         out: dict[str, int] = {}

@@ -151,3 +151,22 @@ async def test_status_and_clean_shutdown(sdk_relay_url):
     assert leftover == []
     with pytest.raises(StopAsyncIteration):
         await sub.next(timeout=1)
+
+
+async def test_pool_used_without_context_manager(sdk_relay_url):
+    keys = Keys.generate()
+    pool = RelayPool([sdk_relay_url])
+    try:
+        ev = Event.build(keys, 1, "no context manager")
+        assert (await pool.publish(ev)).accepted_by == [sdk_relay_url]
+        fresh = RelayPool([sdk_relay_url])
+        try:
+            # first call on a never-started pool: it connects before sending the REQ
+            assert [e.id for e in await fresh.query([Filter.of(ids=[ev.id])])] == [ev.id]
+        finally:
+            await fresh.close()
+    finally:
+        await pool.close()
+        await pool.close()  # idempotent
+    with pytest.raises(RelayError, match="closed"):
+        await pool.subscribe([Filter.of(kinds=[1])]).open()
