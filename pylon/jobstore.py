@@ -13,8 +13,9 @@ Every state change is committed *before* the provider acts on it:
   `processing` and bumps `attempts`, so a job can never be run by two tasks.
 * On restart, `recover()` sorts out what the dead process left behind: a job that was
   `processing` with `result_published = 1` is simply `done`; one without a published result
-  is run again exactly once (`attempts` < 2), after that it is an `error`. Jobs still `seen`
-  or `quoted` are handed back to be processed; `awaiting_payment`/`paid` are left to the
+  is run again exactly once (`attempts` < 2), after that it is an `error`; one whose signed
+  result was stored (`result_json`) but not confirmed published is republished, not re-run.
+  Jobs still `seen` or `quoted` are handed back to be processed; `awaiting_payment`/`paid` are left to the
   payments step, which owns those states (the invoice, payment hash and amount columns are
   here already so it needs no migration).
 * `last_request_created_at` gives the `since` for the next subscription, so requests sent
@@ -71,6 +72,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     paid_at           REAL,
     result_published  INTEGER NOT NULL DEFAULT 0,
     result_event_id   TEXT,
+    result_json       TEXT,
     prompt_tokens     INTEGER,
     completion_tokens INTEGER,
     error             TEXT,
@@ -102,6 +104,7 @@ class JobRow:
     paid_at: float | None
     result_published: bool
     result_event_id: str | None
+    result_json: str | None
     prompt_tokens: int | None
     completion_tokens: int | None
     error: str | None
@@ -195,6 +198,12 @@ class JobStore:
         )
         return cur.rowcount == 1
 
+    def mark_result_ready(self, request_id: str, result_json: str) -> None:
+        """Keep the signed result before publishing it, so a restart republishes the very same
+        event (same id: relays dedupe it) instead of running the job again."""
+        self._db.execute("UPDATE jobs SET result_json = ?, updated_at = ? WHERE request_id = ?",
+                         (result_json, time.time(), request_id))
+
     def mark_result_published(self, request_id: str, result_event_id: str, *, prompt_tokens: int | None,
                               completion_tokens: int | None, amount_msat: int | None = None) -> None:
         """Record the published result and finish the job in one statement."""
@@ -207,8 +216,9 @@ class JobStore:
     def recover(self) -> list[JobRow]:
         """After a restart: settle what the last process left and return jobs to (re)run.
 
-        Returns rows in `processing` that were re-claimed for one more attempt, plus rows
-        still `seen`/`quoted` (never started); oldest first.
+        Returns rows left in `processing` (re-run them via `claim_processing(rerun=True)`,
+        or republish `result_json` when set) plus rows still `seen`/`quoted` (never
+        started); oldest first.
         """
         now = time.time()
         with self._db:
@@ -219,7 +229,7 @@ class JobStore:
             )
             self._db.execute(
                 "UPDATE jobs SET status = 'error', error = 'interrupted twice by provider restarts', updated_at = ?"
-                " WHERE status = 'processing' AND attempts >= ?",
+                " WHERE status = 'processing' AND attempts >= ? AND result_json IS NULL",
                 (now, MAX_ATTEMPTS),
             )
         rows = self.jobs_in(("processing", "seen", "quoted"))

@@ -124,3 +124,20 @@ def test_meta_round_trip(store):
     assert store.get_meta("announced_at") == 123
     assert store.get_meta("nothing") is None
     assert store.counts() == {}
+
+
+def test_a_stored_but_unconfirmed_result_is_republished_not_rerun(tmp_path):
+    path = tmp_path / "p.sqlite"
+    s = JobStore(path)
+    rid = "a" * 64
+    s.record_seen(rid, "c" * 64, 1, "{}")
+    s.claim_processing(rid)
+    s._db.execute("UPDATE jobs SET attempts = ? WHERE request_id = ?", (MAX_ATTEMPTS, rid))
+    s.mark_result_ready(rid, '{"id":"r"}')
+    s.close()
+    s = JobStore(path)
+    rows = s.recover()
+    assert [(r.request_id, r.status, r.result_json) for r in rows] == [(rid, "processing", '{"id":"r"}')]
+    s.mark_result_published(rid, "r" * 64, prompt_tokens=None, completion_tokens=None)
+    assert s.status(rid) == "done"
+    s.close()

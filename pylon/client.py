@@ -1,0 +1,563 @@
+"""The customer side (journey 1): `PylonClient.ask()` and `.stream()` over NIP-90 kind 5050.
+
+How one ask runs, and why in this order:
+
+1. The request is signed first (its id is needed for the filter), then a subscription for
+   feedback and results (`kinds 7000/6050, #e = job id, #p = us`) is opened and its EOSE
+   awaited, and only then is the request published: a fast provider's answer can never
+   slip in between.
+2. Every incoming event was signature-checked by the pool; here it must also name our job
+   (`e`) and us (`p`) and come from an acceptable provider (the targeted one, if any).
+3. `payment-required` goes through `_on_payment_required` (the payment hook). Without a
+   wallet a priced quote is refused with a PaymentError naming the amount; the payments
+   step fills in `_pay` (bolt11 checks, budgets, receipts) without reshaping this flow.
+4. `partial` feedback is reassembled by its `offset` tag (see pylon.nip90) and streamed.
+5. The first valid result wins; any others that arrive while the client still listens are
+   recorded in `outcome.other_results`, never returned.
+6. Timeout, Ctrl-C or `JobStream.aclose()` publish a kind-5 cancellation of the request
+   and raise JobTimeout / NoProviderAnswered / JobCancelled saying so.
+
+When the job is not targeted, several providers may answer: an `error` from one is recorded
+and the client keeps waiting for the others (up to `error_grace_s` after every provider that
+spoke has failed), then raises ProviderError with their reasons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Sequence
+
+from pydantic import BaseModel, Field
+
+from pylon.errors import JobError, PaymentError, RelayError
+from pylon.home import identity_path
+from pylon.nip90 import (
+    KIND_FEEDBACK, KIND_RESULT, JobFeedback, JobParseError, JobRequest, JobResult, build_cancellation,
+)
+from pylon.nostr.event import Event
+from pylon.nostr.filters import Filter
+from pylon.nostr.keys import Keys, normalize_pubkey
+from pylon.relay_pool import RelayPool
+
+log = logging.getLogger("pylon.client")
+
+Stage = Literal["published", "quoted", "payment", "processing", "partial", "done", "error", "cancelled"]
+
+
+# ------------------------------------------------------------------------------ errors
+class NoProviderAnswered(JobError):
+    """Nobody answered the job before the timeout (it was cancelled)."""
+
+
+class JobTimeout(JobError):
+    """Providers answered but no result came before the timeout (the job was cancelled)."""
+
+
+class ProviderError(JobError):
+    """The provider(s) reported an `error` for the job."""
+
+    def __init__(self, message: str, errors: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.errors = dict(errors or {})
+
+
+class JobCancelled(JobError):
+    """The job was cancelled by us (Ctrl-C, aclose()); a kind-5 cancellation was published."""
+
+    exit_code = 130
+
+
+class PaymentRefused(PaymentError):
+    """We refused to pay what a provider asked (no wallet, over the bid or a budget, ...)."""
+
+
+# ------------------------------------------------------------------------------ outcome
+class Usage(BaseModel):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class OtherResult(BaseModel):
+    """A result that lost the race (recorded, not returned)."""
+
+    provider: str
+    text: str
+    event_id: str
+    usage: Usage = Field(default_factory=Usage)
+    amount_msat: int | None = None
+
+
+class AskOutcome(BaseModel):
+    """What an ask produced: the answer, who gave it, what it used and cost, and when."""
+
+    text: str
+    job_id: str
+    provider: str
+    model: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    paid_msat: int = 0
+    fee_msat: int = 0
+    amount_msat: int | None = None  # what the provider's result asked for
+    encrypted: bool = False
+    result_event_id: str = ""
+    timings: dict[str, float] = Field(default_factory=dict)  # seconds since the ask started
+    other_results: list[OtherResult] = Field(default_factory=list)
+    errors: dict[str, str] = Field(default_factory=dict)  # provider -> error from others
+
+
+@dataclass(slots=True)
+class JobProgress:
+    """One step of a job, for progress displays."""
+
+    stage: Stage
+    detail: str = ""
+    provider: str | None = None
+    text: str | None = None  # the new text, for `partial`
+    amount_msat: int | None = None
+    elapsed_s: float = 0.0
+
+
+ProgressCallback = Callable[[JobProgress], None]
+
+
+# ------------------------------------------------------------------------------ job state
+@dataclass(slots=True)
+class _JobState:
+    request: JobRequest
+    event: Event
+    target: str | None
+    started: float
+    on_progress: ProgressCallback | None
+    on_delta: Callable[[str], None] | None
+    responders: set[str] = field(default_factory=set)
+    errors: dict[str, str] = field(default_factory=dict)
+    refusals: list[PaymentError] = field(default_factory=list)
+    winner: JobResult | None = None
+    others: list[OtherResult] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    stream_from: str | None = None
+    streamed: str = ""
+    pending: dict[int, str] = field(default_factory=dict)
+    paid_msat: int = 0
+    fee_msat: int = 0
+    finished: set[str] = field(default_factory=set)  # providers that sent error or result
+
+    @property
+    def job_id(self) -> str:
+        return self.event.id
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def mark(self, name: str) -> None:
+        self.timings.setdefault(name, round(self.elapsed(), 6))
+
+    def progress(self, stage: Stage, detail: str = "", **kwargs: Any) -> None:
+        if self.on_progress is not None:
+            try:
+                self.on_progress(JobProgress(stage, detail, elapsed_s=self.elapsed(), **kwargs))
+            except Exception:  # a display bug must not break the job
+                log.exception("progress callback failed")
+
+    def accept_partial(self, fb: JobFeedback) -> str:
+        """New text from a `partial` (deltas placed by offset; duplicates and gaps handled)."""
+        if self.stream_from is None:
+            self.stream_from = fb.provider
+        elif fb.provider != self.stream_from:
+            return ""
+        content = fb.content
+        if fb.offset is None:  # another implementation: a cumulative text or a sample
+            delta = content[len(self.streamed):] if content.startswith(self.streamed) else content
+            self.streamed += delta
+            return delta
+        self.pending[fb.offset] = content
+        delta = ""
+        progressed = True
+        while progressed:
+            progressed = False
+            have = len(self.streamed)
+            for offset in sorted(self.pending):
+                if offset > have:
+                    break
+                chunk = self.pending.pop(offset)
+                if offset + len(chunk) > have:
+                    piece = chunk[have - offset:]
+                    self.streamed += piece
+                    delta += piece
+                    progressed = True
+                    break
+        return delta
+
+
+# ------------------------------------------------------------------------------ client
+class PylonClient:
+    """Ask the swarm: one RelayPool shared by every ask. Use as an async context manager."""
+
+    def __init__(
+        self,
+        relays: Sequence[str],
+        *,
+        keys: Keys | None = None,
+        wallet: Any = None,
+        max_msat: int | None = None,
+        budget_msat: int | None = None,
+        daily_budget_msat: int | None = None,
+        pool: RelayPool | None = None,
+    ) -> None:
+        self.keys = keys if keys is not None else Keys.load_or_create(identity_path())
+        self.relays = list(relays) if relays else (pool.urls if pool is not None else [])
+        self.wallet = wallet
+        self.max_msat = max_msat
+        self.budget_msat = budget_msat
+        self.daily_budget_msat = daily_budget_msat
+        self.spent_msat = 0  # this session's payments (the payments step keeps it)
+        self.pool = pool
+        self._own_pool = pool is None
+
+    @property
+    def pubkey(self) -> str:
+        return self.keys.public_key
+
+    async def __aenter__(self) -> "PylonClient":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self.pool is None:
+            self.pool = RelayPool(self.relays, keys=self.keys)
+        if self._own_pool:
+            await self.pool.__aenter__()
+        await self.pool.wait_connected()
+
+    async def close(self) -> None:
+        if self.pool is not None and self._own_pool:
+            await self.pool.close()
+            self.pool = None
+
+    # -------------------------------------------------------------------- public API
+    async def ask(
+        self,
+        prompt: str | list[dict],
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        frequency_penalty: float | None = None,
+        response_format: dict | None = None,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+        provider: str | None = None,
+        bid_msat: int | None = None,
+        timeout: float = 60.0,
+        encrypted: bool | None = None,
+        on_progress: ProgressCallback | None = None,
+        error_grace_s: float = 3.0,
+        collect_s: float = 0.0,
+        collect_max: int | None = None,
+    ) -> AskOutcome:
+        """Run one job and return the first valid result.
+
+        `provider` (npub or hex) targets one provider; the job is then encrypted unless
+        `encrypted=False`. `collect_s` keeps listening that long after the first result to
+        record other providers' results (stopping early at `collect_max` results in all).
+        """
+        return await self._run(
+            prompt, dict(model=model, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                         frequency_penalty=frequency_penalty, response_format=response_format, stop=stop,
+                         seed=seed),
+            provider=provider, bid_msat=bid_msat, timeout=timeout, encrypted=encrypted,
+            on_progress=on_progress, on_delta=None, error_grace_s=error_grace_s, collect_s=collect_s,
+            collect_max=collect_max,
+        )
+
+    def stream(self, prompt: str | list[dict], **kwargs: Any) -> "JobStream":
+        """Like ask(), as an async iterator of text as it arrives; `.outcome` when done."""
+        return JobStream(self, prompt, kwargs)
+
+    async def cancel(self, job_id: str, providers: Sequence[str] = ()) -> None:
+        """Publish a kind-5 cancellation of our job (best effort)."""
+        assert self.pool is not None
+        event = build_cancellation(self.keys, [job_id])
+        if providers:
+            event = Event.build(self.keys, event.kind, event.content,
+                                [*event.tags, *(["p", p] for p in sorted(set(providers)))])
+        try:
+            await self.pool.publish(event, timeout=3.0)
+        except RelayError as exc:
+            log.warning("cancellation of %s not accepted: %s", job_id[:12], exc)
+
+    # -------------------------------------------------------------------- the job
+    async def _run(
+        self, prompt: str | list[dict], params: dict[str, Any], *, provider: str | None, bid_msat: int | None,
+        timeout: float, encrypted: bool | None, on_progress: ProgressCallback | None,
+        on_delta: Callable[[str], None] | None, error_grace_s: float, collect_s: float, collect_max: int | None,
+    ) -> AskOutcome:
+        if self.pool is None:
+            raise RelayError("PylonClient is not started: use `async with PylonClient(...)`")
+        started = time.monotonic()
+        target = normalize_pubkey(provider) if provider else None
+        request = JobRequest.from_prompt(
+            prompt, **{k: v for k, v in params.items() if v is not None},
+            bid_msat=bid_msat, providers=[target] if target else [], relays=self.pool.urls,
+        )
+        encrypt = (target is not None) if encrypted is None else encrypted
+        event = request.to_event(self.keys, encrypted=encrypt)
+        state = _JobState(request, event, target, started, on_progress, on_delta)
+        sub = self.pool.subscribe([Filter.of(kinds=[KIND_FEEDBACK, KIND_RESULT], e=[event.id], p=[self.pubkey])])
+        await sub.open()
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await sub.wait_eose(min(5.0, timeout))
+            published = await self.pool.publish(event)
+            state.mark("published")
+            state.progress("published", f"job {event.id[:12]}… on {len(published.accepted_by)} relay(s)")
+            deadline = started + timeout
+            grace_deadline: float | None = None
+            while state.winner is None:
+                now = time.monotonic()
+                limit = deadline if grace_deadline is None else min(deadline, grace_deadline)
+                if now >= limit:
+                    break
+                try:
+                    incoming = await sub.next(timeout=limit - now)
+                except asyncio.TimeoutError:
+                    break
+                await self._handle(state, incoming)
+                if state.winner is None and state.errors and state.responders <= state.finished:
+                    grace_deadline = grace_deadline or time.monotonic() + error_grace_s
+                elif grace_deadline is not None and not state.responders <= state.finished:
+                    grace_deadline = None  # someone new is working on it
+            if state.winner is None:
+                await self._give_up(state, timeout)
+            await self._collect_others(state, sub, collect_s, collect_max)
+        except asyncio.CancelledError:
+            await self._cancel_quietly(state)
+            state.progress("cancelled", "job cancelled; a cancellation (kind 5) was published")
+            raise JobCancelled(f"job {event.id[:12]}… cancelled; a cancellation (kind 5) was published") from None
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.close()
+        return self._outcome(state)
+
+    async def _give_up(self, state: _JobState, timeout: float) -> None:
+        """No result: cancel the job and raise the most telling error."""
+        job = state.job_id[:12]
+        if state.errors:
+            reasons = "; ".join(f"{p[:12]}…: {r}" for p, r in state.errors.items())
+            state.progress("error", reasons)
+            raise ProviderError(f"provider error for job {job}…: {reasons}", state.errors)
+        await self._cancel_quietly(state)
+        if state.refusals:
+            raise state.refusals[0]
+        state.progress("cancelled", f"no result within {timeout:g}s")
+        if not state.responders:
+            raise NoProviderAnswered(
+                f"no provider answered job {job}… within {timeout:g}s; it was cancelled (kind 5 published). "
+                "Check the relays and `pylon providers`.")
+        raise JobTimeout(
+            f"no result for job {job}… within {timeout:g}s from {len(state.responders)} provider(s) that "
+            "acknowledged it; it was cancelled (kind 5 published). Try a longer --timeout.")
+
+    async def _cancel_quietly(self, state: _JobState) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(asyncio.wait_for(self.cancel(state.job_id, sorted(state.responders)), 4.0))
+
+    async def _collect_others(self, state: _JobState, sub: Any, collect_s: float, collect_max: int | None) -> None:
+        deadline = time.monotonic() + collect_s
+        while collect_max is None or 1 + len(state.others) < collect_max:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and sub.pending_events() == 0:
+                return
+            try:
+                incoming = await sub.next(timeout=max(remaining, 0.001))
+            except (asyncio.TimeoutError, StopAsyncIteration):
+                return
+            await self._handle(state, incoming)
+
+    async def _handle(self, state: _JobState, event: Event) -> None:
+        if event.first_tag("e") is None or event.first_tag("e")[1:2] != [state.job_id]:
+            return
+        if self.pubkey not in event.tag_values("p"):
+            return
+        if state.target is not None and event.pubkey != state.target:
+            log.debug("ignoring %s from %s: not the targeted provider", event.kind, event.pubkey[:12])
+            return
+        state.responders.add(event.pubkey)
+        state.mark("first_reply")
+        if event.kind == KIND_RESULT:
+            self._on_result(state, event)
+            return
+        try:
+            fb = JobFeedback.from_event(event, self.keys)
+        except JobParseError as exc:
+            log.info("unusable feedback from %s: %s", event.pubkey[:12], exc)
+            return
+        if fb.status == "payment-required":
+            state.mark("quoted")
+            state.progress("quoted", fb.extra, provider=fb.provider, amount_msat=fb.amount_msat)
+            try:
+                await self._on_payment_required(state, fb)
+            except PaymentError as exc:
+                state.progress("error", str(exc), provider=fb.provider)
+                if state.target is not None:
+                    await self._cancel_quietly(state)
+                    raise
+                state.refusals.append(exc)
+                state.finished.add(fb.provider)
+        elif fb.status == "processing":
+            state.mark("processing")
+            state.progress("processing", fb.extra, provider=fb.provider)
+        elif fb.status == "partial":
+            delta = state.accept_partial(fb)
+            if delta:
+                state.mark("first_partial")
+                state.progress("partial", provider=fb.provider, text=delta)
+                if state.on_delta is not None:
+                    state.on_delta(delta)
+        elif fb.status == "error":
+            reason = fb.extra or fb.content or "unspecified error"
+            state.errors[fb.provider] = reason
+            state.finished.add(fb.provider)
+            state.progress("error", reason, provider=fb.provider)
+            if state.target is not None:
+                raise ProviderError(f"provider {fb.provider[:12]}… could not run job {state.job_id[:12]}…: {reason}",
+                                    state.errors)
+
+    def _on_result(self, state: _JobState, event: Event) -> None:
+        try:
+            result = JobResult.from_event(event, self.keys)
+        except JobParseError as exc:
+            log.info("unusable result from %s: %s", event.pubkey[:12], exc)
+            return
+        if result.request_id != state.job_id or result.customer != self.pubkey:
+            return
+        state.finished.add(result.provider)
+        if state.winner is None:
+            state.winner = result
+            state.mark("result")
+            if state.on_delta is not None:
+                if result.provider == state.stream_from and result.text.startswith(state.streamed):
+                    rest = result.text[len(state.streamed):]
+                elif not state.streamed:
+                    rest = result.text
+                else:
+                    rest = ""  # streamed text came from a provider that lost the race
+                if rest:
+                    state.on_delta(rest)
+            state.progress("done", provider=result.provider)
+        elif result.provider != state.winner.provider and all(o.provider != result.provider for o in state.others):
+            state.others.append(OtherResult(
+                provider=result.provider, text=result.text, event_id=event.id, amount_msat=result.amount_msat,
+                usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)))
+
+    def _outcome(self, state: _JobState) -> AskOutcome:
+        result = state.winner
+        assert result is not None and result.event is not None
+        return AskOutcome(
+            text=result.text, job_id=state.job_id, provider=result.provider, model=result.model,
+            usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens),
+            paid_msat=state.paid_msat, fee_msat=state.fee_msat, amount_msat=result.amount_msat,
+            encrypted=result.encrypted, result_event_id=result.event.id, timings=dict(state.timings),
+            other_results=list(state.others), errors=dict(state.errors),
+        )
+
+    # -------------------------------------------------------------------- payment hook
+    async def _on_payment_required(self, state: _JobState, fb: JobFeedback) -> None:
+        """The payment step between `payment-required` and `processing`.
+
+        A quote of 0 msat (or none) needs nothing. Otherwise a wallet is required; `_pay`
+        (filled in by the payments step) checks the invoice against the amount tag, the bid,
+        `max_msat`, the budgets, the network and the payment history, pays exactly once,
+        records a receipt and adds to `state.paid_msat` / `state.fee_msat`.
+        """
+        if not fb.amount_msat:
+            return
+        if self.wallet is None:
+            raise PaymentRefused(
+                f"provider {fb.provider[:12]}… asks {fb.amount_msat} msat for this job; "
+                "no wallet configured; pass --wallet (nothing was paid)")
+        await self._pay(state, fb)
+
+    async def _pay(self, state: _JobState, fb: JobFeedback) -> None:
+        raise PaymentRefused("paying invoices is not available in this build (nothing was paid)")
+
+
+# ------------------------------------------------------------------------------ streaming
+_DONE = object()
+
+
+class JobStream:
+    """Async iterator of answer text as `partial` feedback arrives; `.outcome` afterwards.
+
+    Leaving early (`break`, `aclose()`) cancels the job and publishes a kind-5 cancellation.
+    """
+
+    def __init__(self, client: PylonClient, prompt: str | list[dict], kwargs: dict[str, Any]) -> None:
+        self._client = client
+        self._prompt = prompt
+        self._kwargs = kwargs
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+        self.outcome: AskOutcome | None = None
+
+    def _start(self) -> None:
+        kw = dict(self._kwargs)
+        params = {k: kw.pop(k, None) for k in ("model", "max_tokens", "temperature", "top_p", "top_k",
+                                                "frequency_penalty", "response_format", "stop", "seed")}
+        coro = self._client._run(
+            self._prompt, params, provider=kw.pop("provider", None), bid_msat=kw.pop("bid_msat", None),
+            timeout=kw.pop("timeout", 60.0), encrypted=kw.pop("encrypted", None),
+            on_progress=kw.pop("on_progress", None), on_delta=self._queue.put_nowait,
+            error_grace_s=kw.pop("error_grace_s", 3.0), collect_s=kw.pop("collect_s", 0.0),
+            collect_max=kw.pop("collect_max", None),
+        )
+        if kw:
+            coro.close()
+            raise TypeError(f"unexpected arguments for stream(): {', '.join(kw)}")
+        self._task = asyncio.create_task(coro)
+        self._task.add_done_callback(lambda _t: self._queue.put_nowait(_DONE))
+
+    def __aiter__(self) -> "JobStream":
+        return self
+
+    async def __anext__(self) -> str:
+        if self._task is None:
+            self._start()
+        item = await self._queue.get()
+        if item is _DONE:
+            self._queue.put_nowait(_DONE)
+            assert self._task is not None
+            self.outcome = self._task.result()  # raises the job's error, if any
+            raise StopAsyncIteration
+        return item
+
+    async def __aenter__(self) -> "JobStream":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop listening; a job still running is cancelled (kind 5 published)."""
+        task = self._task
+        if task is None or task.done():
+            return
+        task.cancel()
+        with contextlib.suppress(JobCancelled, asyncio.CancelledError):
+            await task
+
+    async def text(self) -> str:
+        """Consume the stream and return the whole answer."""
+        async for _ in self:
+            pass
+        assert self.outcome is not None
+        return self.outcome.text

@@ -1,0 +1,610 @@
+"""The provider (journey 2): serve NIP-90 kind-5050 jobs from an OpenAI-compatible backend.
+
+What happens to one request, in order (each step recorded in the job store first):
+
+    seen -> quoted -> _collect_payment() -> processing -> done | error | cancelled
+
+* Intake is synchronous and cheap (routing by `p` tag, parsing, model check, one SQLite
+  insert-or-ignore); each accepted job then runs as its own task. Jobs wait on one
+  `asyncio.Semaphore(concurrency)` only around the backend call, so up to `concurrency`
+  generations run at once and vLLM's continuous batching is used; nothing serialises jobs.
+* Streaming: backend deltas become `partial` feedback at most every `partial_interval_s`
+  (content = the text since the previous partial, `["offset", n]` = where it starts in the
+  answer; see pylon.nip90). The result (kind 6050) carries the whole text, usage and amount.
+* The result event is signed and stored before it is published and marked published after a
+  relay accepted it, so a restart republishes the same event rather than running the job
+  again; a job that was mid-generation when the provider died is run again once.
+* `_collect_payment(job)` is the payment step between `quoted` and `processing`: a no-op for
+  free jobs. The payments step fills it in (payment-required + invoice, awaiting_payment,
+  wait for settlement, paid) without touching the rest of the flow.
+* The backend's health is probed periodically; a failing backend turns jobs into `error`
+  feedback while the provider keeps running, and the served model list follows the backend
+  unless models were named explicitly.
+* A kind-5 deletion from the customer cancels that job (the running task is cancelled).
+* A NIP-89 announcement goes out on start and every `announce_interval_s`.
+
+Logging: one INFO line per job state change: job id, customer, model, tokens, msats, seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
+
+from pydantic import ValidationError
+
+from pylon.backends import BackendHealth, BackendUnavailable, ChatRequest, OpenAIBackend
+from pylon.errors import BackendError, RelayError
+from pylon.jobstore import LIVE, JobStore
+from pylon.nip89 import build_announcement
+from pylon.nip90 import (
+    KIND_DELETION, KIND_REQUEST, JobFeedback, JobParseError, JobRequest, JobResult, parse_cancellation,
+)
+from pylon.nostr.event import Event
+from pylon.nostr.filters import Filter
+from pylon.nostr.keys import Keys
+from pylon.relay_pool import RelayPool
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pylon.metrics import ProviderMetrics
+
+log = logging.getLogger("pylon.provider")
+
+_CANCEL_MEMORY = 4096  # cancellations seen before their request arrived
+
+
+@dataclass(slots=True)
+class Job:
+    """One accepted request on its way through the provider (in memory only)."""
+
+    request: JobRequest
+    model: str
+    max_tokens: int
+    amount_msat: int = 0
+    bolt11: str | None = None
+    payment_hash: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    cancelled_by_customer: bool = False
+    task: asyncio.Task | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    @property
+    def id(self) -> str:
+        return self.request.id
+
+    @property
+    def customer(self) -> str:
+        return self.request.customer
+
+
+@dataclass(slots=True)
+class ProviderStats:
+    """Counters for tests, benches and `/health`: cheap ints, no locks needed in asyncio."""
+
+    received: int = 0
+    ignored: int = 0
+    rejected: int = 0
+    done: int = 0
+    errors: int = 0
+    cancelled: int = 0
+    generations: int = 0  # backend calls started (a re-run after a crash counts again)
+    backend_in_flight: int = 0
+    max_backend_in_flight: int = 0
+    results_published: int = 0
+
+
+class Provider:
+    """A kind-5050 service provider on an OpenAI-compatible backend.
+
+    `async with provider.running():` starts it (relays connected, subscription open,
+    announced); `await provider.run()` serves until cancelled.
+    """
+
+    def __init__(
+        self,
+        relays: Sequence[str],
+        backend: OpenAIBackend,
+        *,
+        keys: Keys,
+        models: list[str] | None = None,
+        concurrency: int = 32,
+        max_tokens_cap: int = 4096,
+        price_msat: int = 0,
+        price_per_1k_tokens_msat: int = 0,
+        wallet: Any = None,
+        free: bool = True,
+        db_path: Path | None = None,
+        pool: RelayPool | None = None,
+        metrics: "ProviderMetrics | None" = None,
+        name: str = "Pylon provider",
+        partial_interval_s: float | None = 0.25,
+        announce_interval_s: float = 600.0,
+        health_interval_s: float = 15.0,
+        since_margin_s: int = 60,
+        max_pending: int | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.relays = list(relays)
+        self.backend = backend
+        self.keys = keys
+        self.models_explicit = bool(models)
+        self.served_models: list[str] = list(models or [])
+        self.concurrency = concurrency
+        self.max_tokens_cap = max_tokens_cap
+        self.price_msat = int(price_msat)
+        self.price_per_1k_tokens_msat = int(price_per_1k_tokens_msat)
+        self.wallet = wallet
+        self.free = free
+        self.db_path = db_path
+        self.metrics = metrics
+        self.name = name
+        self.partial_interval_s = partial_interval_s
+        self.announce_interval_s = announce_interval_s
+        self.health_interval_s = health_interval_s
+        self.since_margin_s = since_margin_s
+        self.max_pending = max_pending or max(1024, 8 * concurrency)
+        self.stats = ProviderStats()
+        self.backend_health: BackendHealth | None = None
+        self.pool: RelayPool | None = pool
+        self._own_pool = pool is None
+        self.store: JobStore | None = None
+        self._slots = asyncio.Semaphore(concurrency)
+        self._jobs: dict[str, Job] = {}
+        self._early_cancels: OrderedDict[str, str] = OrderedDict()
+        self._background: set[asyncio.Task] = set()
+        self._check_health_now = asyncio.Event()
+        self._started = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def pubkey(self) -> str:
+        return self.keys.public_key
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._jobs)
+
+    async def run(self) -> None:
+        """Serve until cancelled."""
+        async with self.running():
+            await asyncio.Event().wait()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator["Provider"]:
+        """Started, subscribed and announced inside the block; stopped on exit.
+
+        Jobs still running on exit are cancelled and stay `processing` in the store: the
+        next start runs them again (once).
+        """
+        tasks: list[asyncio.Task] = []
+        try:
+            if self.pool is None:
+                self.pool = RelayPool(self.relays, keys=self.keys)
+            if self._own_pool:
+                await self.pool.__aenter__()
+            await self.pool.wait_connected()
+            self.store = JobStore(self.db_path)
+            await self._probe_backend()
+            recovered = self.store.recover()
+            last = self.store.last_request_created_at()
+            since = (last if last is not None else int(time.time())) - self.since_margin_s
+            sub = self.pool.subscribe([
+                Filter.of(kinds=[KIND_REQUEST], since=since),
+                Filter.of(kinds=[KIND_DELETION], p=[self.pubkey], since=since),
+                Filter.of(kinds=[KIND_DELETION], k=[str(KIND_REQUEST)], since=since),
+            ])
+            await sub.open()
+            for row in recovered:
+                self._resume(row)
+            tasks.append(asyncio.create_task(self._listen(sub), name="provider:listen"))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await sub.wait_eose(10.0)
+            await self.announce()
+            tasks.append(asyncio.create_task(self._announce_loop(), name="provider:announce"))
+            tasks.append(asyncio.create_task(self._health_loop(), name="provider:health"))
+            log.info("provider %s serving %s on %s (concurrency %d)", self.keys.npub,
+                     ", ".join(self.served_models) or "(backend models unknown)", ", ".join(self.pool.urls),
+                     self.concurrency)
+            self._started.set()
+            yield self
+        finally:
+            self._started.clear()
+            for task in tasks:
+                task.cancel()
+            jobs = [j.task for j in self._jobs.values() if j.task is not None]
+            for task in jobs:
+                task.cancel()
+            await asyncio.gather(*tasks, *jobs, return_exceptions=True)
+            for task in list(self._background):
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            if self.pool is not None and self._own_pool:
+                await self.pool.close()
+                self.pool = None
+            if self.store is not None:
+                self.store.close()
+                self.store = None
+
+    # ------------------------------------------------------------------ announce / health
+    async def announce(self) -> None:
+        """Publish the NIP-89 announcement (models, prices, encryption, relays)."""
+        assert self.pool is not None
+        event = build_announcement(
+            self.keys, models=self.served_models, name=self.name,
+            price_msat=0 if self.free else self.price_msat,
+            price_per_1k_tokens_msat=0 if self.free else self.price_per_1k_tokens_msat,
+            relays=self.pool.urls, max_tokens=self.max_tokens_cap,
+        )
+        try:
+            await self.pool.publish(event)
+            log.info("announced (NIP-89) models=%s", ",".join(self.served_models))
+        except RelayError as exc:
+            log.warning("announcement not accepted: %s", exc)
+
+    async def _announce_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.announce_interval_s)
+            await self.announce()
+
+    async def _probe_backend(self) -> BackendHealth:
+        health = await self.backend.health()
+        was_ok = self.backend_health.ok if self.backend_health is not None else None
+        self.backend_health = health
+        if health.ok and not self.models_explicit and health.models and health.models != self.served_models:
+            self.served_models = list(health.models)
+            if self._started.is_set():
+                self._spawn(self.announce())
+        if health.ok != was_ok:
+            if health.ok:
+                log.info("backend %s healthy (%s)", self.backend.base_url, ", ".join(health.models))
+            else:
+                log.warning("backend %s unhealthy: %s", self.backend.base_url, health.error)
+        return health
+
+    async def _health_loop(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._check_health_now.wait(), self.health_interval_s)
+            self._check_health_now.clear()
+            try:
+                await self._probe_backend()
+            except Exception:  # a probe must never take the provider down
+                log.exception("backend health probe failed")
+
+    # ------------------------------------------------------------------ intake
+    async def _listen(self, sub: Any) -> None:
+        async for event in sub:
+            try:
+                if event.kind == KIND_REQUEST:
+                    self._on_request(event)
+                elif event.kind == KIND_DELETION:
+                    self._on_deletion(event)
+            except Exception:  # one bad event never stops the loop
+                log.exception("failed to handle event %s", event.id[:12])
+
+    def _on_request(self, event: Event) -> None:
+        store = self.store
+        assert store is not None
+        targets = [t[1] for t in event.tags if len(t) >= 2 and t[0] == "p"]
+        if targets and self.pubkey not in targets:
+            self.stats.ignored += 1  # addressed to another provider
+            return
+        if event.id in self._jobs:
+            return
+        expiration = event.expiration()
+        if expiration is not None and expiration <= time.time():
+            self.stats.ignored += 1
+            return
+        try:
+            req = JobRequest.from_event(event, self.keys)
+        except JobParseError as exc:
+            if store.record_seen(event.id, event.pubkey, event.created_at, event.to_json()):
+                self.stats.rejected += 1
+                store.transition(event.id, "error", error=str(exc))
+                self._log(event.id, event.pubkey, None, "error", detail=str(exc))
+                if targets or event.first_tag("i") is not None:
+                    stub = JobRequest(messages=[], id=event.id, customer=event.pubkey)
+                    self._feedback_soon(stub, "error", extra=f"invalid job request: {exc}")
+            return
+        new = store.record_seen(req.id, req.customer, req.created_at, event.to_json(),
+                                model=req.model, encrypted=req.encrypted)
+        if not new:
+            return  # a duplicate (another relay, a resubscribe, a restart)
+        self.stats.received += 1
+        self._metric("received")
+        if self._early_cancels.pop(req.id, None) == req.customer:
+            store.transition(req.id, "cancelled")
+            self._log(req.id, req.customer, req.model, "cancelled", detail="cancelled before it arrived")
+            return
+        model = req.model or (self.served_models[0] if self.served_models else None)
+        if model is None or model not in self.served_models:
+            if not self.served_models:
+                reason = "backend unavailable: no models to serve right now"
+            else:
+                reason = f"model {req.model!r} is not served here; served models: {', '.join(self.served_models)}"
+            self._reject(req, reason)
+            return
+        if len(self._jobs) >= self.max_pending:
+            self._reject(req, f"provider busy ({len(self._jobs)} jobs pending); try again later or another provider")
+            return
+        cap = self.max_tokens_cap
+        max_tokens = min(req.max_tokens, cap) if req.max_tokens else cap
+        job = Job(request=req, model=model, max_tokens=max_tokens)
+        self._log(req.id, req.customer, model, "seen", detail="encrypted" if req.encrypted else "")
+        self._start(job, self._process(job))
+
+    def _reject(self, req: JobRequest, reason: str) -> None:
+        assert self.store is not None
+        self.stats.rejected += 1
+        self.store.transition(req.id, "error", error=reason)
+        self._log(req.id, req.customer, req.model, "error", detail=reason)
+        self._metric("rejected")
+        self._feedback_soon(req, "error", extra=reason)
+
+    def _on_deletion(self, event: Event) -> None:
+        store = self.store
+        assert store is not None
+        for rid in parse_cancellation(event):
+            job = self._jobs.get(rid)
+            if job is not None:
+                if job.customer == event.pubkey and job.task is not None and not job.task.done():
+                    job.cancelled_by_customer = True
+                    job.task.cancel()
+                continue
+            row = store.get(rid)
+            if row is None:
+                self._early_cancels[rid] = event.pubkey
+                while len(self._early_cancels) > _CANCEL_MEMORY:
+                    self._early_cancels.popitem(last=False)
+            elif row.customer == event.pubkey and row.status in LIVE and row.status != "processing":
+                if store.transition(rid, "cancelled"):
+                    self.stats.cancelled += 1
+                    self._log(rid, row.customer, row.model, "cancelled")
+
+    def _resume(self, row: Any) -> None:
+        """Pick up a job the previous process left unfinished (see JobStore.recover)."""
+        try:
+            event = Event.from_json(row.request_json)
+            req = JobRequest.from_event(event, self.keys)
+        except Exception as exc:
+            assert self.store is not None
+            self.store.transition(row.request_id, "error", error=f"cannot resume: {exc}")
+            return
+        model = req.model or row.model or (self.served_models[0] if self.served_models else "")
+        cap = self.max_tokens_cap
+        job = Job(request=req, model=model, max_tokens=min(req.max_tokens, cap) if req.max_tokens else cap,
+                  amount_msat=row.amount_msat or 0)
+        self._log(req.id, req.customer, model, "resumed", detail=f"was {row.status}")
+        if row.status == "processing":
+            self._start(job, self._republish(job, row.result_json) if row.result_json else self._run(job, rerun=True))
+        else:
+            self._start(job, self._process(job))
+
+    def _start(self, job: Job, coro: Any) -> None:
+        self._jobs[job.id] = job
+        job.task = asyncio.create_task(coro, name=f"job:{job.id[:12]}")
+        job.task.add_done_callback(lambda _t, rid=job.id: self._jobs.pop(rid, None))
+
+    # ------------------------------------------------------------------ the job
+    def quote(self, job: Job) -> int:
+        """The price of `job` in msat: per request plus per 1k tokens of its (capped) max_tokens."""
+        if self.free:
+            return 0
+        return self.price_msat + math.ceil(job.max_tokens * self.price_per_1k_tokens_msat / 1000)
+
+    async def _collect_payment(self, job: Job) -> bool:
+        """The payment step between `quoted` and `processing`; True when the job may run.
+
+        Free jobs (amount 0) pass at once. The payments step replaces this: publish
+        `payment-required` with an invoice, record `awaiting_payment` (invoice, hash), wait for
+        settlement until the invoice expires, record `paid`, then return True; or record
+        `error`/`cancelled`, send feedback and return False.
+        """
+        if job.amount_msat == 0:
+            return True
+        reason = "this provider charges for jobs but has no wallet to invoice with"
+        self._fail(job, reason)
+        return False
+
+    async def _process(self, job: Job) -> None:
+        assert self.store is not None
+        try:
+            job.amount_msat = self.quote(job)
+            bid = job.request.bid_msat
+            if job.amount_msat and bid is not None and bid < job.amount_msat:
+                self._fail(job, f"price is {job.amount_msat} msat, above your bid of {bid} msat")
+                return
+            status = self.store.status(job.id)
+            if status == "seen":
+                if not self.store.transition(job.id, "quoted", amount_msat=job.amount_msat, model=job.model):
+                    return
+                self._log(job.id, job.customer, job.model, "quoted", job=job)
+            elif status != "quoted":  # resumed after a restart: only seen/quoted come here
+                return
+            if not await self._collect_payment(job):
+                return
+            await self._run(job)
+        except asyncio.CancelledError:
+            self._on_cancelled(job)
+
+    async def _run(self, job: Job, *, rerun: bool = False) -> None:
+        assert self.store is not None
+        try:
+            async with self._slots:
+                if not self.store.claim_processing(job.id, rerun=rerun):
+                    log.debug("job %s not claimable (already run or finished)", job.id[:12])
+                    return
+                self._log(job.id, job.customer, job.model, "processing", detail="re-run after restart" if rerun else "")
+                self._metric("processing")
+                self._feedback_soon(job.request, "processing")
+                text = await self._generate(job)
+            await self._publish_result(job, text)
+        except asyncio.CancelledError:
+            self._on_cancelled(job)
+        except BackendError as exc:
+            if isinstance(exc, BackendUnavailable):
+                self._check_health_now.set()
+            self._fail(job, f"backend error: {exc}")
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            self._fail(job, f"invalid parameters: {problems}")
+        except Exception as exc:  # a bug must not kill the provider; the customer hears of it
+            log.exception("job %s failed", job.id[:12])
+            self._fail(job, f"internal error: {type(exc).__name__}")
+
+    def _on_cancelled(self, job: Job) -> None:
+        if not job.cancelled_by_customer:
+            raise asyncio.CancelledError  # shutdown: the job stays where it was, resumed on restart
+        assert self.store is not None
+        if self.store.transition(job.id, "cancelled"):
+            self.stats.cancelled += 1
+            self._metric("cancelled")
+            self._log(job.id, job.customer, job.model, "cancelled", detail="by the customer")
+
+    async def _generate(self, job: Job) -> str:
+        req = job.request
+        chat = ChatRequest(
+            model=job.model, messages=req.messages, max_tokens=job.max_tokens, temperature=req.temperature,
+            top_p=req.top_p, top_k=req.top_k, frequency_penalty=req.frequency_penalty,
+            response_format=req.response_format, stop=req.stop, seed=req.seed,
+        )
+        parts: list[str] = []
+        pending: list[str] = []
+        sent = 0
+        interval = self.partial_interval_s
+        last = time.monotonic()
+        stats = self.stats
+        stats.generations += 1
+        stats.backend_in_flight += 1
+        stats.max_backend_in_flight = max(stats.max_backend_in_flight, stats.backend_in_flight)
+        t0 = time.perf_counter()
+        ok = False
+        try:
+            async for chunk in self.backend.stream_chat(chat):
+                if chunk.text:
+                    parts.append(chunk.text)
+                    if interval is not None:
+                        pending.append(chunk.text)
+                        now = time.monotonic()
+                        if now - last >= interval:
+                            delta = "".join(pending)
+                            pending.clear()
+                            self._feedback_soon(req, "partial", content=delta, offset=sent)
+                            sent += len(delta)
+                            last = now
+                if chunk.usage is not None:
+                    job.prompt_tokens, job.completion_tokens = chunk.usage
+            ok = True
+        finally:
+            stats.backend_in_flight -= 1
+            if self.metrics is not None:
+                self.metrics.observe_backend(job.model, time.perf_counter() - t0, ok=ok)
+        return "".join(parts)
+
+    async def _publish_result(self, job: Job, text: str) -> None:
+        assert self.store is not None
+        event = JobResult.build(
+            self.keys, job.request, text, model=job.model, prompt_tokens=job.prompt_tokens,
+            completion_tokens=job.completion_tokens, amount_msat=job.amount_msat, bolt11=job.bolt11,
+        )
+        self.store.mark_result_ready(job.id, event.to_json())
+        await self._publish_stored_result(job, event)
+
+    async def _republish(self, job: Job, result_json: str) -> None:
+        try:
+            event = Event.from_json(result_json)
+            usage = event.first_tag("usage")
+            if usage and len(usage) >= 3:
+                job.prompt_tokens, job.completion_tokens = int(usage[1]), int(usage[2])
+            await self._publish_stored_result(job, event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._fail(job, f"could not republish the stored result: {exc}")
+
+    async def _publish_stored_result(self, job: Job, event: Event) -> None:
+        assert self.store is not None and self.pool is not None
+        delay = 0.5
+        for attempt in range(5):
+            try:
+                await self.pool.publish(event)
+                break
+            except RelayError as exc:
+                if attempt == 4:
+                    self._fail(job, f"could not publish the result: {exc}", feedback=False)
+                    return
+                log.warning("job %s: result not accepted yet (%s); retrying", job.id[:12], exc)
+                await asyncio.sleep(delay)
+                delay *= 2
+        self.store.mark_result_published(job.id, event.id, prompt_tokens=job.prompt_tokens,
+                                         completion_tokens=job.completion_tokens, amount_msat=job.amount_msat)
+        self.stats.done += 1
+        self.stats.results_published += 1
+        if self.metrics is not None:
+            tokens = (job.prompt_tokens or 0, job.completion_tokens or 0) if job.prompt_tokens is not None else None
+            self.metrics.job_finished("success", tokens=tokens)
+        self._log(job.id, job.customer, job.model, "done", job=job)
+
+    def _fail(self, job: Job, reason: str, *, feedback: bool = True) -> None:
+        assert self.store is not None
+        self.store.transition(job.id, "error", error=reason)
+        self.stats.errors += 1
+        if self.metrics is not None:
+            self.metrics.job_finished("error")
+        self._log(job.id, job.customer, job.model, "error", job=job, detail=reason)
+        if feedback:
+            self._feedback_soon(job.request, "error", extra=reason)
+
+    # ------------------------------------------------------------------ publishing helpers
+    def _feedback_soon(self, req: JobRequest, status: Any, **kwargs: Any) -> None:
+        """Sign and publish feedback without holding up the job (failures are logged)."""
+        try:
+            event = JobFeedback.build(self.keys, req, status, **kwargs)
+        except Exception as exc:
+            log.warning("could not build %s feedback for %s: %s", status, req.id[:12], exc)
+            return
+        self._spawn(self._publish_quietly(event, status))
+
+    async def _publish_quietly(self, event: Event, what: str) -> None:
+        if self.pool is None:
+            return
+        try:
+            await self.pool.publish(event)
+        except RelayError as exc:
+            log.debug("%s feedback not accepted: %s", what, exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _metric(self, status: str) -> None:
+        if self.metrics is not None:
+            self.metrics.job_status(status)
+
+    def _log(self, job_id: str, customer: str, model: str | None, status: str, *, job: Job | None = None,
+             detail: str = "") -> None:
+        tokens = msat = duration = None
+        if job is not None:
+            if job.prompt_tokens is not None:
+                tokens = f"{job.prompt_tokens}+{job.completion_tokens}"
+            msat = job.amount_msat
+            duration = time.monotonic() - job.started
+        log.info(
+            "job %s %s customer=%s model=%s tokens=%s msat=%s duration=%s%s",
+            job_id[:12], status, customer[:12], model or "-", tokens or "-", "-" if msat is None else msat,
+            "-" if duration is None else f"{duration:.3f}s", f" ({detail})" if detail else "",
+            extra={"job": job_id, "status": status, "customer": customer, "model": model,
+                   "prompt_tokens": job.prompt_tokens if job else None,
+                   "completion_tokens": job.completion_tokens if job else None,
+                   "msat": msat, "duration_s": duration},
+        )

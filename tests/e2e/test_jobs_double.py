@@ -1,0 +1,297 @@
+"""Whole jobs through the embedded relay with the OpenAI server DOUBLE as backend.
+
+The double stands in next to (not instead of) vLLM: the same journeys run against the real
+vLLM server in test_jobs_vllm.py. The double makes timings and failures scriptable
+(latency, hangs, errors, slow streams) and exposes the backend's own in-flight counter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from pylon.client import JobCancelled, JobTimeout, NoProviderAnswered, PaymentRefused, ProviderError
+from pylon.jobstore import JobStore
+from pylon.nip90 import JobFeedback, JobRequest
+from pylon.nostr.event import Event
+from pylon.nostr.keys import Keys
+from pylon.relay_pool import RelayPool
+from tests.e2e.helpers import customer, serving, stored, wait_for, wait_stored
+from tests.peers.openai_double import count_tokens
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_ask_round_trip(relay_url, openai_double, tmp_path):
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite") as provider:
+        async with customer(relay_url) as client:
+            stages = []
+            outcome = await client.ask("hello there", max_tokens=50, temperature=0.3, top_p=0.9, top_k=5,
+                                       frequency_penalty=0.5, seed=3, timeout=30,
+                                       on_progress=lambda p: stages.append(p.stage))
+    expected = "This is the OpenAI double answering the prompt: hello there"
+    assert outcome.text == expected
+    assert outcome.provider == provider.pubkey and outcome.model == openai_double.model
+    assert outcome.usage.prompt_tokens == 2 and outcome.usage.completion_tokens == count_tokens(expected)
+    assert stages[0] == "published" and stages[-1] == "done" and "processing" in stages
+    sent = openai_double.requests[0]
+    assert (sent["max_tokens"], sent["temperature"], sent["top_p"], sent["top_k"], sent["frequency_penalty"],
+            sent["seed"]) == (50, 0.3, 0.9, 5, 0.5, 3)
+    assert provider.stats.done == 1 and outcome.paid_msat == 0
+
+
+async def test_stream_yields_partials_in_order(relay_url, openai_double, tmp_path):
+    words = [f"w{i} " for i in range(40)]
+    openai_double.reply = lambda req: "".join(words)
+    openai_double.token_delay_s = 0.02  # ~0.8 s of streaming: several 50 ms partials
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite", partial_interval_s=0.05):
+        async with customer(relay_url) as client:
+            stream = client.stream("count", timeout=30)
+            pieces = [piece async for piece in stream]
+    assert "".join(pieces) == "".join(words) == stream.outcome.text
+    assert len(pieces) > 2  # arrived in several pieces, before the result
+
+
+async def test_chat_messages_reach_the_backend_unflattened(relay_url, openai_double, tmp_path):
+    messages = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Again"}]
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite"):
+        async with customer(relay_url) as client:
+            outcome = await client.ask(messages, timeout=30)
+    assert openai_double.requests[0]["messages"] == messages
+    assert outcome.text.endswith("Again")
+
+
+async def test_response_format_is_passed_through(relay_url, openai_double, tmp_path):
+    fmt = {"type": "json_schema", "json_schema": {"name": "a", "schema": {
+        "type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}}}
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite"):
+        async with customer(relay_url) as client:
+            outcome = await client.ask("json please", response_format=fmt, timeout=30)
+    assert openai_double.requests[0]["response_format"] == fmt
+    assert json.loads(outcome.text) == {"answer": "double"}
+
+
+async def test_model_not_served_names_the_served_models(relay_url, openai_double, tmp_path):
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite") as provider:
+        async with customer(relay_url) as client:
+            with pytest.raises(ProviderError) as info:
+                await client.ask("x", model="gpt-17", provider=provider.keys.npub, timeout=30)
+            # untargeted: the client waits for others, then reports the error (grace period)
+            with pytest.raises(ProviderError, match="double-model"):
+                await client.ask("x", model="gpt-17", timeout=30, error_grace_s=0.2)
+    assert "'gpt-17' is not served here" in str(info.value) and "double-model" in str(info.value)
+    assert openai_double.requests == []
+
+
+async def test_max_tokens_is_capped_by_the_provider(relay_url, openai_double, tmp_path):
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite", max_tokens_cap=3):
+        async with customer(relay_url) as client:
+            capped = await client.ask("hello", max_tokens=1000, timeout=30)
+            default = await client.ask("hello", timeout=30)
+    assert [r["max_tokens"] for r in openai_double.requests] == [3, 3]
+    assert capped.usage.completion_tokens == 3 and capped.text == "This is the "
+    assert default.usage.completion_tokens == 3
+
+
+async def test_32_jobs_run_concurrently(relay_url, openai_double, tmp_path):
+    openai_double.latency_s = 0.2
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite", concurrency=32) as provider:
+        async with customer(relay_url) as client:
+            outcomes = await asyncio.gather(*(client.ask(f"job {i}", timeout=60) for i in range(32)))
+    assert sorted(o.text.rsplit(" ", 1)[1] for o in outcomes) == sorted(str(i) for i in range(32))
+    assert len({o.job_id for o in outcomes}) == 32
+    assert openai_double.max_in_flight > 1            # the backend saw overlapping requests
+    assert provider.stats.max_backend_in_flight > 1
+    assert provider.stats.generations == 32
+
+
+async def test_concurrency_limit_is_respected(relay_url, openai_double, tmp_path):
+    openai_double.latency_s = 0.05
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite", concurrency=2) as provider:
+        async with customer(relay_url) as client:
+            await asyncio.gather(*(client.ask(f"job {i}", timeout=60) for i in range(8)))
+    assert openai_double.max_in_flight <= 2 and provider.stats.max_backend_in_flight <= 2
+
+
+async def test_backend_error_becomes_error_feedback_and_provider_survives(relay_url, openai_double, tmp_path):
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite") as provider:
+        async with customer(relay_url) as client:
+            openai_double.fail_next(1, status=500, message="GPU on fire")
+            with pytest.raises(ProviderError, match="GPU on fire"):
+                await client.ask("x", provider=provider.pubkey, timeout=30)
+            openai_double.drop_next(1)
+            with pytest.raises(ProviderError, match="backend"):
+                await client.ask("x", provider=provider.pubkey, timeout=30)
+            outcome = await client.ask("still there?", timeout=30)  # the provider kept running
+    assert outcome.text.endswith("still there?")
+    assert provider.stats.errors == 2 and provider.stats.done == 1
+
+
+async def test_backend_down_is_reported_and_tracked(relay_url, tmp_path):
+    from tests.peers.openai_double import OpenAIDouble
+
+    double = OpenAIDouble().start_in_thread()
+    url = double.base_url
+    async with serving(relay_url, url, tmp_path / "p.sqlite", health_interval_s=3600) as provider:
+        assert provider.backend_health.ok and provider.served_models == ["double-model"]
+        double.stop_thread()  # the backend dies
+        async with customer(relay_url) as client:
+            with pytest.raises(ProviderError, match="unavailable"):
+                await client.ask("x", provider=provider.pubkey, timeout=30)
+        await wait_for(lambda: provider.backend_health is not None and not provider.backend_health.ok,
+                       what="health check to notice the dead backend")
+        assert provider.in_flight == 0
+
+
+async def test_cancellation_stops_a_running_job(relay_url, openai_double, tmp_path):
+    openai_double.hang_next(1)
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite") as provider:
+        async with customer(relay_url) as client:
+            task = asyncio.create_task(client.ask("never answered", timeout=60))
+            await wait_for(lambda: provider.stats.backend_in_flight == 1, what="the job to reach the backend")
+            task.cancel()
+            with pytest.raises(JobCancelled, match="kind 5"):
+                await task
+            await wait_for(lambda: provider.stats.cancelled == 1, what="the provider to cancel the job")
+        assert provider.stats.backend_in_flight == 0 and provider.in_flight == 0
+        statuses = provider.store.counts()
+    assert statuses == {"cancelled": 1}
+
+
+async def test_timeout_with_no_provider_cancels_the_job(relay_url):
+    async with customer(relay_url) as client:
+        with pytest.raises(NoProviderAnswered, match="cancelled"):
+            await client.ask("anyone?", timeout=0.5)
+        deletions = await stored(relay_url, kinds=[5], authors=[client.pubkey])
+    assert len(deletions) == 1 and ["k", "5050"] in deletions[0].tags
+
+
+async def test_requests_for_another_provider_are_ignored(relay_url, openai_double, tmp_path):
+    someone_else = Keys.generate()
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite") as provider:
+        async with customer(relay_url) as client:
+            with pytest.raises(NoProviderAnswered):
+                await client.ask("for someone else", provider=someone_else.public_key, timeout=1.0)
+            await client.ask("for anyone", timeout=30)  # processed after the ignored one
+    assert provider.stats.ignored == 1 and len(openai_double.requests) == 1
+
+
+async def test_encrypted_job_is_unreadable_to_a_third_party(relay_url, openai_double, tmp_path):
+    secret = "the secret prompt"
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite") as provider:
+        async with RelayPool([relay_url], keys=Keys.generate()) as spy:
+            async with spy.subscribe([_all_jobs()]) as seen:
+                async with customer(relay_url) as client:
+                    outcome = await client.ask(secret, provider=provider.keys.npub, timeout=30)
+                    assert outcome.encrypted
+                    await wait_for(lambda: seen.pending_events() >= 3, what="the spy to see the job's events")
+                events = []
+                while seen.pending_events():
+                    events.append(await seen.next(1))
+    assert outcome.text.endswith(secret)  # the customer reads the answer
+    assert {e.kind for e in events} >= {5050, 6050}
+    for event in events:
+        wire = event.to_json()
+        assert "secret prompt" not in wire and "OpenAI double" not in wire
+        assert ["encrypted"] in event.tags
+
+
+def _all_jobs():
+    from pylon.nostr.filters import Filter
+
+    return Filter.of(kinds=[5050, 6050, 7000])
+
+
+async def test_two_providers_race_client_takes_one_records_the_other(relay_url, openai_double, tmp_path):
+    async with serving(relay_url, openai_double.base_url, tmp_path / "a.sqlite") as a, \
+            serving(relay_url, openai_double.base_url, tmp_path / "b.sqlite") as b:
+        async with customer(relay_url) as client:
+            outcome = await client.ask("race", timeout=30, collect_s=30, collect_max=2)
+    assert {outcome.provider, outcome.other_results[0].provider} == {a.pubkey, b.pubkey}
+    assert len(outcome.other_results) == 1
+    assert outcome.text == outcome.other_results[0].text
+    results = await stored(relay_url, kinds=[6050], e=[outcome.job_id])
+    assert len(results) == 2
+
+
+async def test_targeted_job_goes_to_that_provider_only(relay_url, openai_double, tmp_path):
+    async with serving(relay_url, openai_double.base_url, tmp_path / "a.sqlite") as a, \
+            serving(relay_url, openai_double.base_url, tmp_path / "b.sqlite") as b:
+        async with customer(relay_url) as client:
+            outcome = await client.ask("only b", provider=b.keys.npub, encrypted=False, timeout=30)
+    assert outcome.provider == b.pubkey and a.stats.received == 0 and a.stats.ignored == 1
+
+
+async def test_paid_quote_without_wallet_is_refused_with_nothing_paid(relay_url):
+    """A scripted provider (real keys, real relay) asks for money; the client has no wallet."""
+    provider_keys = Keys.generate()
+    async with RelayPool([relay_url], keys=provider_keys) as pool:
+        async with pool.subscribe([_requests()]) as requests:
+            async def quote_everything():
+                event = await requests.next(30)
+                req = JobRequest.from_event(event, provider_keys)
+                await pool.publish(JobFeedback.build(provider_keys, req, "payment-required",
+                                                     amount_msat=21000, bolt11="lnbcrt210n1fake"))
+            quoting = asyncio.create_task(quote_everything())
+            async with customer(relay_url) as client:
+                with pytest.raises(PaymentRefused, match="21000 msat.*no wallet configured; pass --wallet"):
+                    await client.ask("x", provider=provider_keys.public_key, timeout=30)
+            await quoting
+
+
+def _requests():
+    from pylon.nostr.filters import Filter
+
+    return Filter.of(kinds=[5050])
+
+
+async def test_malformed_requests_get_error_feedback_and_do_not_stop_the_provider(relay_url, openai_double, tmp_path):
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite") as provider:
+        sender = Keys.generate()
+        async with RelayPool([relay_url], keys=sender) as pool:
+            bad = Event.build(sender, 5050, "", [["i", "x", "text"], ["param", "max_tokens", "lots"],
+                                                 ["p", provider.pubkey]])
+            async with pool.subscribe([_feedback_for(bad.id)]) as feedback:
+                await pool.publish(bad)
+                fb = JobFeedback.from_event(await feedback.next(30))
+        assert fb.status == "error" and "max_tokens must be an integer" in fb.extra
+        async with customer(relay_url) as client:
+            assert (await client.ask("fine", timeout=30)).text.endswith("fine")
+    assert provider.stats.rejected == 1
+
+
+def _feedback_for(job_id):
+    from pylon.nostr.filters import Filter
+
+    return Filter.of(kinds=[7000], e=[job_id])
+
+
+async def test_provider_restart_mid_flight_loses_nothing_and_runs_nothing_twice(relay_url, openai_double, tmp_path):
+    """Jobs in flight when the provider stops, and jobs sent while it is down, are all
+    answered exactly once after it comes back."""
+    db = tmp_path / "p.sqlite"
+    keys = Keys.generate()
+    openai_double.hang_next(4)  # the first 4 generations never finish: the provider dies mid-flight
+    async with customer(relay_url) as client:
+        async with serving(relay_url, openai_double.base_url, db, keys=keys) as provider:
+            first = [asyncio.create_task(client.ask(f"early {i}", timeout=60)) for i in range(4)]
+            await wait_for(lambda: openai_double.in_flight == 4, what="4 jobs hanging in the backend")
+        # provider is down; more jobs arrive meanwhile
+        later = [asyncio.create_task(client.ask(f"late {i}", timeout=60)) for i in range(3)]
+        await wait_stored(relay_url, 7, kinds=[5050], authors=[client.pubkey])  # sent while it was down
+        async with serving(relay_url, openai_double.base_url, db, keys=keys) as provider:
+            outcomes = await asyncio.gather(*first, *later)
+        with JobStore(db) as store:
+            rows = {r.request_id: r for r in store.jobs_in(["done", "error", "processing", "seen", "quoted"])}
+    assert sorted(o.text.split(": ", 1)[1] for o in outcomes) == sorted(
+        [f"early {i}" for i in range(4)] + [f"late {i}" for i in range(3)])
+    for outcome in outcomes:
+        results = await stored(relay_url, kinds=[6050], e=[outcome.job_id])
+        assert len(results) == 1, "exactly one result per job"
+        row = rows[outcome.job_id]
+        assert row.status == "done" and row.result_published
+    assert sorted(rows[o.job_id].attempts for o in outcomes) == [1, 1, 1, 2, 2, 2, 2]
+
