@@ -195,45 +195,86 @@ def _auth_event(keys: Keys, url: str, challenge: str) -> Event:
     return Event.build(keys, 22242, "", [["relay", url], ["challenge", challenge]])
 
 
+class _AuthState:
+    """NIP-42 on one connection: answer the challenge once; remember what to resend after."""
+
+    def __init__(self) -> None:
+        self.sent_id: str | None = None
+        self.ok = False
+        self.resend: list[str] = []      # frames refused with auth-required, sent again once
+        self.retried: set[str] = set()   # keys of what was already resent (never loop)
+
+
 async def _round_trip(ws: Any, url: str, keys: Keys, timeout: float) -> Finding:
-    """Subscribe to our own event by id, publish it, wait for OK and for its delivery back."""
+    """Subscribe to our own event by id, publish it, wait for OK and for its delivery back.
+
+    Relays that require NIP-42 get an AUTH answer; what they refused with `auth-required`
+    (the REQ, the EVENT) is sent once more after our AUTH is accepted."""
     start = time.perf_counter()
     now = int(time.time())
     event = Event.build(keys, ROUND_TRIP_KIND, f"pylon doctor round trip {secrets.token_hex(4)}",
                         [["expiration", str(now + 60)]])
     sub_id = "doctor-" + secrets.token_hex(4)
-    await ws.send(ClientReq(sub_id, [Filter.parse({"ids": [event.id]})]).to_json())
+    req_frame = ClientReq(sub_id, [Filter.parse({"ids": [event.id]})]).to_json()
+    event_frame = ClientEvent(event).to_json()
+    await ws.send(req_frame)
     deadline = time.monotonic() + timeout
-    sent = authed = retried = False
+    auth = _AuthState()
+    sent = False
     ok: RelayOk | None = None
     delivered = False
     notices: list[str] = []
+
+    async def retry_after_auth(key: str, frame: str) -> bool:
+        """Queue or resend a frame refused for auth; False if it was already retried."""
+        if key in auth.retried:
+            return False
+        auth.retried.add(key)
+        if auth.ok:
+            await ws.send(frame)
+        else:
+            auth.resend.append(frame)
+        return True
+
     try:
         while not (ok is not None and (delivered or not ok.accepted)):
             msg = await _recv(ws, deadline)
             if isinstance(msg, RelayEose) and msg.sub_id == sub_id and not sent:
-                await ws.send(ClientEvent(event).to_json())
+                await ws.send(event_frame)
                 sent = True
-            elif isinstance(msg, RelayAuth) and not authed:
-                await ws.send(json.dumps(["AUTH", _auth_event(keys, url, msg.challenge).to_dict()]))
-                authed = True
+            elif isinstance(msg, RelayAuth) and auth.sent_id is None:
+                auth_event = _auth_event(keys, url, msg.challenge)
+                auth.sent_id = auth_event.id
+                await ws.send(json.dumps(["AUTH", auth_event.to_dict()]))
+            elif isinstance(msg, RelayOk) and auth.sent_id is not None and msg.event_id == auth.sent_id:
+                if not msg.accepted:
+                    return Finding("relay", url, "round trip", Level.FAIL,
+                                   f"relay refused our NIP-42 AUTH: {msg.message or 'no reason given'}",
+                                   fix=_refusal_fix("auth-required:"), ms=_ms(start))
+                auth.ok = True
+                for frame in auth.resend:
+                    await ws.send(frame)
+                auth.resend.clear()
             elif isinstance(msg, RelayOk) and msg.event_id == event.id:
                 prefix, _ = split_prefix(msg.message)
-                if not msg.accepted and prefix == "auth-required" and authed and not retried:
-                    retried = True
-                    await ws.send(ClientEvent(event).to_json())  # once more, now authenticated
+                if not msg.accepted and prefix == "auth-required" and await retry_after_auth("event", event_frame):
                     continue
                 ok = msg
             elif isinstance(msg, RelayEvent) and msg.sub_id == sub_id and msg.event.id == event.id:
                 delivered = msg.event.is_valid()
             elif isinstance(msg, RelayClosed) and msg.sub_id == sub_id:
+                prefix, _ = split_prefix(msg.message)
+                if prefix == "auth-required" and await retry_after_auth("req", req_frame):
+                    continue
                 return Finding("relay", url, "round trip", Level.FAIL,
                                f"relay closed our subscription: {msg.message or 'no reason given'}",
                                fix=_refusal_fix(msg.message), ms=_ms(start))
             elif isinstance(msg, RelayNotice):
                 notices.append(msg.message[:120])
     except asyncio.TimeoutError:
-        if not sent:
+        if auth.resend:
+            what = "the relay wants NIP-42 AUTH but sent no challenge (or did not answer ours)"
+        elif not sent:
             what = "no EOSE for a subscription"
         elif ok is None:
             what = "no OK for the published event"
@@ -252,8 +293,10 @@ async def _round_trip(ws: Any, url: str, keys: Keys, timeout: float) -> Finding:
         return Finding("relay", url, "round trip", Level.FAIL,
                        f"relay refused a signed event: {ok.message or 'no reason given'}",
                        fix=_refusal_fix(ok.message), ms=_ms(start))
-    return Finding("relay", url, "round trip", Level.OK,
-                   "published an ephemeral event, got OK and read it back", ms=_ms(start))
+    detail = "published an ephemeral event, got OK and read it back"
+    if auth.ok:
+        detail += " (after NIP-42 AUTH)"
+    return Finding("relay", url, "round trip", Level.OK, detail, ms=_ms(start))
 
 
 def _refusal_fix(message: str) -> str:

@@ -187,3 +187,26 @@ def test_doctor_runs_in_a_running_loop_free_thread():
     report = asyncio.run(run_doctor(relays=["ws://127.0.0.1:1"], backend="http://127.0.0.1:1/v1",
                                     timeout=1, check_backend_too=False))
     assert not report.ok
+
+
+@pytest.mark.parametrize("auth", [False, True], ids=["open", "nip42-auth"])
+async def test_round_trip_on_the_rust_nostr_reference_relay(auth):
+    """A relay nobody here wrote (nostr-sdk LocalRelay): no NIP-11 (a warning, not a failure);
+    with NIP-42 required for reads and writes, doctor authenticates and the round trip passes."""
+    import nostr_sdk
+
+    builder = nostr_sdk.LocalRelayBuilder().addr("127.0.0.1")
+    if auth:
+        builder = builder.nip42(nostr_sdk.LocalRelayBuilderNip42(mode=nostr_sdk.LocalRelayBuilderNip42Mode.BOTH))
+    relay = builder.build()
+    await relay.run()
+    try:
+        url = str(await relay.url()).rstrip("/")
+        findings = await check_relay(url, timeout=5)
+    finally:
+        relay.shutdown()
+    assert by_step(findings, "connect").level is Level.OK
+    rt = by_step(findings, "round trip")
+    assert rt.level is Level.OK, rt
+    assert ("after NIP-42 AUTH" in rt.detail) is auth
+    assert by_step(findings, "nip11").level in (Level.OK, Level.WARN)
