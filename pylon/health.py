@@ -253,3 +253,30 @@ def provider_monitor(metrics: Any, *, backend: Any = None, relay_status: Callabl
     if wallet is not None:
         health.add("wallet", wallet_check(wallet))
     return MetricsServer(metrics.registry, health, host=host, port=port)
+
+
+def serve_monitor(provider: Any, *, host: str = "127.0.0.1", port: int = 0) -> MetricsServer:
+    """Everything `pylon serve --metrics-port` needs, from a Provider built with `metrics=`:
+
+        metrics = ProviderMetrics()
+        provider = Provider(..., metrics=metrics)
+        async with provider.running(), serve_monitor(provider, host=h, port=p):
+            await provider.run()
+
+    /health checks the backend, that at least one relay is connected, and the wallet when
+    the provider charges (a free provider needs none)."""
+    from pylon.metrics import ProviderMetrics
+
+    metrics = provider.metrics if provider.metrics is not None else ProviderMetrics()
+    if provider.metrics is None:  # started without metrics: count from now on
+        provider.metrics = metrics
+    metrics.track_provider(provider)
+
+    def relay_status() -> Mapping[str, str]:
+        pool = getattr(provider, "pool", None)
+        return pool.status() if pool is not None else {}
+
+    health = Health({"backend": backend_check(provider.backend), "relays": relays_check(relay_status)})
+    if provider.wallet is not None and not provider.free:
+        health.add("wallet", wallet_check(provider.wallet))
+    return MetricsServer(metrics.registry, health, host=host, port=port)

@@ -118,6 +118,18 @@ class ProviderMetrics:
         self._relay_collector = _RelayStateCollector(status)
         self.registry.register(self._relay_collector)
 
+    def track_provider(self, provider: Any) -> None:
+        """Read a Provider's live state at scrape time: jobs in flight and its pool's relays.
+
+        The provider creates its RelayPool when it starts, so the pool is looked up lazily."""
+        self.in_flight.set_function(lambda: float(getattr(provider, "in_flight", 0)))
+
+        def relay_status() -> Mapping[str, str]:
+            pool = getattr(provider, "pool", None)
+            return pool.status() if pool is not None else {}
+
+        self.track_relays(relay_status)
+
     # -- jobs -----------------------------------------------------------------------------
     def job_status(self, status: str) -> None:
         """Count one job reaching `status` (NIP-90 feedback names: processing, success, error...)."""

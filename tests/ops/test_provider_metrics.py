@@ -1,0 +1,83 @@
+"""Provider metrics and health reflect real jobs: run jobs through relay -> provider -> backend,
+scrape /metrics and /health over HTTP, and see the counters move.
+
+The backend is the OpenAI server double (scriptable failures); the relay is `relay_url`
+(embedded, or PYLON_TEST_RELAY).
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pylon.client import ProviderError
+from pylon.health import serve_monitor
+from pylon.metrics import ProviderMetrics
+from tests.e2e.helpers import customer, serving
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def samples(text: str) -> dict:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def jobs(s: dict, status: str) -> float:
+    return s.get(("pylon_provider_jobs_total", (("status", status),)), 0.0)
+
+
+async def test_counters_move_with_real_jobs(relay_url, openai_double, tmp_path):
+    metrics = ProviderMetrics()
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite", metrics=metrics) as provider:
+        async with serve_monitor(provider) as mon, httpx.AsyncClient(timeout=10) as http:
+            before = samples((await http.get(mon.url + "/metrics")).text)
+            assert jobs(before, "success") == 0
+            assert before[("pylon_provider_relay_connected", (("relay", relay_url),))] == 1
+            health = await http.get(mon.url + "/health")
+            assert health.status_code == 200, health.text
+            assert set(health.json()["checks"]) == {"backend", "relays"}  # free: no wallet check
+
+            async with customer(relay_url) as client:
+                outcomes = [await client.ask(f"question {i}", max_tokens=20, timeout=30) for i in range(3)]
+                openai_double.fail_next()
+                with pytest.raises(ProviderError):
+                    await client.ask("this one fails", max_tokens=20, timeout=30)
+            after = samples((await http.get(mon.url + "/metrics")).text)
+
+    assert jobs(after, "received") == 4
+    assert jobs(after, "success") == 3
+    assert jobs(after, "error") == 1
+    assert after[("pylon_provider_jobs_in_flight", ())] == 0
+    prompt = sum(o.usage.prompt_tokens for o in outcomes)
+    completion = sum(o.usage.completion_tokens for o in outcomes)
+    assert after[("pylon_provider_tokens_total", (("type", "prompt"),))] == prompt
+    assert after[("pylon_provider_tokens_total", (("type", "completion"),))] == completion
+    model = openai_double.model
+    assert after[("pylon_provider_backend_latency_seconds_count", (("model", model),))] == 4
+    assert after[("pylon_provider_backend_errors_total", (("model", model),))] == 1
+
+
+async def test_health_is_503_when_the_backend_is_down(relay_url, unused_tcp_port, tmp_path):
+    dead = f"http://127.0.0.1:{unused_tcp_port}/v1"
+    async with serving(relay_url, dead, tmp_path / "p.sqlite", models=["m"]) as provider:
+        async with serve_monitor(provider) as mon, httpx.AsyncClient(timeout=10) as http:
+            health = await http.get(mon.url + "/health")
+    assert health.status_code == 503
+    checks = health.json()["checks"]
+    assert checks["backend"]["ok"] is False and "unavailable" in checks["backend"]["detail"]
+    assert checks["relays"] == {"ok": True, "detail": "1/1 connected"}
+
+
+async def test_wallet_checked_when_the_provider_charges(relay_url, openai_double, dev_ledger, tmp_path):
+    wallet = dev_ledger.wallet("provider")
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite", wallet=wallet, free=False,
+                       price_msat=1_000) as provider:
+        async with serve_monitor(provider) as mon, httpx.AsyncClient(timeout=10) as http:
+            health = await http.get(mon.url + "/health")
+    assert health.status_code == 200, health.text
+    assert health.json()["checks"]["wallet"]["ok"] is True
