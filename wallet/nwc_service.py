@@ -93,8 +93,9 @@ class NwcService:
         self._tasks: set[asyncio.Task] = set()
         self._unauth_replied: dict[str, list[float]] = {}
         self._seen: set[str] = set()
+        self._issued: dict[str, dict[str, Any]] = {}  # payment_hash -> invoice fields, for lookups
         self.ready = asyncio.Event()
-        self.stats = {"requests": 0, "unauthorized": 0, "errors": 0, "paid_msat": 0}
+        self.stats: dict[str, Any] = {"requests": 0, "unauthorized": 0, "errors": 0, "paid_msat": 0, "by_scheme": {}}
 
     @property
     def pubkey(self) -> str:
@@ -215,6 +216,7 @@ class NwcService:
             await self._reply(event, scheme=scheme, method=str(method), error=("OTHER", "malformed request"))
             return
         self.stats["requests"] += 1
+        self.stats["by_scheme"][scheme] = self.stats["by_scheme"].get(scheme, 0) + 1
         async with self._sem:
             try:
                 result = await self._dispatch(conn, method, params)
@@ -240,9 +242,13 @@ class NwcService:
             inv = await self.wallet.make_invoice(amount, str(params.get("description") or ""),
                                                  int(expiry) if isinstance(expiry, int) and expiry > 0 else 600)
             d = decode_bolt11(inv.bolt11)
-            return {"type": "incoming", "state": "pending", "invoice": inv.bolt11, "payment_hash": inv.payment_hash,
-                    "amount": inv.amount_msat, "description": d.description or "", "fees_paid": 0,
-                    "created_at": d.created_at, "expires_at": inv.expires_at}
+            tx = {"type": "incoming", "invoice": inv.bolt11, "payment_hash": inv.payment_hash,
+                  "amount": inv.amount_msat, "description": d.description or "", "fees_paid": 0,
+                  "created_at": d.created_at, "expires_at": inv.expires_at}
+            if len(self._issued) > 100_000:
+                self._issued.clear()
+            self._issued[inv.payment_hash] = tx
+            return {**tx, "state": "pending"}
         if method == "lookup_invoice":
             return await self._lookup(params)
         if method == "get_balance":
@@ -285,21 +291,28 @@ class NwcService:
             ph = decode_bolt11(params["invoice"]).payment_hash
         if not isinstance(ph, str):
             raise InvoiceInvalid("lookup_invoice needs payment_hash or invoice")
+        ph = ph.lower()
         try:
             state = await self.wallet.lookup_invoice(ph)
-            return {"type": "incoming", "payment_hash": ph.lower(), "state": state.value,
-                    **({"settled_at": int(time.time())} if state == InvoiceState.SETTLED else {})}
         except InvoiceNotFound:
             pass
+        else:
+            tx = {"type": "incoming", "payment_hash": ph, "amount": 0, "fees_paid": 0, "created_at": 0,
+                  **self._issued.get(ph, {}), "state": state.value}
+            if state == InvoiceState.SETTLED:
+                tx["settled_at"] = int(time.time())
+            return tx
         out_state = await self.wallet.lookup_payment(ph)
         if out_state == InvoiceState.FAILED:
             raise InvoiceNotFound("no invoice or payment with that hash")
-        tx: dict[str, Any] = {"type": "outgoing", "payment_hash": ph.lower(), "state": out_state.value}
+        tx: dict[str, Any] = {"type": "outgoing", "payment_hash": ph, "state": out_state.value, "amount": 0,
+                              "fees_paid": 0, "created_at": 0}
         details_fn = getattr(self.wallet, "payment_details", None)
         if out_state == InvoiceState.SETTLED and details_fn is not None:
             details = await details_fn(ph)
             if details is not None:
-                tx.update(preimage=details.preimage, fees_paid=details.fee_msat, amount=details.amount_msat)
+                tx.update(preimage=details.preimage, fees_paid=details.fee_msat, amount=details.amount_msat,
+                          settled_at=int(time.time()))
         return tx
 
     async def _reply(self, request: Event, *, scheme: str, method: str, result: dict | None = None,
