@@ -171,7 +171,7 @@ class OpenAIDouble:
 
     async def start(self) -> "OpenAIDouble":
         self._stopping = asyncio.Event()
-        self._server = await asyncio.start_server(self._serve_conn, self.host, self.port)
+        self._server = await asyncio.start_server(self._serve_conn, self.host, self.port, backlog=1024)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
