@@ -130,9 +130,12 @@ async def test_unreachable_nwc_wallet(unused_tcp_port):
     """An NWC wallet whose relay is down: unreachable or timeout, never a crash."""
     uri = (f"nostr+walletconnect://{'b' * 64}?relay=ws%3A%2F%2F127.0.0.1%3A{unused_tcp_port}"
            f"&secret={SECRET}")
-    [finding] = await check_wallet(uri, timeout=3)
-    assert finding.level is Level.FAIL
+    [finding] = await check_wallet(uri, timeout=2)
+    assert finding.level is Level.FAIL and finding.step == "balance"
+    assert "no answer within" in finding.detail or "cannot reach" in finding.detail
+    assert "running" in finding.fix or "start" in finding.fix
     assert SECRET not in json.dumps(finding.to_dict())
+    assert f"127.0.0.1:{unused_tcp_port}" in finding.target  # the relay stays visible
 
 
 async def test_healthy_setup_passes(relay_url, openai_double, dev_ledger):
