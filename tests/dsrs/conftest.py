@@ -32,8 +32,9 @@ def chat_double():
 class Swarm:
     """A relay, a provider on an OpenAI-compatible double, and the provider's pubkey."""
 
-    def __init__(self, relay_url: str, provider, double, keys):
-        self.relay_url = relay_url
+    def __init__(self, relay, provider, double, keys):
+        self.relay = relay
+        self.relay_url = relay.url
         self.provider = provider
         self.double = double
         self.provider_pubkey = keys.public_key
@@ -41,10 +42,12 @@ class Swarm:
 
 
 @pytest.fixture
-async def swarm(relay_url, openai_double, tmp_path):
-    """A free provider serving the shared OpenAI double (ChatAdapter-shaped replies) on the
-    test's relay. Run sync DSPy code with asyncio.to_thread so this loop keeps serving."""
+async def swarm(openai_double, tmp_path):
+    """A free provider serving the shared OpenAI double (ChatAdapter-shaped replies) on an
+    embedded relay (its stats count connections). Run sync DSPy code with asyncio.to_thread
+    so this loop keeps serving the relay and the provider."""
     from chat_double import chat_adapter_reply
+    from nexus_relay import running_relay
     from pylon.backends.openai import OpenAIBackend
     from pylon.nostr.keys import Keys
     from pylon.provider import Provider
@@ -54,8 +57,9 @@ async def swarm(relay_url, openai_double, tmp_path):
         else __import__("tests.peers.openai_double", fromlist=["default_reply"]).default_reply(body))
     keys = Keys.generate()
     backend = OpenAIBackend(openai_double.base_url)
-    provider = Provider([relay_url], backend, keys=keys, models=["double-model"], free=True,
-                        db_path=tmp_path / "provider.sqlite")
-    async with provider.running():
-        yield Swarm(relay_url, provider, openai_double, keys)
+    async with running_relay(tmp_path / "relay.sqlite") as relay:
+        provider = Provider([relay.url], backend, keys=keys, models=["double-model"], free=True,
+                            db_path=tmp_path / "provider.sqlite")
+        async with provider.running():
+            yield Swarm(relay, provider, openai_double, keys)
     await backend.aclose()
