@@ -8,6 +8,7 @@ from cli import keys_cmd
 from cli import relay_cmd
 from cli import config_cmd, doctor_cmd
 from cli import trace_cmd
+from cli import wallet_cmd, receipts_cmd
 
 app = typer.Typer(
     name="pylon",
@@ -20,6 +21,8 @@ app.command("relay")(relay_cmd.relay)
 app.add_typer(config_cmd.app, name="config")
 app.command("doctor")(doctor_cmd.doctor)
 app.add_typer(trace_cmd.app, name="trace")
+app.add_typer(wallet_cmd.app, name="wallet")
+app.command("receipts")(receipts_cmd.receipts)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -1,0 +1,150 @@
+"""`pylon wallet balance|invoice|pay|fund|serve-nwc`: the wallet, for people.
+
+The wallet comes from `--wallet URI`, else PYLON_WALLET / config.toml (pylon.config). Its URI
+is never printed (only `redact_uri`), except the connection URI `serve-nwc` issues, which is
+the point of that command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable, TypeVar
+
+import typer
+
+from cli.common import console, err_console, fail, handle_errors, print_json, run
+from pylon.config import load_settings
+
+app = typer.Typer(help="Lightning wallet: balance, invoices, payments, NWC service.", no_args_is_help=True)
+T = TypeVar("T")
+
+WalletOpt = typer.Option(None, "--wallet", "-w", help="Wallet URI (default: PYLON_WALLET or config).",
+                         show_default=False)
+JsonOpt = typer.Option(False, "--json", help="Print a JSON object.")
+
+
+def _wallet_uri(flag: str | None) -> str:
+    uri = load_settings({"wallet": flag}).wallet
+    if not uri:
+        fail("no wallet configured: pass --wallet URI or set PYLON_WALLET", 2)
+    return uri  # type: ignore[return-value]
+
+
+async def _with_wallet(uri: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+    from wallet import connect_wallet
+
+    w = await connect_wallet(uri)
+    try:
+        return await fn(w)
+    finally:
+        await w.aclose()
+
+
+@app.command("balance")
+@handle_errors
+def balance(wallet: str | None = WalletOpt, json_out: bool = JsonOpt) -> None:
+    """Print the spendable balance (msat)."""
+    from wallet import redact_uri
+
+    uri = _wallet_uri(wallet)
+    msat = run(_with_wallet(uri, lambda w: w.balance()))
+    if json_out:
+        print_json({"wallet": redact_uri(uri), "balance_msat": msat})
+    else:
+        console.print(f"{msat} msat ({msat // 1000} sat)  [dim]{redact_uri(uri)}[/]", highlight=False)
+
+
+@app.command("invoice")
+@handle_errors
+def invoice(amount_msat: int = typer.Argument(..., min=1, help="Amount in millisats."),
+            memo: str = typer.Option("", "--memo", "-m", help="Invoice description."),
+            expiry_s: int = typer.Option(600, "--expiry", min=1, help="Seconds until it expires."),
+            wallet: str | None = WalletOpt, json_out: bool = JsonOpt) -> None:
+    """Create an invoice and print its BOLT11 string."""
+    inv = run(_with_wallet(_wallet_uri(wallet), lambda w: w.make_invoice(amount_msat, memo, expiry_s)))
+    if json_out:
+        print_json({"bolt11": inv.bolt11, "payment_hash": inv.payment_hash, "amount_msat": inv.amount_msat,
+                    "expires_at": inv.expires_at})
+    else:
+        console.print(inv.bolt11, highlight=False, soft_wrap=True)
+        err_console.print(f"payment hash {inv.payment_hash}", highlight=False)
+
+
+@app.command("pay")
+@handle_errors
+def pay(bolt11: str = typer.Argument(..., help="BOLT11 invoice to pay."),
+        max_msat: int | None = typer.Option(None, "--max-msat", min=0,
+                                            help="Refuse if the invoice asks more (default: its own amount)."),
+        wallet: str | None = WalletOpt, json_out: bool = JsonOpt) -> None:
+    """Pay an invoice; prints the preimage (the proof of payment)."""
+    from wallet.bolt11_codec import decode_bolt11
+
+    decoded = decode_bolt11(bolt11)
+    if decoded.amount_msat is None:
+        fail("amountless invoices are not supported")
+    limit = decoded.amount_msat if max_msat is None else max_msat
+    p = run(_with_wallet(_wallet_uri(wallet), lambda w: w.pay_invoice(decoded.bolt11, max_msat=limit)))
+    if json_out:
+        print_json({"payment_hash": p.payment_hash, "preimage": p.preimage, "amount_msat": p.amount_msat,
+                    "fee_msat": p.fee_msat})
+    else:
+        console.print(f"paid {p.amount_msat} msat (fee {p.fee_msat} msat)", highlight=False)
+        console.print(f"preimage {p.preimage}", highlight=False)
+
+
+@app.command("fund")
+@handle_errors
+def fund(amount_msat: int = typer.Argument(..., min=1, help="Millisats to credit."),
+         wallet: str | None = WalletOpt, json_out: bool = JsonOpt) -> None:
+    """Credit a dev:// wallet account (development ledgers only: money from nothing)."""
+    from wallet.dev import parse_dev_uri
+    from wallet.dev import fund as dev_fund
+    from wallet.uri import scheme_of
+
+    uri = _wallet_uri(wallet)
+    if scheme_of(uri) != "dev":
+        fail("`pylon wallet fund` only works with dev:// wallets; fund real wallets with Lightning", 2)
+    path, account = parse_dev_uri(uri)
+    new_balance = dev_fund(path, account, amount_msat)
+    if json_out:
+        print_json({"account": account, "ledger": str(path), "funded_msat": amount_msat, "balance_msat": new_balance})
+    else:
+        console.print(f"{account}: +{amount_msat} msat, balance {new_balance} msat", highlight=False)
+
+
+@app.command("serve-nwc")
+@handle_errors
+def serve_nwc(relay: list[str] = typer.Option(..., "--relay", "-r", help="Relay URL (repeatable)."),
+              budget_msat: int | None = typer.Option(None, "--budget-msat", min=0,
+                                                     help="Spending budget of the issued connection."),
+              wallet: str | None = WalletOpt,
+              json_out: bool = JsonOpt) -> None:
+    """Expose the wallet as a NIP-47 service: print a connection URI, serve until Ctrl-C."""
+    from wallet.nwc_service import NwcService
+
+    uri = _wallet_uri(wallet)
+
+    async def serve() -> None:
+        from wallet import connect_wallet
+
+        w = await connect_wallet(uri)
+        try:
+            service = NwcService(w, relay, budget_msat=budget_msat)
+            conn = service.new_connection(name="cli")
+            async with service.running():
+                if json_out:
+                    print_json({"uri": service.uri_for(conn), "service_pubkey": service.pubkey,
+                                "budget_msat": budget_msat, "relays": relay})
+                else:
+                    console.print(service.uri_for(conn), highlight=False, soft_wrap=True)
+                    err_console.print(f"NWC service {service.pubkey[:16]}… on {', '.join(relay)}; "
+                                      f"budget {budget_msat if budget_msat is not None else 'unlimited'} msat. "
+                                      "Ctrl-C to stop.", highlight=False)
+                import sys
+
+                sys.stdout.flush()
+                await asyncio.Event().wait()
+        finally:
+            await w.aclose()
+
+    run(serve())

@@ -1,0 +1,102 @@
+"""`pylon wallet …` and `pylon receipts` through typer's CliRunner, and serve-nwc as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from pylon.ledger import Ledger
+from wallet import InvoiceState, open_wallet
+
+REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def invoke(*args: str, env: dict | None = None):
+    return runner.invoke(app, list(args), env=env)
+
+
+def test_fund_balance_invoice_pay(dev_ledger):
+    alice, bob = dev_ledger.uri("alice"), dev_ledger.uri("bob")
+    r = invoke("wallet", "fund", "40000", "--wallet", alice, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["balance_msat"] == 40_000
+    r = invoke("wallet", "invoice", "15000", "--memo", "cli", "--wallet", bob, "--json")
+    assert r.exit_code == 0
+    inv = json.loads(r.stdout)
+    assert inv["bolt11"].startswith("lnbcrt") and inv["amount_msat"] == 15_000
+    r = invoke("wallet", "pay", inv["bolt11"], "--max-msat", "14999", "--wallet", alice)
+    assert r.exit_code == 5 and "above the allowed" in r.stderr
+    r = invoke("wallet", "pay", inv["bolt11"], "--wallet", alice, "--json")
+    assert r.exit_code == 0 and len(json.loads(r.stdout)["preimage"]) == 64
+    r = invoke("wallet", "balance", "--json", env={"PYLON_WALLET": alice})   # from the environment
+    assert json.loads(r.stdout)["balance_msat"] == 25_000
+    r = invoke("wallet", "balance", "--wallet", bob)
+    assert r.exit_code == 0 and "15000 msat" in r.stdout
+
+
+def test_errors_are_one_line_and_hide_secrets(dev_ledger):
+    r = invoke("wallet", "fund", "5", "--wallet", "lnbits://SECRETKEY@127.0.0.1:9")
+    assert r.exit_code == 2 and "only works with dev://" in r.stderr and "SECRETKEY" not in r.output
+    r = invoke("wallet", "balance", "--wallet", "lnbits://SECRETKEY@127.0.0.1:9")
+    assert r.exit_code == 5 and "SECRETKEY" not in r.output and "Traceback" not in r.output
+    r = invoke("wallet", "balance")
+    assert r.exit_code == 2 and "no wallet configured" in r.stderr
+    r = invoke("wallet", "pay", "lnbcrt1garbage", "--wallet", dev_ledger.uri("a"))
+    assert r.exit_code == 5 and "not a valid BOLT11" in r.stderr
+
+
+def test_receipts_table_and_json():
+    with Ledger() as led:   # PYLON_HOME/ledger.sqlite, as the client writes it
+        led.record_intent(job_id="job-a", provider="prov1" * 4, payment_hash="aa" * 32, amount_msat=1_000, bolt11="x")
+        led.mark_paid("aa" * 32, preimage="bb" * 32, fee_msat=2)
+        led.record_intent(job_id="job-b", provider="prov2" * 4, payment_hash="cc" * 32, amount_msat=500, bolt11="y")
+    r = invoke("receipts", "--json")
+    data = json.loads(r.stdout)
+    assert r.exit_code == 0 and data["total_msat"] == 1_502
+    assert {x["job_id"] for x in data["receipts"]} == {"job-a", "job-b"}
+    assert data["totals_by_provider"]["prov1" * 4] == {"count": 1, "amount_msat": 1_000, "fee_msat": 2}
+    r = invoke("receipts")
+    assert r.exit_code == 0 and "Totals per provider" in r.stdout and "total spent: 1502 msat" in r.stdout
+
+
+@pytest.mark.embedded_relay
+async def test_serve_nwc_prints_a_uri_that_works_and_stops_on_ctrl_c(relay_url, dev_ledger, pylon_home):
+    dev_ledger.fund("svc", 9_000)
+    shop = dev_ledger.wallet("shop")
+    env = dict(os.environ, PYLON_HOME=str(pylon_home))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", "wallet", "serve-nwc", "--wallet", dev_ledger.uri("svc"),
+        "--relay", relay_url, "--budget-msat", "5000", cwd=REPO, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().strip()
+        assert line.startswith("nostr+walletconnect://"), (line, await proc.stderr.read(2000))
+        client = open_wallet(line)
+        try:
+            assert await client.connect() and client.network == "regtest"
+            assert await client.balance() == 9_000
+            inv = await shop.make_invoice(4_000)
+            await client.pay_invoice(inv.bolt11, max_msat=4_000)
+            assert await shop.lookup_invoice(inv.payment_hash) == InvoiceState.SETTLED
+            from wallet import QuotaExceeded
+
+            with pytest.raises(QuotaExceeded):
+                await client.pay_invoice((await shop.make_invoice(2_000)).bolt11, max_msat=2_000)
+        finally:
+            await client.aclose()
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 130
+        err = (await proc.stderr.read()).decode()
+        assert "Traceback" not in err
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
