@@ -1,0 +1,100 @@
+"""`pylon serve`: a kind-5050 provider in front of an OpenAI-compatible backend (vLLM, ...)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any, Optional
+
+import typer
+
+from cli.common import handle_errors, run, setup_logging
+from pylon.config import load_settings
+from pylon.errors import ConfigError
+
+log = logging.getLogger("pylon.serve")
+
+
+async def _serve(settings: Any) -> None:
+    from pylon.backends import OpenAIBackend
+    from pylon.home import identity_path
+    from pylon.metrics import ProviderMetrics
+    from pylon.nostr.keys import Keys
+    from pylon.provider import Provider
+
+    keys = Keys.load_or_create(identity_path())
+    priced = settings.price_msat > 0 or settings.price_per_1k_tokens_msat > 0
+    free = settings.free or not priced
+    wallet = None
+    if not free:
+        if not settings.wallet:
+            raise ConfigError("a price needs a wallet to invoice with: pass --wallet URI (or --free)")
+        from wallet import open_wallet
+
+        wallet = open_wallet(settings.wallet)
+    backend = OpenAIBackend(settings.backend, api_key=settings.backend_api_key)
+    metrics = ProviderMetrics() if settings.metrics_port is not None else None
+    provider = Provider(
+        settings.relays, backend, keys=keys, models=settings.models or None, concurrency=settings.concurrency,
+        max_tokens_cap=settings.max_tokens_cap, price_msat=settings.price_msat,
+        price_per_1k_tokens_msat=settings.price_per_1k_tokens_msat, wallet=wallet, free=free, metrics=metrics,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
+            pass
+    try:
+        async with provider.running():
+            monitor = None
+            if settings.metrics_port is not None:
+                from pylon.health import serve_monitor
+
+                monitor = serve_monitor(provider, host=settings.metrics_host, port=settings.metrics_port)
+                await monitor.start()
+                log.info("metrics and health on %s", monitor.url)
+            print(f"serving as {keys.npub} on {', '.join(settings.relays)} "
+                  f"(backend {backend.base_url}, models {', '.join(provider.served_models) or '?'})", flush=True)
+            try:
+                await stop.wait()
+            finally:
+                if monitor is not None:
+                    await monitor.close()
+            log.info("stopping provider (jobs in flight resume on the next start)")
+    finally:
+        await backend.aclose()
+        if wallet is not None:
+            await wallet.aclose()
+
+
+@handle_errors
+def serve(
+    relay: Optional[list[str]] = typer.Option(None, "--relay", "-r", help="Relay URL (repeatable)."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="OpenAI-compatible base URL, e.g. "
+                                          "http://127.0.0.1:8000/v1 (vLLM, llama.cpp, Ollama, SGLang)."),
+    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Model to serve (repeatable; "
+                                              "default: the backend's /v1/models)."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", min=1, help="Jobs at once (default 32)."),
+    price_msat: Optional[int] = typer.Option(None, "--price-msat", min=0, help="Price per job in msat."),
+    price_per_1k: Optional[int] = typer.Option(None, "--price-per-1k-tokens-msat", min=0,
+                                               help="Price per 1000 max_tokens in msat."),
+    max_tokens_cap: Optional[int] = typer.Option(None, "--max-tokens-cap", min=1, help="Most tokens per job."),
+    free: bool = typer.Option(False, "--free", help="Serve without payment whatever the price."),
+    wallet: Optional[str] = typer.Option(None, "--wallet", help="Wallet URI to invoice with (or PYLON_WALLET)."),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", min=0, max=65535,
+                                               help="Serve /metrics and /health on this port."),
+    log_format: Optional[str] = typer.Option(None, "--log-format", help="text or json."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Serve kind-5050 jobs from an OpenAI-compatible backend until Ctrl-C."""
+    settings = load_settings({
+        "relays": relay, "backend": backend, "models": model, "concurrency": concurrency,
+        "price_msat": price_msat, "price_per_1k_tokens_msat": price_per_1k, "max_tokens_cap": max_tokens_cap,
+        "free": True if free else None, "wallet": wallet, "metrics_port": metrics_port, "log_format": log_format,
+    })
+    setup_logging(verbose, settings.log_format)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    run(_serve(settings))
