@@ -27,7 +27,8 @@ t0=$(date +%s)
 log "installing lnbits==$LNBITS_VERSION into $VENV"
 pip_q install -q --upgrade pip
 pip_q install -q "lnbits==$LNBITS_VERSION" "bitstring<5"
-"$VENV/bin/python" -c "import lnbits, bolt11; print('lnbits import ok')"
+# importing lnbits writes data/.lnbits_auth_key under the working directory: keep it inside .peers/
+(cd "$PEERS" && LNBITS_DATA_FOLDER="$PEERS/lnbits-import-check" "$VENV/bin/python" -c "import lnbits, bolt11; print('lnbits import ok')")
 [ -x "$VENV/bin/lnbits" ] || { log "no lnbits console script in $VENV/bin"; exit 1; }
 touch "$STAMP"
 log "lnbits venv ready in $(( $(date +%s) - t0 )) s"
