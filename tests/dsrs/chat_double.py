@@ -10,6 +10,7 @@ this once it exists; this one stays small on purpose.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
@@ -20,15 +21,35 @@ from typing import Callable
 _FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]")
 
 
+_TOOL = re.compile(r"\((\d+)\) (\w+)(?:, whose description is <desc>.*?</desc>)?\. It takes arguments (\{.*?\})\.")
+_SAMPLE = {"string": "pylon", "integer": 3, "number": 1.5, "boolean": True}
+
+
+def _react_step(system: str, user: str) -> dict[str, str]:
+    """dspy.ReAct: call each listed tool once, in order (arguments filled by type), then finish."""
+    tools = [(name, ast.literal_eval(args)) for _, name, args in _TOOL.findall(system) if name != "finish"]
+    done = len(set(re.findall(r"observation_(\d+)", user)))
+    if done < len(tools):
+        name, schema = tools[done]
+        args = {k: _SAMPLE.get((v or {}).get("type"), "pylon") for k, v in schema.items()}
+        return {"next_thought": f"use {name}", "next_tool_name": name, "next_tool_args": json.dumps(args)}
+    return {"next_thought": "done", "next_tool_name": "finish", "next_tool_args": "{}"}
+
+
 def chat_adapter_reply(messages: list[dict]) -> str:
-    """Fill every output field the ChatAdapter asked for with `<field>-<sha8 of the user turn>`."""
+    """Fill every output field the ChatAdapter asked for with `<field>-<sha8 of the user turn>`
+    (a ReAct step calls each tool once, then finishes)."""
     user = next((m for m in reversed(messages) if m.get("role") == "user"), {"content": ""})
+    system = next((m.get("content") for m in messages if m.get("role") == "system"), "") or ""
     text = user["content"] if isinstance(user.get("content"), str) else json.dumps(user.get("content"))
     tail = text.rsplit("Respond with the corresponding output fields", 1)
     wanted = [f for f in _FIELD.findall(tail[1])] if len(tail) == 2 else []
     wanted = [f for f in dict.fromkeys(wanted) if f != "completed"] or ["answer"]
     digest = hashlib.sha256(tail[0].encode()).hexdigest()[:8]
-    parts = [f"[[ ## {f} ## ]]\n{f}-{digest}\n" for f in wanted]
+    values = {f: f"{f}-{digest}" for f in wanted}
+    if "next_tool_name" in wanted:
+        values.update(_react_step(system, tail[0]))
+    parts = [f"[[ ## {f} ## ]]\n{values[f]}\n" for f in wanted]
     return "\n".join(parts) + "\n[[ ## completed ## ]]"
 
 
