@@ -86,6 +86,8 @@ def serve(
     wallet: Optional[str] = typer.Option(None, "--wallet", help="Wallet URI to invoice with (or PYLON_WALLET)."),
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", min=0, max=65535,
                                                help="Serve /metrics and /health on this port."),
+    metrics_host: Optional[str] = typer.Option(None, "--metrics-host",
+                                               help="Address for --metrics-port (default 127.0.0.1)."),
     log_format: Optional[str] = typer.Option(None, "--log-format", help="text or json."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
@@ -93,7 +95,8 @@ def serve(
     settings = load_settings({
         "relays": relay, "backend": backend, "models": model, "concurrency": concurrency,
         "price_msat": price_msat, "price_per_1k_tokens_msat": price_per_1k, "max_tokens_cap": max_tokens_cap,
-        "free": True if free else None, "wallet": wallet, "metrics_port": metrics_port, "log_format": log_format,
+        "free": True if free else None, "wallet": wallet, "metrics_port": metrics_port, "metrics_host": metrics_host,
+        "log_format": log_format,
     })
     setup_logging(verbose, settings.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)
