@@ -81,3 +81,51 @@ async def test_wallet_checked_when_the_provider_charges(relay_url, openai_double
             health = await http.get(mon.url + "/health")
     assert health.status_code == 200, health.text
     assert health.json()["checks"]["wallet"]["ok"] is True
+
+
+async def test_pylon_serve_process_metrics_health_and_json_logs(relay_url, openai_double, tmp_path,
+                                                                unused_tcp_port):
+    """`pylon serve --metrics-port P --log-format json` as a real process: a job moves the
+    counters, /health is 200, and the log has one JSON line per job state change."""
+    import asyncio
+    import json
+    import os
+    import signal
+    import sys
+    from pathlib import Path
+
+    from pylon.nostr.keys import Keys
+
+    home = tmp_path / "provider"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYLON_")}
+    env["PYLON_HOME"] = str(home)
+    serve = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "pylon"), "serve", "--relay", relay_url,
+        "--backend", openai_double.base_url, "--metrics-port", str(unused_tcp_port), "--log-format", "json",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    base = f"http://127.0.0.1:{unused_tcp_port}"
+    try:
+        line = (await asyncio.wait_for(serve.stdout.readline(), 60)).decode()
+        assert line.startswith("serving as "), line  # printed once the monitor is up
+        async with httpx.AsyncClient(timeout=10) as http:
+            assert (await http.get(base + "/health")).status_code == 200
+            customer_keys = Keys.generate()
+            async with customer(relay_url, keys=customer_keys) as client:
+                outcome = await client.ask("metrics please", max_tokens=20, timeout=30)
+            after = samples((await http.get(base + "/metrics")).text)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(serve.wait(), 30)
+    assert serve.returncode == 0
+    assert jobs(after, "success") == 1 and jobs(after, "received") == 1
+    assert after[("pylon_provider_tokens_total", (("type", "completion"),))] == outcome.usage.completion_tokens
+    assert after[("pylon_provider_relay_connected", (("relay", relay_url),))] == 1
+    log = [json.loads(x) for x in (await serve.stderr.read()).decode().splitlines() if x.startswith("{")]
+    done = [r for r in log if r.get("job") == outcome.job_id and r.get("status") == "done"]
+    assert len(done) == 1, log
+    record = done[0]
+    assert record["customer"] == customer_keys.public_key
+    assert record["model"] == openai_double.model
+    assert record["completion_tokens"] == outcome.usage.completion_tokens
+    assert record["duration_s"] >= 0 and "msat" in record
