@@ -2,10 +2,12 @@
 
 How one ask runs, and why in this order:
 
-1. The request is signed first (its id is needed for the filter), then a subscription for
-   feedback and results (`kinds 7000/6050, #e = job id, #p = us`) is opened and its EOSE
-   awaited, and only then is the request published: a fast provider's answer can never
-   slip in between.
+1. One subscription per client for feedback and results addressed to us (`kinds 7000/6050,
+   #p = us`, since the client started) is opened and its EOSE awaited when the client starts, and a job's
+   route (job id -> queue) is registered before its request is published: a fast
+   provider's answer can never slip in between. One subscription, not one per job, because
+   relays cap subscriptions per connection (strfry and ours: 200) and a REQ/EOSE round trip
+   per job is pure latency; events are routed to their job by the `e` tag.
 2. Every incoming event was signature-checked by the pool; here it must also name our job
    (`e`) and us (`p`) and come from an acceptable provider (the targeted one, if any).
 3. `payment-required` goes through `_on_payment_required` (the payment hook). Without a
@@ -217,6 +219,9 @@ class PylonClient:
         self.spent_msat = 0  # this session's payments (the payments step keeps it)
         self.pool = pool
         self._own_pool = pool is None
+        self._routes: dict[str, asyncio.Queue] = {}
+        self._sub: Any = None
+        self._dispatcher: asyncio.Task | None = None
 
     @property
     def pubkey(self) -> str:
@@ -235,8 +240,39 @@ class PylonClient:
         if self._own_pool:
             await self.pool.__aenter__()
         await self.pool.wait_connected()
+        # from now on: replies to earlier sessions' jobs are not replayed (and after a
+        # reconnect the pool resubscribes from the last event seen, so nothing is missed)
+        flt = Filter.of(kinds=[KIND_FEEDBACK, KIND_RESULT], p=[self.pubkey], since=int(time.time()))
+        self._sub = self.pool.subscribe([flt])
+        await self._sub.open()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await self._sub.wait_eose(5.0)
+        self._dispatcher = asyncio.create_task(self._dispatch(self._sub), name="pylon-client:dispatch")
+
+    async def _dispatch(self, sub: Any) -> None:
+        """Route every reply to the queue of the job it names (`e` tag); others are dropped."""
+        try:
+            async for event in sub:
+                tag = event.first_tag("e")
+                queue = self._routes.get(tag[1]) if tag is not None and len(tag) > 1 else None
+                if queue is not None:
+                    queue.put_nowait(event)
+        except RelayError as exc:  # the relays closed our subscription
+            for queue in self._routes.values():
+                queue.put_nowait(exc)
+        except asyncio.CancelledError:
+            raise
 
     async def close(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._dispatcher
+            self._dispatcher = None
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.close()
+            self._sub = None
         if self.pool is not None and self._own_pool:
             await self.pool.close()
             self.pool = None
@@ -301,7 +337,7 @@ class PylonClient:
         timeout: float, encrypted: bool | None, on_progress: ProgressCallback | None,
         on_delta: Callable[[str], None] | None, error_grace_s: float, collect_s: float, collect_max: int | None,
     ) -> AskOutcome:
-        if self.pool is None:
+        if self.pool is None or self._sub is None:
             raise RelayError("PylonClient is not started: use `async with PylonClient(...)`")
         started = time.monotonic()
         target = normalize_pubkey(provider) if provider else None
@@ -312,11 +348,9 @@ class PylonClient:
         encrypt = (target is not None) if encrypted is None else encrypted
         event = request.to_event(self.keys, encrypted=encrypt)
         state = _JobState(request, event, target, started, on_progress, on_delta)
-        sub = self.pool.subscribe([Filter.of(kinds=[KIND_FEEDBACK, KIND_RESULT], e=[event.id], p=[self.pubkey])])
-        await sub.open()
+        queue: asyncio.Queue = asyncio.Queue()
+        self._routes[event.id] = queue
         try:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await sub.wait_eose(min(5.0, timeout))
             published = await self.pool.publish(event)
             state.mark("published")
             state.progress("published", f"job {event.id[:12]}… on {len(published.accepted_by)} relay(s)")
@@ -328,9 +362,11 @@ class PylonClient:
                 if now >= limit:
                     break
                 try:
-                    incoming = await sub.next(timeout=limit - now)
+                    incoming = await asyncio.wait_for(queue.get(), limit - now)
                 except asyncio.TimeoutError:
                     break
+                if isinstance(incoming, Exception):
+                    raise incoming
                 await self._handle(state, incoming)
                 if state.winner is None and state.errors and state.responders <= state.finished:
                     grace_deadline = grace_deadline or time.monotonic() + error_grace_s
@@ -338,14 +374,13 @@ class PylonClient:
                     grace_deadline = None  # someone new is working on it
             if state.winner is None:
                 await self._give_up(state, timeout)
-            await self._collect_others(state, sub, collect_s, collect_max)
+            await self._collect_others(state, queue, collect_s, collect_max)
         except asyncio.CancelledError:
             await self._cancel_quietly(state)
             state.progress("cancelled", "job cancelled; a cancellation (kind 5) was published")
             raise JobCancelled(f"job {event.id[:12]}… cancelled; a cancellation (kind 5) was published") from None
         finally:
-            with contextlib.suppress(Exception):
-                await sub.close()
+            self._routes.pop(event.id, None)
         return self._outcome(state)
 
     async def _give_up(self, state: _JobState, timeout: float) -> None:
@@ -371,15 +406,18 @@ class PylonClient:
         with contextlib.suppress(Exception):
             await asyncio.shield(asyncio.wait_for(self.cancel(state.job_id, sorted(state.responders)), 4.0))
 
-    async def _collect_others(self, state: _JobState, sub: Any, collect_s: float, collect_max: int | None) -> None:
+    async def _collect_others(self, state: _JobState, queue: asyncio.Queue, collect_s: float,
+                              collect_max: int | None) -> None:
         deadline = time.monotonic() + collect_s
         while collect_max is None or 1 + len(state.others) < collect_max:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 and sub.pending_events() == 0:
+            if remaining <= 0 and queue.empty():
                 return
             try:
-                incoming = await sub.next(timeout=max(remaining, 0.001))
-            except (asyncio.TimeoutError, StopAsyncIteration):
+                incoming = await asyncio.wait_for(queue.get(), max(remaining, 0.001))
+            except asyncio.TimeoutError:
+                return
+            if isinstance(incoming, Exception):
                 return
             await self._handle(state, incoming)
 
