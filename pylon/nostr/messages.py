@@ -193,7 +193,7 @@ RelayMessage = Union[RelayEvent, RelayOk, RelayEose, RelayClosed, RelayNotice, R
 
 PREFIXES = (
     "duplicate", "pow", "blocked", "rate-limited", "invalid", "restricted",
-    "mute", "error", "auth-required", "unsupported",
+    "mute", "error", "auth-required", "unsupported", "replaced",
 )
 
 
