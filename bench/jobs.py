@@ -10,7 +10,8 @@ model, or the OpenAI server double), and this script as the customer (PylonClien
 For each backend and concurrency c in (1, 32), with the same prompts, max_tokens and
 temperature 0 on both paths:
   * baseline: requests/s and median latency of streamed chat completions sent straight to the
-    backend (OpenAIBackend.stream_chat, the call the provider makes);
+    backend (OpenAIBackend.stream_chat, the call the provider makes), measured before and
+    after the Pylon run and averaged (after a warm-up of both paths);
   * pylon: jobs/s and median latency of PylonClient.ask (client -> relay -> provider ->
     backend -> relay -> client);
   * ratio = pylon jobs/s / baseline requests/s; added latency = median(pylon) - median(direct).
@@ -156,9 +157,16 @@ async def compare(label: str, tmp: Path, relay: str, backend_url: str, model: st
     provider = start_provider(tmp, label, relay, backend_url, 32)
     out: dict[str, Any] = {}
     try:
+        await direct(backend_url, model, 64, 32, args.max_tokens)  # warm-up (vLLM is slow on first batches)
+        await through_pylon(relay, 64, 32, args.max_tokens)
         for c, n in ((1, args.jobs_c1), (32, args.jobs_c32)):
-            base = await direct(backend_url, model, n, c, args.max_tokens)
+            # the baseline is measured before and after Pylon and averaged, so a drift of the
+            # backend (or of the neighbours on this machine) does not favour either side
+            before = await direct(backend_url, model, n, c, args.max_tokens)
             pylon = await through_pylon(relay, n, c, args.max_tokens)
+            after = await direct(backend_url, model, n, c, args.max_tokens)
+            base = {"per_s": (before["per_s"] + after["per_s"]) / 2,
+                    "median_ms": (before["median_ms"] + after["median_ms"]) / 2}
             row = {
                 "direct_requests_per_s": round(base["per_s"], 2), "pylon_jobs_per_s": round(pylon["per_s"], 2),
                 "ratio": round(pylon["per_s"] / base["per_s"], 3),

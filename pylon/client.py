@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
@@ -220,6 +221,7 @@ class PylonClient:
         self.pool = pool
         self._own_pool = pool is None
         self._routes: dict[str, asyncio.Queue] = {}
+        self._recent_ids: OrderedDict[str, None] = OrderedDict()
         self._sub: Any = None
         self._dispatcher: asyncio.Task | None = None
 
@@ -346,7 +348,17 @@ class PylonClient:
             bid_msat=bid_msat, providers=[target] if target else [], relays=self.pool.urls,
         )
         encrypt = (target is not None) if encrypted is None else encrypted
-        event = request.to_event(self.keys, encrypted=encrypt)
+        # The same prompt asked twice in one second would be the same event (same id): the
+        # relay and the provider would take it as a duplicate and never answer the second.
+        created_at = int(time.time())
+        while True:
+            event = request.to_event(self.keys, encrypted=encrypt, created_at=created_at)
+            if event.id not in self._recent_ids:
+                break
+            created_at += 1
+        self._recent_ids[event.id] = None
+        while len(self._recent_ids) > 10_000:
+            self._recent_ids.popitem(last=False)
         state = _JobState(request, event, target, started, on_progress, on_delta)
         queue: asyncio.Queue = asyncio.Queue()
         self._routes[event.id] = queue

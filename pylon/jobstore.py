@@ -128,6 +128,7 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._last_seen: int | None = self.last_request_created_at()
 
     def close(self) -> None:
         self._db.close()
@@ -152,6 +153,9 @@ class JobStore:
         return cur.rowcount == 1
 
     def _bump_last_seen(self, created_at: int) -> None:
+        if self._last_seen is not None and created_at <= self._last_seen:
+            return  # most requests share a second: skip the write
+        self._last_seen = int(created_at)
         self._db.execute(
             "INSERT INTO meta(key, value) VALUES('last_request_created_at', ?) "
             "ON CONFLICT(key) DO UPDATE SET value = CAST(MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)",

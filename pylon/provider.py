@@ -196,7 +196,9 @@ class Provider:
             await self._probe_backend()
             recovered = self.store.recover()
             last = self.store.last_request_created_at()
-            since = (last if last is not None else int(time.time())) - self.since_margin_s
+            # A restart resumes from the last request seen (minus a margin for relays' clock
+            # skew); a fresh provider starts from now rather than redo others' recent jobs.
+            since = last - self.since_margin_s if last is not None else int(time.time())
             sub = self.pool.subscribe([
                 Filter.of(kinds=[KIND_REQUEST], since=since),
                 Filter.of(kinds=[KIND_DELETION], p=[self.pubkey], since=since),
@@ -340,7 +342,7 @@ class Provider:
         max_tokens = min(req.max_tokens, cap) if req.max_tokens else cap
         job = Job(request=req, model=model, max_tokens=max_tokens)
         self._log(req.id, req.customer, model, "seen", detail="encrypted" if req.encrypted else "")
-        self._start(job, self._process(job))
+        self._start(job, self._process(job, fresh=True))
 
     def _reject(self, req: JobRequest, reason: str) -> None:
         assert self.store is not None
@@ -415,7 +417,7 @@ class Provider:
         self._fail(job, reason)
         return False
 
-    async def _process(self, job: Job) -> None:
+    async def _process(self, job: Job, *, fresh: bool = False) -> None:
         assert self.store is not None
         try:
             job.amount_msat = self.quote(job)
@@ -423,7 +425,7 @@ class Provider:
             if job.amount_msat and bid is not None and bid < job.amount_msat:
                 self._fail(job, f"price is {job.amount_msat} msat, above your bid of {bid} msat")
                 return
-            status = self.store.status(job.id)
+            status = "seen" if fresh else self.store.status(job.id)
             if status == "seen":
                 if not self.store.transition(job.id, "quoted", amount_msat=job.amount_msat, model=job.model):
                     return

@@ -295,3 +295,11 @@ async def test_provider_restart_mid_flight_loses_nothing_and_runs_nothing_twice(
         assert row.status == "done" and row.result_published
     assert sorted(rows[o.job_id].attempts for o in outcomes) == [1, 1, 1, 2, 2, 2, 2]
 
+
+
+async def test_the_same_prompt_twice_in_one_second_gets_two_answers(relay_url, openai_double, tmp_path):
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite") as provider:
+        async with customer(relay_url) as client:
+            first = await client.ask("same", timeout=30)
+            second = await client.ask("same", timeout=30)
+    assert first.job_id != second.job_id and provider.stats.done == 2
