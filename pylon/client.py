@@ -11,8 +11,10 @@ How one ask runs, and why in this order:
 2. Every incoming event was signature-checked by the pool; here it must also name our job
    (`e`) and us (`p`) and come from an acceptable provider (the targeted one, if any).
 3. `payment-required` goes through `_on_payment_required` (the payment hook). Without a
-   wallet a priced quote is refused with a PaymentError naming the amount; the payments
-   step fills in `_pay` (bolt11 checks, budgets, receipts) without reshaping this flow.
+   wallet a priced quote is refused with a PaymentError naming the amount; with one,
+   pylon.client_payments checks the invoice (amount tag, bid, caps, budgets, expiry,
+   network, never-paid hash), pays the job's first acceptable quote exactly once and keeps
+   the receipt; from then on only the paid provider's result counts.
 4. `partial` feedback is reassembled by its `offset` tag (see pylon.nip90) and streamed.
 5. The first valid result wins; any others that arrive while the client still listens are
    recorded in `outcome.other_results`, never returned.
@@ -44,6 +46,7 @@ from pylon.nip90 import (
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys, normalize_pubkey
+from pylon.client_payments import ClientPayments, JobPayment, PaidNoResult
 from pylon.relay_pool import RelayPool
 
 log = logging.getLogger("pylon.client")
@@ -110,6 +113,8 @@ class AskOutcome(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)  # seconds since the ask started
     other_results: list[OtherResult] = Field(default_factory=list)
     errors: dict[str, str] = Field(default_factory=dict)  # provider -> error from others
+    quotes: list[dict[str, Any]] = Field(default_factory=list)  # every payment-required and what we did
+    receipt: dict[str, Any] | None = None  # the payment's receipt (pylon.ledger.Receipt), if we paid
 
 
 @dataclass(slots=True)
@@ -148,6 +153,7 @@ class _JobState:
     paid_msat: int = 0
     fee_msat: int = 0
     finished: set[str] = field(default_factory=set)  # providers that sent error or result
+    payment: JobPayment = field(default_factory=JobPayment)
 
     @property
     def job_id(self) -> str:
@@ -210,6 +216,7 @@ class PylonClient:
         budget_msat: int | None = None,
         daily_budget_msat: int | None = None,
         pool: RelayPool | None = None,
+        ledger: Any = None,
     ) -> None:
         self.keys = keys if keys is not None else Keys.load_or_create(identity_path())
         self.relays = list(relays) if relays else (pool.urls if pool is not None else [])
@@ -217,7 +224,12 @@ class PylonClient:
         self.max_msat = max_msat
         self.budget_msat = budget_msat
         self.daily_budget_msat = daily_budget_msat
-        self.spent_msat = 0  # this session's payments (the payments step keeps it)
+        self.spent_msat = 0  # this session's payments (amount + fee)
+        # receipts, budgets and invoice checks (a Ledger under PYLON_HOME unless one is given)
+        self.payments: ClientPayments | None = None
+        if wallet is not None:
+            self.payments = ClientPayments(wallet, max_msat=max_msat, budget_msat=budget_msat,
+                                           daily_budget_msat=daily_budget_msat, ledger=ledger)
         self.pool = pool
         self._own_pool = pool is None
         self._routes: dict[str, asyncio.Queue] = {}
@@ -237,6 +249,8 @@ class PylonClient:
         await self.close()
 
     async def start(self) -> None:
+        if self.payments is not None:
+            await self.payments.start()  # wallet connected; receipts a crash left pending settled
         if self.pool is None:
             self.pool = RelayPool(self.relays, keys=self.keys)
         if self._own_pool:
@@ -278,6 +292,8 @@ class PylonClient:
         if self.pool is not None and self._own_pool:
             await self.pool.close()
             self.pool = None
+        if self.payments is not None:
+            self.payments.close()
 
     # -------------------------------------------------------------------- public API
     async def ask(
@@ -343,6 +359,8 @@ class PylonClient:
             raise RelayError("PylonClient is not started: use `async with PylonClient(...)`")
         started = time.monotonic()
         target = normalize_pubkey(provider) if provider else None
+        caps = [v for v in (bid_msat, self.max_msat) if v is not None]
+        bid_msat = min(caps) if caps else None  # the bid tag says what we agree to pay
         request = JobRequest.from_prompt(
             prompt, **{k: v for k, v in params.items() if v is not None},
             bid_msat=bid_msat, providers=[target] if target else [], relays=self.pool.urls,
@@ -380,7 +398,7 @@ class PylonClient:
                 if isinstance(incoming, Exception):
                     raise incoming
                 await self._handle(state, incoming)
-                if state.winner is None and state.errors and state.responders <= state.finished:
+                if state.winner is None and (state.errors or state.refusals) and state.responders <= state.finished:
                     grace_deadline = grace_deadline or time.monotonic() + error_grace_s
                 elif grace_deadline is not None and not state.responders <= state.finished:
                     grace_deadline = None  # someone new is working on it
@@ -398,6 +416,12 @@ class PylonClient:
     async def _give_up(self, state: _JobState, timeout: float) -> None:
         """No result: cancel the job and raise the most telling error."""
         job = state.job_id[:12]
+        if state.payment.paid:
+            await self._cancel_quietly(state)
+            raise self._paid_no_result(state, f"within {timeout:g}s")
+        if state.refusals and not state.errors:
+            await self._cancel_quietly(state)
+            raise state.refusals[0]
         if state.errors:
             reasons = "; ".join(f"{p[:12]}…: {r}" for p, r in state.errors.items())
             state.progress("error", reasons)
@@ -478,7 +502,9 @@ class PylonClient:
             state.errors[fb.provider] = reason
             state.finished.add(fb.provider)
             state.progress("error", reason, provider=fb.provider)
-            if state.target is not None:
+            if state.payment.paid and fb.provider == state.payment.provider:
+                raise self._paid_no_result(state, f"; it reported: {reason}")
+            if state.target is not None and not state.payment.paid:
                 raise ProviderError(f"provider {fb.provider[:12]}… could not run job {state.job_id[:12]}…: {reason}",
                                     state.errors)
 
@@ -491,6 +517,12 @@ class PylonClient:
         if result.request_id != state.job_id or result.customer != self.pubkey:
             return
         state.finished.add(result.provider)
+        if state.payment.paid and result.provider != state.payment.provider:
+            if all(o.provider != result.provider for o in state.others):  # only the paid provider's result counts
+                state.others.append(OtherResult(
+                    provider=result.provider, text=result.text, event_id=event.id, amount_msat=result.amount_msat,
+                    usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)))
+            return
         if state.winner is None:
             state.winner = result
             state.mark("result")
@@ -518,6 +550,8 @@ class PylonClient:
             paid_msat=state.paid_msat, fee_msat=state.fee_msat, amount_msat=result.amount_msat,
             encrypted=result.encrypted, result_event_id=result.event.id, timings=dict(state.timings),
             other_results=list(state.others), errors=dict(state.errors),
+            quotes=[q.to_dict() for q in state.payment.quotes],
+            receipt=state.payment.receipt.to_dict() if state.payment.receipt is not None else None,
         )
 
     # -------------------------------------------------------------------- payment hook
@@ -538,7 +572,27 @@ class PylonClient:
         await self._pay(state, fb)
 
     async def _pay(self, state: _JobState, fb: JobFeedback) -> None:
-        raise PaymentRefused("paying invoices is not available in this build (nothing was paid)")
+        assert self.payments is not None
+        receipt = await self.payments.on_payment_required(
+            state.payment, job_id=state.job_id, provider=fb.provider, amount_msat=fb.amount_msat,
+            bolt11=fb.bolt11, bid_msat=state.request.bid_msat)
+        if receipt is None:
+            return  # a repeat, or another provider's quote after we paid: ignored (recorded in quotes)
+        state.paid_msat, state.fee_msat = receipt.amount_msat, receipt.fee_msat
+        self.spent_msat += receipt.amount_msat + receipt.fee_msat
+        state.mark("paid")
+        state.progress("payment", f"paid {receipt.amount_msat} msat (fee {receipt.fee_msat}) to "
+                       f"{fb.provider[:12]}…, hash {receipt.payment_hash[:16]}…", provider=fb.provider,
+                       amount_msat=receipt.amount_msat)
+
+    def _paid_no_result(self, state: _JobState, detail: str) -> PaidNoResult:
+        r = state.payment.receipt
+        amount = r.amount_msat if r is not None else state.paid_msat
+        msg = (f"paid {amount} msat to provider {state.payment.provider} for job {state.job_id[:12]}… "
+               f"but no result came {detail}".rstrip()
+               + (f" (receipt {r.id}, payment hash {r.payment_hash[:16]}…, kept: see `pylon receipts`)" if r else ""))
+        state.progress("error", msg, provider=state.payment.provider)
+        return PaidNoResult(msg, r)
 
 
 # ------------------------------------------------------------------------------ streaming

@@ -35,12 +35,21 @@ Wire decisions (the specs leave these open; this is what Pylon writes and reads)
   `["encrypted"]`; status, amount, usage and offset tags stay in clear (a relay needs
   none of them, but a customer's wallet and UI do). NIP-04 payloads are decrypted too.
 * Cancellation: a kind-5 deletion with `["e", request_id]` and `["k", "5050"]`.
+* Uniqueness: every request Pylon signs carries `["pylon-nonce", <16 random hex>]`. Without
+  it, the same prompt signed twice within one second is the same event (same id) and relays
+  and providers dedupe it, so DSPy's `n>1` and retries would collapse into one job. The
+  name is ours on purpose: NIP-13's `nonce` tag means proof of work, and a peer checking
+  PoW must not mistake this for a difficulty claim. Peers ignore the unknown tag.
+* Payments: a bid is `["bid", msat]`; `payment-required` feedback carries
+  `["amount", msat, bolt11]`; a bid below the price gets `error` feedback whose status
+  extra says the price and `["amount", price]` (see pylon.provider_payments).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Sequence
 
@@ -62,6 +71,8 @@ ROLES: frozenset[str] = frozenset({"system", "user", "assistant", "tool", "devel
 MAX_REQUEST_TAG_BYTES = 16 * 1024
 #: refuse absurd inputs early (a relay would refuse such an event anyway)
 MAX_INPUT_CHARS = 1_000_000
+#: a random tag on every request we sign, so identical asks are distinct events (see above)
+NONCE_TAG = "pylon-nonce"
 
 
 class JobParseError(PylonError, ValueError):
@@ -264,6 +275,7 @@ class JobRequest:
             public.append(["bid", str(int(self.bid_msat))])
         if self.relays:
             public.append(["relays", *self.relays])
+        public.append([NONCE_TAG, secrets.token_hex(8)])
         providers = [_pubkey(p, "provider") for p in self.providers]
         if encrypt:
             if len(providers) != 1:

@@ -15,8 +15,9 @@ What happens to one request, in order (each step recorded in the job store first
   relay accepted it, so a restart republishes the same event rather than running the job
   again; a job that was mid-generation when the provider died is run again once.
 * `_collect_payment(job)` is the payment step between `quoted` and `processing`: a no-op for
-  free jobs. The payments step fills it in (payment-required + invoice, awaiting_payment,
-  wait for settlement, paid) without touching the rest of the flow.
+  free jobs; priced jobs go through pylon.provider_payments.PaymentCollector
+  (invoice -> awaiting_payment -> payment-required -> wait for settlement -> paid), which
+  also resumes `awaiting_payment` / `paid` jobs after a restart.
 * The backend's health is probed periodically; a failing backend turns jobs into `error`
   feedback while the provider keeps running, and the served model list follows the backend
   unless models were named explicitly.
@@ -31,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -50,6 +50,7 @@ from pylon.nip90 import (
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
+from pylon.provider_payments import PaymentCollector, invoice_unit_msat, quote_msat
 from pylon.relay_pool import RelayPool
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -130,6 +131,7 @@ class Provider:
         health_interval_s: float = 15.0,
         since_margin_s: int = 60,
         max_pending: int | None = None,
+        invoice_expiry_s: int = 600,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -163,6 +165,8 @@ class Provider:
         self._background: set[asyncio.Task] = set()
         self._check_health_now = asyncio.Event()
         self._started = asyncio.Event()
+        # priced jobs go through the payment step (pylon.provider_payments)
+        self.payments = None if free else PaymentCollector(self, wallet, invoice_expiry_s=invoice_expiry_s)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -195,6 +199,8 @@ class Provider:
             self.store = JobStore(self.db_path)
             await self._probe_backend()
             recovered = self.store.recover()
+            # paid-but-unserved and awaiting-payment jobs go back through the payment step
+            recovered += self.store.jobs_in(("awaiting_payment", "paid"))
             last = self.store.last_request_created_at()
             # A restart resumes from the last request seen (minus a margin for relays' clock
             # skew); a fresh provider starts from now rather than redo others' recent jobs.
@@ -398,10 +404,13 @@ class Provider:
 
     # ------------------------------------------------------------------ the job
     def quote(self, job: Job) -> int:
-        """The price of `job` in msat: per request plus per 1k tokens of its (capped) max_tokens."""
+        """The price of `job` in msat: per request plus per 1k tokens of its (capped) max_tokens
+        (see pylon.provider_payments for the rule and the whole-sat rounding)."""
         if self.free:
             return 0
-        return self.price_msat + math.ceil(job.max_tokens * self.price_per_1k_tokens_msat / 1000)
+        return quote_msat(job.max_tokens, price_msat=self.price_msat,
+                          price_per_1k_tokens_msat=self.price_per_1k_tokens_msat,
+                          unit_msat=invoice_unit_msat(self.wallet))
 
     async def _collect_payment(self, job: Job) -> bool:
         """The payment step between `quoted` and `processing`; True when the job may run.
@@ -411,7 +420,9 @@ class Provider:
         settlement until the invoice expires, record `paid`, then return True; or record
         `error`/`cancelled`, send feedback and return False.
         """
-        if job.amount_msat == 0:
+        if self.payments is not None:
+            return await self.payments.collect(job)
+        if job.amount_msat == 0 or (self.store is not None and self.store.status(job.id) == "paid"):
             return True
         reason = "this provider charges for jobs but has no wallet to invoice with"
         self._fail(job, reason)
@@ -420,17 +431,19 @@ class Provider:
     async def _process(self, job: Job, *, fresh: bool = False) -> None:
         assert self.store is not None
         try:
-            job.amount_msat = self.quote(job)
-            bid = job.request.bid_msat
-            if job.amount_msat and bid is not None and bid < job.amount_msat:
-                self._fail(job, f"price is {job.amount_msat} msat, above your bid of {bid} msat")
-                return
             status = "seen" if fresh else self.store.status(job.id)
+            if status in ("seen", "quoted"):
+                job.amount_msat = self.quote(job)
+                bid = job.request.bid_msat
+                if job.amount_msat and bid is not None and bid < job.amount_msat:
+                    self._fail(job, f"price is {job.amount_msat} msat, above your bid of {bid} msat",
+                               amount_msat=job.amount_msat)
+                    return
             if status == "seen":
                 if not self.store.transition(job.id, "quoted", amount_msat=job.amount_msat, model=job.model):
                     return
                 self._log(job.id, job.customer, job.model, "quoted", job=job)
-            elif status != "quoted":  # resumed after a restart: only seen/quoted come here
+            elif status not in ("quoted", "awaiting_payment", "paid"):  # resumed after a restart
                 return
             if not await self._collect_payment(job):
                 return
@@ -556,7 +569,7 @@ class Provider:
             self.metrics.job_finished("success", tokens=tokens)
         self._log(job.id, job.customer, job.model, "done", job=job)
 
-    def _fail(self, job: Job, reason: str, *, feedback: bool = True) -> None:
+    def _fail(self, job: Job, reason: str, *, feedback: bool = True, amount_msat: int | None = None) -> None:
         assert self.store is not None
         self.store.transition(job.id, "error", error=reason)
         self.stats.errors += 1
@@ -564,7 +577,7 @@ class Provider:
             self.metrics.job_finished("error")
         self._log(job.id, job.customer, job.model, "error", job=job, detail=reason)
         if feedback:
-            self._feedback_soon(job.request, "error", extra=reason)
+            self._feedback_soon(job.request, "error", extra=reason, amount_msat=amount_msat)
 
     # ------------------------------------------------------------------ publishing helpers
     def _feedback_soon(self, req: JobRequest, status: Any, **kwargs: Any) -> None:

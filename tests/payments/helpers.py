@@ -1,0 +1,100 @@
+"""Helpers for the paid-job tests: a priced provider and a paying customer on a real relay,
+with real dev-wallet accounts in one SQLite ledger (tests/conftest.py `dev_ledger`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from pylon.client import PylonClient
+from pylon.jobstore import JobStore
+from pylon.ledger import Ledger
+from pylon.nip90 import JobFeedback, JobRequest
+from pylon.nostr.filters import Filter
+from pylon.nostr.keys import Keys
+from pylon.relay_pool import RelayPool
+from tests.e2e.helpers import serving, wait_for
+
+__all__ = ["paid_provider", "paying_customer", "ScriptedProvider", "wait_for", "job_row"]
+
+
+@contextlib.asynccontextmanager
+async def paid_provider(relay_url: str, base_url: str, db_path: Path, wallet: Any, *, price_msat: int = 0,
+                        price_per_1k_tokens_msat: int = 0, **kwargs: Any) -> AsyncIterator[Any]:
+    """A real Provider charging for jobs, invoicing with `wallet`."""
+    async with serving(relay_url, base_url, db_path, wallet=wallet, free=False, price_msat=price_msat,
+                       price_per_1k_tokens_msat=price_per_1k_tokens_msat, **kwargs) as provider:
+        yield provider
+
+
+@contextlib.asynccontextmanager
+async def paying_customer(relay_url: str, wallet: Any, *, keys: Keys | None = None, ledger_path: Path | None = None,
+                          **kwargs: Any) -> AsyncIterator[PylonClient]:
+    """A PylonClient paying with `wallet`; receipts in `ledger_path` (else PYLON_HOME's ledger)."""
+    ledger = Ledger(ledger_path) if ledger_path is not None else None
+    client = PylonClient([relay_url], keys=keys or Keys.generate(), wallet=wallet, ledger=ledger, **kwargs)
+    try:
+        async with client:
+            yield client
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+def job_row(db_path: Path, job_id: str):
+    with JobStore(db_path) as store:
+        return store.get(job_id)
+
+
+class ScriptedProvider:
+    """A provider that lies on purpose: real keys, real relay, real invoices from its own dev
+    wallet, and whatever feedback the test scripts (`on_request(req)` coroutine)."""
+
+    def __init__(self, relay_url: str, wallet: Any, keys: Keys | None = None) -> None:
+        self.relay_url = relay_url
+        self.wallet = wallet
+        self.keys = keys or Keys.generate()
+        self.pool: RelayPool | None = None
+        self.requests: list[JobRequest] = []
+        self._task: asyncio.Task | None = None
+
+    @property
+    def pubkey(self) -> str:
+        return self.keys.public_key
+
+    async def __aenter__(self) -> "ScriptedProvider":
+        self.pool = RelayPool([self.relay_url], keys=self.keys)
+        await self.pool.__aenter__()
+        self._sub = self.pool.subscribe([Filter.of(kinds=[5050])])
+        await self._sub.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        await self._sub.close()
+        assert self.pool is not None
+        await self.pool.close()
+
+    def serve(self, on_request) -> None:
+        async def loop() -> None:
+            while True:
+                event = await self._sub.next()
+                req = JobRequest.from_event(event, self.keys)
+                self.requests.append(req)
+                await on_request(req)
+        self._task = asyncio.create_task(loop())
+
+    async def feedback(self, req: JobRequest, status: str, **kwargs: Any) -> None:
+        assert self.pool is not None
+        await self.pool.publish(JobFeedback.build(self.keys, req, status, **kwargs))
+
+    async def result(self, req: JobRequest, text: str, **kwargs: Any) -> None:
+        from pylon.nip90 import JobResult
+
+        assert self.pool is not None
+        await self.pool.publish(JobResult.build(self.keys, req, text, **kwargs))
