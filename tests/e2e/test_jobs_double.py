@@ -303,3 +303,18 @@ async def test_the_same_prompt_twice_in_one_second_gets_two_answers(relay_url, o
             first = await client.ask("same", timeout=30)
             second = await client.ask("same", timeout=30)
     assert first.job_id != second.job_id and provider.stats.done == 2
+
+
+async def test_a_fresh_provider_does_not_redo_older_requests(relay_url, openai_double, tmp_path):
+    import time
+
+    from pylon.nip90 import JobRequest
+
+    old_customer = Keys.generate()
+    async with RelayPool([relay_url], keys=old_customer) as pool:
+        old = JobRequest.from_prompt("from before").to_event(old_customer, created_at=int(time.time()) - 30)
+        await pool.publish(old)
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite") as provider:
+        async with customer(relay_url) as client:
+            await client.ask("new", timeout=30)
+    assert provider.stats.received == 1 and [r["messages"][0]["content"] for r in openai_double.requests] == ["new"]
