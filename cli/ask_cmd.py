@@ -2,8 +2,13 @@
 
 Output follows where it goes: on a terminal the job's progress is shown on stderr (published,
 quoted, processing, partial text, done); when piped only the answer reaches stdout; `--json`
-prints one JSON object (answer, job id, provider, usage, msats, timings). Errors are one red
-line and a non-zero exit code (cli.common.handle_errors).
+prints one JSON object (answer, job id, provider, usage, msats, quotes, receipt, timings).
+Errors are one red line and a non-zero exit code (cli.common.handle_errors).
+
+Paying: `--wallet URI` (or PYLON_WALLET) pays a provider's `payment-required` invoice after
+checking it (pylon.client_payments); `--max-msat` caps what one job may cost and
+`--bid-msat` is the bid tag sent with the request (default: the cap). Every payment leaves a
+receipt in PYLON_HOME's ledger (`pylon receipts`).
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ class _Progress:
         elif p.stage == "quoted":
             self.line(f"[dim]→ quote from {_short(p.provider)}: {p.amount_msat or 0} msat[/]")
         elif p.stage == "payment":
-            self.line(f"[dim]→ paid {p.amount_msat or 0} msat[/]")
+            self.line(f"[dim]→ {p.detail or f'paid {p.amount_msat or 0} msat'}[/]")
         elif p.stage == "processing":
             self.say(f"processing by {_short(p.provider)}…")
         elif p.stage == "partial":
@@ -82,7 +87,7 @@ class _Progress:
 
 async def _ask(prompt: str, settings: Any, *, system: str | None, model: str | None, max_tokens: int | None,
                temperature: float | None, provider: str | None, timeout: float, stream: bool,
-               as_json: bool, encrypted: bool | None) -> None:
+               as_json: bool, encrypted: bool | None, bid_msat: int | None = None) -> None:
     from pylon.client import PylonClient
 
     messages: str | list[dict] = prompt
@@ -92,11 +97,11 @@ async def _ask(prompt: str, settings: Any, *, system: str | None, model: str | N
     if settings.wallet:
         from wallet import open_wallet
 
-        wallet = open_wallet(settings.wallet)
+        wallet = open_wallet(settings.wallet)  # PylonClient.start connects it (NWC: network) and recovers receipts
     show = err_console.is_terminal and not as_json
     progress = _Progress(show=show, stream=stream and not as_json)
     kwargs: dict[str, Any] = dict(model=model, max_tokens=max_tokens, temperature=temperature, provider=provider,
-                                  timeout=timeout, encrypted=encrypted, on_progress=progress)
+                                  timeout=timeout, encrypted=encrypted, on_progress=progress, bid_msat=bid_msat)
     try:
         async with PylonClient(settings.relays, wallet=wallet, max_msat=settings.max_msat,
                                daily_budget_msat=settings.daily_budget_msat) as client:
@@ -130,6 +135,10 @@ async def _ask(prompt: str, settings: Any, *, system: str | None, model: str | N
             f"{usage.completion_tokens if usage.completion_tokens is not None else '?'} tokens · "
             f"{outcome.paid_msat} msat · {took:.2f}s[/]" if took is not None else "[dim]✓ done[/]",
             highlight=False)
+        if outcome.receipt is not None:
+            r = outcome.receipt
+            err_console.print(f"[dim]receipt {r['id']}: {r['amount_msat']} msat + {r['fee_msat']} fee, "
+                              f"hash {r['payment_hash'][:16]}…, {r['status']}[/]", highlight=False)
 
 
 @handle_errors
@@ -148,6 +157,10 @@ def ask(
     plain: bool = typer.Option(False, "--no-encrypt", help="Send a targeted job unencrypted."),
     wallet: Optional[str] = typer.Option(None, "--wallet", help="Wallet URI to pay with (or PYLON_WALLET)."),
     max_msat: Optional[int] = typer.Option(None, "--max-msat", min=0, help="Most msat to pay for this job."),
+    bid_msat: Optional[int] = typer.Option(None, "--bid-msat", min=0, help="Bid tag sent with the job "
+                                           "(default: --max-msat); a quote above it is refused."),
+    daily_budget_msat: Optional[int] = typer.Option(None, "--daily-budget-msat", min=0,
+                                                    help="Most msat to spend per UTC day (all asks)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Ask the swarm: publish a kind-5050 job and print the answer."""
@@ -155,7 +168,8 @@ def ask(
         setup_logging(True)
     if prompt == "-":
         prompt = sys.stdin.read()
-    settings = load_settings({"relays": relay, "wallet": wallet, "max_msat": max_msat, "timeout_s": timeout})
+    settings = load_settings({"relays": relay, "wallet": wallet, "max_msat": max_msat, "timeout_s": timeout,
+                              "daily_budget_msat": daily_budget_msat})
     run(_ask(prompt, settings, system=system, model=model, max_tokens=max_tokens, temperature=temperature,
              provider=provider, timeout=settings.timeout_s, stream=stream, as_json=as_json,
-             encrypted=False if plain else None))
+             encrypted=False if plain else None, bid_msat=bid_msat))

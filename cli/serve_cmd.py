@@ -1,4 +1,9 @@
-"""`pylon serve`: a kind-5050 provider in front of an OpenAI-compatible backend (vLLM, ...)."""
+"""`pylon serve`: a kind-5050 provider in front of an OpenAI-compatible backend (vLLM, ...).
+
+With `--price-msat` and/or `--price-per-1k-tokens-msat` jobs are paid: each gets an invoice
+from `--wallet URI` (or PYLON_WALLET; required unless --free or the price is 0) and runs once
+it is settled (pylon.provider_payments). `--free` serves everything without payment.
+"""
 
 from __future__ import annotations
 
@@ -30,9 +35,9 @@ async def _serve(settings: Any) -> None:
     if not free:
         if not settings.wallet:
             raise ConfigError("a price needs a wallet to invoice with: pass --wallet URI (or --free)")
-        from wallet import open_wallet
+        from wallet import connect_wallet
 
-        wallet = open_wallet(settings.wallet)
+        wallet = await connect_wallet(settings.wallet)
     backend = OpenAIBackend(settings.backend, api_key=settings.backend_api_key)
     metrics = ProviderMetrics() if settings.metrics_port is not None else None
     provider = Provider(
@@ -56,8 +61,11 @@ async def _serve(settings: Any) -> None:
                 monitor = serve_monitor(provider, host=settings.metrics_host, port=settings.metrics_port)
                 await monitor.start()
                 log.info("metrics and health on %s", monitor.url)
+            price = ("free" if free else f"{settings.price_msat} msat per job + "
+                     f"{settings.price_per_1k_tokens_msat} msat per 1k max_tokens")
             print(f"serving as {keys.npub} on {', '.join(settings.relays)} "
-                  f"(backend {backend.base_url}, models {', '.join(provider.served_models) or '?'})", flush=True)
+                  f"(backend {backend.base_url}, models {', '.join(provider.served_models) or '?'}, {price})",
+                  flush=True)
             try:
                 await stop.wait()
             finally:
