@@ -154,6 +154,7 @@ class _JobState:
     fee_msat: int = 0
     finished: set[str] = field(default_factory=set)  # providers that sent error or result
     payment: JobPayment = field(default_factory=JobPayment)
+    bid_msat: int | None = None  # the bid the caller gave (the tag may be lowered to max_msat)
 
     @property
     def job_id(self) -> str:
@@ -359,6 +360,7 @@ class PylonClient:
             raise RelayError("PylonClient is not started: use `async with PylonClient(...)`")
         started = time.monotonic()
         target = normalize_pubkey(provider) if provider else None
+        explicit_bid = bid_msat
         caps = [v for v in (bid_msat, self.max_msat) if v is not None]
         bid_msat = min(caps) if caps else None  # the bid tag says what we agree to pay
         request = JobRequest.from_prompt(
@@ -378,6 +380,7 @@ class PylonClient:
         while len(self._recent_ids) > 10_000:
             self._recent_ids.popitem(last=False)
         state = _JobState(request, event, target, started, on_progress, on_delta)
+        state.bid_msat = explicit_bid
         queue: asyncio.Queue = asyncio.Queue()
         self._routes[event.id] = queue
         try:
@@ -575,7 +578,7 @@ class PylonClient:
         assert self.payments is not None
         receipt = await self.payments.on_payment_required(
             state.payment, job_id=state.job_id, provider=fb.provider, amount_msat=fb.amount_msat,
-            bolt11=fb.bolt11, bid_msat=state.request.bid_msat)
+            bolt11=fb.bolt11, bid_msat=state.bid_msat)
         if receipt is None:
             return  # a repeat, or another provider's quote after we paid: ignored (recorded in quotes)
         state.paid_msat, state.fee_msat = receipt.amount_msat, receipt.fee_msat
