@@ -324,10 +324,13 @@ def to_lm15_error(exc: BaseException) -> BaseException:
     from pylon.errors import JobError, PaymentError, RelayError
 
     from pylon.client import JobCancelled, JobTimeout, NoProviderAnswered
+    from pylon.client_payments import PaidNoResult
 
     message = str(exc)
     if isinstance(exc, PaymentError):
         return lm15.BillingError(f"payment refused, not retried: {message}", provider="pylon")
+    if isinstance(exc, PaidNoResult):  # a retry would be a new job, paid again: let the caller decide
+        return lm15.BillingError(f"paid without a result, not retried: {message}", provider="pylon")
     if isinstance(exc, JobCancelled):
         return exc
     if isinstance(exc, (NoProviderAnswered, JobTimeout)):

@@ -118,8 +118,6 @@ async def test_identical_in_flight_requests_are_joined(swarm):
     await aclose(lm)
 
 
-@pytest.mark.xfail(strict=True, reason="PylonClient signs identical asks made within one second as the same "
-                   "event id (no nonce tag), so the relay dedupes them: n=3 runs one backend job")
 async def test_n_makes_separate_jobs(swarm):
     lm = make_lm(swarm)
     outs = await in_thread(lm, lambda: lm("say something", n=3))
@@ -151,8 +149,6 @@ async def test_no_provider_times_out_and_is_retried(tmp_path):
         assert hub_of(lm).jobs_started == 2  # the first attempt and one retry
 
 
-@pytest.mark.xfail(strict=True, reason="Provider invoicing (payment-required) is not in this build yet: the "
-                   "priced provider answers `error`, not a quote the client can refuse")
 async def test_refusal_to_pay_is_not_retried(swarm, tmp_path, dev_ledger):
     from dspy.utils.exceptions import LMBillingError
     from pylon.backends.openai import OpenAIBackend
@@ -169,6 +165,36 @@ async def test_refusal_to_pay_is_not_retried(swarm, tmp_path, dev_ledger):
         assert hub_of(lm).jobs_started == 1
     await backend.aclose()
     assert not swarm.double.requests  # nothing ran unpaid
+
+
+async def test_paid_program_receipts_match_the_history(swarm, tmp_path, dev_ledger):
+    """A DSPy program against a priced provider: every LM call is paid once, and the receipts
+    in the client's ledger add up to the msats lm.history reports."""
+    from pylon.backends.openai import OpenAIBackend
+    from pylon.ledger import Ledger
+    from pylon.provider import Provider
+
+    dev_ledger.fund("customer", 100_000)
+    backend = OpenAIBackend(swarm.double.base_url)
+    priced = Provider([swarm.relay_url], backend, keys=Keys.generate(), models=[swarm.model], free=False,
+                      price_msat=1_000, price_per_1k_tokens_msat=500, wallet=dev_ledger.wallet("provider"),
+                      db_path=tmp_path / "priced.sqlite")
+    async with priced.running():
+        lm = pylon_lm(swarm.model, relays=[swarm.relay_url], keys=Keys.generate(), cache=False, timeout=20,
+                      provider=priced.keys.public_key, wallet=dev_ledger.wallet("customer"),
+                      max_msat_per_call=5_000, budget_msat=50_000, max_tokens=100)
+        out = await in_thread(lm, lambda: TwoStep()(question="what does this cost?"))
+    await backend.aclose()
+    assert out.answer.startswith("answer-")
+    price = 1_000 + 50  # 100 max_tokens at 500 msat per 1k
+    assert len(lm.history) == 2 and history_msat(lm) == 2 * price
+    with Ledger() as ledger:
+        receipts = ledger.receipts()
+    assert sorted(r.job_id for r in receipts) == sorted(
+        e["response"].provider_data["pylon"]["job_id"] for e in lm.history)
+    assert all(r.status == "paid" for r in receipts) and sum(r.amount_msat + r.fee_msat for r in receipts) == 2 * price
+    assert await dev_ledger.wallet("customer").balance() == 100_000 - 2 * price
+    assert hub_of(lm).spent_msat == 2 * price
 
 
 async def test_streamify_yields_tokens_from_partial_feedback(swarm):
@@ -207,8 +233,8 @@ async def test_recorder_links_lm_calls_to_their_jobs(swarm):
 
 class RefusingClientDouble:
     """A PylonClient DOUBLE whose every ask meets a refusal to pay (what PylonClient raises
-    when a quote exceeds the bid or budget, or there is no wallet). Stands in until the
-    provider's invoicing lands; the real-provider version is the xfail test above."""
+    when a quote exceeds the bid or budget, or there is no wallet), with no relay at all; the
+    real-provider version is test_refusal_to_pay_is_not_retried above."""
 
     def __init__(self):
         self.asks = 0
