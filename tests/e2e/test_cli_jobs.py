@@ -100,6 +100,10 @@ async def test_demo_runs_a_whole_job(tmp_path):
     assert code == 0, err
     data = json.loads(out)
     assert data["random_weights"] is True and data["usage"]["completion_tokens"] > 0
+    # a paid job: 2000 msat + 1000 msat per 1k of max_tokens (32) = 2032 msat, moved between the accounts
+    assert data["paid_msat"] == 2032 and data["receipt"]["status"] == "paid" and data["receipt"]["preimage"]
+    assert data["balance_change_msat"] == {"customer": -2032, "provider": 2032}
     code, out, err = await _pylon("demo", "Hi", "--max-tokens", "4", home=tmp_path / "d", timeout=240)
     assert code == 0, err
     assert "weights are random" in out and "--backend" in out and "stopped" in out
+    assert "paid: 2004 msat" in out and "receipt:" in out and "customer 100000 → 97996 msat" in out
