@@ -72,6 +72,16 @@ class ProviderInfo(BaseModel):
     def supports_nip44(self) -> bool:
         return "nip44" in self.encryption
 
+    def quote_msat(self, max_tokens: int | None = None) -> int:
+        """What a Pylon provider will ask for a job: price_msat + ceil(max_tokens * per_1k / 1000),
+        max_tokens capped at the announced max_tokens (the cap when None). Wallets that only
+        issue whole-sat invoices round this up to the next 1000 msat (pylon.provider_payments)."""
+        from pylon.provider_payments import quote_msat
+
+        cap = self.max_tokens or 0
+        tokens = min(max_tokens, cap) if (max_tokens and cap) else (max_tokens or cap)
+        return quote_msat(tokens, price_msat=self.price_msat, price_per_1k_tokens_msat=self.price_per_1k_tokens_msat)
+
     def serves(self, model: str | None) -> bool:
         """True when the provider announced `model` (or announced no model list at all)."""
         return model is None or not self.models or model in self.models

@@ -4,6 +4,9 @@ against the real vLLM is in test_paid_vllm.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import pytest
 
 from pylon.ledger import Ledger
@@ -44,6 +47,8 @@ async def test_paid_job_moves_exactly_the_price(relay_url, openai_double, dev_le
     row = job_row(db, outcome.job_id)
     assert row.status == "done" and row.amount_msat == price and row.paid_at is not None
     assert row.payment_hash == receipt.payment_hash and row.invoice == receipt.bolt11
+    request_tags = json.loads(row.request_json)["tags"]
+    assert ["bid", "5000"] in request_tags and any(t[0] == "pylon-nonce" for t in request_tags)
     assert provider.store is None  # stopped
     assert metrics.earned_msat._value.get() == price
     assert openai_double.requests[0]["max_tokens"] == 50
@@ -82,6 +87,26 @@ async def test_announcement_carries_the_prices(relay_url, openai_double, dev_led
         async with RelayPool([relay_url]) as pool:
             (info,) = [i for i in await discover(pool) if i.pubkey == provider.pubkey]
     assert (info.price_msat, info.price_per_1k_tokens_msat, info.max_tokens) == (1_500, 7, 256)
+    assert info.quote_msat(100) == 1_500 + 1 and info.quote_msat(None) == 1_500 + 2  # ceil(0.7), ceil(1.792)
+    assert info.quote_msat(10_000) == info.quote_msat(256)  # capped like the provider caps it
+
+
+async def test_many_paid_jobs_wait_for_payment_at_once(relay_url, openai_double, dev_ledger, tmp_path):
+    """20 paid jobs from 20 customers at once with a backend concurrency of 2: all are invoiced,
+    paid and served; each customer pays once and the provider earns 20 prices."""
+    pw = dev_ledger.wallet("provider")
+    wallets = []
+    for i in range(20):
+        dev_ledger.fund(f"c{i}", 10_000)
+        wallets.append(dev_ledger.wallet(f"c{i}"))
+    async with paid_provider(relay_url, openai_double.base_url, tmp_path / "p.sqlite", pw, price_msat=900,
+                             concurrency=2) as provider:
+        async def one(i):
+            async with paying_customer(relay_url, wallets[i], ledger_path=tmp_path / f"r{i}.sqlite") as client:
+                return await client.ask(f"job {i}", provider=provider.pubkey, timeout=60)
+        outcomes = await asyncio.gather(*(one(i) for i in range(20)))
+    assert all(o.paid_msat == 900 for o in outcomes) and len({o.job_id for o in outcomes}) == 20
+    assert [await w.balance() for w in wallets] == [9_100] * 20 and await pw.balance() == 18_000
 
 
 async def test_client_ledger_keeps_one_receipt_per_job_across_asks(relay_url, openai_double, dev_ledger, tmp_path):
