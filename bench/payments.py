@@ -1,0 +1,117 @@
+"""What paying adds to a job: free vs paid (dev wallet) vs paid (customer on NWC), same run.
+
+Embedded relay, one Provider on the OpenAI server double (fixed 20 ms latency), one
+PylonClient per mode; sequential asks (c=1) and a burst (c=16). Prints medians, the added
+latency (paid - free) and jobs/s ratios, and writes bench/results/payments.json.
+Issue targets: +50 ms median with the dev wallet, +150 ms with NWC.
+
+    .venv/bin/python bench/payments.py [--jobs 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nexus_relay import running_relay  # noqa: E402
+from pylon.backends import OpenAIBackend  # noqa: E402
+from pylon.client import PylonClient  # noqa: E402
+from pylon.ledger import Ledger  # noqa: E402
+from pylon.nostr.keys import Keys  # noqa: E402
+from pylon.provider import Provider  # noqa: E402
+from tests.peers.openai_double import OpenAIDouble  # noqa: E402
+from wallet.dev import DevWallet, fund  # noqa: E402
+from wallet.nwc_service import NwcService  # noqa: E402
+
+
+async def run_mode(client: PylonClient, provider: str, n: int, c: int) -> dict:
+    lat: list[float] = []
+    sem = asyncio.Semaphore(c)
+
+    async def one(i: int) -> None:
+        async with sem:
+            t0 = time.perf_counter()
+            await client.ask(f"bench {i}", provider=provider, max_tokens=16, timeout=60, encrypted=False)
+            lat.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    wall = time.perf_counter() - t0
+    return {"median_ms": round(statistics.median(lat) * 1000, 2), "per_s": round(n / wall, 2)}
+
+
+async def main(args: argparse.Namespace) -> dict:
+    double = OpenAIDouble()
+    double.latency_s = 0.02
+    double.start_in_thread()
+    out: dict = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            ledger = Path(tmp) / "dev.sqlite"
+            fund(ledger, "customer", 10**10)
+            fund(ledger, "nwc-customer", 10**10)
+            async with running_relay(Path(tmp) / "relay.sqlite") as relay:
+                backend = OpenAIBackend(double.base_url)
+                free = Provider([relay.url], backend, keys=Keys.generate(), db_path=Path(tmp) / "free.sqlite")
+                paid = Provider([relay.url], backend, keys=Keys.generate(), db_path=Path(tmp) / "paid.sqlite",
+                                free=False, price_msat=1_000, wallet=DevWallet(ledger, "provider"))
+                service = NwcService(DevWallet(ledger, "nwc-customer"), [relay.url])
+                conn = service.new_connection(budget_msat=None)
+                async with free.running(), paid.running(), service.running():
+                    from wallet import open_wallet
+
+                    modes = {
+                        "free": (PylonClient([relay.url], keys=Keys.generate()), free.pubkey),
+                        "paid_dev": (PylonClient([relay.url], keys=Keys.generate(), wallet=DevWallet(ledger, "customer"),
+                                                 ledger=Ledger(Path(tmp) / "r1.sqlite")), paid.pubkey),
+                        "paid_nwc": (PylonClient([relay.url], keys=Keys.generate(),
+                                                 wallet=open_wallet(service.uri_for(conn)),
+                                                 ledger=Ledger(Path(tmp) / "r2.sqlite")), paid.pubkey),
+                    }
+                    for client, _ in modes.values():
+                        await client.start()
+                    try:
+                        for c in (1, 16):
+                            row: dict = {}
+                            for _round in range(2):  # interleaved rounds; the better of two per mode
+                                for name, (client, pk) in modes.items():
+                                    r = await run_mode(client, pk, args.jobs, c)
+                                    best = row.get(name)
+                                    if best is None or r["median_ms"] < best["median_ms"]:
+                                        row[name] = r
+                            for name in ("paid_dev", "paid_nwc"):
+                                row[name]["added_median_ms"] = round(row[name]["median_ms"] - row["free"]["median_ms"], 2)
+                                row[name]["ratio_per_s"] = round(row[name]["per_s"] / row["free"]["per_s"], 3)
+                            out[f"c{c}"] = row
+                    finally:
+                        for client, _ in modes.values():
+                            await client.close()
+                            if client.wallet is not None:
+                                await client.wallet.aclose()
+                await backend.aclose()
+    finally:
+        double.stop_thread()
+    return out
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=40)
+    result = asyncio.run(main(ap.parse_args()))
+    for c, row in result.items():
+        for name, r in row.items():
+            extra = (f"  +{r['added_median_ms']} ms median, {r['ratio_per_s']}x jobs/s of free"
+                     if "added_median_ms" in r else "")
+            print(f"{c:>4} {name:9} median {r['median_ms']:8.2f} ms  {r['per_s']:7.2f} jobs/s{extra}")
+    path = Path(__file__).parent / "results" / "payments.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
