@@ -90,6 +90,30 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of a process (all its threads) in seconds, from /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; fields 14, 15 -> 11, 12
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each named process ("client" is this process)."""
+    out = {name: cpu_s(pid) for name, pid in pids.items()}
+    out["client"] = cpu_s(os.getpid())
+    return out
+
+
+def cpu_ms_per_job(before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, float]:
+    """CPU ms per job of each process between two snapshots, plus Pylon's total (without the backend)."""
+    per = {name: round((after[name] - before[name]) * 1000 / jobs, 2) for name in before}
+    per["pylon_total"] = round(sum(v for k, v in per.items() if k != "backend"), 2)
+    return per
+
+
 def prompts(n: int) -> list[str]:
     return [f"Question {i}: tell me something about the number {i}." for i in range(n)]
 
@@ -153,8 +177,10 @@ def start_double(latency_ms: float) -> tuple[Proc, str]:
     return double, double.start("http://")
 
 
-async def compare(label: str, tmp: Path, relay: str, backend_url: str, model: str, args: argparse.Namespace) -> dict:
+async def compare(label: str, tmp: Path, relay: str, backend_url: str, model: str, args: argparse.Namespace,
+                  pids: dict[str, int]) -> dict:
     provider = start_provider(tmp, label, relay, backend_url, 32)
+    pids = {**pids, "provider": provider.pid}
     out: dict[str, Any] = {}
     try:
         await direct(backend_url, model, 64, 32, args.max_tokens)  # warm-up (vLLM is slow on first batches)
@@ -163,7 +189,9 @@ async def compare(label: str, tmp: Path, relay: str, backend_url: str, model: st
             # the baseline is measured before and after Pylon and averaged, so a drift of the
             # backend (or of the neighbours on this machine) does not favour either side
             before = await direct(backend_url, model, n, c, args.max_tokens)
+            cpu0 = cpu_snapshot(pids)
             pylon = await through_pylon(relay, n, c, args.max_tokens)
+            cpu = cpu_ms_per_job(cpu0, cpu_snapshot(pids), n)
             after = await direct(backend_url, model, n, c, args.max_tokens)
             base = {"per_s": (before["per_s"] + after["per_s"]) / 2,
                     "median_ms": (before["median_ms"] + after["median_ms"]) / 2}
@@ -172,12 +200,14 @@ async def compare(label: str, tmp: Path, relay: str, backend_url: str, model: st
                 "ratio": round(pylon["per_s"] / base["per_s"], 3),
                 "direct_median_ms": round(base["median_ms"], 2), "pylon_median_ms": round(pylon["median_ms"], 2),
                 "added_latency_median_ms": round(pylon["median_ms"] - base["median_ms"], 2), "jobs": n,
+                "cpu_ms_per_job": cpu,
             }
             out[f"c{c}"] = row
             print(f"[{label}] c={c:<3} direct {row['direct_requests_per_s']:8.1f}/s  pylon "
                   f"{row['pylon_jobs_per_s']:8.1f}/s  ratio {row['ratio']:.3f}  median direct "
                   f"{row['direct_median_ms']:.1f} ms pylon {row['pylon_median_ms']:.1f} ms  added "
                   f"{row['added_latency_median_ms']:.1f} ms", flush=True)
+            print(f"[{label}] c={c:<3} CPU ms/job: " + "  ".join(f"{k} {v:.2f}" for k, v in cpu.items()), flush=True)
     finally:
         provider.stop()
     return out
@@ -227,6 +257,7 @@ async def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--skip-vllm", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-double", action="store_true")
     ap.add_argument("--backend", help="a running OpenAI-compatible server instead of the local vLLM")
     ap.add_argument("--backend-model", help="model name at --backend (default: its first)")
     args = ap.parse_args()
@@ -240,11 +271,13 @@ async def main() -> None:
         tmp = Path(tmpdir)
         relay_proc, relay = start_relay(tmp)
         try:
-            double, url = start_double(20.0)
-            try:
-                results["double_20ms"] = await compare("double 20ms", tmp, relay, url, "double-model", args)
-            finally:
-                double.stop()
+            if not args.skip_double:
+                double, url = start_double(20.0)
+                try:
+                    results["double_20ms"] = await compare("double 20ms", tmp, relay, url, "double-model", args,
+                                                           {"relay": relay_proc.pid, "backend": double.pid})
+                finally:
+                    double.stop()
             if not args.skip_vllm:
                 server = None
                 try:
@@ -257,7 +290,7 @@ async def main() -> None:
 
                         server = await asyncio.to_thread(start_vllm)
                         url, model = server.base_url, server.model
-                    results["vllm"] = await compare("vllm", tmp, relay, url, model, args)
+                    results["vllm"] = await compare("vllm", tmp, relay, url, model, args, {"relay": relay_proc.pid})
                 finally:
                     if server is not None:
                         await asyncio.to_thread(server.stop)
