@@ -34,18 +34,27 @@ from wallet.nwc_service import NwcService  # noqa: E402
 
 async def run_mode(client: PylonClient, provider: str, n: int, c: int) -> dict:
     lat: list[float] = []
+    phases: dict[str, list[float]] = {}
     sem = asyncio.Semaphore(c)
 
     async def one(i: int) -> None:
         async with sem:
             t0 = time.perf_counter()
-            await client.ask(f"bench {i}", provider=provider, max_tokens=16, timeout=60, encrypted=False)
+            out = await client.ask(f"bench {i}", provider=provider, max_tokens=16, timeout=60, encrypted=False)
             lat.append(time.perf_counter() - t0)
+            t = out.timings  # seconds since the ask started, per step the client saw
+            prev = 0.0
+            for step in ("published", "quoted", "paid", "processing", "result"):
+                if step in t:
+                    phases.setdefault(step, []).append(t[step] - prev)
+                    prev = t[step]
 
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
     wall = time.perf_counter() - t0
-    return {"median_ms": round(statistics.median(lat) * 1000, 2), "per_s": round(n / wall, 2)}
+    return {"median_ms": round(statistics.median(lat) * 1000, 2), "per_s": round(n / wall, 2),
+            # median ms spent in each step, from the previous step the client saw (where the time goes)
+            "steps_ms": {k: round(statistics.median(v) * 1000, 1) for k, v in phases.items()}}
 
 
 async def main(args: argparse.Namespace) -> dict:
@@ -79,15 +88,19 @@ async def main(args: argparse.Namespace) -> dict:
                     for client, _ in modes.values():
                         await client.start()
                     try:
-                        for c in (1, 16):
+                        for c in args.conc:
                             row: dict = {}
-                            for _round in range(2):  # interleaved rounds; the better of two per mode
+                            for _round in range(args.rounds):  # interleaved rounds; the best per mode
                                 for name, (client, pk) in modes.items():
+                                    if name not in args.modes:
+                                        continue
                                     r = await run_mode(client, pk, args.jobs, c)
                                     best = row.get(name)
                                     if best is None or r["median_ms"] < best["median_ms"]:
                                         row[name] = r
                             for name in ("paid_dev", "paid_nwc"):
+                                if name not in row or "free" not in row:
+                                    continue
                                 row[name]["added_median_ms"] = round(row[name]["median_ms"] - row["free"]["median_ms"], 2)
                                 row[name]["ratio_per_s"] = round(row[name]["per_s"] / row["free"]["per_s"], 3)
                             out[f"c{c}"] = row
@@ -105,12 +118,17 @@ async def main(args: argparse.Namespace) -> dict:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--conc", type=int, nargs="+", default=[1, 16], help="concurrency levels (default: 1 16)")
+    ap.add_argument("--modes", nargs="+", default=["free", "paid_dev", "paid_nwc"],
+                    help="subset of free paid_dev paid_nwc (profiling)")
     result = asyncio.run(main(ap.parse_args()))
     for c, row in result.items():
         for name, r in row.items():
             extra = (f"  +{r['added_median_ms']} ms median, {r['ratio_per_s']}x jobs/s of free"
                      if "added_median_ms" in r else "")
             print(f"{c:>4} {name:9} median {r['median_ms']:8.2f} ms  {r['per_s']:7.2f} jobs/s{extra}")
+            print(f"{'':14} steps (ms): " + ", ".join(f"{k} {v}" for k, v in r["steps_ms"].items()))
     path = Path(__file__).parent / "results" / "payments.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
