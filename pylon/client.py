@@ -494,6 +494,8 @@ class PylonClient:
             state.mark("processing")
             state.progress("processing", fb.extra, provider=fb.provider)
         elif fb.status == "partial":
+            if state.winner is not None:  # a partial published just before the result can arrive after it
+                return
             delta = state.accept_partial(fb)
             if delta:
                 state.mark("first_partial")
@@ -537,6 +539,7 @@ class PylonClient:
                 else:
                     rest = ""  # streamed text came from a provider that lost the race
                 if rest:
+                    state.streamed += rest
                     state.on_delta(rest)
             state.progress("done", provider=result.provider)
         elif result.provider != state.winner.provider and all(o.provider != result.provider for o in state.others):
