@@ -21,7 +21,8 @@ async def test_late_partial_after_result_is_not_streamed_twice(relay_url):
 
         provider.serve(answer)
         async with PylonClient([relay_url], keys=Keys.generate()) as client:
-            stream = client.stream("hi", provider=provider.pubkey, encrypted=False, timeout=30)
+            # collect_s keeps the client listening after the winner, as when several providers race
+            stream = client.stream("hi", encrypted=False, timeout=30, collect_s=2, collect_max=2)
             pieces = [piece async for piece in stream]
     assert "".join(pieces) == "Hello world" == stream.outcome.text
     assert pieces[0] == "Hello "
