@@ -21,8 +21,10 @@ One paid job, each state committed to the JobStore *before* the step it enables:
            --(payment-required published, wallet polled)--> paid [paid_at] -> processing -> done
                                                          \\-> error "invoice expired"
 
-Waiting polls `wallet.lookup_invoice` with a growing interval (10 ms, x1.5, up to 1 s) until the
-invoice settles or expires; every job waits in its own task, so thousands of unpaid jobs
+Waiting uses `wallet.wait_invoice(payment_hash, timeout)` where the wallet has it (the dev
+wallet: one watcher for all of a provider's invoices, woken by the payment itself), else polls
+`wallet.lookup_invoice` with a growing interval (10 ms, x1.5, up to 1 s) until the invoice
+settles or expires; every job waits in its own task, so thousands of unpaid jobs
 wait at once without holding a backend slot. A wallet error while polling is logged and
 retried (the money may still arrive). After a restart `resume` picks up `awaiting_payment`
 jobs (settled while we were down -> served; expired -> closed with "invoice expired";
@@ -49,6 +51,7 @@ INVOICE_EXPIRY_S = 600
 POLL_FIRST_S = 0.01  # a dev-wallet payment lands ~10-20 ms after the quote; polls thin out fast
 POLL_MAX_S = 1.0
 POLL_GROWTH = 1.5
+WAIT_SLICE_S = 30.0  # a wallet with wait_invoice is re-asked at least this often (logs, cancellation)
 EXPIRED_REASON = "invoice expired"
 
 
@@ -148,11 +151,16 @@ class PaymentCollector:
         store = self.provider.store
         assert store is not None
         delay = self.poll_first_s
+        wait_invoice = getattr(self.wallet, "wait_invoice", None)  # event-driven wallets (dev)
         self.awaiting += 1
         try:
             while True:
+                left = expires_at - time.time()
                 try:
-                    state = await self.wallet.lookup_invoice(payment_hash)
+                    if wait_invoice is not None and left > 0:
+                        state = await wait_invoice(payment_hash, timeout=min(left + 0.05, WAIT_SLICE_S))
+                    else:
+                        state = await self.wallet.lookup_invoice(payment_hash)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -164,6 +172,8 @@ class PaymentCollector:
                         state is None and time.time() > expires_at + 60):
                     self._expired(job, state)
                     return False
+                if wait_invoice is not None and state is not None and left > 0:
+                    continue  # it already waited (up to its slice)
                 left = expires_at - time.time()
                 await asyncio.sleep(min(delay, max(left, 0.0) + 0.05) if left > 0 else delay)
                 delay = min(delay * POLL_GROWTH, self.poll_max_s)
