@@ -3,7 +3,8 @@
 `Budget.reserve` checks the limits and writes the payment intent in ONE SQLite write
 transaction (BEGIN IMMEDIATE), so two concurrent jobs — in the same process or in two
 processes sharing PYLON_HOME — can never both pass the check and overspend together.
-`Budget.pay` is the whole exactly-once payment step the client flow needs:
+`Budget.pay` is the whole exactly-once payment step the client flow needs (its ledger writes
+run on the ledger's writer thread, so the event loop never waits for an fsync):
 
     budget = Budget(Ledger(), per_job_msat=cap, daily_msat=day, session_msat=sess)
     decoded = check_invoice(bolt11, ..., budget_left_msat=budget.left_msat(), ...)
@@ -91,6 +92,16 @@ class Budget:
                                          amount_msat=amount_msat, bolt11=bolt11, session_id=self.session_id,
                                          limits=limits, now=now)
 
+    async def reserve_async(self, amount_msat: int, *, job_id: str, provider: str, payment_hash: str,
+                            bolt11: str, now: float | None = None) -> Receipt:
+        """`reserve` with the intent written on the ledger's writer thread (same checks, one transaction)."""
+        if self.per_job_msat is not None and amount_msat > self.per_job_msat:
+            raise PaymentRefused(ABOVE_MAX, f"{amount_msat} msat is above the per-job cap of {self.per_job_msat} msat")
+        limits = SpendLimits(daily_msat=self.daily_msat, session_msat=self.session_msat, session_id=self.session_id)
+        return await self.ledger.record_intent_async(job_id=job_id, provider=provider, payment_hash=payment_hash,
+                                                     amount_msat=amount_msat, bolt11=bolt11,
+                                                     session_id=self.session_id, limits=limits, now=now)
+
     async def pay(self, wallet: Wallet, invoice: DecodedInvoice, *, job_id: str, provider: str) -> Receipt:
         """Reserve, pay through `wallet`, and close the receipt: the exactly-once payment step.
 
@@ -102,8 +113,8 @@ class Budget:
         `invoice` should come from `pylon.invoice_check.check_invoice`."""
         if invoice.amount_msat is None:
             raise PaymentRefused(NO_AMOUNT, "invoice has no amount")
-        receipt = self.reserve(invoice.amount_msat, job_id=job_id, provider=provider,
-                               payment_hash=invoice.payment_hash, bolt11=invoice.bolt11)
+        receipt = await self.reserve_async(invoice.amount_msat, job_id=job_id, provider=provider,
+                                           payment_hash=invoice.payment_hash, bolt11=invoice.bolt11)
         try:
             payment = await wallet.pay_invoice(invoice.bolt11, max_msat=invoice.amount_msat)
         except AlreadyPaid as exc:
@@ -111,14 +122,15 @@ class Budget:
         except (WalletTimeout, WalletUnreachable) as exc:
             return await self._settle_unknown(wallet, receipt, exc)
         except WalletError as exc:
-            self.ledger.mark_failed(receipt.payment_hash, f"{type(exc).__name__}: {exc}")
+            await self.ledger.mark_failed_async(receipt.payment_hash, f"{type(exc).__name__}: {exc}")
             raise
         except BaseException as exc:  # cancellation or a bug mid-payment: outcome unknown, keep it pending
             log.warning("payment for job %s interrupted (%s); left pending for recovery", job_id[:12], type(exc).__name__)
             raise
         if payment.payment_hash.lower() != invoice.payment_hash.lower() or not payment.preimage_matches():
             log.warning("wallet returned a preimage that does not match hash %s", invoice.payment_hash[:12])
-        return self.ledger.mark_paid(receipt.payment_hash, preimage=payment.preimage, fee_msat=payment.fee_msat)
+        return await self.ledger.mark_paid_async(receipt.payment_hash, preimage=payment.preimage,
+                                                 fee_msat=payment.fee_msat)
 
     async def _settle_unknown(self, wallet: Wallet, receipt: Receipt, exc: WalletError) -> Receipt:
         try:
@@ -128,8 +140,9 @@ class Budget:
         if state == InvoiceState.SETTLED:
             details_fn = getattr(wallet, "payment_details", None)
             details = await details_fn(receipt.payment_hash) if details_fn else None
-            return self.ledger.mark_paid(receipt.payment_hash, preimage=details.preimage if details else None,
-                                         fee_msat=details.fee_msat if details else 0)
+            return await self.ledger.mark_paid_async(receipt.payment_hash,
+                                                     preimage=details.preimage if details else None,
+                                                     fee_msat=details.fee_msat if details else 0)
         if state == InvoiceState.FAILED and not isinstance(exc, (WalletTimeout, WalletUnreachable)):
-            self.ledger.mark_failed(receipt.payment_hash, f"{type(exc).__name__}: {exc}")
+            await self.ledger.mark_failed_async(receipt.payment_hash, f"{type(exc).__name__}: {exc}")
         raise exc
