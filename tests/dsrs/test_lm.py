@@ -103,6 +103,19 @@ async def test_parallel_16_threads_one_connection_no_duplicate_jobs(swarm):
     assert swarm.relay.stats.connections_total - before == 1  # all 16 threads shared one connection
 
 
+async def test_evaluate_runs_every_example_as_a_job(swarm):
+    """dspy.Evaluate (threads) over the swarm: each devset example is one job, one connection."""
+    lm = make_lm(swarm)
+    devset = [dspy.Example(question=f"evaluate question {i}", answer="x").with_inputs("question") for i in range(6)]
+    metric = lambda example, pred, trace=None: pred.answer.startswith("answer-")  # noqa: E731
+    before = swarm.relay.stats.connections_total
+    result = await in_thread(lm, lambda: dspy.Evaluate(devset=devset, metric=metric, num_threads=3,
+                                                       display_progress=False)(dspy.Predict("question -> answer")))
+    assert result.score == 100.0
+    assert hub_of(lm).jobs_started == 6 and len(swarm.double.requests) == 6
+    assert swarm.relay.stats.connections_total - before == 1
+
+
 async def test_identical_in_flight_requests_are_joined(swarm):
     swarm.double.latency_s = 0.3  # keeps the first job in flight while the others arrive
     lm = make_lm(swarm)
