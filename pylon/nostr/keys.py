@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from coincurve import PrivateKey, PublicKeyXOnly
+from coincurve._libsecp256k1 import ffi as _ffi, lib as _lib
 
 from pylon.nostr import bech32
 from pylon.nostr.errors import InvalidKey
@@ -86,7 +87,7 @@ class Keys:
     The secret never appears in repr() or str(); ask for `secret_hex` or `nsec` explicitly.
     """
 
-    __slots__ = ("_sk", "public_key")
+    __slots__ = ("_sk", "public_key", "_keypair")
 
     def __init__(self, secret: bytes):
         if len(secret) != 32:
@@ -97,6 +98,7 @@ class Keys:
             raise InvalidKey(f"secret key out of range: {exc}") from None
         # x-only public key: drop the parity byte of the compressed form
         self.public_key: str = self._sk.public_key.format(compressed=True)[1:].hex()
+        self._keypair = None  # secp256k1_keypair, built on the first sign() (see there)
 
     # -- construction ---------------------------------------------------------------
     @classmethod
@@ -151,7 +153,25 @@ class Keys:
     # -- crypto ------------------------------------------------------------------------
     def sign(self, msg32: bytes) -> str:
         """BIP-340 Schnorr signature (hex) over a 32-byte message (an event id)."""
-        return self._sk.sign_schnorr(msg32, secrets.token_bytes(32)).hex()
+        # coincurve's sign_schnorr rebuilds the keypair (a point multiplication) on every
+        # call; a provider signs several events per job, so the keypair is built once here and
+        # each call only signs and then verifies the signature (as coincurve does: a fault
+        # during signing must never let a bad signature out).
+        if len(msg32) != 32:
+            raise ValueError("message must be 32 bytes")
+        sk = self._sk
+        keypair = self._keypair
+        if keypair is None:
+            keypair = _ffi.new("secp256k1_keypair *")
+            if not _lib.secp256k1_keypair_create(sk.context.ctx, keypair, sk.secret):
+                raise InvalidKey("secret key out of range")
+            self._keypair = keypair
+        sig = _ffi.new("unsigned char[64]")
+        if not _lib.secp256k1_schnorrsig_sign32(sk.context.ctx, sig, msg32, keypair, secrets.token_bytes(32)):
+            raise ValueError("signing failed")
+        if not _lib.secp256k1_schnorrsig_verify(sk.context.ctx, sig, msg32, 32, sk.public_key_xonly.public_key):
+            raise ValueError("signing produced an invalid signature")
+        return _ffi.buffer(sig)[:].hex()
 
     def ecdh_x(self, other_pubkey_hex: str) -> bytes:
         """Unhashed x coordinate of the shared point (what NIP-04 and NIP-44 use)."""
