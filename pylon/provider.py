@@ -581,13 +581,22 @@ class Provider:
 
     # ------------------------------------------------------------------ publishing helpers
     def _feedback_soon(self, req: JobRequest, status: Any, **kwargs: Any) -> None:
-        """Sign and publish feedback without holding up the job (failures are logged)."""
+        """Sign and publish feedback without holding up the job (failures are logged).
+
+        Building and signing happen in the spawned task too, so e.g. the `processing` feedback
+        costs the job nothing before its backend call starts; tasks run in creation order, so
+        feedback events still go out in the order they were asked for."""
+        self._spawn(self._build_and_publish(req, status, kwargs))
+
+    async def _build_and_publish(self, req: JobRequest, status: Any, kwargs: dict[str, Any]) -> None:
+        if self.pool is None:
+            return
         try:
             event = JobFeedback.build(self.keys, req, status, **kwargs)
         except Exception as exc:
             log.warning("could not build %s feedback for %s: %s", status, req.id[:12], exc)
             return
-        self._spawn(self._publish_quietly(event, status))
+        await self._publish_quietly(event, status)
 
     async def _publish_quietly(self, event: Event, what: str) -> None:
         if self.pool is None:
