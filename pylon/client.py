@@ -394,10 +394,15 @@ class PylonClient:
                 limit = deadline if grace_deadline is None else min(deadline, grace_deadline)
                 if now >= limit:
                     break
-                try:
-                    incoming = await asyncio.wait_for(queue.get(), limit - now)
-                except asyncio.TimeoutError:
-                    break
+                if queue.empty():
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for wraps every get in a new task
+                    try:
+                        async with asyncio.timeout(limit - now):
+                            incoming = await queue.get()
+                    except TimeoutError:
+                        break
+                else:
+                    incoming = queue.get_nowait()
                 if isinstance(incoming, Exception):
                     raise incoming
                 await self._handle(state, incoming)
@@ -452,10 +457,14 @@ class PylonClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0 and queue.empty():
                 return
-            try:
-                incoming = await asyncio.wait_for(queue.get(), max(remaining, 0.001))
-            except asyncio.TimeoutError:
-                return
+            if queue.empty():
+                try:
+                    async with asyncio.timeout(max(remaining, 0.001)):
+                        incoming = await queue.get()
+                except TimeoutError:
+                    return
+            else:
+                incoming = queue.get_nowait()
             if isinstance(incoming, Exception):
                 return
             await self._handle(state, incoming)
