@@ -6,6 +6,7 @@ import asyncio
 import functools
 import json
 import logging
+import signal
 import sys
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -60,3 +61,15 @@ def setup_logging(verbose: bool, log_format: str = "text") -> None:
         logging.basicConfig(level=level, handlers=[handler], force=True)
     else:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, so long-running servers stop cleanly (call inside the loop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
+            pass
+    return stop

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from cli.common import fail, handle_errors, setup_logging
+from cli.common import fail, handle_errors, setup_logging, stop_on_signals
 from pylon.home import db_path as home_db_path
 
 log = logging.getLogger("pylon.relay")
@@ -26,13 +25,7 @@ async def _serve(db: Path, host: str, port: int, config, metrics_port: Optional[
     from nexus_relay import running_relay
     from pylon.health import relay_monitor
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
-            pass
+    stop = stop_on_signals()
     async with running_relay(db, config, host=host, port=port) as relay:
         monitor = relay_monitor(relay, host=metrics_host, port=metrics_port) if metrics_port is not None else None
         if monitor is not None:  # /metrics + /health (ops, issue 6)

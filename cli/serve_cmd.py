@@ -7,14 +7,12 @@ it is settled (pylon.provider_payments). `--free` serves everything without paym
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from typing import Any, Optional
 
 import typer
 
-from cli.common import handle_errors, run, setup_logging
+from cli.common import handle_errors, run, setup_logging, stop_on_signals
 from pylon.config import load_settings
 from pylon.errors import ConfigError
 
@@ -45,13 +43,7 @@ async def _serve(settings: Any) -> None:
         max_tokens_cap=settings.max_tokens_cap, price_msat=settings.price_msat,
         price_per_1k_tokens_msat=settings.price_per_1k_tokens_msat, wallet=wallet, free=free, metrics=metrics,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
-            pass
+    stop = stop_on_signals()
     try:
         async with provider.running():
             monitor = None

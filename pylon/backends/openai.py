@@ -20,6 +20,7 @@ a 2xx answer that is not OpenAI-shaped is BackendProtocolError.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -223,13 +224,13 @@ class OpenAIBackend:
         finish: str | None = None
         usage: tuple[int, int] | None = None
         done = False
-        decoder = SSEDecoder()
         try:
             async with self._stream_session().post(self.base_url + "/chat/completions", json=body) as resp:
                 if resp.status >= 400:
                     raise BackendRejected(resp.status, error_message(await resp.read(), resp.reason or ""))
-                async for raw in resp.content.iter_any():
-                    for payload in decoder.feed(raw):
+                payloads = _sse_payloads(resp, SSEDecoder())
+                async with contextlib.aclosing(payloads):
+                    async for payload in payloads:
                         if payload.strip() == b"[DONE]":
                             done = True
                             break
@@ -240,22 +241,8 @@ class OpenAIBackend:
                             finish = chunk_finish
                         if text:
                             yield ChatChunk(text=text)
-                    if done:
-                        break
                 if done:
                     await _drain(resp)
-                else:
-                    for payload in decoder.close():
-                        if payload.strip() == b"[DONE]":
-                            done = True
-                            break
-                        text, chunk_finish, chunk_usage = _parse_stream_event(payload)
-                        if chunk_usage is not None:
-                            usage = chunk_usage
-                        if chunk_finish:
-                            finish = chunk_finish
-                        if text:
-                            yield ChatChunk(text=text)
         except (aiohttp.ClientError, TimeoutError) as exc:  # refused, dropped, sock_read timeout
             raise BackendUnavailable(self._unavailable(exc)) from exc
         if not done and finish is None:
@@ -264,6 +251,15 @@ class OpenAIBackend:
 
 
 _DRAIN_S = 1.0
+
+
+async def _sse_payloads(resp: aiohttp.ClientResponse, decoder: SSEDecoder) -> AsyncIterator[bytes]:
+    """Every SSE `data:` payload of the body, including one left unterminated at its end."""
+    async for raw in resp.content.iter_any():
+        for payload in decoder.feed(raw):
+            yield payload
+    for payload in decoder.close():
+        yield payload
 
 
 async def _drain(resp: aiohttp.ClientResponse) -> None:
