@@ -207,13 +207,17 @@ class Ledger:
             except sqlite3.Error as exc:
                 raise LedgerError(f"receipts ledger read failed: {exc}") from None
 
-    @staticmethod
-    def _receipt(row: tuple) -> Receipt:
-        return Receipt(*row)
-
     def _one(self, db: sqlite3.Connection, where: str, args: tuple) -> Receipt | None:
         row = db.execute(f"SELECT {_COLS} FROM receipts WHERE {where} ORDER BY id DESC LIMIT 1", args).fetchone()
         return Receipt(*row) if row else None
+
+    def _for_hash(self, db: sqlite3.Connection, payment_hash: str) -> Receipt:
+        """The live (pending/paid) receipt for a hash, else its latest failed one; LedgerError if none."""
+        r = self._one(db, "payment_hash = ? AND status != 'failed'", (payment_hash,)) \
+            or self._one(db, "payment_hash = ?", (payment_hash,))
+        if r is None:
+            raise LedgerError(f"no receipt for payment hash {payment_hash[:16]}…")
+        return r
 
     @staticmethod
     def _spent(db: sqlite3.Connection, since: float | None = None, session_id: str | None = None) -> int:
@@ -278,12 +282,8 @@ class Ledger:
         payment_hash = payment_hash.lower()
         try:
             with self._tx() as db:
-                r = self._one(db, "payment_hash = ? AND status != 'failed'", (payment_hash,))
-                if r is None:
-                    # money moved for a receipt we had marked failed: resurrect it rather than lose it
-                    r = self._one(db, "payment_hash = ?", (payment_hash,))
-                    if r is None:
-                        raise LedgerError(f"no receipt for payment hash {payment_hash[:16]}…")
+                # a failed receipt comes back when money moved after all: resurrect it rather than lose it
+                r = self._for_hash(db, payment_hash)
                 if r.status == PAID:
                     return r
                 db.execute("UPDATE receipts SET status='paid', preimage=?, fee_msat=?, paid_at=?, updated_at=?, error=NULL"
@@ -300,11 +300,8 @@ class Ledger:
         payment_hash = payment_hash.lower()
         try:
             with self._tx() as db:
-                r = self._one(db, "payment_hash = ? AND status != 'failed'", (payment_hash,))
-                if r is None:
-                    r = self._one(db, "payment_hash = ?", (payment_hash,))
-                    if r is None:
-                        raise LedgerError(f"no receipt for payment hash {payment_hash[:16]}…")
+                r = self._for_hash(db, payment_hash)
+                if r.status == FAILED:
                     return r
                 if r.status == PAID:
                     raise LedgerError(f"receipt {r.id} is already paid; it cannot be marked failed")
