@@ -24,7 +24,7 @@ from bitstring import BitArray, Bits
 from bolt11 import Bolt11, MilliSatoshi, TagChar, Tags
 
 from wallet.base import CURRENCY_TO_NETWORK, NETWORK_TO_CURRENCY
-from wallet.errors import InvoiceInvalid
+from wallet.errors import AmountAboveMax, InvoiceExpired, InvoiceInvalid
 
 MAX_BOLT11_LEN = 7089  # BOLT11 has no hard limit; this is far above any real invoice
 
@@ -109,6 +109,19 @@ def decode_bolt11(text: str) -> DecodedInvoice:
         expiry_s=int(inv.expiry),
         description=inv.description,
     )
+
+
+def decode_payable(text: str, *, max_msat: int) -> DecodedInvoice:
+    """Decode an invoice a wallet is about to pay and refuse what no wallet here pays:
+    amountless, above `max_msat`, or expired (typed errors, before any money moves)."""
+    decoded = decode_bolt11(text)
+    if decoded.amount_msat is None:
+        raise InvoiceInvalid("amountless invoices are not supported")
+    if decoded.amount_msat > max_msat:
+        raise AmountAboveMax(f"invoice asks {decoded.amount_msat} msat, above the allowed {max_msat} msat")
+    if decoded.is_expired():
+        raise InvoiceExpired("invoice expired; ask the payee for a new one")
+    return decoded
 
 
 def encode_bolt11(*, node_secret_hex: str, network: str, amount_msat: int, payment_hash: str,

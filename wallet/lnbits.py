@@ -21,10 +21,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 
 from wallet.base import NETWORKS, Invoice, InvoiceState, Payment
-from wallet.bolt11_codec import decode_bolt11
+from wallet.bolt11_codec import decode_bolt11, decode_payable
 from wallet.errors import (
     AlreadyPaid,
-    AmountAboveMax,
     InsufficientBalance,
     InvoiceExpired,
     InvoiceInvalid,
@@ -132,13 +131,7 @@ class LNbitsWallet:
                        expires_at=decoded.expires_at)
 
     async def pay_invoice(self, bolt11: str, *, max_msat: int) -> Payment:
-        decoded = decode_bolt11(bolt11)
-        if decoded.amount_msat is None:
-            raise InvoiceInvalid("amountless invoices are not supported")
-        if decoded.amount_msat > max_msat:
-            raise AmountAboveMax(f"invoice asks {decoded.amount_msat} msat, above the allowed {max_msat} msat")
-        if decoded.is_expired():
-            raise InvoiceExpired("invoice expired; ask the payee for a new one")
+        decoded = decode_payable(bolt11, max_msat=max_msat)
         status, body = await self._request("POST", "/api/v1/payments", {"out": True, "bolt11": decoded.bolt11})
         self._raise_common(status, body)
         detail = self._detail(body).lower()

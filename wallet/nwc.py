@@ -31,10 +31,8 @@ from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
 from pylon.relay_pool import RelayPool, Subscription
 from wallet.base import NETWORKS, Invoice, InvoiceState, Payment
-from wallet.bolt11_codec import decode_bolt11
+from wallet.bolt11_codec import decode_bolt11, decode_payable
 from wallet.errors import (
-    AmountAboveMax,
-    InvoiceExpired,
     InvoiceInvalid,
     InvoiceNotFound,
     NotImplementedByWallet,
@@ -223,13 +221,7 @@ class NwcWallet:
 
     # -- Wallet protocol -------------------------------------------------------------------------------
     async def pay_invoice(self, bolt11: str, *, max_msat: int) -> Payment:
-        decoded = decode_bolt11(bolt11)
-        if decoded.amount_msat is None:
-            raise InvoiceInvalid("amountless invoices are not supported")
-        if decoded.amount_msat > max_msat:
-            raise AmountAboveMax(f"invoice asks {decoded.amount_msat} msat, above the allowed {max_msat} msat")
-        if decoded.is_expired():
-            raise InvoiceExpired("invoice expired; ask the payee for a new one")
+        decoded = decode_payable(bolt11, max_msat=max_msat)
         result = await self.request("pay_invoice", {"invoice": decoded.bolt11})
         preimage = str(result.get("preimage") or "")
         payment = Payment(preimage=preimage, fee_msat=_int(result.get("fees_paid")),
