@@ -78,6 +78,13 @@ class Budget:
             raise PaymentRefused(ABOVE_BUDGET, f"{amount_msat} msat is above what is left of the budget ({left} msat)")
 
     # -- binding -------------------------------------------------------------------------------
+    def _intent(self, amount_msat: int, now: float | None, **receipt: str) -> dict:
+        """The per-job cap check plus the `record_intent` arguments that check the other limits."""
+        if self.per_job_msat is not None and amount_msat > self.per_job_msat:
+            raise PaymentRefused(ABOVE_MAX, f"{amount_msat} msat is above the per-job cap of {self.per_job_msat} msat")
+        limits = SpendLimits(daily_msat=self.daily_msat, session_msat=self.session_msat, session_id=self.session_id)
+        return dict(receipt, amount_msat=amount_msat, session_id=self.session_id, limits=limits, now=now)
+
     def reserve(self, amount_msat: int, *, job_id: str, provider: str, payment_hash: str, bolt11: str,
                 now: float | None = None) -> Receipt:
         """Atomically check every limit and record the pending payment intent.
@@ -85,22 +92,14 @@ class Budget:
         Raises PaymentRefused: "above_max", "above_budget", or "already_paid" (the job or the
         hash already has a payment). On success the amount counts as spent until the receipt
         is marked failed."""
-        if self.per_job_msat is not None and amount_msat > self.per_job_msat:
-            raise PaymentRefused(ABOVE_MAX, f"{amount_msat} msat is above the per-job cap of {self.per_job_msat} msat")
-        limits = SpendLimits(daily_msat=self.daily_msat, session_msat=self.session_msat, session_id=self.session_id)
-        return self.ledger.record_intent(job_id=job_id, provider=provider, payment_hash=payment_hash,
-                                         amount_msat=amount_msat, bolt11=bolt11, session_id=self.session_id,
-                                         limits=limits, now=now)
+        return self.ledger.record_intent(**self._intent(amount_msat, now, job_id=job_id, provider=provider,
+                                                        payment_hash=payment_hash, bolt11=bolt11))
 
     async def reserve_async(self, amount_msat: int, *, job_id: str, provider: str, payment_hash: str,
                             bolt11: str, now: float | None = None) -> Receipt:
         """`reserve` with the intent written on the ledger's writer thread (same checks, one transaction)."""
-        if self.per_job_msat is not None and amount_msat > self.per_job_msat:
-            raise PaymentRefused(ABOVE_MAX, f"{amount_msat} msat is above the per-job cap of {self.per_job_msat} msat")
-        limits = SpendLimits(daily_msat=self.daily_msat, session_msat=self.session_msat, session_id=self.session_id)
-        return await self.ledger.record_intent_async(job_id=job_id, provider=provider, payment_hash=payment_hash,
-                                                     amount_msat=amount_msat, bolt11=bolt11,
-                                                     session_id=self.session_id, limits=limits, now=now)
+        return await self.ledger.record_intent_async(**self._intent(amount_msat, now, job_id=job_id, provider=provider,
+                                                                    payment_hash=payment_hash, bolt11=bolt11))
 
     async def pay(self, wallet: Wallet, invoice: DecodedInvoice, *, job_id: str, provider: str) -> Receipt:
         """Reserve, pay through `wallet`, and close the receipt: the exactly-once payment step.
@@ -117,9 +116,7 @@ class Budget:
                                            payment_hash=invoice.payment_hash, bolt11=invoice.bolt11)
         try:
             payment = await wallet.pay_invoice(invoice.bolt11, max_msat=invoice.amount_msat)
-        except AlreadyPaid as exc:
-            return await self._settle_unknown(wallet, receipt, exc)
-        except (WalletTimeout, WalletUnreachable) as exc:
+        except (AlreadyPaid, WalletTimeout, WalletUnreachable) as exc:
             return await self._settle_unknown(wallet, receipt, exc)
         except WalletError as exc:
             await self.ledger.mark_failed_async(receipt.payment_hash, f"{type(exc).__name__}: {exc}")
