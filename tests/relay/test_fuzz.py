@@ -227,7 +227,7 @@ def test_neighbours_unaffected_by_garbage(threaded_relay):
         noisy.send(json.dumps(["REQ", "alive", {"limit": 0}]))
         while json.loads(noisy.recv(timeout=10)) != ["EOSE", "alive"]:
             pass
-    assert threaded_relay.relay.stats.connections >= 0
+        assert threaded_relay.relay.stats.connections >= 3  # all three are still open and counted
 
 
 @settings(max_examples=500, deadline=None)
