@@ -470,7 +470,8 @@ class PylonClient:
             await self._handle(state, incoming)
 
     async def _handle(self, state: _JobState, event: Event) -> None:
-        if event.first_tag("e") is None or event.first_tag("e")[1:2] != [state.job_id]:
+        e_tag = event.first_tag("e")
+        if e_tag is None or e_tag[1:2] != [state.job_id]:
             return
         if self.pubkey not in event.tag_values("p"):
             return

@@ -70,7 +70,6 @@ class Job:
     max_tokens: int
     amount_msat: int = 0
     bolt11: str | None = None
-    payment_hash: str | None = None
     started: float = field(default_factory=time.monotonic)
     cancelled_by_customer: bool = False
     task: asyncio.Task | None = None
@@ -99,7 +98,6 @@ class ProviderStats:
     generations: int = 0  # backend calls started (a re-run after a crash counts again)
     backend_in_flight: int = 0
     max_backend_in_flight: int = 0
-    results_published: int = 0
 
 
 class Provider:
@@ -344,9 +342,7 @@ class Provider:
         if len(self._jobs) >= self.max_pending:
             self._reject(req, f"provider busy ({len(self._jobs)} jobs pending); try again later or another provider")
             return
-        cap = self.max_tokens_cap
-        max_tokens = min(req.max_tokens, cap) if req.max_tokens else cap
-        job = Job(request=req, model=model, max_tokens=max_tokens)
+        job = Job(request=req, model=model, max_tokens=self._capped_max_tokens(req))
         self._log(req.id, req.customer, model, "seen", detail="encrypted" if req.encrypted else "")
         self._start(job, self._process(job, fresh=True))
 
@@ -388,14 +384,17 @@ class Provider:
             self.store.transition(row.request_id, "error", error=f"cannot resume: {exc}")
             return
         model = req.model or row.model or (self.served_models[0] if self.served_models else "")
-        cap = self.max_tokens_cap
-        job = Job(request=req, model=model, max_tokens=min(req.max_tokens, cap) if req.max_tokens else cap,
-                  amount_msat=row.amount_msat or 0)
+        job = Job(request=req, model=model, max_tokens=self._capped_max_tokens(req), amount_msat=row.amount_msat or 0)
         self._log(req.id, req.customer, model, "resumed", detail=f"was {row.status}")
         if row.status == "processing":
             self._start(job, self._republish(job, row.result_json) if row.result_json else self._run(job, rerun=True))
         else:
             self._start(job, self._process(job))
+
+    def _capped_max_tokens(self, req: JobRequest) -> int:
+        """The job's max_tokens capped at `max_tokens_cap` (the cap itself when it names none)."""
+        cap = self.max_tokens_cap
+        return min(req.max_tokens, cap) if req.max_tokens else cap
 
     def _start(self, job: Job, coro: Any) -> None:
         self._jobs[job.id] = job
@@ -563,7 +562,6 @@ class Provider:
         self.store.mark_result_published(job.id, event.id, prompt_tokens=job.prompt_tokens,
                                          completion_tokens=job.completion_tokens, amount_msat=job.amount_msat)
         self.stats.done += 1
-        self.stats.results_published += 1
         if self.metrics is not None:
             tokens = (job.prompt_tokens or 0, job.completion_tokens or 0) if job.prompt_tokens is not None else None
             self.metrics.job_finished("success", tokens=tokens)

@@ -123,7 +123,7 @@ class PaymentCollector:
         if invoice.amount_msat != job.amount_msat:
             self.provider._fail(job, f"wallet issued {invoice.amount_msat} msat instead of {job.amount_msat} msat")
             return False
-        job.bolt11, job.payment_hash = invoice.bolt11, invoice.payment_hash
+        job.bolt11 = invoice.bolt11
         if not store.transition(job.id, "awaiting_payment", invoice=invoice.bolt11, payment_hash=invoice.payment_hash,
                                 invoice_expires_at=int(invoice.expires_at), amount_msat=job.amount_msat):
             return False  # cancelled meanwhile
@@ -202,4 +202,3 @@ class PaymentCollector:
         if row.amount_msat is not None:
             job.amount_msat = int(row.amount_msat)
         job.bolt11 = row.invoice
-        job.payment_hash = row.payment_hash

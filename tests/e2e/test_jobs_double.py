@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from pylon.client import JobCancelled, JobTimeout, NoProviderAnswered, PaymentRefused, ProviderError
+from pylon.client import JobCancelled, NoProviderAnswered, PaymentRefused, ProviderError
 from pylon.jobstore import JobStore
 from pylon.nip90 import JobFeedback, JobRequest
 from pylon.nostr.event import Event

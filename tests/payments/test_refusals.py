@@ -9,7 +9,6 @@ import secrets
 
 import pytest
 
-from pylon.client import ProviderError
 from pylon.invoice_check import PaymentRefused
 from pylon.ledger import Ledger
 from tests.payments.helpers import ScriptedProvider
