@@ -87,7 +87,6 @@ class PaymentCollector:
         self.invoice_expiry_s = int(invoice_expiry_s)
         self.poll_first_s = poll_first_s
         self.poll_max_s = poll_max_s
-        self.awaiting = 0  # jobs waiting for their invoice to be paid right now
 
     # ------------------------------------------------------------------ the step
     async def collect(self, job: "Job") -> bool:
@@ -152,33 +151,29 @@ class PaymentCollector:
         assert store is not None
         delay = self.poll_first_s
         wait_invoice = getattr(self.wallet, "wait_invoice", None)  # event-driven wallets (dev)
-        self.awaiting += 1
-        try:
-            while True:
-                left = expires_at - time.time()
-                try:
-                    if wait_invoice is not None and left > 0:
-                        state = await wait_invoice(payment_hash, timeout=min(left + 0.05, WAIT_SLICE_S))
-                    else:
-                        state = await self.wallet.lookup_invoice(payment_hash)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.warning("job %s: invoice lookup failed (%s); retrying", job.id[:12], type(exc).__name__)
-                    state = None
-                if state == InvoiceState.SETTLED:
-                    return self._settled(job)
-                if state in (InvoiceState.EXPIRED, InvoiceState.FAILED) or (
-                        state is None and time.time() > expires_at + 60):
-                    self._expired(job, state)
-                    return False
-                if wait_invoice is not None and state is not None and left > 0:
-                    continue  # it already waited (up to its slice)
-                left = expires_at - time.time()
-                await asyncio.sleep(min(delay, max(left, 0.0) + 0.05) if left > 0 else delay)
-                delay = min(delay * POLL_GROWTH, self.poll_max_s)
-        finally:
-            self.awaiting -= 1
+        while True:
+            left = expires_at - time.time()
+            try:
+                if wait_invoice is not None and left > 0:
+                    state = await wait_invoice(payment_hash, timeout=min(left + 0.05, WAIT_SLICE_S))
+                else:
+                    state = await self.wallet.lookup_invoice(payment_hash)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("job %s: invoice lookup failed (%s); retrying", job.id[:12], type(exc).__name__)
+                state = None
+            if state == InvoiceState.SETTLED:
+                return self._settled(job)
+            if state in (InvoiceState.EXPIRED, InvoiceState.FAILED) or (
+                    state is None and time.time() > expires_at + 60):
+                self._expired(job, state)
+                return False
+            if wait_invoice is not None and state is not None and left > 0:
+                continue  # it already waited (up to its slice)
+            left = expires_at - time.time()
+            await asyncio.sleep(min(delay, max(left, 0.0) + 0.05) if left > 0 else delay)
+            delay = min(delay * POLL_GROWTH, self.poll_max_s)
 
     def _settled(self, job: "Job") -> bool:
         p = self.provider
