@@ -39,8 +39,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pylon.backends import ChatRequest, OpenAIBackend  # noqa: E402
-from pylon.client import PylonClient  # noqa: E402
+from pylon.provider.backends import ChatRequest, OpenAIBackend  # noqa: E402
+from pylon.customer.client import PylonClient  # noqa: E402
 from pylon.nostr.keys import Keys  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "jobs.json"

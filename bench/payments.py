@@ -22,11 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nexus_relay import running_relay  # noqa: E402
-from pylon.backends import OpenAIBackend  # noqa: E402
-from pylon.client import PylonClient  # noqa: E402
-from pylon.ledger import Ledger  # noqa: E402
+from pylon.provider.backends import OpenAIBackend  # noqa: E402
+from pylon.customer.client import PylonClient  # noqa: E402
+from pylon.customer.ledger import Ledger  # noqa: E402
 from pylon.nostr.keys import Keys  # noqa: E402
-from pylon.provider import Provider  # noqa: E402
+from pylon.provider.provider import Provider  # noqa: E402
 from tests.peers.openai_double import OpenAIDouble  # noqa: E402
 from wallet.dev import DevWallet, fund  # noqa: E402
 from wallet.nwc_service import NwcService  # noqa: E402

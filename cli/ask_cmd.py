@@ -6,7 +6,7 @@ prints one JSON object (answer, job id, provider, usage, msats, quotes, receipt,
 Errors are one red line and a non-zero exit code (cli.common.handle_errors).
 
 Paying: `--wallet URI` (or PYLON_WALLET) pays a provider's `payment-required` invoice after
-checking it (pylon.client_payments); `--max-msat` caps what one job may cost and
+checking it (pylon.customer.payments); `--max-msat` caps what one job may cost and
 `--bid-msat` is the bid tag sent with the request (default: the cap). Every payment leaves a
 receipt in PYLON_HOME's ledger (`pylon receipts`).
 """
@@ -19,7 +19,7 @@ from typing import Any, Optional
 import typer
 
 from cli.common import err_console, handle_errors, print_json, run, setup_logging
-from pylon.config import load_settings
+from pylon.ops.config import load_settings
 
 
 def _short(pubkey: str | None) -> str:
@@ -88,7 +88,7 @@ class _Progress:
 async def _ask(prompt: str, settings: Any, *, system: str | None, model: str | None, max_tokens: int | None,
                temperature: float | None, provider: str | None, timeout: float, stream: bool,
                as_json: bool, encrypted: bool | None, bid_msat: int | None = None) -> None:
-    from pylon.client import PylonClient
+    from pylon.customer.client import PylonClient
 
     messages: str | list[dict] = prompt
     if system:

@@ -54,7 +54,7 @@ def print_json(data: Any) -> None:
 def setup_logging(verbose: bool, log_format: str = "text") -> None:
     level = logging.DEBUG if verbose else logging.INFO
     if log_format == "json":
-        from pylon.logfmt import JsonFormatter  # lazy: only servers use it
+        from pylon.ops.logfmt import JsonFormatter  # lazy: only servers use it
 
         handler = logging.StreamHandler()
         handler.setFormatter(JsonFormatter())

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from cli.common import console, fail, handle_errors, print_json
-from pylon.config import Settings, load_settings
+from pylon.ops.config import Settings, load_settings
 from pylon.home import config_path
 
 app = typer.Typer(help="Show the effective configuration and where it lives.", no_args_is_help=True)

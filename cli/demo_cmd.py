@@ -32,11 +32,11 @@ MAX_MSAT = 10_000             # the customer's per-job cap (and bid)
 
 async def _demo(prompt: str, backend_url: Optional[str], max_tokens: int, as_json: bool, free: bool = False) -> None:
     from nexus_relay import running_relay
-    from pylon.backends import OpenAIBackend
-    from pylon.client import PylonClient
-    from pylon.ledger import Ledger
+    from pylon.provider.backends import OpenAIBackend
+    from pylon.customer.client import PylonClient
+    from pylon.customer.ledger import Ledger
     from pylon.nostr.keys import Keys
-    from pylon.provider import Provider
+    from pylon.provider.provider import Provider
     from wallet.dev import DevWallet, fund
 
     say = (lambda text: None) if as_json else (lambda text: err_console.print(text, highlight=False))

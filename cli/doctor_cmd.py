@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli.common import console, handle_errors, print_json, run
-from pylon.doctor import Level, Report, run_doctor
+from pylon.ops.doctor import Level, Report, run_doctor
 
 _MARK = {
     Level.OK: "[green]✓[/]",

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from cli.common import console, handle_errors, print_json, run
-from pylon.config import load_settings
+from pylon.ops.config import load_settings
 
 
 def _ago(ts: int) -> str:
@@ -21,8 +21,8 @@ def _ago(ts: int) -> str:
 
 
 async def _discover(relays: list[str], model: Optional[str], timeout: float) -> list:
-    from pylon.nip89 import discover
-    from pylon.relay_pool import RelayPool
+    from pylon.jobs.nip89 import discover
+    from pylon.relay.pool import RelayPool
 
     async with RelayPool(relays) as pool:
         await pool.wait_connected()

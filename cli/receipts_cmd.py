@@ -19,7 +19,7 @@ def receipts(json_out: bool = typer.Option(False, "--json", help="Print a JSON o
              limit: int = typer.Option(50, "--limit", min=1, help="Newest receipts to list."),
              failed: bool = typer.Option(False, "--failed", help="Also list failed attempts.")) -> None:
     """List payment receipts (PYLON_HOME/ledger.sqlite) with totals per provider and per UTC day."""
-    from pylon.ledger import Ledger
+    from pylon.customer.ledger import Ledger
 
     with Ledger() as led:
         rows = led.receipts(limit=limit, include_failed=failed)

@@ -23,7 +23,7 @@ log = logging.getLogger("pylon.relay")
 async def _serve(db: Path, host: str, port: int, config, metrics_port: Optional[int] = None,  # noqa: ANN001
                  metrics_host: str = "127.0.0.1") -> None:
     from nexus_relay import running_relay
-    from pylon.health import relay_monitor
+    from pylon.ops.health import relay_monitor
 
     stop = stop_on_signals()
     async with running_relay(db, config, host=host, port=port) as relay:

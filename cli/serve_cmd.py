@@ -2,7 +2,7 @@
 
 With `--price-msat` and/or `--price-per-1k-tokens-msat` jobs are paid: each gets an invoice
 from `--wallet URI` (or PYLON_WALLET; required unless --free or the price is 0) and runs once
-it is settled (pylon.provider_payments). `--free` serves everything without payment.
+it is settled (pylon.provider.payments). `--free` serves everything without payment.
 """
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ from typing import Any, Optional
 import typer
 
 from cli.common import handle_errors, run, setup_logging, stop_on_signals
-from pylon.config import load_settings
+from pylon.ops.config import load_settings
 from pylon.errors import ConfigError
 
 log = logging.getLogger("pylon.serve")
 
 
 async def _serve(settings: Any) -> None:
-    from pylon.backends import OpenAIBackend
+    from pylon.provider.backends import OpenAIBackend
     from pylon.home import identity_path
-    from pylon.metrics import ProviderMetrics
+    from pylon.ops.metrics import ProviderMetrics
     from pylon.nostr.keys import Keys
-    from pylon.provider import Provider
+    from pylon.provider.provider import Provider
 
     keys = Keys.load_or_create(identity_path())
     priced = settings.price_msat > 0 or settings.price_per_1k_tokens_msat > 0
@@ -48,7 +48,7 @@ async def _serve(settings: Any) -> None:
         async with provider.running():
             monitor = None
             if settings.metrics_port is not None:
-                from pylon.health import serve_monitor
+                from pylon.ops.health import serve_monitor
 
                 monitor = serve_monitor(provider, host=settings.metrics_host, port=settings.metrics_port)
                 await monitor.start()

@@ -1,6 +1,6 @@
 """`pylon wallet balance|invoice|pay|fund|serve-nwc`: the wallet, for people.
 
-The wallet comes from `--wallet URI`, else PYLON_WALLET / config.toml (pylon.config). Its URI
+The wallet comes from `--wallet URI`, else PYLON_WALLET / config.toml (pylon.ops.config). Its URI
 is never printed (only `redact_uri`), except the connection URI `serve-nwc` issues, which is
 the point of that command.
 """
@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 import typer
 
 from cli.common import console, err_console, fail, handle_errors, print_json, run
-from pylon.config import load_settings
+from pylon.ops.config import load_settings
 
 app = typer.Typer(help="Lightning wallet: balance, invoices, payments, NWC service.", no_args_is_help=True)
 T = TypeVar("T")

@@ -111,7 +111,7 @@ class SwarmHub:
     def _new_client(self) -> Any:
         if self._factory is not None:
             return self._factory()
-        from pylon.client import PylonClient
+        from pylon.customer.client import PylonClient
 
         return PylonClient(self.relays, keys=self.keys, wallet=self.wallet, max_msat=self.max_msat_per_call)
 
@@ -323,8 +323,8 @@ def to_lm15_error(exc: BaseException) -> BaseException:
     lm15 = _lm15()
     from pylon.errors import JobError, PaymentError, RelayError
 
-    from pylon.client import JobCancelled, JobTimeout, NoProviderAnswered
-    from pylon.client_payments import PaidNoResult
+    from pylon.customer.client import JobCancelled, JobTimeout, NoProviderAnswered
+    from pylon.customer.payments import PaidNoResult
 
     message = str(exc)
     if isinstance(exc, PaymentError):

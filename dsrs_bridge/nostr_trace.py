@@ -307,7 +307,7 @@ def event_by_id_tags(event: Event) -> list[list[str]]:
 async def publish_events(events: Sequence[Event], relays: Sequence[str] | None = None, *,
                          keys: Keys | None = None, pool: Any = None) -> None:
     """Publish in order (parents first), each accepted by at least one relay."""
-    from pylon.relay_pool import RelayPool
+    from pylon.relay.pool import RelayPool
 
     if pool is not None:
         for event in events:
@@ -334,7 +334,7 @@ async def fetch_trace(root_event_id: str, relays: Sequence[str] | None = None, *
     """Fetch a trace by its root event id and rebuild the Graph; `keys` decrypts content
     that was encrypted to them. Only events signed by the root's author count."""
     from pylon.nostr.filters import Filter
-    from pylon.relay_pool import RelayPool
+    from pylon.relay.pool import RelayPool
 
     if len(root_event_id) != 64 or any(c not in "0123456789abcdef" for c in root_event_id):
         raise TraceFormatError("a trace is named by its root event id: 64 lowercase hex characters")

@@ -17,6 +17,12 @@ class ConfigError(PylonError):
     exit_code = 2
 
 
+class NostrError(PylonError):
+    """A key, event, message or ciphertext does not follow the Nostr protocol."""
+
+    exit_code = 2
+
+
 class RelayError(PylonError):
     """Relays could not be reached or refused what we sent."""
 

@@ -99,7 +99,7 @@ class Wallet(Protocol):
 class SupportsPaymentDetails(Protocol):
     """Optional extension: wallets that can return the full proof of a past payment.
 
-    `pylon.ledger.Ledger.recover` uses it (when present) to store the preimage and fee of a
+    `pylon.customer.ledger.Ledger.recover` uses it (when present) to store the preimage and fee of a
     payment that settled while the process was down."""
 
     async def payment_details(self, payment_hash: str) -> Payment | None: ...

@@ -29,7 +29,7 @@ from pylon.nostr.errors import DecryptionError, InvalidKey
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
-from pylon.relay_pool import RelayPool, Subscription
+from pylon.relay.pool import RelayPool, Subscription
 from wallet.base import NETWORKS, Invoice, InvoiceState, Payment
 from wallet.bolt11_codec import decode_bolt11, decode_payable
 from wallet.errors import (

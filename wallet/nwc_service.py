@@ -34,7 +34,7 @@ from pylon.nostr.errors import DecryptionError, InvalidKey
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
-from pylon.relay_pool import RelayPool
+from pylon.relay.pool import RelayPool
 from wallet.base import InvoiceState, Wallet
 from wallet.bolt11_codec import decode_bolt11
 from wallet.errors import InvoiceInvalid, InvoiceNotFound, NotImplementedByWallet, QuotaExceeded, WalletError

@@ -1,8 +1,11 @@
-"""Typed errors for the Nostr core; every one says what was wrong."""
+"""Typed errors for the Nostr core; every one says what was wrong.
 
+They derive from `pylon.errors.NostrError`, so the CLI reports them like any PylonError.
+"""
 
-class NostrError(Exception):
-    """Base class for all protocol-level errors raised by pylon.nostr."""
+from pylon.errors import NostrError
+
+__all__ = ["NostrError", "InvalidKey", "InvalidEvent", "InvalidMessage", "DecryptionError"]
 
 
 class InvalidKey(NostrError):

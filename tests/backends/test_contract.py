@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from pylon.backends import BackendRejected, ChatChunk, ChatRequest, OpenAIBackend
+from pylon.provider.backends import BackendRejected, ChatChunk, ChatRequest, OpenAIBackend
 
 
 def _req(peer, content: str = "Say hello to the relay.", **kw) -> ChatRequest:

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from pylon.backends import (
+from pylon.provider.backends import (
     BackendError,
     BackendRejected,
     BackendUnavailable,

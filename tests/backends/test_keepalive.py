@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from pylon.backends import ChatRequest, OpenAIBackend
+from pylon.provider.backends import ChatRequest, OpenAIBackend
 
 _TCP = Path("/proc/net/tcp")
 

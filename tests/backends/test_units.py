@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pylon.backends import ChatRequest, normalize_base_url
-from pylon.backends.openai import error_message
-from pylon.backends.sse import iter_sse_data
+from pylon.provider.backends import ChatRequest, normalize_base_url
+from pylon.provider.backends.openai import error_message
+from pylon.provider.backends.sse import iter_sse_data
 from pylon.errors import ConfigError
 
 

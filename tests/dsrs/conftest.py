@@ -48,9 +48,9 @@ async def swarm(openai_double, tmp_path):
     so this loop keeps serving the relay and the provider."""
     from chat_double import chat_adapter_reply
     from nexus_relay import running_relay
-    from pylon.backends.openai import OpenAIBackend
+    from pylon.provider.backends.openai import OpenAIBackend
     from pylon.nostr.keys import Keys
-    from pylon.provider import Provider
+    from pylon.provider.provider import Provider
 
     openai_double.reply = lambda body: (
         chat_adapter_reply(body.get("messages", [])) if not body.get("response_format")

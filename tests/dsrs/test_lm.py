@@ -164,8 +164,8 @@ async def test_no_provider_times_out_and_is_retried(tmp_path):
 
 async def test_refusal_to_pay_is_not_retried(swarm, tmp_path, dev_ledger):
     from dspy.utils.exceptions import LMBillingError
-    from pylon.backends.openai import OpenAIBackend
-    from pylon.provider import Provider
+    from pylon.provider.backends.openai import OpenAIBackend
+    from pylon.provider.provider import Provider
 
     backend = OpenAIBackend(swarm.double.base_url)
     priced = Provider([swarm.relay_url], backend, keys=Keys.generate(), models=["priced-model"], free=False,
@@ -183,9 +183,9 @@ async def test_refusal_to_pay_is_not_retried(swarm, tmp_path, dev_ledger):
 async def test_paid_program_receipts_match_the_history(swarm, tmp_path, dev_ledger):
     """A DSPy program against a priced provider: every LM call is paid once, and the receipts
     in the client's ledger add up to the msats lm.history reports."""
-    from pylon.backends.openai import OpenAIBackend
-    from pylon.ledger import Ledger
-    from pylon.provider import Provider
+    from pylon.provider.backends.openai import OpenAIBackend
+    from pylon.customer.ledger import Ledger
+    from pylon.provider.provider import Provider
 
     dev_ledger.fund("customer", 100_000)
     backend = OpenAIBackend(swarm.double.base_url)
@@ -259,7 +259,7 @@ class RefusingClientDouble:
         pass
 
     async def ask(self, messages, **params):
-        from pylon.client import PaymentRefused
+        from pylon.customer.client import PaymentRefused
 
         self.asks += 1
         raise PaymentRefused(f"quote of 5000 msat exceeds the bid of {params.get('bid_msat')} msat")

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.vllm
 
 async def test_json_adapter_program_against_vllm(vllm_server, tmp_path):
     from nexus_relay import running_relay
-    from pylon.backends.openai import OpenAIBackend
-    from pylon.provider import Provider
+    from pylon.provider.backends.openai import OpenAIBackend
+    from pylon.provider.provider import Provider
 
     backend = OpenAIBackend(vllm_server.base_url)
     async with running_relay(tmp_path / "relay.sqlite") as relay:

@@ -7,13 +7,13 @@ import contextlib
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from pylon.backends import OpenAIBackend
-from pylon.client import PylonClient
+from pylon.provider.backends import OpenAIBackend
+from pylon.customer.client import PylonClient
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
-from pylon.provider import Provider
-from pylon.relay_pool import RelayPool
+from pylon.provider.provider import Provider
+from pylon.relay.pool import RelayPool
 
 
 @contextlib.asynccontextmanager

@@ -12,12 +12,12 @@ import json
 
 import pytest
 
-from pylon.client import JobCancelled, NoProviderAnswered, PaymentRefused, ProviderError
-from pylon.jobstore import JobStore
-from pylon.nip90 import JobFeedback, JobRequest
+from pylon.customer.client import JobCancelled, NoProviderAnswered, PaymentRefused, ProviderError
+from pylon.provider.jobstore import JobStore
+from pylon.jobs.nip90 import JobFeedback, JobRequest
 from pylon.nostr.event import Event
 from pylon.nostr.keys import Keys
-from pylon.relay_pool import RelayPool
+from pylon.relay.pool import RelayPool
 from tests.e2e.helpers import customer, serving, stored, wait_for, wait_stored
 from tests.peers.openai_double import count_tokens
 
@@ -308,7 +308,7 @@ async def test_the_same_prompt_twice_in_one_second_gets_two_answers(relay_url, o
 async def test_a_fresh_provider_does_not_redo_older_requests(relay_url, openai_double, tmp_path):
     import time
 
-    from pylon.nip90 import JobRequest
+    from pylon.jobs.nip90 import JobRequest
 
     old_customer = Keys.generate()
     async with RelayPool([relay_url], keys=old_customer) as pool:

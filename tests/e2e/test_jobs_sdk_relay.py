@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from pylon.client import ProviderError
-from pylon.jobstore import JobStore
+from pylon.customer.client import ProviderError
+from pylon.provider.jobstore import JobStore
 from pylon.nostr.keys import Keys
 from tests.e2e.helpers import customer, serving, stored, wait_for
 

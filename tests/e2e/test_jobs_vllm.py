@@ -12,11 +12,11 @@ import signal
 
 import pytest
 
-from pylon.client import ProviderError
-from pylon.jobstore import JobStore
+from pylon.customer.client import ProviderError
+from pylon.provider.jobstore import JobStore
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
-from pylon.relay_pool import RelayPool
+from pylon.relay.pool import RelayPool
 from tests.e2e.helpers import customer, serving, stored, wait_for, wait_stored
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(300)]

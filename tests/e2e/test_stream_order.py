@@ -7,7 +7,7 @@ the relay after the result. The stream must not repeat text it already emitted.
 
 from __future__ import annotations
 
-from pylon.client import PylonClient
+from pylon.customer.client import PylonClient
 from pylon.nostr import Keys
 from tests.payments.helpers import ScriptedProvider
 

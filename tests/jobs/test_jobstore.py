@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from pylon.jobstore import MAX_ATTEMPTS, JobStore
+from pylon.provider.jobstore import MAX_ATTEMPTS, JobStore
 
 
 @pytest.fixture

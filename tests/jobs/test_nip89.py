@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pylon.nip89 import (
+from pylon.jobs.nip89 import (
     KIND_HANDLER, AnnouncementParseError, build_announcement, discovery_filter, newest_per_pubkey,
     parse_announcement,
 )

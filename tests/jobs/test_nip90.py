@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pylon.nip90 import (
+from pylon.jobs.nip90 import (
     KIND_FEEDBACK, KIND_REQUEST, KIND_RESULT, JobFeedback, JobParseError, JobRequest, JobResult,
     build_cancellation, normalize_messages, parse_cancellation, parse_float, parse_int, transcript,
 )

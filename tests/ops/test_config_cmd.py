@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from pylon.config import Settings
+from pylon.ops.config import Settings
 
 WALLET_SECRET = "5e3f0a9c1d7b2e4f6a8c0e2d4b6f8a1c3e5d7b9f0a2c4e6d8b1f3a5c7e9d0b2f"
 WALLET_URI = (f"nostr+walletconnect://b889ff5b1513b641e2a139f661a661364979c5beee91842f8f0ef42ab558e9d4"

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from pylon.config import Settings, load_settings
+from pylon.ops.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -36,7 +36,7 @@ COMPOSE = DOCKER / "compose.yaml"
 DOCKERFILE = DOCKER / "Dockerfile"
 PROFILES = {"relay", "nexus", "wallet", "provider"}
 SETTINGS_VARS = {"PYLON_" + name.upper() for name in Settings.model_fields}
-CODE_VARS = SETTINGS_VARS | {"PYLON_HOME"}          # read by pylon.config / pylon.home
+CODE_VARS = SETTINGS_VARS | {"PYLON_HOME"}          # read by pylon.ops.config / pylon.home
 COMPOSE_ONLY_VARS = {"PYLON_IMAGE"}                   # read by compose itself (documented)
 BIN = Path(sys.executable).parent
 

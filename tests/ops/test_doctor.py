@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from pylon.config import Settings
-from pylon.doctor import Level, check_backend, check_relay, check_wallet, run_doctor
+from pylon.ops.config import Settings
+from pylon.ops.doctor import Level, check_backend, check_relay, check_wallet, run_doctor
 
 SECRET = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 

@@ -1,4 +1,4 @@
-"""pylon.metrics and pylon.health: registries, the relay stats collector, the HTTP server.
+"""pylon.ops.metrics and pylon.ops.health: registries, the relay stats collector, the HTTP server.
 
 Everything is scraped over real HTTP from a real server on a free 127.0.0.1 port and parsed
 with prometheus_client's own parser, so the text format is checked, not just our strings.
@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pylon.health import (
+from pylon.ops.health import (
     CheckResult,
     Health,
     MetricsServer,
@@ -22,7 +22,7 @@ from pylon.health import (
     relays_check,
     wallet_check,
 )
-from pylon.metrics import ProviderMetrics, RelayMetrics, RelayStatsCollector
+from pylon.ops.metrics import ProviderMetrics, RelayMetrics, RelayStatsCollector
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -174,7 +174,7 @@ async def test_server_survives_garbage_and_a_slow_check():
 
 
 async def test_backend_relays_wallet_checks_against_real_parts(openai_double, dev_ledger, unused_tcp_port):
-    from pylon.backends import OpenAIBackend
+    from pylon.provider.backends import OpenAIBackend
 
     dev_ledger.fund("provider", 5_000)
     wallet = dev_ledger.wallet("provider")
@@ -193,7 +193,7 @@ async def test_backend_relays_wallet_checks_against_real_parts(openai_double, de
 
 
 async def test_provider_monitor_health_reflects_a_dead_backend(openai_double, unused_tcp_port):
-    from pylon.backends import OpenAIBackend
+    from pylon.provider.backends import OpenAIBackend
 
     m = ProviderMetrics()
     status = {"ws://relay": "connected"}

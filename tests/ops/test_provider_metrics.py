@@ -11,9 +11,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pylon.client import ProviderError
-from pylon.health import serve_monitor
-from pylon.metrics import ProviderMetrics
+from pylon.customer.client import ProviderError
+from pylon.ops.health import serve_monitor
+from pylon.ops.metrics import ProviderMetrics
 from tests.e2e.helpers import customer, serving
 
 pytestmark = pytest.mark.timeout(120)

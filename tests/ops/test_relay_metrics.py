@@ -17,7 +17,7 @@ import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
-from pylon.health import relay_monitor
+from pylon.ops.health import relay_monitor
 from pylon.nostr import Event, Keys
 
 pytestmark = pytest.mark.embedded_relay

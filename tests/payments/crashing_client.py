@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from pylon.client import PylonClient
+from pylon.customer.client import PylonClient
 from wallet.dev import DevWallet
 
 

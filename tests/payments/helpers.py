@@ -8,13 +8,13 @@ import contextlib
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from pylon.client import PylonClient
-from pylon.jobstore import JobStore
-from pylon.ledger import Ledger
-from pylon.nip90 import JobFeedback, JobRequest
+from pylon.customer.client import PylonClient
+from pylon.provider.jobstore import JobStore
+from pylon.customer.ledger import Ledger
+from pylon.jobs.nip90 import JobFeedback, JobRequest
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
-from pylon.relay_pool import RelayPool
+from pylon.relay.pool import RelayPool
 from tests.e2e.helpers import serving, wait_for
 
 __all__ = ["paid_provider", "paying_customer", "ScriptedProvider", "wait_for", "job_row"]
@@ -94,7 +94,7 @@ class ScriptedProvider:
         await self.pool.publish(JobFeedback.build(self.keys, req, status, **kwargs))
 
     async def result(self, req: JobRequest, text: str, **kwargs: Any) -> None:
-        from pylon.nip90 import JobResult
+        from pylon.jobs.nip90 import JobResult
 
         assert self.pool is not None
         await self.pool.publish(JobResult.build(self.keys, req, text, **kwargs))

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from pylon.client_payments import ClientPayments, JobPayment
-from pylon.invoice_check import PaymentRefused
-from pylon.jobstore import JobStore
-from pylon.ledger import Ledger
-from pylon.nip90 import JobFeedback, JobRequest
+from pylon.customer.payments import ClientPayments, JobPayment
+from pylon.customer.invoice_check import PaymentRefused
+from pylon.provider.jobstore import JobStore
+from pylon.customer.ledger import Ledger
+from pylon.jobs.nip90 import JobFeedback, JobRequest
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
-from pylon.relay_pool import RelayPool
+from pylon.relay.pool import RelayPool
 from tests.e2e.helpers import wait_for
 from tests.payments.helpers import paid_provider, paying_customer
 

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from pylon.client_payments import PaidNoResult
-from pylon.invoice_check import PaymentRefused
-from pylon.ledger import Ledger
+from pylon.customer.payments import PaidNoResult
+from pylon.customer.invoice_check import PaymentRefused
+from pylon.customer.ledger import Ledger
 from pylon.nostr.keys import Keys
 from tests.payments.helpers import ScriptedProvider, job_row, paid_provider, paying_customer
 
@@ -67,7 +67,7 @@ async def test_repeated_payment_required_is_paid_once(relay_url, dev_ledger):
 
 async def test_resubmitted_job_is_not_paid_twice(relay_url, dev_ledger):
     """The same job id (a republished request) quoted again in a new session: already paid."""
-    from pylon.client_payments import ClientPayments, JobPayment
+    from pylon.customer.payments import ClientPayments, JobPayment
 
     dev_ledger.fund("customer", 50_000)
     cw, pw = dev_ledger.wallet("customer"), dev_ledger.wallet("shop")

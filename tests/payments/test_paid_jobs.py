@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from pylon.ledger import Ledger
-from pylon.metrics import ProviderMetrics
+from pylon.customer.ledger import Ledger
+from pylon.ops.metrics import ProviderMetrics
 from pylon.nostr.keys import Keys
 from tests.payments.helpers import job_row, paid_provider, paying_customer
 
@@ -66,7 +66,7 @@ async def test_free_provider_still_serves_a_client_with_a_wallet(relay_url, open
 
 
 async def test_bid_below_the_price_gets_an_error_that_says_the_price(relay_url, openai_double, dev_ledger, tmp_path):
-    from pylon.client import ProviderError
+    from pylon.customer.client import ProviderError
 
     dev_ledger.fund("customer", 100_000)
     cw, pw = dev_ledger.wallet("customer"), dev_ledger.wallet("provider")
@@ -78,8 +78,8 @@ async def test_bid_below_the_price_gets_an_error_that_says_the_price(relay_url, 
 
 
 async def test_announcement_carries_the_prices(relay_url, openai_double, dev_ledger, tmp_path):
-    from pylon.nip89 import discover
-    from pylon.relay_pool import RelayPool
+    from pylon.jobs.nip89 import discover
+    from pylon.relay.pool import RelayPool
 
     pw = dev_ledger.wallet("provider")
     async with paid_provider(relay_url, openai_double.base_url, tmp_path / "p.sqlite", pw, price_msat=1_500,

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from pylon.jobstore import JobStore
+from pylon.provider.jobstore import JobStore
 from pylon.nostr.keys import Keys
 from tests.e2e.helpers import stored, wait_for
 from tests.e2e.test_cli_jobs import PYLON, _env

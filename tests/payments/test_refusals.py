@@ -9,8 +9,8 @@ import secrets
 
 import pytest
 
-from pylon.invoice_check import PaymentRefused
-from pylon.ledger import Ledger
+from pylon.customer.invoice_check import PaymentRefused
+from pylon.customer.ledger import Ledger
 from tests.payments.helpers import ScriptedProvider
 
 pytestmark = pytest.mark.timeout(60)
@@ -137,7 +137,7 @@ async def test_untargeted_refusal_reports_the_reason_after_the_grace(relay_url, 
 
 
 async def test_no_wallet_refuses_a_real_priced_provider(relay_url, openai_double, dev_ledger, tmp_path):
-    from pylon.client import PaymentRefused as NoWallet
+    from pylon.customer.client import PaymentRefused as NoWallet
     from tests.e2e.helpers import customer
     from tests.payments.helpers import paid_provider
 
@@ -152,7 +152,7 @@ async def test_no_wallet_refuses_a_real_priced_provider(relay_url, openai_double
 async def test_a_result_for_someone_elses_job_is_ignored(relay_url, dev_ledger):
     """The liar answers our job with a result tagged for another job: the ask times out, unpaid."""
     from pylon.errors import JobError
-    from pylon.nip90 import JobRequest
+    from pylon.jobs.nip90 import JobRequest
     from tests.payments.helpers import paying_customer
 
     dev_ledger.fund("customer", FUNDS)

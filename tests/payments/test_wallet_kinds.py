@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pylon.ledger import Ledger
+from pylon.customer.ledger import Ledger
 from tests.payments.helpers import paid_provider, paying_customer
 
 pytestmark = pytest.mark.timeout(180)

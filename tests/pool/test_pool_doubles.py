@@ -10,7 +10,7 @@ import pytest
 from pylon.errors import RelayError
 from pylon.nostr import Event, Filter, Keys
 from pylon.nostr.keys import verify_schnorr
-from pylon.relay_pool import RelayPool, SubscriptionClosed, fetch_nip11
+from pylon.relay.pool import RelayPool, SubscriptionClosed, fetch_nip11
 from tests.pool.relay_doubles import ScriptedRelayDouble, forged_copy, tampered_copy
 
 
@@ -156,7 +156,7 @@ async def test_auth_required_closed_triggers_auth_and_resubscribe():
 async def test_auth_required_without_keys_is_reported():
     async with ScriptedRelayDouble(_auth_double({})) as double:
         async with RelayPool([double.url]) as pool:
-            from pylon.relay_pool import PublishError
+            from pylon.relay.pool import PublishError
 
             with pytest.raises(PublishError) as info:
                 await pool.publish(Event.build(Keys.generate(), 1, "x"), timeout=5)

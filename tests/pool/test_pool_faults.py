@@ -9,7 +9,7 @@ import pytest
 
 from pylon.errors import RelayError
 from pylon.nostr import Event, Filter, Keys
-from pylon.relay_pool import PublishError, RelayPool, _Relay
+from pylon.relay.pool import PublishError, RelayPool, _Relay
 from tests.pool.relay_doubles import ScriptedRelayDouble, TcpOutageDouble, free_port, wait_for
 
 

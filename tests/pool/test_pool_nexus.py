@@ -7,7 +7,7 @@ import pytest
 
 from nexus_relay import RelayConfig, running_relay
 from pylon.nostr import Event, Filter, Keys
-from pylon.relay_pool import PublishError, RelayPool, SubscriptionClosed, fetch_nip11
+from pylon.relay.pool import PublishError, RelayPool, SubscriptionClosed, fetch_nip11
 from tests.pool.relay_doubles import free_port, wait_for
 
 pytestmark = pytest.mark.embedded_relay

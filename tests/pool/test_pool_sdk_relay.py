@@ -9,7 +9,7 @@ import pytest
 
 from pylon.errors import RelayError
 from pylon.nostr import Event, Filter, Keys
-from pylon.relay_pool import PublishError, RelayPool, SubscriptionClosed
+from pylon.relay.pool import PublishError, RelayPool, SubscriptionClosed
 
 
 async def test_publish_ok_then_duplicate_prefix(sdk_relay_url):

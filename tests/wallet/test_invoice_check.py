@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pylon.invoice_check import REASONS, PaymentRefused, check_invoice
+from pylon.customer.invoice_check import REASONS, PaymentRefused, check_invoice
 from wallet.bolt11_codec import encode_bolt11
 
 NODE = os.urandom(32).hex()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pylon.budget import Budget
-from pylon.invoice_check import PaymentRefused, check_invoice
-from pylon.ledger import Ledger
+from pylon.customer.budget import Budget
+from pylon.customer.invoice_check import PaymentRefused, check_invoice
+from pylon.customer.ledger import Ledger
 from wallet import InsufficientBalance, InvoiceState
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,8 +52,8 @@ def test_exactly_one_payment_per_job_and_per_hash(tmp_path):
 
 _CRASHER = r"""
 import asyncio, os, signal, sys
-from pylon.ledger import Ledger
-from pylon.invoice_check import check_invoice
+from pylon.customer.ledger import Ledger
+from pylon.customer.invoice_check import check_invoice
 from wallet.dev import DevWallet
 async def main(ledger_path, dev_path, bolt):
     led = Ledger(ledger_path)
@@ -151,9 +151,9 @@ def test_budget_reserve_under_concurrency_threads(tmp_path):
 
 _RESERVER = r"""
 import sys
-from pylon.budget import Budget
-from pylon.ledger import Ledger
-from pylon.invoice_check import PaymentRefused
+from pylon.customer.budget import Budget
+from pylon.customer.ledger import Ledger
+from pylon.customer.invoice_check import PaymentRefused
 b = Budget(Ledger(sys.argv[1]), daily_msat=2_000)
 ok = 0
 for i in range(20):

@@ -9,7 +9,7 @@ import pytest
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
-from pylon.relay_pool import RelayPool
+from pylon.relay.pool import RelayPool
 from wallet import (
     InsufficientBalance,
     InvoiceNotFound,

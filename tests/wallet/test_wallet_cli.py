@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from pylon.ledger import Ledger
+from pylon.customer.ledger import Ledger
 from wallet import InvoiceState, open_wallet
 
 REPO = Path(__file__).resolve().parents[2]

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from pylon.errors import PaymentError
 from pylon.home import db_path
-from pylon.invoice_check import ABOVE_BUDGET, ALREADY_PAID, PaymentRefused
+from pylon.customer.invoice_check import ABOVE_BUDGET, ALREADY_PAID, PaymentRefused
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +376,7 @@ class Ledger:
         SETTLED -> paid (with preimage and fee when the wallet offers `payment_details`);
         FAILED -> failed; PENDING or a wallet error -> left pending for a later call.
         Returns the receipts it changed."""
-        from wallet.base import InvoiceState  # local: keep pylon.ledger importable without wallet side effects
+        from wallet.base import InvoiceState  # local: keep pylon.customer.ledger importable without wallet side effects
 
         changed: list[Receipt] = []
         for r in self.pending():

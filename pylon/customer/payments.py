@@ -1,7 +1,7 @@
 """The customer's payment step: check a provider's invoice, pay it exactly once, keep the receipt.
 
 `ClientPayments` is what `PylonClient` calls on `payment-required` feedback. The rules, each
-a refusal with a reason code and nothing paid (see pylon.invoice_check):
+a refusal with a reason code and nothing paid (see pylon.customer.invoice_check):
 
 * the bolt11 decodes, is signed, has an amount equal to the feedback's `amount` tag, is
   <= the job's bid, <= the per-job cap (`max_msat`), <= what is left of the daily and
@@ -32,12 +32,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from pylon.budget import Budget
+from pylon.customer.budget import Budget
 from pylon.errors import JobError
-from pylon.invoice_check import PaymentRefused, check_invoice
-from pylon.ledger import Ledger, Receipt
+from pylon.customer.invoice_check import PaymentRefused, check_invoice
+from pylon.customer.ledger import Ledger, Receipt
 
-log = logging.getLogger("pylon.client.payments")
+log = logging.getLogger("pylon.customer.payments")
 
 __all__ = ["ClientPayments", "PaidNoResult", "PaymentRefused", "Quote", "JobPayment"]
 

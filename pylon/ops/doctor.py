@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pylon.config import Settings, load_settings, mask_secret
+from pylon.ops.config import Settings, load_settings, mask_secret
 from pylon.errors import ConfigError
 from pylon.home import config_path, identity_path
 from pylon.nostr import Event, Filter, Keys
@@ -352,7 +352,7 @@ async def check_relay(url: str, *, keys: Keys | None = None, timeout: float = 5.
 async def check_backend(url: str, *, api_key: str | None = None, models: Sequence[str] = (),
                         timeout: float = 5.0) -> list[Finding]:
     """GET {url}/models: reachable, OpenAI-compatible, and serving the configured models."""
-    from pylon.backends import BackendProtocolError, BackendRejected, BackendUnavailable, OpenAIBackend
+    from pylon.provider.backends import BackendProtocolError, BackendRejected, BackendUnavailable, OpenAIBackend
 
     start = time.perf_counter()
     try:

@@ -39,11 +39,11 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from pylon.nip90 import JobFeedback
+from pylon.jobs.nip90 import JobFeedback
 from pylon.errors import RelayError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pylon.provider import Job, Provider
+    from pylon.provider.provider import Job, Provider
 
 log = logging.getLogger("pylon.provider.payments")
 

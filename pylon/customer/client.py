@@ -12,10 +12,10 @@ How one ask runs, and why in this order:
    (`e`) and us (`p`) and come from an acceptable provider (the targeted one, if any).
 3. `payment-required` goes through `_on_payment_required` (the payment hook). Without a
    wallet a priced quote is refused with a PaymentError naming the amount; with one,
-   pylon.client_payments checks the invoice (amount tag, bid, caps, budgets, expiry,
+   pylon.customer.payments checks the invoice (amount tag, bid, caps, budgets, expiry,
    network, never-paid hash), pays the job's first acceptable quote exactly once and keeps
    the receipt; from then on only the paid provider's result counts.
-4. `partial` feedback is reassembled by its `offset` tag (see pylon.nip90) and streamed.
+4. `partial` feedback is reassembled by its `offset` tag (see pylon.jobs.nip90) and streamed.
 5. The first valid result wins; any others that arrive while the client still listens are
    recorded in `outcome.other_results`, never returned.
 6. Timeout, Ctrl-C or `JobStream.aclose()` publish a kind-5 cancellation of the request
@@ -40,16 +40,16 @@ from pydantic import BaseModel, Field
 
 from pylon.errors import JobError, PaymentError, RelayError
 from pylon.home import identity_path
-from pylon.nip90 import (
+from pylon.jobs.nip90 import (
     KIND_FEEDBACK, KIND_RESULT, JobFeedback, JobParseError, JobRequest, JobResult, build_cancellation,
 )
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys, normalize_pubkey
-from pylon.client_payments import ClientPayments, JobPayment, PaidNoResult
-from pylon.relay_pool import RelayPool
+from pylon.customer.payments import ClientPayments, JobPayment, PaidNoResult
+from pylon.relay.pool import RelayPool
 
-log = logging.getLogger("pylon.client")
+log = logging.getLogger("pylon.customer.client")
 
 Stage = Literal["published", "quoted", "payment", "processing", "partial", "done", "error", "cancelled"]
 
@@ -114,7 +114,7 @@ class AskOutcome(BaseModel):
     other_results: list[OtherResult] = Field(default_factory=list)
     errors: dict[str, str] = Field(default_factory=dict)  # provider -> error from others
     quotes: list[dict[str, Any]] = Field(default_factory=list)  # every payment-required and what we did
-    receipt: dict[str, Any] | None = None  # the payment's receipt (pylon.ledger.Receipt), if we paid
+    receipt: dict[str, Any] | None = None  # the payment's receipt (pylon.customer.ledger.Receipt), if we paid
 
 
 @dataclass(slots=True)

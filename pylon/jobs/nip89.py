@@ -31,7 +31,7 @@ from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pylon.relay_pool import RelayPool
+    from pylon.relay.pool import RelayPool
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,8 @@ class ProviderInfo(BaseModel):
     def quote_msat(self, max_tokens: int | None = None) -> int:
         """What a Pylon provider will ask for a job: price_msat + ceil(max_tokens * per_1k / 1000),
         max_tokens capped at the announced max_tokens (the cap when None). Wallets that only
-        issue whole-sat invoices round this up to the next 1000 msat (pylon.provider_payments)."""
-        from pylon.provider_payments import quote_msat
+        issue whole-sat invoices round this up to the next 1000 msat (pylon.provider.payments)."""
+        from pylon.provider.payments import quote_msat
 
         cap = self.max_tokens or 0
         tokens = min(max_tokens, cap) if (max_tokens and cap) else (max_tokens or cap)

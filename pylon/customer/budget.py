@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import uuid
 
-from pylon.invoice_check import ABOVE_BUDGET, ABOVE_MAX, NO_AMOUNT, DecodedInvoice, PaymentRefused
-from pylon.ledger import Ledger, Receipt, SpendLimits, utc_day_start
+from pylon.customer.invoice_check import ABOVE_BUDGET, ABOVE_MAX, NO_AMOUNT, DecodedInvoice, PaymentRefused
+from pylon.customer.ledger import Ledger, Receipt, SpendLimits, utc_day_start
 from wallet.base import InvoiceState, Wallet
 from wallet.errors import AlreadyPaid, WalletError, WalletTimeout, WalletUnreachable
 
@@ -109,7 +109,7 @@ class Budget:
         - outcome unknown (timeout, unreachable, crash) -> the wallet is asked with
           lookup_payment; if still unknown the receipt stays 'pending' (Ledger.recover settles it
           later) and the error is re-raised. The job is never paid a second time meanwhile.
-        `invoice` should come from `pylon.invoice_check.check_invoice`."""
+        `invoice` should come from `pylon.customer.invoice_check.check_invoice`."""
         if invoice.amount_msat is None:
             raise PaymentRefused(NO_AMOUNT, "invoice has no amount")
         receipt = await self.reserve_async(invoice.amount_msat, job_id=job_id, provider=provider,

@@ -57,7 +57,7 @@ from pylon.nostr.messages import (
     split_prefix,
 )
 
-log = logging.getLogger("pylon.relay_pool")
+log = logging.getLogger("pylon.relay.pool")
 
 __all__ = [
     "RelayPool", "Subscription", "RelayReply", "PublishResult", "PublishError",

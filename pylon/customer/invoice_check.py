@@ -3,7 +3,7 @@
 A NIP-90 `payment-required` carries `["amount", msat, bolt11]`; the amount tag is only a
 suggestion. `check_invoice` decodes the BOLT11 itself and refuses, with a reason code, unless
 every rule holds. It has no side effects: the "never paid this hash before" rule lives in
-`pylon.ledger.Ledger.record_intent`, which refuses a second intent for a hash or a job.
+`pylon.customer.ledger.Ledger.record_intent`, which refuses a second intent for a hash or a job.
 
     decoded = check_invoice(bolt11, amount_tag_msat=tag, bid_msat=bid, max_msat=cap,
                             budget_left_msat=budget.left_msat(), wallet_network=wallet.network)

@@ -3,7 +3,7 @@
 Why a registry per object rather than prometheus_client's global one: tests (and a demo that
 runs a provider and a relay in one process) create several providers and relays; the global
 registry refuses a second metric with the same name. Each `ProviderMetrics` / `RelayMetrics`
-owns a `CollectorRegistry`, and `pylon.health.MetricsServer` serves exactly that registry.
+owns a `CollectorRegistry`, and `pylon.ops.health.MetricsServer` serves exactly that registry.
 
 Wiring is meant to be a few lines in the owner's code:
 

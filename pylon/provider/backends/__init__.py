@@ -1,8 +1,8 @@
 """LLM backends: one client for every OpenAI-compatible server (vLLM, llama.cpp, Ollama, SGLang)."""
 
-from pylon.backends.errors import BackendProtocolError, BackendRejected, BackendUnavailable
-from pylon.backends.models import BackendHealth, ChatChunk, ChatRequest, ChatResult
-from pylon.backends.openai import OpenAIBackend, normalize_base_url
+from pylon.provider.backends.errors import BackendProtocolError, BackendRejected, BackendUnavailable
+from pylon.provider.backends.models import BackendHealth, ChatChunk, ChatRequest, ChatResult
+from pylon.provider.backends.openai import OpenAIBackend, normalize_base_url
 from pylon.errors import BackendError
 
 __all__ = [

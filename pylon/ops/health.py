@@ -21,7 +21,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from pylon.metrics import CONTENT_TYPE_LATEST, render
+from pylon.ops.metrics import CONTENT_TYPE_LATEST, render
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ def relay_monitor(relay: Any, *, host: str = "127.0.0.1", port: int = 0) -> Metr
         async with relay_monitor(relay, host=metrics_host, port=metrics_port):
             ...
     """
-    from pylon.metrics import RelayMetrics
+    from pylon.ops.metrics import RelayMetrics
 
     metrics = RelayMetrics(relay.stats)
     health = Health({"relay": listening_check(relay.host, relay.port)})
@@ -265,7 +265,7 @@ def serve_monitor(provider: Any, *, host: str = "127.0.0.1", port: int = 0) -> M
 
     /health checks the backend, that at least one relay is connected, and the wallet when
     the provider charges (a free provider needs none)."""
-    from pylon.metrics import ProviderMetrics
+    from pylon.ops.metrics import ProviderMetrics
 
     metrics = provider.metrics if provider.metrics is not None else ProviderMetrics()
     if provider.metrics is None:  # started without metrics: count from now on

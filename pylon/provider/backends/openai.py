@@ -32,8 +32,8 @@ import aiohttp
 import httpx
 from pydantic import ValidationError
 
-from pylon.backends.errors import BackendProtocolError, BackendRejected, BackendUnavailable
-from pylon.backends.models import (
+from pylon.provider.backends.errors import BackendProtocolError, BackendRejected, BackendUnavailable
+from pylon.provider.backends.models import (
     BackendHealth,
     ChatChunk,
     ChatRequest,
@@ -41,7 +41,7 @@ from pylon.backends.models import (
     WireCompletion,
     WireModelList,
 )
-from pylon.backends.sse import SSEDecoder
+from pylon.provider.backends.sse import SSEDecoder
 from pylon.errors import BackendError, ConfigError
 
 log = logging.getLogger(__name__)

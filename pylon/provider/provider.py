@@ -10,12 +10,12 @@ What happens to one request, in order (each step recorded in the job store first
   generations run at once and vLLM's continuous batching is used; nothing serialises jobs.
 * Streaming: backend deltas become `partial` feedback at most every `partial_interval_s`
   (content = the text since the previous partial, `["offset", n]` = where it starts in the
-  answer; see pylon.nip90). The result (kind 6050) carries the whole text, usage and amount.
+  answer; see pylon.jobs.nip90). The result (kind 6050) carries the whole text, usage and amount.
 * The result event is signed and stored before it is published and marked published after a
   relay accepted it, so a restart republishes the same event rather than running the job
   again; a job that was mid-generation when the provider died is run again once.
 * `_collect_payment(job)` is the payment step between `quoted` and `processing`: a no-op for
-  free jobs; priced jobs go through pylon.provider_payments.PaymentCollector
+  free jobs; priced jobs go through pylon.provider.payments.PaymentCollector
   (invoice -> awaiting_payment -> payment-required -> wait for settlement -> paid), which
   also resumes `awaiting_payment` / `paid` jobs after a restart.
 * The backend's health is probed periodically; a failing backend turns jobs into `error`
@@ -40,21 +40,21 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
 from pydantic import ValidationError
 
-from pylon.backends import BackendHealth, BackendUnavailable, ChatRequest, OpenAIBackend
+from pylon.provider.backends import BackendHealth, BackendUnavailable, ChatRequest, OpenAIBackend
 from pylon.errors import BackendError, RelayError
-from pylon.jobstore import LIVE, JobStore
-from pylon.nip89 import build_announcement
-from pylon.nip90 import (
+from pylon.provider.jobstore import LIVE, JobStore
+from pylon.jobs.nip89 import build_announcement
+from pylon.jobs.nip90 import (
     KIND_DELETION, KIND_REQUEST, JobFeedback, JobParseError, JobRequest, JobResult, parse_cancellation,
 )
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
-from pylon.provider_payments import PaymentCollector, invoice_unit_msat, quote_msat
-from pylon.relay_pool import RelayPool
+from pylon.provider.payments import PaymentCollector, invoice_unit_msat, quote_msat
+from pylon.relay.pool import RelayPool
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pylon.metrics import ProviderMetrics
+    from pylon.ops.metrics import ProviderMetrics
 
 log = logging.getLogger("pylon.provider")
 
@@ -163,7 +163,7 @@ class Provider:
         self._background: set[asyncio.Task] = set()
         self._check_health_now = asyncio.Event()
         self._started = asyncio.Event()
-        # priced jobs go through the payment step (pylon.provider_payments)
+        # priced jobs go through the payment step (pylon.provider.payments)
         self.payments = None if free else PaymentCollector(self, wallet, invoice_expiry_s=invoice_expiry_s)
 
     # ------------------------------------------------------------------ lifecycle
@@ -404,7 +404,7 @@ class Provider:
     # ------------------------------------------------------------------ the job
     def quote(self, job: Job) -> int:
         """The price of `job` in msat: per request plus per 1k tokens of its (capped) max_tokens
-        (see pylon.provider_payments for the rule and the whole-sat rounding)."""
+        (see pylon.provider.payments for the rule and the whole-sat rounding)."""
         if self.free:
             return 0
         return quote_msat(job.max_tokens, price_msat=self.price_msat,

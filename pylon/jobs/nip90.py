@@ -42,7 +42,7 @@ Wire decisions (the specs leave these open; this is what Pylon writes and reads)
   PoW must not mistake this for a difficulty claim. Peers ignore the unknown tag.
 * Payments: a bid is `["bid", msat]`; `payment-required` feedback carries
   `["amount", msat, bolt11]`; a bid below the price gets `error` feedback whose status
-  extra says the price and `["amount", price]` (see pylon.provider_payments).
+  extra says the price and `["amount", price]` (see pylon.provider.payments).
 """
 
 from __future__ import annotations

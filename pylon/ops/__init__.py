@@ -1,0 +1,1 @@
+"""Operations: configuration, doctor, health and metrics endpoints, log formatting."""

@@ -1,0 +1,1 @@
+"""Transport: the relay pool (one websocket per relay, OK/EOSE/CLOSED/AUTH, reconnects)."""
