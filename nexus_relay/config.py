@@ -46,7 +46,23 @@ class RelayConfig:
     fsync: bool = True  # synchronous=FULL in WAL mode: an OK'd event survives a power cut
     max_batch: int = 2000  # events per group-commit transaction
     purge_interval_seconds: float = 60.0  # NIP-40 expired-event purge period
-    max_outbox_messages: int = 50000  # a slower reader than this is disconnected
+
+    # --- per-connection memory budgets (bytes; see docs/HARDENING.md) -------------------
+    # Frames waiting for a reader that does not keep up, plus the stored events of a query
+    # not yet handed to the socket, count against one budget; over it the connection is
+    # told why (NOTICE) and closed, as strfry does with a slow consumer.
+    max_outbox_bytes: int = 8 << 20
+    max_filter_values: int = 1000  # ids+authors+kinds+tag values in one filter
+    max_subscription_values: int = 5000  # the same, over all live subscriptions of a connection
+    max_numeric: int = 2**53 - 1  # since/until/limit/created_at/expiration: larger is `invalid:`
+
+    # --- queries (REQ / COUNT) run on a thread with its own read connection ---------------
+    query_max_seconds: float = 0.5  # one query's wall-time budget; over it: CLOSED error:
+    query_max_rows: int = 10000  # stored events one REQ returns over all its filters
+    query_max_bytes: int = 4 << 20  # ... and their size; past either, the rest is cut (EOSE follows)
+    query_seconds_per_second: float = 0.25  # query time one connection may use (token bucket)
+    query_seconds_burst: float = 2.0
+    max_pending_queries: int = 20  # REQ/COUNT queued per connection before `rate-limited:`
 
     # --- transport ---------------------------------------------------------------------
     ping_interval: float | None = 20.0

@@ -38,6 +38,16 @@ def info_document(config: RelayConfig) -> dict[str, Any]:
             "payment_required": False,
             "restricted_writes": config.auth_required,
             "created_at_upper_limit": config.max_future_seconds,
+            # nexus extensions (docs/HARDENING.md): what one connection may hold and use
+            "max_filter_values": config.max_filter_values,
+            "max_subscription_values": config.max_subscription_values,
+            "max_outbox_bytes": config.max_outbox_bytes,
+            "max_pending_queries": config.max_pending_queries,
+            "query_max_seconds": config.query_max_seconds,
+            "query_max_rows": config.query_max_rows,
+            "query_max_bytes": config.query_max_bytes,
+            "query_seconds_per_second": config.query_seconds_per_second,
+            "max_numeric_value": config.max_numeric,
         },
     }
     if config.pubkey:

@@ -2,8 +2,10 @@
 
 Everything that touches a frame runs synchronously on the event loop: parse, check,
 verify, then either queue the event for the next group commit (OK and fan-out happen in
-the commit callback) or answer a REQ/COUNT from the read connection. No coroutine or
-future is created per event, which is what keeps ingest in the thousands per second.
+the commit callback) or hand a REQ/COUNT to the querier thread (nexus_relay.querier),
+whose answer comes back to the loop. No coroutine or future is created per event, which
+is what keeps ingest in the thousands per second; no query runs on the loop, which is
+what keeps one client's expensive REQ from stalling the others.
 """
 
 from __future__ import annotations
@@ -30,12 +32,15 @@ from pylon.nostr.messages import ClientAuth, ClientClose, ClientCount, ClientEve
 from nexus_relay import nip11
 from nexus_relay.auth import check_auth_event
 from nexus_relay.config import RelayConfig
-from nexus_relay.connection import Connection
+from nexus_relay.connection import FRAME_OVERHEAD, Connection
+from nexus_relay.querier import Querier, QueryJob, QueryResult
+from nexus_relay.ratelog import RateLimitedLog
 from nexus_relay.stats import RelayStats
 from nexus_relay.store import EventStore, PendingWrite, WriteResult
 from nexus_relay.subindex import Subscription, SubscriptionIndex
 
 log = logging.getLogger(__name__)
+_rlog = RateLimitedLog(log)
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -70,6 +75,14 @@ def _leading_zero_bits(hex_id: str) -> int:
     return bits
 
 
+def _filter_values(flt) -> int:
+    """How many values a filter holds: what it costs in the subscription index and in SQL."""
+    n = len(flt.ids or ()) + len(flt.authors or ()) + len(flt.kinds or ())
+    for values in flt.tags.values():
+        n += len(values)
+    return n
+
+
 class NexusRelay:
     """An embedded Nostr relay. Use `running_relay()` or `start()` / `stop()`."""
 
@@ -83,6 +96,7 @@ class NexusRelay:
         self.stats = RelayStats()
         self.store = EventStore(self.db_path, fsync=self.config.fsync)
         self.index = SubscriptionIndex()
+        self.querier = Querier(self.store, self.config)
         self.connections: set[Connection] = set()
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -100,6 +114,7 @@ class NexusRelay:
         self._idle.set()
         await asyncio.to_thread(self.store.open)
         self.store.start(self._loop)
+        self.querier.start(self._loop)
         cfg = self.config
         self._server = await serve(
             self._handler,
@@ -141,6 +156,7 @@ class NexusRelay:
             self._flush()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._idle.wait(), 30)
+        await asyncio.to_thread(self.querier.close)
         await asyncio.to_thread(self.store.close)
 
     async def __aenter__(self) -> "NexusRelay":
@@ -164,7 +180,9 @@ class NexusRelay:
         cfg = self.config
         conn = Connection(ws, events_rate=cfg.events_per_second, events_burst=cfg.events_burst,
                           reqs_rate=cfg.reqs_per_second, reqs_burst=cfg.reqs_burst,
-                          max_outbox=cfg.max_outbox_messages)
+                          max_bytes=cfg.max_outbox_bytes, query_rate=cfg.query_seconds_per_second,
+                          query_burst=cfg.query_seconds_burst)
+        conn.on_drained = self.querier.resume
         self.connections.add(conn)
         self.stats.connections += 1
         self.stats.connections_total += 1
@@ -174,14 +192,16 @@ class NexusRelay:
             async for frame in ws:
                 try:
                     self._on_frame(conn, frame)
-                except Exception:  # never let one bad frame end the connection
-                    log.exception("nexus: failed to handle a frame")
+                except Exception as exc:  # never let one bad frame end the connection (nor flood the log)
+                    _rlog.warn("frame", "nexus: failed to handle a frame: %r", exc)
+                    log.debug("nexus: frame handling failed", exc_info=True)
                     self.stats.reject("error:")
                     conn.send(_notice("error: internal error while handling the message"))
         except ConnectionClosed:
             pass
         finally:
             conn.cancel()
+            self.querier.forget(conn)
             for sub in conn.subs.values():
                 self.index.remove(sub)
             self.stats.subscriptions -= len(conn.subs)
@@ -322,6 +342,8 @@ class NexusRelay:
         if is_ephemeral(ev.kind) and ev.created_at < now - cfg.ephemeral_max_age_seconds:
             return f"invalid: ephemeral event is older than {cfg.ephemeral_max_age_seconds} s"
         expiration = ev.expiration()
+        if expiration is not None and not 0 <= expiration <= cfg.max_numeric:
+            return "invalid: expiration tag is out of range (0 to 2^53-1)"
         if expiration is not None and expiration <= now:
             return "invalid: event has expired"
         if cfg.min_pow_difficulty > 0:
@@ -374,7 +396,23 @@ class NexusRelay:
     def _fanout(self, ev: Event, raw: str) -> None:
         for sub in self.index.candidates(ev):
             if sub.matches(ev):
-                sub.conn.send(sub.prefix + raw + "]")
+                if sub.held is None:
+                    sub.conn.send(sub.prefix + raw + "]")
+                else:
+                    self._hold(sub, ev.id, sub.prefix + raw + "]")
+
+    @staticmethod
+    def _hold(sub: Subscription, event_id: str, frame: str) -> None:
+        """Keep a live event until the subscription's stored events and EOSE are sent."""
+        conn = sub.conn
+        cost = len(frame) + FRAME_OVERHEAD
+        if conn.over_budget(cost):
+            conn.slow_consumer("live events held while its query runs")
+            return
+        assert sub.held is not None
+        sub.held.append((event_id, frame))
+        sub.held_bytes += cost
+        conn.held_bytes += cost
 
     # ------------------------------------------------------------------ REQ / COUNT / CLOSE
     def _check_req(self, conn: Connection, sub_id: str, filters: list) -> bool:
@@ -397,40 +435,102 @@ class NexusRelay:
         if any(f.search is not None for f in filters):
             self._refuse_sub(conn, sub_id, "unsupported: NIP-50 search is not supported")
             return False
+        for flt in filters:
+            if _filter_values(flt) > cfg.max_filter_values:
+                self._refuse_sub(conn, sub_id, f"invalid: a filter holds more than {cfg.max_filter_values} values")
+                return False
+        if not conn.query_bucket.available():
+            self._refuse_sub(conn, sub_id, "rate-limited: this connection used its query time; slow down")
+            return False
+        if conn.pending_queries >= cfg.max_pending_queries:
+            self._refuse_sub(conn, sub_id, f"rate-limited: more than {cfg.max_pending_queries} queries waiting")
+            return False
         return True
+
+    def _drop_sub(self, conn: Connection, sub: Subscription) -> None:
+        """Forget a subscription: index, the connection's value count and held events."""
+        if conn.subs.get(sub.sub_id) is sub:
+            del conn.subs[sub.sub_id]
+        self.index.remove(sub)
+        self.stats.subscriptions -= 1
+        conn.sub_values -= sub.values
+        conn.held_bytes -= sub.held_bytes
+        sub.held = None
+        sub.held_bytes = 0
 
     def _on_req(self, conn: Connection, msg: ClientReq) -> None:
         sub_id, filters = msg.sub_id, msg.filters
         if not self._check_req(conn, sub_id, filters):
             return
+        cfg = self.config
         old = conn.subs.get(sub_id)
-        if old is None and len(conn.subs) >= self.config.max_subscriptions:
-            self._refuse_sub(conn, sub_id, f"blocked: too many subscriptions (max {self.config.max_subscriptions})")
+        if old is None and len(conn.subs) >= cfg.max_subscriptions:
+            self._refuse_sub(conn, sub_id, f"blocked: too many subscriptions (max {cfg.max_subscriptions})")
+            return
+        values = sum(_filter_values(f) for f in filters)
+        if conn.sub_values - (old.values if old is not None else 0) + values > cfg.max_subscription_values:
+            self._refuse_sub(conn, sub_id, f"blocked: this connection's subscriptions would hold more than "
+                                           f"{cfg.max_subscription_values} filter values; close some first")
             return
         if old is not None:  # reusing a sub id replaces the subscription
-            self.index.remove(old)
-            self.stats.subscriptions -= 1
-        sub = Subscription(conn, sub_id, filters)
+            self._drop_sub(conn, old)
+        sub = Subscription(conn, sub_id, filters, values)
+        sub.held = []
         conn.subs[sub_id] = sub
+        conn.sub_values += values
         self.index.add(sub)
         self.stats.subscriptions += 1
-        cfg = self.config
+        job = QueryJob(conn, False, filters, int(time.time()), functools.partial(self._on_req_result, conn, sub))
+        if not self.querier.submit(job):
+            self._drop_sub(conn, sub)
+            self._refuse_sub(conn, sub_id, f"rate-limited: more than {cfg.max_pending_queries} queries waiting")
+            return
+        conn.pending_queries += 1
+
+    def _on_req_result(self, conn: Connection, sub: Subscription, result: QueryResult) -> None:
+        conn.pending_queries -= 1
+        conn.query_bucket.charge(result.seconds)
+        if conn.closed or conn.subs.get(sub.sub_id) is not sub:
+            return  # closed, replaced or the connection went away meanwhile
+        if result.error:
+            self._drop_sub(conn, sub)
+            self._refuse_sub(conn, sub.sub_id, result.error)
+            return
         prefix = sub.prefix
-        for raw in self.store.query(filters, int(time.time()), cfg.max_limit, cfg.max_limit):
-            conn.send(prefix + raw + "]")
+        for _, raw in result.rows:
+            conn.send(prefix + raw + "]", live=False)
         conn.send('["EOSE",' + prefix[9:-1] + "]")
+        held, sub.held = sub.held, None
+        conn.held_bytes -= sub.held_bytes
+        sub.held_bytes = 0
+        if held:
+            sent = {event_id for event_id, _ in result.rows}
+            for event_id, frame in held:
+                if event_id not in sent:
+                    conn.send(frame)
 
     def _on_count(self, conn: Connection, msg: ClientCount) -> None:
         if not self._check_req(conn, msg.sub_id, msg.filters):
             return
-        n = self.store.count(msg.filters, int(time.time()))
-        conn.send(_dumps(["COUNT", msg.sub_id, {"count": n}]))
+        job = QueryJob(conn, True, msg.filters, int(time.time()),
+                       functools.partial(self._on_count_result, conn, msg.sub_id))
+        if not self.querier.submit(job):
+            self._refuse_sub(conn, msg.sub_id, f"rate-limited: more than {self.config.max_pending_queries} queries waiting")
+            return
+        conn.pending_queries += 1
+
+    def _on_count_result(self, conn: Connection, sub_id: str, result: QueryResult) -> None:
+        conn.pending_queries -= 1
+        conn.query_bucket.charge(result.seconds)
+        if result.error:
+            self._refuse_sub(conn, sub_id, result.error)
+        else:
+            conn.send(_dumps(["COUNT", sub_id, {"count": result.count}]))
 
     def _on_close(self, conn: Connection, sub_id: str) -> None:
-        sub = conn.subs.pop(sub_id, None)
+        sub = conn.subs.get(sub_id)
         if sub is not None:
-            self.index.remove(sub)
-            self.stats.subscriptions -= 1
+            self._drop_sub(conn, sub)
 
     # ------------------------------------------------------------------ AUTH
     def _on_auth(self, conn: Connection, ev: Event) -> None:

@@ -3,8 +3,14 @@
 Why a writer thread: an `OK true` may only be sent once the event is committed, and one
 transaction per event would cap ingest at the disk's fsync rate. All writes that arrive
 while the previous transaction is committing are handed over together and committed in
-one transaction (group commit); the loop then answers them all. Reads run on the event
-loop's own connection: WAL lets them proceed while the writer commits.
+one transaction (group commit); the loop then answers them all. Each event is written
+inside its own SAVEPOINT, so an event that fails (whatever the reason) is rolled back
+alone and never takes the other clients' events of its batch with it.
+
+Reads: the event loop keeps a connection for the cheap id lookup on ingest; REQ and COUNT
+queries run elsewhere (nexus_relay.querier) through `run_query` / `run_count`, which take
+the connection to use and a row/byte budget. WAL lets all of them read while the writer
+commits.
 
 Replaceable/addressable resolution, NIP-09 deletions and tombstones are decided inside the
 writer transaction, so concurrent submissions can never both win.
@@ -24,7 +30,10 @@ from typing import Callable, Iterable, Sequence
 from pylon.nostr import Event, Filter
 from pylon.nostr.kinds import is_addressable, is_replaceable
 
+from nexus_relay.ratelog import RateLimitedLog
+
 log = logging.getLogger(__name__)
+_rlog = RateLimitedLog(log)
 
 DELETION_KIND = 5
 
@@ -64,6 +73,7 @@ DUPLICATE: WriteResult = (True, "duplicate: already have this event", False)
 REPLACED: WriteResult = (False, "replaced: have newer event", False)
 DELETED: WriteResult = (False, "blocked: this event was deleted by its author", False)
 STORED: WriteResult = (True, "", True)
+FAILED: WriteResult = (False, "error: could not store the event", False)
 
 
 @dataclass(slots=True)
@@ -122,6 +132,12 @@ class EventStore:
         self._r = self._connect()
         self._r.execute("PRAGMA query_only=1")
 
+    def connect_reader(self) -> sqlite3.Connection:
+        """A read-only connection for another thread (the querier)."""
+        conn = self._connect()
+        conn.execute("PRAGMA query_only=1")
+        return conn
+
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._thread = threading.Thread(target=self._writer_main, name="nexus-writer", daemon=True)
@@ -165,9 +181,9 @@ class EventStore:
                 except BaseException:
                     self._w.execute("ROLLBACK")
                     raise
-            except Exception:
-                log.exception("nexus writer: %s transaction failed", op)
-                result = [(False, "error: could not store the event", False)] * len(arg) if op == "write" else 0
+            except Exception as exc:  # the disk or the database itself: one line, not a traceback per batch
+                _rlog.warn("txn-" + op, "nexus writer: %s transaction failed: %s", op, exc)
+                result = [FAILED] * len(arg) if op == "write" else 0
             self._deliver(done, result)
 
     def _deliver(self, done: Callable, result: object) -> None:
@@ -186,39 +202,48 @@ class EventStore:
         insert_event = "INSERT OR IGNORE INTO events(id,pubkey,kind,created_at,d,expires_at,raw) VALUES(?,?,?,?,?,?,?)"
         insert_tags = "INSERT INTO tags(seq,name,value) VALUES(?,?,?)"
         for item in batch:
-            ev = item.event
-            d = address_key(ev)
-            if self._has_id_tombstones:
-                row = w.execute("SELECT pubkey FROM deleted_ids WHERE id=?", (ev.id,)).fetchone()
-                if row is not None and row[0] == ev.pubkey:
-                    results.append(DELETED)
-                    continue
-            if d is not None:
-                if self._has_addr_tombstones:
-                    row = w.execute(
-                        "SELECT until FROM deleted_addrs WHERE kind=? AND pubkey=? AND d=?", (ev.kind, ev.pubkey, d)
-                    ).fetchone()
-                    if row is not None and ev.created_at <= row[0]:
-                        results.append(DELETED)
-                        continue
-                verdict = self._replace(ev, d)
-                if verdict is not None:
-                    results.append(verdict)
-                    continue
-            cur = w.execute(
-                insert_event, (ev.id, ev.pubkey, ev.kind, ev.created_at, d, ev.expiration(), item.raw)
-            )
-            if cur.rowcount == 0:
-                results.append(DUPLICATE)
-                continue
-            seq = cur.lastrowid
-            rows = [(seq, t[0], t[1]) for t in ev.tags if len(t) >= 2 and len(t[0]) == 1]
-            if rows:
-                w.executemany(insert_tags, rows)
-            if ev.kind == DELETION_KIND:
-                self._apply_deletion(ev)
-            results.append(STORED)
+            w.execute("SAVEPOINT ev")
+            try:
+                result = self._write_one(item, insert_event, insert_tags)
+                w.execute("RELEASE ev")
+            except (sqlite3.Error, OverflowError, ValueError, TypeError) as exc:
+                # this event only: the rest of the batch (other clients' events) still commits
+                w.execute("ROLLBACK TO ev")
+                w.execute("RELEASE ev")
+                _rlog.warn("event", "nexus writer: event %s not stored: %s", item.event.id, exc)
+                result = FAILED
+            results.append(result)
         return results
+
+    def _write_one(self, item: PendingWrite, insert_event: str, insert_tags: str) -> WriteResult:
+        w = self._w
+        assert w is not None
+        ev = item.event
+        d = address_key(ev)
+        if self._has_id_tombstones:
+            row = w.execute("SELECT pubkey FROM deleted_ids WHERE id=?", (ev.id,)).fetchone()
+            if row is not None and row[0] == ev.pubkey:
+                return DELETED
+        if d is not None:
+            if self._has_addr_tombstones:
+                row = w.execute(
+                    "SELECT until FROM deleted_addrs WHERE kind=? AND pubkey=? AND d=?", (ev.kind, ev.pubkey, d)
+                ).fetchone()
+                if row is not None and ev.created_at <= row[0]:
+                    return DELETED
+            verdict = self._replace(ev, d)
+            if verdict is not None:
+                return verdict
+        cur = w.execute(insert_event, (ev.id, ev.pubkey, ev.kind, ev.created_at, d, ev.expiration(), item.raw))
+        if cur.rowcount == 0:
+            return DUPLICATE
+        seq = cur.lastrowid
+        rows = [(seq, t[0], t[1]) for t in ev.tags if len(t) >= 2 and len(t[0]) == 1]
+        if rows:
+            w.executemany(insert_tags, rows)
+        if ev.kind == DELETION_KIND:
+            self._apply_deletion(ev)
+        return STORED
 
     def _replace(self, ev: Event, d: str) -> WriteResult | None:
         """NIP-01 replacement: newer created_at wins, a tie goes to the lower id."""
@@ -296,43 +321,72 @@ class EventStore:
         return self._r.execute("SELECT 1 FROM events WHERE id=?", (event_id,)).fetchone() is not None
 
     def query(self, filters: Iterable[Filter], now: int, default_limit: int, max_limit: int) -> list[str]:
-        """Stored events matching any filter, newest first (id ascending on ties), deduped."""
+        """Stored events matching any filter, newest first (id ascending on ties), deduped.
+
+        On the caller's thread with the loop's connection: for tools and tests. The relay
+        itself answers REQs through nexus_relay.querier."""
         assert self._r is not None
-        found: dict[str, tuple[int, str]] = {}
-        for flt in filters:
-            limit = default_limit if flt.limit is None else flt.limit
-            limit = min(limit, max_limit)
-            if limit <= 0:
-                continue
-            built = _where(flt, now)
-            if built is None:
-                continue
-            where, params = built
-            sql = f"SELECT id, created_at, raw FROM events WHERE {where} ORDER BY created_at DESC, id ASC LIMIT ?"
-            for event_id, created_at, raw in self._r.execute(sql, (*params, limit)):
-                found[event_id] = (created_at, raw)
-        ordered = sorted(found.items(), key=lambda item: (-item[1][0], item[0]))
-        return [raw for _, (_, raw) in ordered]
+        return [raw for _, raw in run_query(self._r, filters, now, default_limit, max_limit)[0]]
 
     def count(self, filters: Iterable[Filter], now: int) -> int:
-        """NIP-45: how many distinct stored events match any filter (limit ignored)."""
         assert self._r is not None
-        parts: list[str] = []
-        params: list[object] = []
-        for flt in filters:
-            built = _where(flt, now)
-            if built is None:
-                continue
-            parts.append(f"SELECT id FROM events WHERE {built[0]}")
-            params.extend(built[1])
-        if not parts:
-            return 0
-        sql = "SELECT COUNT(*) FROM (" + " UNION ".join(parts) + ")"
-        return int(self._r.execute(sql, params).fetchone()[0])
+        return run_count(self._r, filters, now)
 
     def stored_count(self) -> int:
         assert self._r is not None
         return int(self._r.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+
+def run_query(db: sqlite3.Connection, filters: Iterable[Filter], now: int, default_limit: int, max_limit: int,
+              max_rows: int = 1 << 62, max_bytes: int = 1 << 62) -> tuple[list[tuple[str, str]], bool]:
+    """Stored events matching any filter as (id, raw), newest first (id ascending on ties),
+    deduped; and whether the row/byte budget cut the answer short.
+
+    Each filter's own `limit` (clamped to `max_limit`) still applies; the budgets bound
+    the whole REQ, whose 200 filters x 500 rows would otherwise be 100,000 events."""
+    found: dict[str, tuple[int, str]] = {}
+    rows = size = 0
+    truncated = False
+    for flt in filters:
+        limit = default_limit if flt.limit is None else flt.limit
+        limit = min(limit, max_limit, max_rows - rows)
+        if limit <= 0:
+            truncated = truncated or rows >= max_rows
+            continue
+        built = _where(flt, now)
+        if built is None:
+            continue
+        where, params = built
+        sql = f"SELECT id, created_at, raw FROM events WHERE {where} ORDER BY created_at DESC, id ASC LIMIT ?"
+        for event_id, created_at, raw in db.execute(sql, (*params, limit)):
+            if event_id in found:
+                continue
+            found[event_id] = (created_at, raw)
+            rows += 1
+            size += len(raw)
+            if size >= max_bytes:
+                truncated = True
+                break
+        if truncated:
+            break
+    ordered = sorted(found.items(), key=lambda item: (-item[1][0], item[0]))
+    return [(event_id, raw) for event_id, (_, raw) in ordered], truncated
+
+
+def run_count(db: sqlite3.Connection, filters: Iterable[Filter], now: int) -> int:
+    """NIP-45: how many distinct stored events match any filter (limit ignored)."""
+    parts: list[str] = []
+    params: list[object] = []
+    for flt in filters:
+        built = _where(flt, now)
+        if built is None:
+            continue
+        parts.append(f"SELECT id FROM events WHERE {built[0]}")
+        params.extend(built[1])
+    if not parts:
+        return 0
+    sql = "SELECT COUNT(*) FROM (" + " UNION ".join(parts) + ")"
+    return int(db.execute(sql, params).fetchone()[0])
 
 
 def _in(column: str, values: Iterable[object], where: list[str], params: list[object]) -> None:

@@ -20,12 +20,17 @@ if TYPE_CHECKING:  # pragma: no cover
 class Subscription:
     """One REQ of one connection."""
 
-    __slots__ = ("conn", "sub_id", "filters", "prefix", "keys", "__weakref__")
+    __slots__ = ("conn", "sub_id", "filters", "prefix", "keys", "values", "held", "held_bytes", "__weakref__")
 
-    def __init__(self, conn: "Connection", sub_id: str, filters: list[Filter]) -> None:
+    def __init__(self, conn: "Connection", sub_id: str, filters: list[Filter], values: int = 0) -> None:
         self.conn = conn
         self.sub_id = sub_id
         self.filters = filters
+        self.values = values  # filter values it holds (counted against the connection's limit)
+        # live events that arrive while its stored events are being queried wait here
+        # (as (id, frame)), so the client sees stored events, EOSE, then live ones
+        self.held: list[tuple[str, str]] | None = None
+        self.held_bytes = 0
         # the start of every EVENT frame sent for this subscription, computed once
         self.prefix = '["EVENT",' + json.dumps(sub_id, ensure_ascii=False) + ","
         self.keys: list[Hashable] = []

@@ -29,9 +29,14 @@ def _hex_list(value: Any, name: str) -> frozenset[str]:
     return items
 
 
+MAX_INT = 2**53 - 1  # JSON-safe integers only: larger timestamps/limits are bogus (and overflow SQLite)
+
+
 def _int(value: Any, name: str) -> int:
     if type(value) is not int or value < 0:
         raise InvalidMessage(f"invalid: filter field {name!r} must be a non-negative integer")
+    if value > MAX_INT:
+        raise InvalidMessage(f"invalid: filter field {name!r} is out of range (max 2^53-1)")
     return value
 
 
