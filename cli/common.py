@@ -13,10 +13,11 @@ from typing import Any, Awaitable, Callable, TypeVar
 import typer
 from rich.console import Console
 
+from cli.term import make_console
 from pylon.errors import PylonError
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()  # no wrapping off a terminal; NO_COLOR respected (cli.term)
+err_console = make_console(stderr=True)
 T = TypeVar("T")
 
 

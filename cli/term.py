@@ -1,0 +1,33 @@
+"""Consoles that behave like gh/uv on and off a terminal.
+
+Why: rich assumes 80 columns when output is not a terminal, so a piped answer or a table
+written to a file was wrapped mid-phrase. Off a terminal, text is not wrapped (soft wrap)
+and tables get room for their natural width; COLUMNS still wins when it is set. Colors
+follow NO_COLOR (https://no-color.org) and FORCE_COLOR, which rich reads itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TextIO
+
+from rich.console import Console
+
+_WIDE = 4096  # "unbounded" for tables written to pipes and files
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A rich Console for stdout (or stderr) that never wraps text when it is not a terminal."""
+    stream = sys.stderr if stderr else sys.stdout
+    if _isatty(stream) or os.environ.get("FORCE_COLOR") or os.environ.get("TTY_COMPATIBLE"):
+        return Console(stderr=stderr)
+    width = _WIDE if not os.environ.get("COLUMNS") else None
+    return Console(stderr=stderr, soft_wrap=True, width=width)
