@@ -16,7 +16,18 @@ imported lazily so `import wallet` stays cheap.
 
 from __future__ import annotations
 
-from wallet.base import Invoice, InvoiceState, Payment, SupportsPaymentDetails, Wallet
+from wallet.base import (
+    Invoice,
+    InvoiceState,
+    Payment,
+    SupportsConnect,
+    SupportsHoldInvoice,
+    SupportsNodePubkey,
+    SupportsPaymentDetails,
+    SupportsPreimageInvoice,
+    SupportsWaitInvoice,
+    Wallet,
+)
 from wallet.errors import (
     AlreadyPaid,
     AmountAboveMax,
@@ -67,10 +78,9 @@ async def connect_wallet(uri: str) -> Wallet:
     """open_wallet + the wallet's own start-up I/O where it has any (NWC: relays, info event,
     network via get_info). Use this before reading `wallet.network` for invoice checks."""
     w = open_wallet(uri)
-    connect = getattr(w, "connect", None)
-    if connect is not None:
+    if isinstance(w, SupportsConnect):
         try:
-            await connect()
+            await w.connect()
         except BaseException:
             await w.aclose()
             raise
@@ -80,6 +90,8 @@ async def connect_wallet(uri: str) -> Wallet:
 __all__ = [
     "AlreadyPaid", "AmountAboveMax", "InsufficientBalance", "Invoice", "InvoiceExpired",
     "InvoiceInvalid", "InvoiceNotFound", "InvoiceState", "NotImplementedByWallet", "Payment",
-    "PaymentFailed", "QuotaExceeded", "SupportsPaymentDetails", "Unauthorized", "Wallet",
+    "PaymentFailed", "QuotaExceeded", "SupportsConnect", "SupportsHoldInvoice", "SupportsNodePubkey",
+    "SupportsPaymentDetails", "SupportsPreimageInvoice", "SupportsWaitInvoice",
+    "Unauthorized", "Wallet",
     "WalletError", "WalletTimeout", "WalletUnreachable", "connect_wallet", "open_wallet", "redact_uri", "scheme_of",
 ]

@@ -95,11 +95,87 @@ class Wallet(Protocol):
         ...
 
 
+# -- capabilities: what only some wallets do ------------------------------------------------------
+# Callers test for them with `isinstance(wallet, SupportsX)` (the protocols are runtime-checkable),
+# never with getattr probing or isinstance on a concrete wallet class. `isinstance` on a protocol
+# only checks that the members exist; the signatures below are what mypy holds implementations to.
+# (Whole-sat wallets declare `invoice_unit_msat`: that protocol lives with the pricing rule,
+# pylon.jobs.pricing.DeclaresInvoiceUnit, which must not import wallet.)
+
+
 @runtime_checkable
 class SupportsPaymentDetails(Protocol):
-    """Optional extension: wallets that can return the full proof of a past payment.
+    """Wallets that can return the full proof of a past outgoing payment.
 
-    `pylon.customer.ledger.Ledger.recover` uses it (when present) to store the preimage and fee of a
-    payment that settled while the process was down."""
+    `Ledger.recover` and `Budget` use it to store the preimage and fee of a payment whose
+    outcome was unknown (a crash, a timeout) once the wallet says it settled."""
 
-    async def payment_details(self, payment_hash: str) -> Payment | None: ...
+    async def payment_details(self, payment_hash: str) -> Payment | None:
+        """The payment for that hash (preimage, fee), or None if this wallet did not pay it."""
+        ...
+
+
+@runtime_checkable
+class SupportsWaitInvoice(Protocol):
+    """Wallets that can wake a waiter when an invoice settles (event-driven, no polling).
+
+    The provider waits with it when present, else polls `lookup_invoice` with backoff."""
+
+    async def wait_invoice(self, payment_hash: str, timeout: float) -> InvoiceState:
+        """Wait up to `timeout` seconds for the invoice to leave PENDING; returns its state then."""
+        ...
+
+
+@runtime_checkable
+class SupportsConnect(Protocol):
+    """Wallets with start-up I/O (NWC: relays, info event, the wallet's network).
+
+    `wallet.connect_wallet` and the client call it before trusting `wallet.network`."""
+
+    async def connect(self) -> object:
+        """Open connections and read what the wallet announces; idempotent."""
+        ...
+
+
+@runtime_checkable
+class SupportsNodePubkey(Protocol):
+    """Wallets that know the Lightning node key their invoices are signed with."""
+
+    @property
+    def node_pubkey(self) -> str:
+        """33-byte compressed secp256k1 public key, hex."""
+        ...
+
+
+@runtime_checkable
+class SupportsPreimageInvoice(Protocol):
+    """Wallets that issue an invoice for a preimage the caller chose (payment_hash = sha256(preimage)).
+
+    Used by pay-for-the-key delivery (issue 10): paying the invoice reveals the preimage, which
+    is the key to the already published result."""
+
+    async def make_invoice_with_preimage(self, amount_msat: int, preimage: str, memo: str = "",
+                                         expiry_s: int = 600) -> Invoice:
+        """Issue an invoice whose payment hash is sha256(bytes.fromhex(preimage))."""
+        ...
+
+
+@runtime_checkable
+class SupportsHoldInvoice(Protocol):
+    """Wallets that issue hold invoices (NIP-47 make/settle/cancel_hold_invoice).
+
+    The payer's HTLC is held until the payee settles with the preimage or cancels it; the
+    payee learns the preimage only from the caller, never by itself."""
+
+    async def make_hold_invoice(self, amount_msat: int, payment_hash: str, memo: str = "",
+                                expiry_s: int = 600) -> Invoice:
+        """Issue a hold invoice for `payment_hash` (the wallet does not know the preimage)."""
+        ...
+
+    async def settle_hold_invoice(self, preimage: str) -> None:
+        """Claim a held payment by revealing its preimage."""
+        ...
+
+    async def cancel_hold_invoice(self, payment_hash: str) -> None:
+        """Give a held payment back to the payer."""
+        ...

@@ -35,7 +35,7 @@ from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
 from pylon.relay.pool import RelayPool
-from wallet.base import InvoiceState, Wallet
+from wallet.base import InvoiceState, SupportsNodePubkey, SupportsPaymentDetails, Wallet
 from wallet.bolt11_codec import decode_bolt11
 from wallet.errors import InvoiceInvalid, InvoiceNotFound, NotImplementedByWallet, QuotaExceeded, WalletError
 from wallet.nwc_proto import (
@@ -253,8 +253,9 @@ class NwcService:
         if method == "get_balance":
             return {"balance": await self.wallet.balance()}
         if method == "get_info":
-            net = getattr(self.wallet, "network", "bitcoin")
-            return {"alias": "pylon-nwc", "color": "", "pubkey": getattr(self.wallet, "node_pubkey", ""),
+            net = self.wallet.network
+            pubkey = self.wallet.node_pubkey if isinstance(self.wallet, SupportsNodePubkey) else ""
+            return {"alias": "pylon-nwc", "color": "", "pubkey": pubkey,
                     "network": "mainnet" if net == "bitcoin" else net, "block_height": 0, "block_hash": "",
                     "methods": list(METHODS), "notifications": []}
         raise NotImplementedByWallet(f"method {method!r} is not implemented")
@@ -306,9 +307,8 @@ class NwcService:
             raise InvoiceNotFound("no invoice or payment with that hash")
         tx: dict[str, Any] = {"type": "outgoing", "payment_hash": ph, "state": out_state.value, "amount": 0,
                               "fees_paid": 0, "created_at": 0}
-        details_fn = getattr(self.wallet, "payment_details", None)
-        if out_state == InvoiceState.SETTLED and details_fn is not None:
-            details = await details_fn(ph)
+        if out_state == InvoiceState.SETTLED and isinstance(self.wallet, SupportsPaymentDetails):
+            details = await self.wallet.payment_details(ph)
             if details is not None:
                 tx.update(preimage=details.preimage, fees_paid=details.fee_msat, amount=details.amount_msat,
                           settled_at=int(time.time()))

@@ -10,14 +10,23 @@ run on the ledger's writer thread, so the event loop never waits for an fsync):
     decoded = check_invoice(bolt11, ..., budget_left_msat=budget.left_msat(), ...)
     receipt = await budget.pay(wallet, decoded, job_id=job.id, provider=provider_hex)
 
-A session is one Budget object (one PylonClient): it gets a random `session_id` unless
-given one.
+A session is one Budget object: it gets a random `session_id` unless given one. Several
+PylonClients (one per event loop, e.g. the DSPy bridge's) may share one Budget.
+
+Holds: with a session budget, `hold()` reserves the most a job may cost (its bid) BEFORE the
+job is published, so concurrent jobs can never bid more than the session has left between
+them; paying consumes the job's hold (the ledger intent takes its place) and `release()`
+returns whatever was not paid. A job that would find the room taken by other jobs' holds
+waits for them to settle instead of bidding less.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import uuid
+from dataclasses import dataclass
 
 from pylon.customer.invoice_check import ABOVE_BUDGET, ABOVE_MAX, NO_AMOUNT, DecodedInvoice, PaymentRefused
 from pylon.customer.ledger import Ledger, Receipt, SpendLimits, utc_day_start
@@ -35,6 +44,15 @@ def _limit(value: int | None, name: str) -> int | None:
     return value
 
 
+@dataclass(eq=False, slots=True)
+class Hold:
+    """Msats set aside for one job before it is published (its bid); see `Budget.hold`."""
+
+    msat: int
+    job_id: str | None = None  # bound once the request event (and so its id) exists
+    active: bool = True
+
+
 class Budget:
     """Per-job cap plus daily and session budgets over a receipts `Ledger` (None = unlimited)."""
 
@@ -46,6 +64,9 @@ class Budget:
         self.daily_msat = _limit(daily_msat, "daily_msat")
         self.session_msat = _limit(session_msat, "session_msat")
         self.session_id = session_id or uuid.uuid4().hex
+        self._hold_lock = threading.Lock()  # holds are taken from several threads and event loops
+        self._holds: list[Hold] = []
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
 
     def __repr__(self) -> str:
         return (f"Budget(per_job_msat={self.per_job_msat}, daily_msat={self.daily_msat}, "
@@ -77,6 +98,81 @@ class Budget:
         if left is not None and amount_msat > left:
             raise PaymentRefused(ABOVE_BUDGET, f"{amount_msat} msat is above what is left of the budget ({left} msat)")
 
+    # -- holds (reserve a job's bid before publishing it) ---------------------------------------
+    def held_msat(self) -> int:
+        """Msats held by jobs in flight that have not paid yet."""
+        with self._hold_lock:
+            return sum(h.msat for h in self._holds)
+
+    def session_room_msat(self) -> int | None:
+        """What the session may still commit: its budget minus spent and held (None: no session budget)."""
+        if self.session_msat is None:
+            return None
+        with self._hold_lock:
+            return max(0, self.session_msat - self.spent_session_msat() - sum(h.msat for h in self._holds))
+
+    async def hold(self, want_msat: int | None) -> Hold | None:
+        """Set aside up to `want_msat` (the per-job cap when None) for one job, before it is sent.
+
+        Returns the Hold (its `msat` is the job's bid), or None when there is no session budget
+        (nothing to share). While other jobs' holds take the room this job would want, it waits
+        for them to settle; when nothing else is held, it takes what is left (possibly less than
+        wanted). Raises PaymentRefused("above_budget") when the session budget is used up."""
+        if self.session_msat is None:
+            return None
+        caps = [v for v in (want_msat, self.per_job_msat) if v is not None]
+        want = min(caps) if caps else None
+        while True:
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future | None = None
+            with self._hold_lock:
+                spent = self.spent_session_msat()
+                others = sum(h.msat for h in self._holds)
+                room = max(0, self.session_msat - spent - others)
+                take = room if want is None else min(want, room)
+                if take == want or not self._holds:
+                    if take == 0 and 0 < self.session_msat <= spent and want != 0:
+                        raise PaymentRefused(ABOVE_BUDGET, f"the session budget is used up ({spent} of "
+                                                           f"{self.session_msat} msat spent); no job was sent")
+                    hold = Hold(take)
+                    self._holds.append(hold)
+                    return hold
+                waiter = loop.create_future()
+                self._waiters.append((loop, waiter))
+            try:
+                await waiter
+            finally:
+                with self._hold_lock:
+                    self._waiters = [(lp, f) for lp, f in self._waiters if f is not waiter]
+
+    def release(self, hold: Hold | None) -> None:
+        """Return what a job held and did not pay (call when the job is over, whatever happened)."""
+        if hold is None:
+            return
+        with self._hold_lock:
+            if hold.active:
+                hold.active = False
+                self._holds = [h for h in self._holds if h is not hold]
+        self._wake()
+
+    def _consume(self, job_id: str) -> None:
+        """The job's payment intent is in the ledger: its hold has done its job."""
+        with self._hold_lock:
+            for h in self._holds:
+                if h.job_id == job_id:
+                    h.active = False
+            self._holds = [h for h in self._holds if h.active]
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._hold_lock:
+            waiters, self._waiters = self._waiters, []
+        for loop, fut in waiters:
+            try:
+                loop.call_soon_threadsafe(lambda f=fut: f.done() or f.set_result(None))
+            except RuntimeError:  # that loop is closed
+                pass
+
     # -- binding -------------------------------------------------------------------------------
     def _intent(self, amount_msat: int, now: float | None, **receipt: str) -> dict:
         """The per-job cap check plus the `record_intent` arguments that check the other limits."""
@@ -92,14 +188,19 @@ class Budget:
         Raises PaymentRefused: "above_max", "above_budget", or "already_paid" (the job or the
         hash already has a payment). On success the amount counts as spent until the receipt
         is marked failed."""
-        return self.ledger.record_intent(**self._intent(amount_msat, now, job_id=job_id, provider=provider,
-                                                        payment_hash=payment_hash, bolt11=bolt11))
+        receipt = self.ledger.record_intent(**self._intent(amount_msat, now, job_id=job_id, provider=provider,
+                                                           payment_hash=payment_hash, bolt11=bolt11))
+        self._consume(job_id)
+        return receipt
 
     async def reserve_async(self, amount_msat: int, *, job_id: str, provider: str, payment_hash: str,
                             bolt11: str, now: float | None = None) -> Receipt:
         """`reserve` with the intent written on the ledger's writer thread (same checks, one transaction)."""
-        return await self.ledger.record_intent_async(**self._intent(amount_msat, now, job_id=job_id, provider=provider,
-                                                                    payment_hash=payment_hash, bolt11=bolt11))
+        receipt = await self.ledger.record_intent_async(**self._intent(amount_msat, now, job_id=job_id,
+                                                                       provider=provider, payment_hash=payment_hash,
+                                                                       bolt11=bolt11))
+        self._consume(job_id)
+        return receipt
 
     async def pay(self, wallet: Wallet, invoice: DecodedInvoice, *, job_id: str, provider: str) -> Receipt:
         """Reserve, pay through `wallet`, and close the receipt: the exactly-once payment step.
@@ -120,6 +221,7 @@ class Budget:
             return await self._settle_unknown(wallet, receipt, exc)
         except WalletError as exc:
             await self.ledger.mark_failed_async(receipt.payment_hash, f"{type(exc).__name__}: {exc}")
+            self._wake()  # no money moved: the room is back
             raise
         except BaseException as exc:  # cancellation or a bug mid-payment: outcome unknown, keep it pending
             log.warning("payment for job %s interrupted (%s); left pending for recovery", job_id[:12], type(exc).__name__)

@@ -46,6 +46,7 @@ from pylon.jobs.nip90 import (
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys, normalize_pubkey
+from pylon.customer.budget import Budget, Hold
 from pylon.customer.payments import ClientPayments, JobPayment, PaidNoResult
 from pylon.relay.pool import RelayPool
 
@@ -218,6 +219,7 @@ class PylonClient:
         daily_budget_msat: int | None = None,
         pool: RelayPool | None = None,
         ledger: Any = None,
+        budget: Budget | None = None,
     ) -> None:
         self.keys = keys if keys is not None else Keys.load_or_create(identity_path())
         self.relays = list(relays) if relays else (pool.urls if pool is not None else [])
@@ -230,7 +232,7 @@ class PylonClient:
         self.payments: ClientPayments | None = None
         if wallet is not None:
             self.payments = ClientPayments(wallet, max_msat=max_msat, budget_msat=budget_msat,
-                                           daily_budget_msat=daily_budget_msat, ledger=ledger)
+                                           daily_budget_msat=daily_budget_msat, ledger=ledger, budget=budget)
         self.pool = pool
         self._own_pool = pool is None
         self._routes: dict[str, asyncio.Queue] = {}
@@ -351,10 +353,26 @@ class PylonClient:
             log.warning("cancellation of %s not accepted: %s", job_id[:12], exc)
 
     # -------------------------------------------------------------------- the job
-    async def _run(
+    async def _run(self, prompt: str | list[dict], params: dict[str, Any], *, bid_msat: int | None,
+                   **kwargs: Any) -> AskOutcome:
+        """One job within the session budget: its bid is held (Budget.hold) before it is sent,
+        so concurrent jobs never bid more than the session has left, and released after."""
+        check_params(params)  # a value outside its documented range is refused before anything is sent
+        if self.payments is None or self.payments.budget.session_msat is None:
+            return await self._run_job(prompt, params, bid_msat=bid_msat, hold=None, **kwargs)
+        caps = [v for v in (bid_msat, self.max_msat) if v is not None]
+        hold = await self.payments.budget.hold(min(caps) if caps else None)
+        try:
+            held_bid = bid_msat if hold is None else (hold.msat if bid_msat is None else min(bid_msat, hold.msat))
+            return await self._run_job(prompt, params, bid_msat=held_bid, hold=hold, **kwargs)
+        finally:
+            self.payments.budget.release(hold)
+
+    async def _run_job(
         self, prompt: str | list[dict], params: dict[str, Any], *, provider: str | None, bid_msat: int | None,
         timeout: float, encrypted: bool | None, on_progress: ProgressCallback | None,
         on_delta: Callable[[str], None] | None, error_grace_s: float, collect_s: float, collect_max: int | None,
+        hold: Hold | None = None,
     ) -> AskOutcome:
         if self.pool is None or self._sub is None:
             raise RelayError("PylonClient is not started: use `async with PylonClient(...)`")
@@ -377,6 +395,8 @@ class PylonClient:
                 break
             created_at += 1
         self._recent_ids[event.id] = None
+        if hold is not None:
+            hold.job_id = event.id  # paying this job consumes its hold
         while len(self._recent_ids) > 10_000:
             self._recent_ids.popitem(last=False)
         state = _JobState(request, event, target, started, on_progress, on_delta)

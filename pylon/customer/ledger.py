@@ -30,11 +30,14 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from pylon.errors import PaymentError
 from pylon.home import db_path
 from pylon.customer.invoice_check import ABOVE_BUDGET, ALREADY_PAID, PaymentRefused
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from wallet.base import Wallet
 
 log = logging.getLogger(__name__)
 
@@ -370,13 +373,13 @@ class Ledger:
         return {d: {"count": c, "amount_msat": a, "fee_msat": f} for d, c, a, f in rows}
 
     # -- crash recovery ------------------------------------------------------------------------
-    async def recover(self, wallet: Any) -> list[Receipt]:
+    async def recover(self, wallet: "Wallet") -> list[Receipt]:
         """Settle receipts left 'pending' (by a crash or an unknown outcome) by asking the wallet.
 
         SETTLED -> paid (with preimage and fee when the wallet offers `payment_details`);
         FAILED -> failed; PENDING or a wallet error -> left pending for a later call.
         Returns the receipts it changed."""
-        from wallet.base import InvoiceState  # local: keep pylon.customer.ledger importable without wallet side effects
+        from wallet.base import InvoiceState, SupportsPaymentDetails  # local: keep pylon.customer.ledger importable without wallet side effects
 
         changed: list[Receipt] = []
         for r in self.pending():
@@ -387,10 +390,9 @@ class Ledger:
                 continue
             if state == InvoiceState.SETTLED:
                 preimage, fee = None, 0
-                details_fn = getattr(wallet, "payment_details", None)
-                if details_fn is not None:
+                if isinstance(wallet, SupportsPaymentDetails):
                     try:
-                        details = await details_fn(r.payment_hash)
+                        details = await wallet.payment_details(r.payment_hash)
                     except Exception:
                         details = None
                     if details is not None:

@@ -83,8 +83,11 @@ class ClientPayments:
 
     def __init__(self, wallet: Any, *, max_msat: int | None = None, budget_msat: int | None = None,
                  daily_budget_msat: int | None = None, ledger: Ledger | None = None,
-                 session_id: str | None = None) -> None:
+                 session_id: str | None = None, budget: Budget | None = None) -> None:
         self.wallet = wallet
+        if budget is not None:  # shared by several clients (the DSPy bridge: one per event loop)
+            self.ledger, self._own_ledger, self.budget = budget.ledger, False, budget
+            return
         self.ledger = ledger if ledger is not None else Ledger()
         self._own_ledger = ledger is None
         self.budget = Budget(self.ledger, per_job_msat=max_msat, daily_msat=daily_budget_msat,

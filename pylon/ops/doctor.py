@@ -454,8 +454,7 @@ async def check_wallet(uri: str | None, *, timeout: float = 10.0) -> list[Findin
             await w.aclose()
         except Exception:
             pass
-    network = getattr(w, "network", "?")
-    return [Finding("wallet", target, "balance", Level.OK, f"balance {balance} msat ({network})",
+    return [Finding("wallet", target, "balance", Level.OK, f"balance {balance} msat ({w.network})",
                     ms=_ms(start))]
 
 
