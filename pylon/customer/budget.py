@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from pylon.customer.invoice_check import ABOVE_BUDGET, ABOVE_MAX, NO_AMOUNT, DecodedInvoice, PaymentRefused
 from pylon.customer.ledger import Ledger, Receipt, SpendLimits, utc_day_start
-from wallet.base import InvoiceState, Wallet
+from wallet.base import InvoiceState, SupportsPaymentDetails, Wallet
 from wallet.errors import AlreadyPaid, WalletError, WalletTimeout, WalletUnreachable
 
 log = logging.getLogger(__name__)
@@ -237,8 +237,8 @@ class Budget:
         except WalletError:
             raise exc from None
         if state == InvoiceState.SETTLED:
-            details_fn = getattr(wallet, "payment_details", None)
-            details = await details_fn(receipt.payment_hash) if details_fn else None
+            details = (await wallet.payment_details(receipt.payment_hash)
+                       if isinstance(wallet, SupportsPaymentDetails) else None)
             return await self.ledger.mark_paid_async(receipt.payment_hash,
                                                      preimage=details.preimage if details else None,
                                                      fee_msat=details.fee_msat if details else 0)

@@ -47,8 +47,10 @@ from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys, normalize_pubkey
 from pylon.customer.budget import Budget, Hold
+from pylon.customer.ledger import Ledger
 from pylon.customer.payments import ClientPayments, JobPayment, PaidNoResult
 from pylon.relay.pool import RelayPool
+from wallet.base import Wallet
 
 log = logging.getLogger("pylon.customer.client")
 
@@ -213,12 +215,12 @@ class PylonClient:
         relays: Sequence[str],
         *,
         keys: Keys | None = None,
-        wallet: Any = None,
+        wallet: Wallet | None = None,
         max_msat: int | None = None,
         budget_msat: int | None = None,
         daily_budget_msat: int | None = None,
         pool: RelayPool | None = None,
-        ledger: Any = None,
+        ledger: Ledger | None = None,
         budget: Budget | None = None,
     ) -> None:
         self.keys = keys if keys is not None else Keys.load_or_create(identity_path())

@@ -36,6 +36,7 @@ from pylon.customer.budget import Budget
 from pylon.errors import JobError
 from pylon.customer.invoice_check import PaymentRefused, check_invoice
 from pylon.customer.ledger import Ledger, Receipt
+from wallet.base import SupportsConnect, Wallet
 
 log = logging.getLogger("pylon.customer.payments")
 
@@ -81,7 +82,7 @@ class JobPayment:
 class ClientPayments:
     """Invoice checks, budgets and receipts for one PylonClient session (one Budget session)."""
 
-    def __init__(self, wallet: Any, *, max_msat: int | None = None, budget_msat: int | None = None,
+    def __init__(self, wallet: Wallet, *, max_msat: int | None = None, budget_msat: int | None = None,
                  daily_budget_msat: int | None = None, ledger: Ledger | None = None,
                  session_id: str | None = None, budget: Budget | None = None) -> None:
         self.wallet = wallet
@@ -95,9 +96,8 @@ class ClientPayments:
 
     async def start(self) -> list[Receipt]:
         """Connect the wallet (NWC reads its network here) and settle receipts a crash left pending."""
-        connect = getattr(self.wallet, "connect", None)
-        if connect is not None:
-            await connect()
+        if isinstance(self.wallet, SupportsConnect):
+            await self.wallet.connect()
         recovered = await self.ledger.recover(self.wallet)
         for r in recovered:
             log.info("receipt %d for job %s recovered as %s", r.id, r.job_id[:12], r.status)
