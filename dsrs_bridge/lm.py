@@ -1,225 +1,56 @@
 """`pylon_lm()`: a dspy.LM whose every call is a NIP-90 job on the swarm.
 
 Built on DSPy 3.4's engine API (`dspy.LM("pylon/<model>", engine=..., async_engine=...)`):
-DSPy keeps caching, retries, `n`, usage accounting, history and callbacks; the engines
-do exactly one attempt each, through a `SwarmHub` that holds
+DSPy keeps caching, retries, `n`, usage accounting, history and callbacks; the engines do
+exactly one attempt each, through a `SwarmHub` (dsrs_bridge.hub: shared clients, the core
+Budget, single-flight, closing). What DSPy sees:
 
-- one PylonClient (one RelayPool, one websocket per relay) per event loop: async callers
-  use their own loop's client; sync callers — every dspy.Parallel / Evaluate thread —
-  go through one background loop thread, so they all share one relay connection;
-- single-flight: an identical request already in flight on that loop is joined, not sent
-  again (DSPy resubmits stragglers after 120 s; a second paid job for the same prompt is
-  money lost). The joiner's response says `joined` and carries 0 msat;
-- the spending caps: `max_msat_per_call` is the bid of every job, `budget_msat` caps the
-  hub's total (each job's bid is at most what is left). A refusal to pay becomes
-  lm15 BillingError, which DSPy does not retry; no answer in time, relay rate limits and
-  provider errors become lm15 TimeoutError / RateLimitError / ServerError, which it does.
-
-Every Response carries `provider_data["pylon"]` = job_id, provider, paid_msat, fee_msat,
-result_event_id, joined, encrypted, timings — so `lm.history` shows what each call cost,
-and the DAG recorder (dsrs_bridge.recorder) links LM nodes to their kind-5050 jobs.
+- errors it can act on (dsrs_bridge.errors): refusals to pay, budgets used up, unknown models
+  and bad requests are not retried; only transient faults are;
+- `rollout_id` (and every sampling parameter) is part of a request's identity: parallel
+  rollouts are separate jobs, only truly identical requests in flight are joined;
+- cost where DSPy users look: each history entry's `cost` is the msats that call paid
+  (unit: millisatoshi, not USD; `cost_details` says so and names the job), `get_lm_usage()`
+  has an `msat` total beside the tokens, `finish_reason` is the backend's ("length" when the
+  answer was cut at max_tokens), and every Response carries `provider_data["pylon"]` =
+  job_id, provider, paid_msat, fee_msat, result_event_id, joined, encrypted, timings;
+- `history_msat(lm)` counts the calls of the LM and of its copies (Refine, BestOfN, and the
+  optimizers call copies, whose own `history` the original never sees);
+- `with pylon_lm(...) as lm:` closes it; `close(lm)` returns promptly even with calls in
+  flight (they raise JobCancelled, their jobs are cancelled).
 Answers served from DSPy's cache never reach the engine, so they cost nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
+import contextvars
 import hashlib
 import json
 import logging
 import os
 import queue
-import threading
-import weakref
-from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, AsyncIterator, Iterator, Sequence
+
+from dsrs_bridge.errors import to_lm15_error
+from dsrs_bridge.hub import JobOptions, SwarmHub, close_all_hubs
 
 log = logging.getLogger(__name__)
 
 # DSPy would fetch a model price map from the internet on first use; Pylon runs offline.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "true")
 
+__all__ = ["pylon_lm", "PylonLM", "hub_of", "history_msat", "close", "aclose", "SwarmHub", "JobOptions",
+           "to_lm15_error", "PylonEngine", "AsyncPylonEngine"]
+
 _SUPPORTED_PARAMS = frozenset({"temperature", "max_tokens", "top_p", "top_k", "stop", "seed",
                                "frequency_penalty", "response_format", "stream", "n"})
 
+# DSPy keeps rollout_id out of the lm15 Request (it only keys its cache): PylonLM.__call__ /
+# acall put it here for the engine, which runs in the same thread / task.
+_ROLLOUT: contextvars.ContextVar[Any] = contextvars.ContextVar("pylon_lm_rollout_id", default=None)
 
-# -- the background loop for sync callers ---------------------------------------------------
-class _LoopThread:
-    """An event loop in a daemon thread: sync code submits coroutines and waits on them."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="pylon-lm-loop", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def submit(self, coro) -> "asyncio.Future":
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def run(self, coro) -> Any:
-        return self.submit(coro).result()
-
-    def stop(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        if not self._thread.is_alive():
-            self.loop.close()
-
-
-@dataclass(frozen=True)
-class JobOptions:
-    """What every job of one LM carries besides the prompt."""
-
-    model: str
-    provider: str | None = None
-    timeout: float = 60.0
-    encrypted: bool | None = None
-
-
-class SwarmHub:
-    """Shared PylonClients (one per event loop), single-flight, and the spending caps."""
-
-    def __init__(self, relays: Sequence[str], *, keys: Any = None, wallet: Any = None,
-                 max_msat_per_call: int | None = None, budget_msat: int | None = None,
-                 client_factory: Callable[..., Any] | None = None) -> None:
-        for name, value in (("max_msat_per_call", max_msat_per_call), ("budget_msat", budget_msat)):
-            if value is not None and (type(value) is not int or value < 0):
-                raise ValueError(f"{name} must be a non-negative integer number of millisats")
-        self.relays = list(relays)
-        self.keys = keys
-        self.wallet = wallet
-        self.max_msat_per_call = max_msat_per_call
-        self.budget_msat = budget_msat
-        self._factory = client_factory
-        self._lock = threading.Lock()
-        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
-        self._starting: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
-        self._inflight: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future] = {}
-        self._thread: _LoopThread | None = None
-        self.spent_msat = 0
-        self.jobs_started = 0
-        self.jobs_joined = 0
-        _HUBS.add(self)
-
-    # -- clients --------------------------------------------------------------------------
-    def _new_client(self) -> Any:
-        if self._factory is not None:
-            return self._factory()
-        from pylon.customer.client import PylonClient
-
-        return PylonClient(self.relays, keys=self.keys, wallet=self.wallet, max_msat=self.max_msat_per_call)
-
-    async def client(self) -> Any:
-        """This event loop's started PylonClient (created on first use)."""
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is not None:
-            return client
-        with self._lock:
-            self._reap_closed_loops()
-            gate = self._starting.setdefault(loop, asyncio.Lock())
-        async with gate:
-            client = self._clients.get(loop)
-            if client is None:
-                client = self._new_client()
-                await client.start()
-                self._clients[loop] = client
-        return client
-
-    def _reap_closed_loops(self) -> None:
-        for loop in [lp for lp in self._clients if lp.is_closed()]:
-            self._clients.pop(loop, None)
-            self._starting.pop(loop, None)
-
-    def background(self) -> _LoopThread:
-        with self._lock:
-            if self._thread is None:
-                self._thread = _LoopThread()
-            return self._thread
-
-    # -- money ------------------------------------------------------------------------------
-    def bid_msat(self) -> int | None:
-        """The most the next job may cost: the per-call cap, within what the budget has left."""
-        with self._lock:
-            caps = []
-            if self.max_msat_per_call is not None:
-                caps.append(self.max_msat_per_call)
-            if self.budget_msat is not None:
-                caps.append(max(0, self.budget_msat - self.spent_msat))
-        return min(caps) if caps else None
-
-    def _charge(self, outcome: Any) -> None:
-        with self._lock:
-            self.spent_msat += int(getattr(outcome, "paid_msat", 0) or 0) + int(getattr(outcome, "fee_msat", 0) or 0)
-
-    # -- asking -----------------------------------------------------------------------------
-    async def ask(self, key: str, messages: list[dict], params: dict[str, Any], opts: JobOptions) -> tuple[Any, bool]:
-        """Run (or join) the job for `key`; returns (outcome, joined)."""
-        loop = asyncio.get_running_loop()
-        slot = (loop, key)
-        existing = self._inflight.get(slot)
-        if existing is not None:
-            with self._lock:
-                self.jobs_joined += 1
-            return await asyncio.shield(existing), True
-        future: asyncio.Future = loop.create_future()
-        self._inflight[slot] = future
-        try:
-            client = await self.client()
-            with self._lock:
-                self.jobs_started += 1
-            outcome = await client.ask(messages, **params, provider=opts.provider, bid_msat=self.bid_msat(),
-                                       timeout=opts.timeout, encrypted=opts.encrypted)
-            self._charge(outcome)
-            future.set_result(outcome)
-            return outcome, False
-        except BaseException as exc:
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()  # retrieved: joiners re-raise it, nobody else must
-            raise
-        finally:
-            self._inflight.pop(slot, None)
-
-    def stream(self, messages: list[dict], params: dict[str, Any], opts: JobOptions, client: Any) -> Any:
-        return client.stream(messages, **params, provider=opts.provider, bid_msat=self.bid_msat(),
-                             timeout=opts.timeout, encrypted=opts.encrypted)
-
-    # -- closing ------------------------------------------------------------------------------
-    async def aclose(self) -> None:
-        """Close this loop's client (call from the loop that used it)."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.close()
-
-    def close(self) -> None:
-        """Close the background loop's client and stop the loop thread."""
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        client = self._clients.pop(thread.loop, None)
-        if client is not None:
-            try:
-                thread.run(client.close())
-            except Exception:  # pragma: no cover - best effort at shutdown
-                log.debug("closing the background PylonClient failed", exc_info=True)
-        thread.stop()
-
-
-_HUBS: "weakref.WeakSet[SwarmHub]" = weakref.WeakSet()
-
-
-@atexit.register
-def _close_hubs() -> None:  # pragma: no cover - interpreter shutdown
-    for hub in list(_HUBS):
-        hub.close()
+atexit.register(close_all_hubs)
 
 
 # -- request / response translation -------------------------------------------------------------
@@ -279,10 +110,10 @@ def openai_response_format(fmt: dict) -> dict:
     return {"type": "json_schema", "json_schema": inner}
 
 
-def request_key(messages: list[dict], params: dict[str, Any], opts: JobOptions) -> str:
-    """Identity of a request for single-flight: everything that changes the answer."""
-    blob = json.dumps({"m": messages, "p": params, "provider": opts.provider}, sort_keys=True,
-                      separators=(",", ":"), ensure_ascii=False, default=str)
+def request_key(messages: list[dict], params: dict[str, Any], opts: JobOptions, rollout_id: Any = None) -> str:
+    """Identity of a request for single-flight: everything that changes the answer, and the rollout."""
+    blob = json.dumps({"m": messages, "p": params, "provider": opts.provider, "rollout": rollout_id},
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -296,8 +127,15 @@ def pylon_data(outcome: Any, joined: bool) -> dict[str, Any]:
         "result_event_id": getattr(outcome, "result_event_id", "") or "",
         "encrypted": bool(getattr(outcome, "encrypted", False)),
         "joined": joined,
+        "finish_reason": finish_reason(outcome),
         "timings": timings,
     }}
+
+
+def finish_reason(outcome: Any) -> str:
+    """The backend's finish reason as the provider reported it ("stop" when it did not say)."""
+    reason = getattr(outcome, "finish_reason", None)
+    return reason if reason in ("stop", "length", "content_filter", "tool_call", "error") else "stop"
 
 
 def _usage(outcome: Any):
@@ -312,40 +150,17 @@ def outcome_to_response(outcome: Any, joined: bool, model: str):
         id=outcome.job_id,
         model=outcome.model or _model_name(model),
         message=lm15.Message.assistant([lm15.TextPart(outcome.text or "")]),
-        finish_reason="stop",
+        finish_reason=finish_reason(outcome),
         usage=_usage(outcome),
         provider_data=pylon_data(outcome, joined),
     )
 
 
-def to_lm15_error(exc: BaseException) -> BaseException:
-    """Pylon failures -> lm15's canonical errors, which DSPy maps onto its retry policy."""
-    lm15 = _lm15()
-    from pylon.errors import JobError, PaymentError, RelayError
-
-    from pylon.customer.client import JobCancelled, JobTimeout, NoProviderAnswered
-    from pylon.customer.payments import PaidNoResult
-
-    message = str(exc)
-    if isinstance(exc, PaymentError):
-        return lm15.BillingError(f"payment refused, not retried: {message}", provider="pylon")
-    if isinstance(exc, PaidNoResult):  # a retry would be a new job, paid again: let the caller decide
-        return lm15.BillingError(f"paid without a result, not retried: {message}", provider="pylon")
-    if isinstance(exc, JobCancelled):
-        return exc
-    if isinstance(exc, (NoProviderAnswered, JobTimeout)):
-        return lm15.TimeoutError(message, provider="pylon")
-    if isinstance(exc, RelayError):
-        if "rate-limited" in message or "rate limit" in message.lower():
-            return lm15.RateLimitError(message, provider="pylon")
-        return lm15.TransportError(message, provider="pylon")
-    if isinstance(exc, JobError):
-        if "rate" in message.lower() and "limit" in message.lower():
-            return lm15.RateLimitError(message, provider="pylon")
-        return lm15.ServerError(message, provider="pylon")
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return lm15.TimeoutError(message or "timed out", provider="pylon")
-    return exc
+def _raise_mapped(exc: Exception) -> None:
+    mapped = to_lm15_error(exc)
+    if mapped is exc:
+        raise exc
+    raise mapped from exc
 
 
 # -- the engines ------------------------------------------------------------------------------------
@@ -364,17 +179,14 @@ class _EngineBase:
 
         validate_request(request)
         messages, params = request_to_chat(request, self.opts.model)
-        return messages, params, request_key(messages, params, self.opts)
+        return messages, params, request_key(messages, params, self.opts, _ROLLOUT.get())
 
-    async def _complete(self, request: Any):
-        messages, params, key = self._prepare(request)
+    async def _complete(self, request: Any, key: str | None = None):
+        messages, params, own_key = self._prepare(request)
         try:
-            outcome, joined = await self.hub.ask(key, messages, params, self.opts)
+            outcome, joined = await self.hub.ask(key or own_key, messages, params, self.opts)
         except Exception as exc:
-            mapped = to_lm15_error(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+            _raise_mapped(exc)
         return outcome_to_response(outcome, joined, self.opts.model)
 
     async def _events(self, request: Any) -> AsyncIterator[Any]:
@@ -392,19 +204,16 @@ class _EngineBase:
                 if delta:
                     yield lm15.StreamDeltaEvent(delta=lm15.TextDelta(text=delta, part_index=0))
         except Exception as exc:
-            mapped = to_lm15_error(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+            _raise_mapped(exc)
         finally:
             await job.aclose()
         outcome = job.outcome
-        self.hub._charge(outcome)
         if not started:
             yield lm15.StreamStartEvent(model=params["model"])
             if outcome.text:
                 yield lm15.StreamDeltaEvent(delta=lm15.TextDelta(text=outcome.text, part_index=0))
-        yield lm15.StreamEndEvent(finish_reason="stop", usage=_usage(outcome), provider_data=pylon_data(outcome, False))
+        yield lm15.StreamEndEvent(finish_reason=finish_reason(outcome), usage=_usage(outcome),
+                                  provider_data=pylon_data(outcome, False))
 
     # Saving a program saves which swarm model it used, never keys or wallets.
     def dump_state(self) -> dict[str, Any]:
@@ -423,7 +232,8 @@ class PylonEngine(_EngineBase):
     """The sync engine: runs on the hub's background loop, so all threads share one client."""
 
     def complete(self, request: Any):
-        return self.hub.background().run(self._complete(request))
+        key = self._prepare(request)[2]  # the rollout is this thread's: read it here
+        return self.hub.background().run(self._complete(request, key))
 
     def stream(self, request: Any) -> Iterator[Any]:
         bg = self.hub.background()
@@ -433,18 +243,21 @@ class PylonEngine(_EngineBase):
             try:
                 async for event in self._events(request):
                     items.put(("event", event))
-            except BaseException as exc:  # handed to the consuming thread
+            except BaseException as exc:  # handed to the consuming thread (cancellation too)
                 items.put(("error", exc))
                 return
             items.put(("done", None))
 
         future = bg.submit(pump())
+        future.add_done_callback(lambda f: f.cancelled() and items.put(("error", _closed())))
         try:
             while True:
                 kind, value = items.get()
                 if kind == "event":
                     yield value
                 elif kind == "error":
+                    if isinstance(value, BaseException) and not isinstance(value, Exception):
+                        raise _closed() from None  # the loop was stopped under us (close(lm))
                     raise value
                 else:
                     return
@@ -453,7 +266,7 @@ class PylonEngine(_EngineBase):
                 future.cancel()  # the consumer left early: cancel the job (kind 5 published)
 
     def close(self) -> None:
-        """Borrowed by dspy.LM: closing the hub is `dsrs_bridge.lm.close(lm)`'s job."""
+        """dspy.LM.close() borrows custom engines: closing the hub is PylonLM.close()'s job."""
 
 
 class AsyncPylonEngine(_EngineBase):
@@ -467,7 +280,119 @@ class AsyncPylonEngine(_EngineBase):
             yield event
 
     async def aclose(self) -> None:
-        """Borrowed by dspy.LM: see `aclose(lm)`."""
+        """Borrowed by dspy.LM: see PylonLM.aclose()."""
+
+
+def _closed() -> BaseException:
+    from dsrs_bridge.hub import lm_closed_error
+
+    return lm_closed_error()
+
+
+# -- the LM ---------------------------------------------------------------------------------------------
+def _make_lm_class():
+    import dspy
+
+    class PylonLM(dspy.LM):
+        """dspy.LM on a Pylon engine: the rollout reaches the engine, history entries carry
+        their msats, and it is a (sync or async) context manager that closes the hub."""
+
+        def _rollout(self, kwargs: dict[str, Any]) -> Any:
+            return kwargs.get("rollout_id", self.kwargs.get("rollout_id"))
+
+        def __call__(self, prompt=None, *, messages=None, **kwargs):
+            token = _ROLLOUT.set(self._rollout(kwargs))
+            try:
+                return super().__call__(prompt, messages=messages, **kwargs)
+            finally:
+                _ROLLOUT.reset(token)
+
+        async def acall(self, prompt=None, *, messages=None, **kwargs):
+            token = _ROLLOUT.set(self._rollout(kwargs))
+            try:
+                return await super().acall(prompt, messages=messages, **kwargs)
+            finally:
+                _ROLLOUT.reset(token)
+
+        def update_history(self, entry: dict[str, Any]) -> None:
+            """Fill DSPy's `cost` with what the call paid, in msat, and count it for the copies too."""
+            msat, jobs = _entry_msat(entry)
+            if entry.get("usage"):  # not a DSPy cache hit (those paid nothing now)
+                entry["cost"] = msat
+                entry["cost_details"] = {"kind": "pylon", "unit": "msat", "msat": msat, "jobs": jobs}
+                hub = hub_of(self)
+                with hub._lock:
+                    hub.history_msat += msat
+                from dspy.dsp.utils.settings import settings
+
+                if settings.usage_tracker is not None:
+                    settings.usage_tracker.add_usage(self.model, {"msat": msat})
+            else:
+                entry["cost"] = 0
+                entry["cost_details"] = {"kind": "pylon", "unit": "msat", "msat": 0, "cache_hit": True}
+            super().update_history(entry)
+
+        def inspect_history(self, n: int = 1, file: Any = None) -> None:
+            super().inspect_history(n, file=file)
+            shown = self.history[-n:]
+            print(f"[pylon] these {len(shown)} call(s) paid {sum(e.get('cost') or 0 for e in shown)} msat; "
+                  f"this LM and its copies: {history_msat(self)} msat", file=file)
+
+        def close(self) -> None:
+            """Cancel the calls in flight and close the background client (returns promptly)."""
+            super().close()
+            hub_of(self).close()
+
+        async def aclose(self) -> None:
+            """Cancel this loop's calls in flight and close its client, and the background one."""
+            await super().aclose()
+            await hub_of(self).aclose()
+
+        def __enter__(self) -> "PylonLM":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.close()
+
+        async def __aenter__(self) -> "PylonLM":
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            await self.aclose()
+            import asyncio
+
+            await asyncio.to_thread(hub_of(self).close)
+
+    PylonLM.__module__ = __name__
+    PylonLM.__qualname__ = "PylonLM"
+    return PylonLM
+
+
+_LM_CLASS: Any = None
+
+
+def __getattr__(name: str) -> Any:  # PylonLM is built on first use: importing dspy is slow
+    if name == "PylonLM":
+        return _lm_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _lm_class() -> Any:
+    global _LM_CLASS
+    if _LM_CLASS is None:
+        _LM_CLASS = _make_lm_class()
+    return _LM_CLASS
+
+
+def _entry_msat(entry: dict[str, Any]) -> tuple[int, list[str]]:
+    responses = entry.get("response")
+    total, jobs = 0, []
+    for response in responses if isinstance(responses, (list, tuple)) else [responses]:
+        data = (getattr(response, "provider_data", None) or {}).get("pylon") or {}
+        total += int(data.get("paid_msat", 0) or 0) + int(data.get("fee_msat", 0) or 0)
+        if data.get("job_id"):
+            jobs.append(data["job_id"])
+    return total, jobs
 
 
 # -- public API ------------------------------------------------------------------------------------
@@ -476,19 +401,21 @@ def pylon_lm(model: str, *, relays: Sequence[str], wallet: Any = None, max_msat_
              timeout: float = 60.0, encrypted: bool | None = None, **dspy_lm_kwargs: Any):
     """A dspy.LM whose calls run as NIP-90 kind-5050 jobs on the swarm.
 
-        lm = pylon_lm("tiny-llama", relays=["ws://127.0.0.1:7777"], wallet=w,
-                      max_msat_per_call=2_000, budget_msat=50_000, temperature=0.0)
-        dspy.configure(lm=lm)
+        with pylon_lm("tiny-llama", relays=["ws://127.0.0.1:7777"], wallet="dev:///tmp/l.sqlite?account=alice",
+                      max_msat_per_call=2_000, budget_msat=50_000, temperature=0.0) as lm:
+            dspy.configure(lm=lm)
+            ...
 
+    `wallet` is a wallet URI or a wallet object (default: the PYLON_WALLET environment
+    variable; none: only free providers answer). `max_msat_per_call` is each job's bid and cap
+    (default 10,000 msat), `budget_msat` caps what this LM and all its copies spend together.
     `provider` (npub or hex) targets one provider (its jobs are then encrypted unless
-    `encrypted=False`); `keys` is the customer identity (default: PYLON_HOME's);
-    `timeout` bounds each job; the rest (temperature, max_tokens, cache, num_retries, …)
-    goes to dspy.LM. Copies of the LM (BootstrapFewShot makes them) share the hub.
+    `encrypted=False`); `keys` is the customer identity (default: PYLON_HOME's); `timeout`
+    bounds each job in seconds; the rest (temperature, max_tokens, cache, num_retries, …) goes
+    to dspy.LM. Copies of the LM share one hub (clients, budget, counters).
     """
-    import dspy
-
     if not relays:
-        raise ValueError("pylon_lm needs at least one relay URL")
+        raise ValueError("pylon_lm needs at least one relay URL: pass relays=[\"ws://…\"]")
     if provider is not None:
         from pylon.nostr.keys import normalize_pubkey
 
@@ -496,12 +423,12 @@ def pylon_lm(model: str, *, relays: Sequence[str], wallet: Any = None, max_msat_
     name = model if model.startswith("pylon/") else f"pylon/{model}"
     hub = SwarmHub(relays, keys=keys, wallet=wallet, max_msat_per_call=max_msat_per_call, budget_msat=budget_msat)
     opts = JobOptions(name, provider, float(timeout), encrypted)
-    lm = dspy.LM(name, engine=PylonEngine(hub, opts), async_engine=AsyncPylonEngine(hub, opts), **dspy_lm_kwargs)
-    return lm
+    return _lm_class()(name, engine=PylonEngine(hub, opts), async_engine=AsyncPylonEngine(hub, opts),
+                       **dspy_lm_kwargs)
 
 
 def hub_of(lm: Any) -> SwarmHub:
-    """The SwarmHub behind a pylon_lm (spent_msat, jobs_started, jobs_joined)."""
+    """The SwarmHub behind a pylon_lm (spent_msat, jobs_started, jobs_joined, history_msat)."""
     engine = getattr(lm, "_engine_spec", None)
     if not isinstance(engine, _EngineBase):
         raise TypeError("not a pylon_lm")
@@ -509,23 +436,18 @@ def hub_of(lm: Any) -> SwarmHub:
 
 
 def history_msat(lm: Any) -> int:
-    """Msats paid by the calls in `lm.history` (cache hits and joined calls paid nothing)."""
-    total = 0
-    for entry in getattr(lm, "history", []) or []:
-        if not entry.get("usage"):
-            continue  # a DSPy cache hit: no engine call, no payment
-        responses = entry.get("response")
-        for response in responses if isinstance(responses, (list, tuple)) else [responses]:
-            data = (getattr(response, "provider_data", None) or {}).get("pylon") or {}
-            total += int(data.get("paid_msat", 0) or 0) + int(data.get("fee_msat", 0) or 0)
-    return total
+    """Msats paid by the calls recorded in the history of `lm` and of its copies (cache hits
+    and joined calls paid nothing). Equals `hub_of(lm).spent_msat` when every paid call
+    completed; a paid job that never delivered is in spent_msat only."""
+    return hub_of(lm).history_msat
 
 
 def close(lm: Any) -> None:
-    """Close the background client and loop thread of a pylon_lm (sync callers)."""
+    """Cancel a pylon_lm's calls in flight and close its background client and loop thread.
+    Returns within about a second; the waiting threads raise JobCancelled."""
     hub_of(lm).close()
 
 
 async def aclose(lm: Any) -> None:
-    """Close the running loop's client of a pylon_lm (async callers)."""
+    """Cancel the running loop's calls in flight and close that loop's client (async callers)."""
     await hub_of(lm).aclose()

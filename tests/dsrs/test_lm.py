@@ -262,7 +262,7 @@ class RefusingClientDouble:
         from pylon.customer.client import PaymentRefused
 
         self.asks += 1
-        raise PaymentRefused(f"quote of 5000 msat exceeds the bid of {params.get('bid_msat')} msat")
+        raise PaymentRefused("above_bid", f"quote of 5000 msat exceeds the bid of {params.get('bid_msat')} msat")
 
 
 def test_refusal_to_pay_maps_to_billing_error_and_is_not_retried_double():
@@ -283,15 +283,12 @@ def test_refusal_to_pay_maps_to_billing_error_and_is_not_retried_double():
     assert double.asks == 1
 
 
-def test_budget_caps_every_bid():
+def test_budget_arguments_are_checked_and_bids_come_from_the_shared_budget(dev_ledger):
     from dsrs_bridge.lm import SwarmHub
 
-    hub = SwarmHub(["ws://x"], max_msat_per_call=1_000, budget_msat=2_500)
-    assert hub.bid_msat() == 1_000
-    hub.spent_msat = 2_000
-    assert hub.bid_msat() == 500
-    hub.spent_msat = 3_000
-    assert hub.bid_msat() == 0
-    assert SwarmHub(["ws://x"]).bid_msat() is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="budget_msat"):
         SwarmHub(["ws://x"], budget_msat=-1)
+    assert SwarmHub(["ws://x"]).budget is None  # no wallet: nothing is paid, no budget to share
+    hub = SwarmHub(["ws://x"], wallet=dev_ledger.uri("customer"), max_msat_per_call=1_000, budget_msat=2_500)
+    assert hub.budget.per_job_msat == 1_000 and hub.budget.session_msat == 2_500
+    assert hub.bid_msat() == 1_000 and hub.spent_msat == 0
