@@ -1,17 +1,17 @@
 """Typed wallet errors: every failure a wallet can report, as one class each.
 
-All subclass `pylon.errors.PaymentError`, so the CLI shows them as one red line with the
-payments exit code, and callers can catch the whole family with `WalletError`.
+All subclass `pylon.errors.WalletError` (a `PaymentError`), so the CLI shows them as one red
+line with the payments exit code (5), and callers can catch the whole family with `WalletError`.
 Messages never contain secrets (wallet URIs, keys): build them from redacted values.
 """
 
 from __future__ import annotations
 
-from pylon.errors import PaymentError
+from pylon.errors import WalletError
 
-
-class WalletError(PaymentError):
-    """Base of every error a wallet raises."""
+__all__ = ["WalletError", "InsufficientBalance", "PaymentFailed", "AmountAboveMax", "InvoiceExpired", "AlreadyPaid",
+           "QuotaExceeded", "Unauthorized", "WalletUnreachable", "WalletTimeout", "NotImplementedByWallet",
+           "InvoiceInvalid", "InvoiceNotFound"]
 
 
 class InsufficientBalance(WalletError):

@@ -38,7 +38,10 @@ from typing import Any, Callable, Literal, Sequence
 
 from pydantic import BaseModel, Field
 
-from pylon.errors import JobError, PaymentError, RelayError
+from pylon.errors import (  # the job's errors live in the one tree; re-exported here
+    JobCancelled, JobError, JobTimeout, NoProviderAnswered, PaymentError, PaymentRefused, ProviderError, RelayError,
+)
+from pylon.customer.invoice_check import NO_WALLET
 from pylon.home import identity_path
 from pylon.jobs.nip90 import (
     KIND_FEEDBACK, KIND_RESULT, JobFeedback, JobParseError, JobRequest, JobResult, build_cancellation,
@@ -55,33 +58,6 @@ from wallet.base import Wallet
 log = logging.getLogger("pylon.customer.client")
 
 Stage = Literal["published", "quoted", "payment", "processing", "partial", "done", "error", "cancelled"]
-
-
-# ------------------------------------------------------------------------------ errors
-class NoProviderAnswered(JobError):
-    """Nobody answered the job before the timeout (it was cancelled)."""
-
-
-class JobTimeout(JobError):
-    """Providers answered but no result came before the timeout (the job was cancelled)."""
-
-
-class ProviderError(JobError):
-    """The provider(s) reported an `error` for the job."""
-
-    def __init__(self, message: str, errors: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.errors = dict(errors or {})
-
-
-class JobCancelled(JobError):
-    """The job was cancelled by us (Ctrl-C, aclose()); a kind-5 cancellation was published."""
-
-    exit_code = 130
-
-
-class PaymentRefused(PaymentError):
-    """We refused to pay what a provider asked (no wallet, over the bid or a budget, ...)."""
 
 
 # ------------------------------------------------------------------------------ outcome
@@ -605,8 +581,8 @@ class PylonClient:
             return
         if self.wallet is None:
             raise PaymentRefused(
-                f"provider {fb.provider[:12]}… asks {fb.amount_msat} msat for this job; "
-                "no wallet configured; pass --wallet (nothing was paid)")
+                NO_WALLET, f"provider {fb.provider[:12]}… asks {fb.amount_msat} msat for this job; no wallet configured",
+                hint="pass --wallet URI (or set PYLON_WALLET)")
         await self._pay(state, fb)
 
     async def _pay(self, state: _JobState, fb: JobFeedback) -> None:

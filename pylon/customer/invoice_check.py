@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from pylon.errors import PaymentError
+from pylon.errors import PaymentRefused
 from wallet.bolt11_codec import DecodedInvoice, decode_bolt11
 from wallet.errors import InvoiceInvalid
 
@@ -31,17 +31,9 @@ EXPIRED: Final = "expired"                # expired (or expires within the safet
 WRONG_NETWORK: Final = "wrong_network"    # invoice network != wallet network
 WRONG_PAYEE: Final = "wrong_payee"        # signed by another node than the one expected
 ALREADY_PAID: Final = "already_paid"      # raised by the ledger: hash or job already has a payment
+NO_WALLET: Final = "no_wallet"            # a price, and the client has no wallet to pay with
 REASONS: Final = (MALFORMED, NO_AMOUNT, AMOUNT_MISMATCH, ABOVE_BID, ABOVE_MAX, ABOVE_BUDGET,
-                  EXPIRED, WRONG_NETWORK, WRONG_PAYEE, ALREADY_PAID)
-
-
-class PaymentRefused(PaymentError):
-    """We refused to pay; nothing was paid. `reason` is one of REASONS."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(f"payment refused ({reason}): {message}")
-        self.reason = reason
-        self.detail = message
+                  EXPIRED, WRONG_NETWORK, WRONG_PAYEE, ALREADY_PAID, NO_WALLET)
 
 
 def check_invoice(bolt11: str, *, amount_tag_msat: int | None, bid_msat: int | None, max_msat: int | None,
