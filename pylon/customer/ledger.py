@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 from pylon.errors import PaymentError
 from pylon.home import db_path
 from pylon.customer.invoice_check import ABOVE_BUDGET, ALREADY_PAID, PaymentRefused
+from pylon.customer.lease import OwnerLease, owner_alive
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from wallet.base import Wallet
@@ -59,7 +60,12 @@ CREATE TABLE IF NOT EXISTS receipts (
     error TEXT,
     created_at REAL NOT NULL,
     paid_at REAL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    owner TEXT,
+    refund_msat INTEGER NOT NULL DEFAULT 0 CHECK (refund_msat >= 0),
+    refund_hash TEXT,
+    refund_status TEXT,
+    result_event_id TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS receipts_one_per_job ON receipts(job_id) WHERE status != 'failed';
 CREATE UNIQUE INDEX IF NOT EXISTS receipts_one_per_hash ON receipts(payment_hash) WHERE status != 'failed';
@@ -68,7 +74,11 @@ CREATE INDEX IF NOT EXISTS receipts_by_status ON receipts(status);
 """
 
 _COLS = ("id, job_id, provider, payment_hash, amount_msat, fee_msat, bolt11, preimage, status, "
-         "session_id, error, created_at, paid_at, updated_at")
+         "session_id, error, created_at, paid_at, updated_at, owner, refund_msat, refund_hash, refund_status, "
+         "result_event_id")
+# columns added after the first release: (name, declaration) for ALTER TABLE on older files
+_ADDED = (("owner", "TEXT"), ("refund_msat", "INTEGER NOT NULL DEFAULT 0"), ("refund_hash", "TEXT"),
+          ("refund_status", "TEXT"), ("result_event_id", "TEXT"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +99,16 @@ class Receipt:
     created_at: float
     paid_at: float | None
     updated_at: float
+    owner: str | None = None        # the lease of the process that wrote the intent (pylon.customer.lease)
+    refund_msat: int = 0            # what the provider paid back (see docs/PROTOCOL.md, "Refunds")
+    refund_hash: str | None = None  # payment hash of our refund invoice
+    refund_status: str | None = None  # None | 'requested' | 'refunded'
+    result_event_id: str | None = None  # the result we got for this payment (None: none yet)
 
     @property
     def spent_msat(self) -> int:
-        """What this receipt costs the budget (pending counts: the money may be gone)."""
-        return 0 if self.status == FAILED else self.amount_msat + self.fee_msat
+        """What this receipt costs the budget (pending counts: the money may be gone; refunds come back)."""
+        return 0 if self.status == FAILED else self.amount_msat + self.fee_msat - self.refund_msat
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,6 +142,7 @@ class Ledger:
         self._rlock = threading.Lock()   # the read connection
         self._writer: ThreadPoolExecutor | None = None  # started by the first *_async write
         self._writer_guard = threading.Lock()
+        self._lease: OwnerLease | None = None  # taken by the first intent (pylon.customer.lease)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), timeout=busy_timeout_ms / 1000, isolation_level=None,
@@ -135,6 +151,10 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(receipts)")}
+            for name, decl in _ADDED:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE receipts ADD COLUMN {name} {decl}")
             self._rdb = sqlite3.connect(str(self.path), timeout=busy_timeout_ms / 1000, isolation_level=None,
                                         check_same_thread=False)
             self._rdb.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
@@ -149,6 +169,9 @@ class Ledger:
             writer.shutdown(wait=True)  # a write already started finishes (and commits) first
         with self._lock:
             self._db.close()
+            if self._lease is not None:
+                self._lease.release()
+                self._lease = None
         with self._rlock:
             self._rdb.close()
 
@@ -224,7 +247,7 @@ class Ledger:
 
     @staticmethod
     def _spent(db: sqlite3.Connection, since: float | None = None, session_id: str | None = None) -> int:
-        sql = "SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM receipts WHERE status != 'failed'"
+        sql = "SELECT COALESCE(SUM(amount_msat + fee_msat - refund_msat), 0) FROM receipts WHERE status != 'failed'"
         args: list[Any] = []
         if since is not None:
             sql += " AND created_at >= ?"
@@ -265,14 +288,16 @@ class Ledger:
                         if spent + amount_msat > limits.session_msat:
                             raise PaymentRefused(ABOVE_BUDGET, f"{amount_msat} msat would exceed the session budget "
                                                                f"({spent} of {limits.session_msat} msat spent)")
+                if self._lease is None:
+                    self._lease = OwnerLease(self.path)
                 cur = db.execute(
                     "INSERT INTO receipts(job_id, provider, payment_hash, amount_msat, bolt11, status, session_id,"
-                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-                    (job_id, provider, payment_hash, amount_msat, bolt11, session_id, t, t))
+                    " created_at, updated_at, owner) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+                    (job_id, provider, payment_hash, amount_msat, bolt11, session_id, t, t, self._lease.owner))
                 receipt = self._one(db, "id = ?", (cur.lastrowid,))
         except sqlite3.IntegrityError:  # pragma: no cover - the SELECT above runs under the same write lock
             raise PaymentRefused(ALREADY_PAID, "this job or invoice already has a payment") from None
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise LedgerError(f"could not record the payment intent: {exc}") from None
         assert receipt is not None
         log.info("payment intent job=%s hash=%s amount_msat=%d", job_id[:12], payment_hash[:12], amount_msat)
@@ -373,16 +398,24 @@ class Ledger:
         return {d: {"count": c, "amount_msat": a, "fee_msat": f} for d, c, a, f in rows}
 
     # -- crash recovery ------------------------------------------------------------------------
-    async def recover(self, wallet: "Wallet") -> list[Receipt]:
-        """Settle receipts left 'pending' (by a crash or an unknown outcome) by asking the wallet.
+    def orphaned(self) -> list[Receipt]:
+        """Pending receipts whose writer is gone (its lease is free): the only ones recovery may settle."""
+        mine = self._lease.owner if self._lease is not None else None
+        return [r for r in self.pending() if not owner_alive(self.path, r.owner, mine=mine)]
 
-        SETTLED -> paid (with preimage and fee when the wallet offers `payment_details`);
-        FAILED -> failed; PENDING or a wallet error -> left pending for a later call.
+    async def recover(self, wallet: "Wallet") -> list[Receipt]:
+        """Settle receipts a dead process left 'pending' by asking the wallet.
+
+        Only intents whose owner is gone are touched (`orphaned`): a live process sharing this
+        ledger may be paying its intent right now, and the wallet's "no payment for this hash"
+        then means "not yet", not "failed". For an orphan: SETTLED -> paid (with preimage and
+        fee when the wallet offers `payment_details`); FAILED/EXPIRED -> failed (its owner can
+        no longer pay it); PENDING or a wallet error -> left pending for a later call.
         Returns the receipts it changed."""
         from wallet.base import InvoiceState, SupportsPaymentDetails  # local: keep pylon.customer.ledger importable without wallet side effects
 
         changed: list[Receipt] = []
-        for r in self.pending():
+        for r in self.orphaned():
             try:
                 state = await wallet.lookup_payment(r.payment_hash)
             except Exception as exc:  # any wallet trouble: try again later, never guess
@@ -400,7 +433,11 @@ class Ledger:
                 changed.append(await self.mark_paid_async(r.payment_hash, preimage=preimage, fee_msat=fee))
                 log.info("recover: receipt %d (job %s) was paid", r.id, r.job_id[:12])
             elif state in (InvoiceState.FAILED, InvoiceState.EXPIRED):
-                changed.append(await self.mark_failed_async(r.payment_hash,
-                                                            "recovered: the wallet has no payment for this hash"))
+                try:
+                    changed.append(await self.mark_failed_async(
+                        r.payment_hash, "recovered: the wallet has no payment for this hash"))
+                except LedgerError as exc:  # settled meanwhile by someone else: theirs is the truth
+                    log.info("recover: receipt %d left as is: %s", r.id, exc)
+                    continue
                 log.info("recover: receipt %d (job %s) was not paid", r.id, r.job_id[:12])
         return changed

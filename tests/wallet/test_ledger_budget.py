@@ -93,10 +93,29 @@ async def test_crash_between_paying_and_recording_is_recovered(tmp_path, dev_led
 async def test_recover_marks_unpaid_intents_failed(tmp_path, dev_ledger):
     bob, alice = dev_ledger.wallet("bob"), dev_ledger.wallet("alice")
     inv = await bob.make_invoice(1_000)
-    with Ledger(tmp_path / "r.sqlite") as led:
+    with Ledger(tmp_path / "r.sqlite") as led:   # its process stopped before the wallet was called
         led.record_intent(job_id="j", provider="p", payment_hash=inv.payment_hash, amount_msat=1000, bolt11=inv.bolt11)
-        (r,) = await led.recover(alice)   # crashed before the wallet was called
+        assert await led.recover(alice) == []     # its own intent: maybe being paid right now, never touched
+    with Ledger(tmp_path / "r.sqlite") as led:   # the next start: the owner's lease is gone
+        (r,) = await led.recover(alice)
         assert r.status == "failed" and not led.has_paid(inv.payment_hash)
+
+
+async def test_recover_leaves_a_live_owners_intent_alone(tmp_path, dev_ledger):
+    """Two processes (here two Ledgers: the lease is a flock on an open file, so they exclude
+    each other like processes do) on one ledger: the second one's recovery must not read the
+    first one's unpaid-yet intent as failed; once the first pays, its receipt is paid."""
+    dev_ledger.fund("alice", 5_000)
+    bob, alice = dev_ledger.wallet("bob"), dev_ledger.wallet("alice")
+    inv = await bob.make_invoice(1_000)
+    path = tmp_path / "r.sqlite"
+    with Ledger(path) as live, Ledger(path) as starting:
+        live.record_intent(job_id="j", provider="p", payment_hash=inv.payment_hash, amount_msat=1000,
+                           bolt11=inv.bolt11)
+        assert starting.orphaned() == [] and await starting.recover(alice) == []
+        await alice.pay_invoice(inv.bolt11, max_msat=1000)
+        assert live.mark_paid(inv.payment_hash, preimage=None).status == "paid"
+    assert await alice.balance() == 4_000
 
 
 async def test_budget_pay_end_to_end_and_failures(tmp_path, dev_ledger):
