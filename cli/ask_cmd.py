@@ -121,6 +121,10 @@ async def _ask(prompt: str, settings: Any, *, system: str | None, model: str | N
     if as_json:
         print_json(outcome.model_dump())
         return
+    if not show and (outcome.paid_msat or outcome.receipt is not None):
+        # piped: stdout stays the answer alone, but what was paid is always said (stderr)
+        err_console.print(f"pylon: paid {outcome.paid_msat} msat (+{outcome.fee_msat} fee) to provider "
+                          f"{outcome.provider} for job {outcome.job_id}", highlight=False, soft_wrap=True)
     if progress.stream:
         sys.stdout.write("\n" if progress.streamed_any else outcome.text + "\n")
     else:

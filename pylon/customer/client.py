@@ -51,6 +51,9 @@ from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys, normalize_pubkey
 from pylon.customer.budget import Budget, Hold
 from pylon.customer.ledger import Ledger
+from pylon.customer.defaults import DEFAULT_DAILY_BUDGET_MSAT, DEFAULT_MAX_MSAT
+from pylon.customer.invoice_check import ABOVE_BID, ABOVE_MAX, NO_INVOICE
+from pylon.customer.invoice_check import PaymentRefused as InvoiceRefused
 from pylon.customer.payments import ClientPayments, JobPayment, PaidNoResult
 from pylon.relay.pool import RelayPool
 from wallet.base import Wallet
@@ -202,9 +205,11 @@ class PylonClient:
         self.keys = keys if keys is not None else Keys.load_or_create(identity_path())
         self.relays = list(relays) if relays else (pool.urls if pool is not None else [])
         self.wallet = wallet
-        self.max_msat = max_msat
+        # money-safe defaults (pylon.customer.defaults): None means "the default", never "unlimited"
+        self.max_msat = DEFAULT_MAX_MSAT if max_msat is None else max_msat
         self.budget_msat = budget_msat
-        self.daily_budget_msat = daily_budget_msat
+        self.daily_budget_msat = DEFAULT_DAILY_BUDGET_MSAT if daily_budget_msat is None else daily_budget_msat
+        max_msat, daily_budget_msat = self.max_msat, self.daily_budget_msat
         self.spent_msat = 0  # this session's payments (amount + fee)
         # receipts, budgets and invoice checks (a Ledger under PYLON_HOME unless one is given)
         self.payments: ClientPayments | None = None
@@ -357,8 +362,10 @@ class PylonClient:
         started = time.monotonic()
         target = normalize_pubkey(provider) if provider else None
         explicit_bid = bid_msat
-        caps = [v for v in (bid_msat, self.max_msat) if v is not None]
-        bid_msat = min(caps) if caps else None  # the bid tag says what we agree to pay
+        # the bid tag says what we agree to pay: the bid capped by the per-job cap (a client
+        # without a wallet pays nothing, so only an explicit bid is sent)
+        caps = [v for v in (bid_msat, self.max_msat if self.wallet is not None else None) if v is not None]
+        bid_msat = min(caps) if caps else None
         request = JobRequest.from_prompt(
             prompt, **{k: v for k, v in params.items() if v is not None},
             bid_msat=bid_msat, providers=[target] if target else [], relays=self.pool.urls,
@@ -511,6 +518,15 @@ class PylonClient:
                 if state.on_delta is not None:
                     state.on_delta(delta)
         elif fb.status == "error":
+            above = self._above_bid(state, fb)
+            if above is not None:  # "price is N msat, above your bid": our limit, said as ours
+                state.progress("error", str(above), provider=fb.provider)
+                if state.target is not None:
+                    await self._cancel_quietly(state)
+                    raise above
+                state.refusals.append(above)
+                state.finished.add(fb.provider)
+                return
             reason = fb.extra or fb.content or "unspecified error"
             state.errors[fb.provider] = reason
             state.finished.add(fb.provider)
@@ -579,6 +595,9 @@ class PylonClient:
         """
         if not fb.amount_msat:
             return
+        if not fb.bolt11:  # nostrdvm and others: an amount with no invoice means "zap me" (NIP-57)
+            raise InvoiceRefused(NO_INVOICE, f"provider {fb.provider[:12]}… asks {fb.amount_msat} msat without a "
+                                 "bolt11 invoice (it expects a zap or another way to pay): cannot pay this provider")
         if self.wallet is None:
             raise PaymentRefused(
                 NO_WALLET, f"provider {fb.provider[:12]}… asks {fb.amount_msat} msat for this job; no wallet configured",
@@ -598,6 +617,17 @@ class PylonClient:
         state.progress("payment", f"paid {receipt.amount_msat} msat (fee {receipt.fee_msat}) to "
                        f"{fb.provider[:12]}…, hash {receipt.payment_hash[:16]}…", provider=fb.provider,
                        amount_msat=receipt.amount_msat)
+
+    def _above_bid(self, state: _JobState, fb: JobFeedback) -> InvoiceRefused | None:
+        """An `error` naming a price above our bid tag, as the refusal that names the limit."""
+        bid = state.request.bid_msat
+        if fb.amount_msat is None or bid is None or fb.amount_msat <= bid:
+            return None
+        capped = state.bid_msat is None or state.bid_msat > bid  # the cap, not the caller's bid, set the tag
+        reason, limit = (ABOVE_MAX, "per-job cap") if capped else (ABOVE_BID, "bid")
+        said = f" (it says: {fb.extra})" if fb.extra else ""
+        return InvoiceRefused(reason, f"provider {fb.provider[:12]}… asks {fb.amount_msat} msat, above the {limit} "
+                                      f"of {bid} msat{said}")
 
     def _paid_no_result(self, state: _JobState, detail: str) -> PaidNoResult:
         r = state.payment.receipt

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Final
 
+from pylon.customer.defaults import BID_HINT, DAILY_HINT, MAX_MSAT_HINT
 from pylon.errors import PaymentRefused
 from wallet.bolt11_codec import DecodedInvoice, decode_bolt11
 from wallet.errors import InvoiceInvalid
@@ -31,9 +32,17 @@ EXPIRED: Final = "expired"                # expired (or expires within the safet
 WRONG_NETWORK: Final = "wrong_network"    # invoice network != wallet network
 WRONG_PAYEE: Final = "wrong_payee"        # signed by another node than the one expected
 ALREADY_PAID: Final = "already_paid"      # raised by the ledger: hash or job already has a payment
+NO_INVOICE: Final = "no_invoice"          # an amount with no bolt11 (nostrdvm expects a zap): cannot pay
 NO_WALLET: Final = "no_wallet"            # a price, and the client has no wallet to pay with
 REASONS: Final = (MALFORMED, NO_AMOUNT, AMOUNT_MISMATCH, ABOVE_BID, ABOVE_MAX, ABOVE_BUDGET,
-                  EXPIRED, WRONG_NETWORK, WRONG_PAYEE, ALREADY_PAID, NO_WALLET)
+                  EXPIRED, WRONG_NETWORK, WRONG_PAYEE, ALREADY_PAID, NO_INVOICE, NO_WALLET)
+
+# What the user can do about a refusal: named in the message so nobody has to guess which
+# flag or config key raised (or would raise) the limit (issue 10, money-safe defaults).
+HINTS: Final = {ABOVE_MAX: MAX_MSAT_HINT, ABOVE_BUDGET: DAILY_HINT, ABOVE_BID: BID_HINT}
+# The one PaymentRefused (pylon.errors; `reason` is one of REASONS) takes its hint from here
+# when the raiser gives none: str(refusal) ends with it, the CLI shows it on its own line.
+PaymentRefused.hints.update(HINTS)
 
 
 def check_invoice(bolt11: str, *, amount_tag_msat: int | None, bid_msat: int | None, max_msat: int | None,

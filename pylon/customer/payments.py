@@ -34,7 +34,7 @@ from typing import Any
 
 from pylon.customer.budget import Budget
 from pylon.errors import JobError
-from pylon.customer.invoice_check import PaymentRefused, check_invoice
+from pylon.customer.invoice_check import NO_INVOICE, PaymentRefused, check_invoice
 from pylon.customer.ledger import Ledger, Receipt
 from wallet.base import SupportsConnect, Wallet
 
@@ -130,7 +130,8 @@ class ClientPayments:
             return None
         try:
             if not bolt11:
-                raise PaymentRefused("malformed", f"payment-required for {amount_msat} msat carries no bolt11 invoice")
+                raise PaymentRefused(NO_INVOICE, f"payment-required for {amount_msat} msat carries no bolt11 "
+                                     "invoice: cannot pay this provider")
             decoded = check_invoice(bolt11, amount_tag_msat=amount_msat, bid_msat=bid_msat,
                                     max_msat=self.budget.per_job_msat, budget_left_msat=self.budget.left_msat(),
                                     wallet_network=self.wallet.network)

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pylon.customer.defaults import DEFAULT_DAILY_BUDGET_MSAT, DEFAULT_MAX_MSAT
 from pylon.errors import ConfigError
 from pylon.home import config_path
 
@@ -34,8 +35,9 @@ class Settings(BaseModel):
     price_msat: int = Field(0, ge=0)
     price_per_1k_tokens_msat: int = Field(0, ge=0)
     free: bool = False
-    max_msat: int | None = Field(None, ge=0)  # per-job spending cap (client)
-    daily_budget_msat: int | None = Field(None, ge=0)
+    # money-safe defaults (pylon.customer.defaults): every paying command has a cap unless raised
+    max_msat: int = Field(DEFAULT_MAX_MSAT, ge=0)  # per-job spending cap (client), msat
+    daily_budget_msat: int = Field(DEFAULT_DAILY_BUDGET_MSAT, ge=0)  # per UTC day, all asks, msat
     timeout_s: float = Field(120.0, gt=0)
     log_format: Literal["text", "json"] = "text"
     metrics_port: int | None = Field(None, ge=0, le=65535)
