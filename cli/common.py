@@ -1,47 +1,149 @@
-"""Shared CLI plumbing: consoles, error mapping, running coroutines, JSON output."""
+"""Shared CLI plumbing: consoles, how errors end a command, running coroutines, JSON output.
+
+How a command ends when something goes wrong (issue 9), whatever the command:
+- a PylonError: one red line `error: <what happened>` on stderr, a second `hint: <what to do>`
+  line when the error has a hint, and the error's exit code (pylon.errors has the table);
+- Ctrl-C: one line, exit 130;
+- anything else is a bug: one line saying so and naming the file the full traceback was
+  written to (PYLON_HOME/crash/ or the temp folder), exit 70; `-v`/`--verbose` (on the
+  command, or `pylon -v COMMAND`) prints the traceback too.
+`PylonGroup` does this for every command of the `pylon` app; `handle_errors` does the same
+for a command function called on its own (tests that invoke a sub-app).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import functools
 import json
 import logging
+import os
 import signal
 import sys
-from typing import Any, Awaitable, Callable, TypeVar
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, Awaitable, Callable, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from cli.term import make_console
-from pylon.errors import PylonError
+from pylon.errors import EXIT_BUG, EXIT_INTERRUPTED, PylonError
 
 console = make_console()  # no wrapping off a terminal; NO_COLOR respected (cli.term)
 err_console = make_console(stderr=True)
 T = TypeVar("T")
 
+_verbose = False
 
-def fail(message: str, code: int = 1) -> None:
-    """One red line on stderr and a non-zero exit: how every expected failure ends."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+
+def set_verbose(on: bool = True) -> None:
+    """Show full tracebacks for bugs (set by -v/--verbose)."""
+    global _verbose
+    _verbose = _verbose or on
+
+
+def _line(prefix: str, text: str) -> None:
+    # soft_wrap: one logical line stays one line when stderr is a pipe (rich wraps at 80 otherwise)
+    err_console.print(f"{prefix} {escape(text)}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 1, hint: str = "") -> NoReturn:
+    """One red line on stderr (and a hint line) and a non-zero exit: how every expected failure ends."""
+    _line("[bold red]error:[/]", " ".join(message.split("\n")))
+    if hint:
+        _line("[dim]hint:[/]", hint)
     raise typer.Exit(code)
 
 
+def crash_report(exc: BaseException) -> Path | None:
+    """Write `exc`'s traceback to a new file (mode 0600) and return its path, None if nowhere is writable.
+
+    PYLON_HOME/crash/ when PYLON_HOME exists (a crash never creates it), else the temp folder."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    folders: list[Path] = []
+    home = os.environ.get("PYLON_HOME") or str(Path.home() / ".config" / "pylon")
+    if Path(home).expanduser().is_dir():
+        folders.append(Path(home).expanduser() / "crash")
+    folders.append(Path(tempfile.gettempdir()))
+    for folder in folders:
+        try:
+            folder.mkdir(mode=0o700, exist_ok=True)
+            fd, path = tempfile.mkstemp(prefix=f"pylon-crash-{stamp}-", suffix=".txt", dir=folder)  # mode 0600
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            return Path(path)
+        except OSError:
+            continue
+    return None
+
+
+def exit_for(exc: BaseException) -> NoReturn:
+    """End the command for `exc` as described above (raises typer.Exit)."""
+    if isinstance(exc, PylonError):
+        message, hint = exc.parts()
+        fail(message, exc.exit_code, hint)
+    if isinstance(exc, KeyboardInterrupt):
+        _line("[yellow]interrupted[/]", "(Ctrl-C)")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if _verbose:
+        err_console.print(escape("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))),
+                          highlight=False, soft_wrap=True, end="")
+    where = crash_report(exc)
+    what = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    seen = f"the traceback is in {where}" if where is not None else "no file could be written for the traceback"
+    _line("[bold red]bug:[/]", f"{what} — this is a bug in Pylon; {seen}"
+          + ("" if _verbose else " (-v shows it)") + "; please report it")
+    raise typer.Exit(EXIT_BUG)
+
+
+try:  # typer >= 0.17 carries its own click
+    from typer._click.exceptions import ClickException as _ClickException
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click.exceptions import ClickException as _ClickException
+
+_PASS_THROUGH = (typer.Exit, typer.Abort, _ClickException)
+
+
+def _ours(exc: BaseException) -> bool:
+    """Exceptions typer itself turns into an exit (usage errors, --help, typer.Exit, Abort)."""
+    return isinstance(exc, _PASS_THROUGH)
+
+
 def handle_errors(func: Callable[..., T]) -> Callable[..., T]:
-    """Map PylonError to one red line; Ctrl-C to exit 130 without a traceback."""
+    """Map PylonError to one red line, Ctrl-C to exit 130, anything else to the bug line."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> T:
+        if kwargs.get("verbose"):
+            set_verbose()
         try:
             return func(*args, **kwargs)
-        except PylonError as exc:
-            fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]")
-            raise typer.Exit(130)
-        raise AssertionError("unreachable")
+        except (Exception, KeyboardInterrupt) as exc:
+            if _ours(exc):
+                raise
+            exit_for(exc)
 
     return wrapper
+
+
+class PylonGroup(TyperGroup):
+    """The `pylon` app's group: every subcommand's errors end as `exit_for` says."""
+
+    def invoke(self, ctx: Any) -> Any:
+        global _verbose
+        args = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        _verbose = any(a in ("-v", "--verbose") for a in args[: args.index("--") if "--" in args else None])
+        try:
+            return super().invoke(ctx)
+        except (Exception, KeyboardInterrupt) as exc:
+            if _ours(exc):
+                raise
+            exit_for(exc)
 
 
 def run(coro: Awaitable[T]) -> T:

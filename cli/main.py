@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from cli.common import PylonGroup, set_verbose
 from cli import keys_cmd
 from cli import relay_cmd
 from cli import config_cmd, doctor_cmd
@@ -16,7 +17,18 @@ app = typer.Typer(
     help="LLM inference over Nostr, paid with Lightning.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=PylonGroup,  # every command's errors end the same way (cli.common.exit_for)
 )
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the full traceback if Pylon hits a bug."),
+) -> None:
+    """LLM inference over Nostr, paid with Lightning."""
+    set_verbose(verbose)
+
+
 app.add_typer(keys_cmd.app, name="keys")
 app.command("relay")(relay_cmd.relay)
 app.add_typer(config_cmd.app, name="config")
