@@ -11,6 +11,8 @@ from cli import config_cmd, doctor_cmd
 from cli import trace_cmd
 from cli import wallet_cmd, receipts_cmd
 from cli import ask_cmd, serve_cmd, providers_cmd, demo_cmd
+from cli import gateway_cmd
+from cli import history_cmd, template_cmd
 
 app = typer.Typer(
     name="pylon",
@@ -18,17 +20,28 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     cls=PylonGroup,  # every command's errors end the same way (cli.common.exit_for)
+    # plain click help: flags shown as flags (rich panels print `--stream <bool>`), no boxes in pipes
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from pylon import __version__
+
+        typer.echo(f"pylon {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _root(
+    version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the full traceback if Pylon hits a bug."),
 ) -> None:
     """LLM inference over Nostr, paid with Lightning."""
     set_verbose(verbose)
-
-
 app.add_typer(keys_cmd.app, name="keys")
 app.command("relay")(relay_cmd.relay)
 app.add_typer(config_cmd.app, name="config")
@@ -40,6 +53,9 @@ app.command("ask")(ask_cmd.ask)
 app.command("serve")(serve_cmd.serve)
 app.command("providers")(providers_cmd.providers)
 app.command("demo")(demo_cmd.demo)
+app.command("gateway")(gateway_cmd.gateway)
+app.command("history")(history_cmd.history)
+app.add_typer(template_cmd.app, name="template")
 
 
 def main() -> None:  # pragma: no cover - console entry

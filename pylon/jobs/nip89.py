@@ -6,7 +6,12 @@ content is JSON describing what a customer needs to choose it:
     {"name": "...", "about": "...", "models": ["llama-3-8b", ...],
      "pricing": {"price_msat": 0, "price_per_1k_tokens_msat": 0},
      "encryption": ["nip44", "nip04"], "response_format": true,
-     "relays": ["wss://..."], "max_tokens": 4096, "version": "pylon/0.1.0"}
+     "relays": ["wss://..."], "max_tokens": 4096, "context_lengths": {"llama-3-8b": 8192},
+     "version": "pylon/0.1.0"}
+
+`context_lengths` (model -> tokens, prompt and answer together) is there when the backend
+reports it (vLLM's max_model_len); a job's max_tokens is then capped to what the prompt
+leaves of it.
 
 Discovery asks relays for `{"kinds": [31990], "#k": ["5050"]}` and keeps the newest
 announcement per pubkey; its `created_at` is when the provider was last seen (providers
@@ -57,6 +62,8 @@ class ProviderInfo(BaseModel):
     response_format: bool = False
     relays: list[str] = Field(default_factory=list)
     max_tokens: int | None = None
+    # model -> context length in tokens (prompt + answer), where the backend reports it
+    context_lengths: dict[str, int] = Field(default_factory=dict)
     version: str = ""
     d: str = ""
     last_seen: int = 0  # created_at of the announcement
@@ -100,6 +107,8 @@ class ProviderInfo(BaseModel):
         }
         if self.max_tokens is not None:
             data["max_tokens"] = self.max_tokens
+        if self.context_lengths:
+            data["context_lengths"] = self.context_lengths
         return data
 
 
@@ -115,6 +124,7 @@ def build_announcement(
     response_format: bool = True,
     relays: Iterable[str] = (),
     max_tokens: int | None = None,
+    context_lengths: dict[str, int] | None = None,
     d: str = DEFAULT_D,
     version: str | None = None,
     created_at: int | None = None,
@@ -124,7 +134,8 @@ def build_announcement(
         pubkey=keys.public_key, name=name, about=about, models=list(models),
         price_msat=int(price_msat), price_per_1k_tokens_msat=int(price_per_1k_tokens_msat),
         encryption=list(encryption), response_format=response_format, relays=list(relays),
-        max_tokens=max_tokens, version=version or f"pylon/{__version__}", d=d,
+        max_tokens=max_tokens, context_lengths=dict(context_lengths or {}),
+        version=version or f"pylon/{__version__}", d=d,
     )
     content = json.dumps(info.content(), ensure_ascii=False, separators=(",", ":"))
     tags = [["d", d], ["k", JOB_KIND]]
@@ -160,6 +171,18 @@ def _msat(value: Any) -> int | None:
     return None
 
 
+def _context_lengths(value: Any, limit: int = 256) -> dict[str, int]:
+    """{model: positive int} from an announcement; junk entries are dropped."""
+    if not isinstance(value, dict):
+        return {}
+    out: dict[str, int] = {}
+    for model, length in list(value.items())[:limit]:
+        tokens = _msat(length)
+        if isinstance(model, str) and model and tokens:
+            out[model[:256]] = tokens
+    return out
+
+
 def parse_announcement(event: Event) -> ProviderInfo:
     """Read a kind-31990 event announcing kind 5050; raises AnnouncementParseError."""
     if event.kind != KIND_HANDLER:
@@ -192,6 +215,7 @@ def parse_announcement(event: Event) -> ProviderInfo:
         response_format=data.get("response_format") is True,
         relays=[u for u in _str_list(data.get("relays")) if u.startswith(("ws://", "wss://"))],
         max_tokens=max_tokens or None,
+        context_lengths=_context_lengths(data.get("context_lengths")),
         version=_str(data.get("version"), 100),
         d=event.d_tag(),
         last_seen=event.created_at,

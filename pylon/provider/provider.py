@@ -43,6 +43,9 @@ from pydantic import ValidationError
 from pylon.provider.backends import BackendHealth, BackendUnavailable, ChatRequest, OpenAIBackend
 from pylon.errors import BackendError, RelayError
 from pylon.provider.jobstore import LIVE, JobStore
+from pylon.provider.context import (
+    fit_max_tokens, no_room_reason, prompt_tokens_upper_bound, wanted_max_tokens,
+)
 from pylon.jobs.nip89 import build_announcement
 from pylon.jobs.nip90 import (
     KIND_DELETION, KIND_REQUEST, JobFeedback, JobParseError, JobRequest, JobResult, parse_cancellation,
@@ -154,6 +157,7 @@ class Provider:
         self.max_pending = max_pending or max(1024, 8 * concurrency)
         self.stats = ProviderStats()
         self.backend_health: BackendHealth | None = None
+        self.context_lengths: dict[str, int] = {}  # model -> tokens, as the backend reports them
         self.pool: RelayPool | None = pool
         self._own_pool = pool is None
         self.store: JobStore | None = None
@@ -248,7 +252,8 @@ class Provider:
             self.keys, models=self.served_models, name=self.name,
             price_msat=0 if self.free else self.price_msat,
             price_per_1k_tokens_msat=0 if self.free else self.price_per_1k_tokens_msat,
-            relays=self.pool.urls, max_tokens=self.max_tokens_cap,
+            relays=self.pool.urls, max_tokens=self._announced_max_tokens(),
+            context_lengths={m: n for m, n in self.context_lengths.items() if m in self.served_models},
         )
         try:
             await self.pool.publish(event)
@@ -265,10 +270,15 @@ class Provider:
         health = await self.backend.health()
         was_ok = self.backend_health.ok if self.backend_health is not None else None
         self.backend_health = health
+        changed = False
         if health.ok and not self.models_explicit and health.models and health.models != self.served_models:
             self.served_models = list(health.models)
-            if self._started.is_set():
-                self._spawn(self.announce())
+            changed = True
+        if health.ok and health.context_lengths != self.context_lengths:
+            self.context_lengths = dict(health.context_lengths)
+            changed = True
+        if changed and self._started.is_set():
+            self._spawn(self.announce())
         if health.ok != was_ok:
             if health.ok:
                 log.info("backend %s healthy (%s)", self.backend.base_url, ", ".join(health.models))
@@ -342,7 +352,7 @@ class Provider:
         if len(self._jobs) >= self.max_pending:
             self._reject(req, f"provider busy ({len(self._jobs)} jobs pending); try again later or another provider")
             return
-        job = Job(request=req, model=model, max_tokens=self._capped_max_tokens(req))
+        job = Job(request=req, model=model, max_tokens=self._capped_max_tokens(req, model))
         self._log(req.id, req.customer, model, "seen", detail="encrypted" if req.encrypted else "")
         self._start(job, self._process(job, fresh=True))
 
@@ -384,17 +394,51 @@ class Provider:
             self.store.transition(row.request_id, "error", error=f"cannot resume: {exc}")
             return
         model = req.model or row.model or (self.served_models[0] if self.served_models else "")
-        job = Job(request=req, model=model, max_tokens=self._capped_max_tokens(req), amount_msat=row.amount_msat or 0)
+        job = Job(request=req, model=model, max_tokens=self._capped_max_tokens(req, model), amount_msat=row.amount_msat or 0)
         self._log(req.id, req.customer, model, "resumed", detail=f"was {row.status}")
         if row.status == "processing":
             self._start(job, self._republish(job, row.result_json) if row.result_json else self._run(job, rerun=True))
         else:
             self._start(job, self._process(job))
 
-    def _capped_max_tokens(self, req: JobRequest) -> int:
-        """The job's max_tokens capped at `max_tokens_cap` (the cap itself when it names none)."""
-        cap = self.max_tokens_cap
-        return min(req.max_tokens, cap) if req.max_tokens else cap
+    def _capped_max_tokens(self, req: JobRequest, model: str | None = None) -> int:
+        """The job's max_tokens capped at `max_tokens_cap` (the cap itself when it names none)
+        and, where the model's context length is known, to what an upper bound of the prompt
+        leaves of it (at least 1: `_fit_context` refines it, or refuses the job, before quoting)."""
+        wanted = wanted_max_tokens(req.max_tokens, self.max_tokens_cap)
+        ctx = self.context_lengths.get(model) if model else None
+        return max(1, fit_max_tokens(wanted, ctx, prompt_tokens_upper_bound(req.messages)))
+
+    def _announced_max_tokens(self) -> int:
+        """The most tokens a job can get: the cap, or less when every served model's context is smaller."""
+        lengths = [self.context_lengths.get(m) for m in self.served_models]
+        if lengths and all(lengths):
+            return min(self.max_tokens_cap, max(n for n in lengths if n))
+        return self.max_tokens_cap
+
+    async def _fit_context(self, job: Job) -> bool:
+        """Keep the job's prompt + max_tokens inside its model's context (pylon.provider.context).
+
+        The prompt's upper bound decides the usual case without I/O; when it is too coarse the
+        backend is asked for the exact count. False (after `error` feedback naming the sizes)
+        when the prompt leaves no room for an answer."""
+        ctx = self.context_lengths.get(job.model)
+        wanted = wanted_max_tokens(job.request.max_tokens, self.max_tokens_cap)
+        if ctx is None:
+            job.max_tokens = wanted
+            return True
+        prompt = prompt_tokens_upper_bound(job.request.messages)
+        exact = False
+        if prompt + wanted > ctx:
+            counted = await self.backend.count_prompt_tokens(job.model, job.request.messages)
+            if counted is not None:
+                prompt, exact = counted, True
+        fitted = fit_max_tokens(wanted, ctx, prompt)
+        if fitted < 1:
+            self._fail(job, no_room_reason(job.model, ctx, prompt, exact))
+            return False
+        job.max_tokens = fitted
+        return True
 
     def _start(self, job: Job, coro: Any) -> None:
         self._jobs[job.id] = job
@@ -432,6 +476,8 @@ class Provider:
         try:
             status = "seen" if fresh else self.store.status(job.id)
             if status in ("seen", "quoted"):
+                if not await self._fit_context(job):
+                    return
                 job.amount_msat = self.quote(job)
                 bid = job.request.bid_msat
                 if job.amount_msat and bid is not None and bid < job.amount_msat:

@@ -702,18 +702,23 @@ class RelayPool:
     def connected_count(self) -> int:
         return sum(1 for r in self._relays.values() if r.state == "connected")
 
-    async def wait_connected(self, timeout: float = 5.0, min_relays: int = 1) -> int:
+    async def wait_connected(self, timeout: float = 5.0, min_relays: int = 1, *, fail_fast: bool = False) -> int:
         """Wait until `min_relays` are connected (or timeout); the number connected.
-        Raises RelayError if none is."""
+        Raises RelayError if none is. With `fail_fast`, at once when no relay has ever
+        connected and each has failed its first attempt (a refused connection is then
+        reported in milliseconds, not after `timeout`); without it a relay that is still
+        starting gets the whole `timeout`."""
         await self.start()
         min_relays = max(1, min(min_relays, len(self._relays)))
         deadline = time.monotonic() + timeout
         while self.connected_count() < min_relays:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (fail_fast and self._all_failed_first()):
                 break
             waits = [asyncio.ensure_future(r.connected.wait()) for r in self._relays.values()
                      if r.state != "connected"]
+            waits += [asyncio.ensure_future(r.first_attempt.wait()) for r in self._relays.values()
+                      if not r.first_attempt.is_set()]
             if not waits:
                 break
             try:
@@ -725,8 +730,14 @@ class RelayPool:
         count = self.connected_count()
         if count == 0:
             reasons = "; ".join(f"{u}: {e}" for u, e in self.last_errors().items())
-            raise RelayError(f"no relay connected within {timeout:g}s ({reasons})")
+            raise RelayError(f"could not connect to any relay ({reasons})" if fail_fast and self._all_failed_first()
+                             else f"no relay connected within {timeout:g}s ({reasons})")
         return count
+
+    def _all_failed_first(self) -> bool:
+        """True when no relay has ever connected and each has failed its first attempt."""
+        return all(r.first_attempt.is_set() and r.connections == 0 and r.failures > 0
+                   for r in self._relays.values())
 
     # -- publishing ----------------------------------------------------------------------
     async def publish(self, event: Event, *, timeout: float | None = None, min_accepted: int = 1) -> PublishResult:

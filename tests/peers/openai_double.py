@@ -98,7 +98,8 @@ class OpenAIDouble:
     latency_s: delay before the first byte of every chat answer; token_delay_s: delay between
     streamed tokens; reply: request body -> full answer text; stream_usage=False mimics
     llama.cpp's server (no usage in streams); max_context rejects prompt + max_tokens over it
-    with a 400 as vLLM does. `requests` records every chat request body;
+    with a 400 as vLLM does, and is then reported as `max_model_len` on /v1/models with a
+    vLLM-style POST /tokenize (`tokenize_calls` counts them). `requests` records every chat request body;
     `max_in_flight` is the most chat requests it has served at once.
     """
 
@@ -124,6 +125,7 @@ class OpenAIDouble:
         self.requests: list[dict[str, Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.tokenize_calls = 0
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
         self._server: asyncio.Server | None = None
@@ -278,7 +280,20 @@ class OpenAIDouble:
             if method != "GET":
                 return await self._send_json(writer, 405, _error("method not allowed", 405))
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "openai-double"} for m in self.models]
+            if self.max_context is not None:  # as vLLM reports its context length
+                for card in data:
+                    card["max_model_len"] = self.max_context
             return await self._send_json(writer, 200, {"object": "list", "data": data})
+        if path == "/tokenize" and self.max_context is not None:  # vLLM's exact prompt count
+            try:
+                req = json.loads(body)
+                messages = req["messages"]
+                count = sum(count_tokens(_content_text(m.get("content"))) for m in messages)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                return await self._send_json(writer, 400, _error("bad tokenize request", 400))
+            self.tokenize_calls += 1
+            return await self._send_json(writer, 200, {"count": count, "max_model_len": self.max_context,
+                                                       "tokens": []})
         if path in ("/v1/chat/completions", "/chat/completions"):
             if method != "POST":
                 return await self._send_json(writer, 405, _error("method not allowed", 405))

@@ -68,6 +68,8 @@ class BackendHealth(BaseModel):
 
     ok: bool
     models: list[str] = Field(default_factory=list)
+    # model id -> context length in tokens, for servers that report it (vLLM: max_model_len)
+    context_lengths: dict[str, int] = Field(default_factory=dict)
     latency_ms: float | None = None
     error: str | None = None
 
@@ -104,6 +106,7 @@ class WireCompletion(_Wire):
 
 class WireModel(_Wire):
     id: str
+    max_model_len: int | None = None  # vLLM: the served context length (prompt + completion)
 
 
 class WireModelList(_Wire):

@@ -39,6 +39,7 @@ from pylon.provider.backends.models import (
     ChatRequest,
     ChatResult,
     WireCompletion,
+    WireModel,
     WireModelList,
 )
 from pylon.provider.backends.sse import SSEDecoder
@@ -124,6 +125,7 @@ class OpenAIBackend:
         self._timeout = timeout
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None  # created in the loop, on first stream
+        self._tokenize_unsupported = False
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
@@ -183,20 +185,52 @@ class OpenAIBackend:
 
     async def list_models(self) -> list[str]:
         """Model ids from GET /models."""
+        return [m.id for m in await self._model_cards()]
+
+    async def _model_cards(self) -> list[WireModel]:
         data = await self._request("GET", "/models")
         try:
-            return [m.id for m in WireModelList.model_validate(data).data]
+            return WireModelList.model_validate(data).data
         except ValidationError as exc:
             raise BackendProtocolError(f"unexpected /models answer: {str(data)[:200]}") from exc
 
     async def health(self) -> BackendHealth:
-        """Probe the server (GET /models); never raises for a backend failure."""
+        """Probe the server (GET /models); never raises for a backend failure.
+
+        The answer also carries each model's context length where the server reports it
+        (vLLM's `max_model_len`), so the provider can keep prompt + max_tokens inside it."""
         t0 = time.perf_counter()
         try:
-            models = await self.list_models()
+            cards = await self._model_cards()
         except BackendError as exc:
             return BackendHealth(ok=False, error=str(exc), latency_ms=(time.perf_counter() - t0) * 1000)
-        return BackendHealth(ok=True, models=models, latency_ms=(time.perf_counter() - t0) * 1000)
+        return BackendHealth(ok=True, models=[m.id for m in cards],
+                             context_lengths={m.id: m.max_model_len for m in cards if m.max_model_len},
+                             latency_ms=(time.perf_counter() - t0) * 1000)
+
+    async def count_prompt_tokens(self, model: str, messages: list[dict[str, Any]]) -> int | None:
+        """The exact prompt length in tokens (chat template included), or None when the server
+        cannot say. Uses vLLM's POST /tokenize (served beside /v1, not under it); a server
+        without it is remembered and not asked again. Only called when an estimate is not
+        enough to fit a job into the model's context, so it costs nothing on the usual path."""
+        if self._tokenize_unsupported:
+            return None
+        url = self.base_url.removesuffix("/v1") + "/tokenize"
+        try:
+            resp = await self._client.post(url, json={"model": model, "messages": messages,
+                                                      "add_generation_prompt": True})
+        except httpx.TransportError:
+            return None
+        if resp.status_code in (404, 405, 501):
+            self._tokenize_unsupported = True
+            return None
+        if resp.status_code >= 400:
+            return None
+        try:
+            count = resp.json().get("count")
+        except (ValueError, AttributeError):
+            return None
+        return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
 
     async def chat(self, req: ChatRequest) -> ChatResult:
         """A non-streamed chat completion."""
