@@ -19,6 +19,7 @@ from typing import Any, Optional
 import typer
 
 from cli.common import err_console, handle_errors, print_json, run, setup_logging
+from cli.common import pubkey_option
 from pylon.ops.config import load_settings
 
 
@@ -172,6 +173,7 @@ def ask(
         setup_logging(True)
     if prompt == "-":
         prompt = sys.stdin.read()
+    provider = pubkey_option("--provider", provider)  # a typo'd npub or an nsec: one line, nothing sent
     settings = load_settings({"relays": relay, "wallet": wallet, "max_msat": max_msat, "timeout_s": timeout,
                               "daily_budget_msat": daily_budget_msat})
     run(_ask(prompt, settings, system=system, model=model, max_tokens=max_tokens, temperature=temperature,

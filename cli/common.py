@@ -31,7 +31,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from cli.term import make_console
-from pylon.errors import EXIT_BUG, EXIT_INTERRUPTED, PylonError
+from pylon.errors import EXIT_BUG, EXIT_INTERRUPTED, ConfigError, PylonError
 
 console = make_console()  # no wrapping off a terminal; NO_COLOR respected (cli.term)
 err_console = make_console(stderr=True)
@@ -112,6 +112,21 @@ _PASS_THROUGH = (typer.Exit, typer.Abort, _ClickException)
 def _ours(exc: BaseException) -> bool:
     """Exceptions typer itself turns into an exit (usage errors, --help, typer.Exit, Abort)."""
     return isinstance(exc, _PASS_THROUGH)
+
+
+def pubkey_option(flag: str, value: str | None) -> str | None:
+    """A public key given on the command line (npub or hex) as hex, or a ConfigError naming the
+    flag: a mistyped npub or an nsec in the wrong place is one line, before any relay is contacted."""
+    if value is None:
+        return None
+    from pylon.nostr.errors import InvalidKey
+    from pylon.nostr.keys import normalize_pubkey
+
+    try:
+        return normalize_pubkey(value)
+    except InvalidKey as exc:
+        message, hint = exc.parts()
+        raise ConfigError(f"{flag}: {message}", hint=hint) from None
 
 
 def handle_errors(func: Callable[..., T]) -> Callable[..., T]:

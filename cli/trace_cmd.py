@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.tree import Tree
 
-from cli.common import console, fail, handle_errors, print_json, run
+from cli.common import console, fail, handle_errors, print_json, pubkey_option, run
 from pylon.ops.config import load_settings
 from pylon.home import identity_path
 
@@ -78,6 +78,7 @@ def publish(
 
     if (encrypt_to or encrypt_to_self) and not include_content:
         fail("--encrypt-to/--encrypt-to-self only make sense with --include-content")
+    encrypt_to = pubkey_option("--encrypt-to", encrypt_to)
     graph = _load_trace_file(file)
     keys = Keys.load_or_create(identity_path())
     recipient = keys.public_key if encrypt_to_self else encrypt_to

@@ -9,11 +9,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pylon.errors import StorageError
+
 
 def pylon_home() -> Path:
-    """The state folder, created (mode 0700) on first use."""
+    """The state folder, created (mode 0700) on first use; StorageError when it cannot be."""
     home = Path(os.environ.get("PYLON_HOME") or Path.home() / ".config" / "pylon").expanduser()
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise StorageError(f"cannot use {home} as Pylon's folder: {exc.strerror or exc}",
+                           hint="set PYLON_HOME to a folder you can write") from exc
     return home
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from coincurve import PrivateKey, PublicKeyXOnly
 from coincurve._libsecp256k1 import ffi as _ffi, lib as _lib
 
+from pylon.errors import StorageError
 from pylon.nostr import bech32
 from pylon.nostr.errors import InvalidKey
 
@@ -68,15 +69,28 @@ def verify_schnorr(pubkey_hex: str, sig_hex: str, msg32: bytes) -> bool:
 
 
 def normalize_pubkey(value: str) -> str:
-    """Accept an npub or 64-char hex public key and return lowercase hex."""
+    """Accept an npub or 64-char hex public key and return lowercase hex.
+
+    The errors say which mistake it was (a typo in an npub, a secret key where a public one
+    belongs, something else) and never echo a secret back."""
     if not isinstance(value, str):
         raise InvalidKey(f"public key must be a string, got {type(value).__name__}")
     value = value.strip()
-    if value.startswith("npub1"):
-        hrp, data = bech32.decode(value)
+    if value.lower().startswith("nsec1"):
+        raise InvalidKey("that is a secret key (nsec…), not a public key",
+                         hint="pass the npub (the public key) instead, and keep the nsec private")
+    shown = value[:12] + ("…" if len(value) > 12 else "")
+    if value.lower().startswith("npub1"):
+        try:
+            hrp, data = bech32.decode(value)
+        except InvalidKey:
+            raise InvalidKey(f"{shown} is not a valid npub: its checksum fails (a typo or a cut-off copy?)",
+                             hint="copy the npub again (`pylon providers` lists them)") from None
         if hrp != "npub" or len(data) != 32:
-            raise InvalidKey(f"not a valid npub: {value[:12]}…")
+            raise InvalidKey(f"{shown} is not a valid npub: it holds {len(data)} bytes, not 32")
         return data.hex()
+    if len(value) != 64:
+        raise InvalidKey(f"{shown!r} is not a public key: expected an npub1… or 64 hex characters")
     _parse_hex32(value, "public key")
     return value.lower()
 
@@ -187,23 +201,41 @@ class Keys:
 
     # -- files ---------------------------------------------------------------------------
     def save(self, path: Path) -> None:
-        """Write the secret as hex to `path`, created with mode 0600 (never wider)."""
+        """Write the secret as hex to `path`, created with mode 0600 (never wider).
+        StorageError when the file or its folder cannot be written."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, (self.secret_hex + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, (self.secret_hex + "\n").encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise StorageError(f"cannot write the identity file {path}: {exc.strerror or exc}",
+                               hint="check the folder's permissions, or set PYLON_HOME to a writable folder") from exc
 
     @classmethod
     def load(cls, path: Path) -> "Keys":
-        text = Path(path).read_text().strip()
-        return cls.parse(text)
+        """The identity in `path` (an nsec or 64 hex chars). StorageError when the file cannot be
+        read or does not hold a key; the message never contains the file's content."""
+        path = Path(path)
+        try:
+            text = path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a text file"
+            raise StorageError(f"cannot read the identity file {path}: {why}",
+                               hint="check its permissions, or set PYLON_HOME to the folder that holds it") from exc
+        try:
+            return cls.parse(text)
+        except InvalidKey as exc:
+            raise StorageError(f"the identity file {path} does not hold a valid key ({exc})",
+                               hint="restore it from a backup, or make a new identity with "
+                                    "`pylon keys new --force` (a new npub)") from None
 
     @classmethod
     def load_or_create(cls, path: Path) -> "Keys":
