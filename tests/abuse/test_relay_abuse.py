@@ -1,0 +1,103 @@
+"""The relay under abuse: each attack runs against a relay in its own process while an honest
+client keeps publishing and reading back; the bounds asserted are memory (RSS ceiling), no
+honest event lost, and the attacker answered with a reason. Latency figures are printed
+(bench/abuse.py compares them with a quiet run), never asserted."""
+
+from __future__ import annotations
+
+import pytest
+
+from nexus_relay.store import EventStore, PendingWrite
+from pylon.nostr import Keys
+
+from tests.abuse import relay_attacks
+from tests.abuse.harness import RelayProcess, note
+
+pytestmark = [pytest.mark.embedded_relay, pytest.mark.timeout(120)]
+
+# Ceilings: an idle relay process is ~45-60 MB here; each attack's memory is bounded by a
+# per-connection budget (8 MiB outbox, 5,000 filter values), so 160 MB leaves room for
+# the publisher's in-flight events and the allocator. Before the fix: 655 MB and 1.16 GB.
+RSS_CEILING_MB = 160
+
+
+def _clean_log(relay: RelayProcess) -> None:
+    log = relay.log()
+    assert "Traceback" not in log, log[-3000:]
+
+
+async def test_slow_consumer_is_disconnected_and_memory_stays_bounded():
+    async with RelayProcess() as relay:
+        figures = await relay_attacks.slow_consumer(relay)
+        print("slow consumer:", figures)
+        assert figures["honest_lost"] == 0
+        assert figures["flood_accepted"] == 300
+        assert figures["peak_rss_mb"] < RSS_CEILING_MB
+        assert "slow consumer" in relay.log()
+        _clean_log(relay)
+
+
+async def test_subscription_index_amplification_is_refused():
+    async with RelayProcess() as relay:
+        figures = await relay_attacks.index_amplification(relay)
+        print("index amplification:", figures)
+        assert figures["honest_lost"] == 0
+        assert figures["peak_rss_mb"] < RSS_CEILING_MB
+        assert figures["attacker_answers"] == 4 * 200  # every REQ answered
+        # two filters of 1,000 values = 2,000 per REQ: the 5,000-value budget admits 2 per connection
+        assert figures["attacker_accepted"] == 4 * 2
+        _clean_log(relay)
+
+
+async def test_expensive_queries_do_not_stall_other_clients():
+    async with RelayProcess() as relay:
+        figures = await relay_attacks.query_stall(relay)
+        print("query stall:", figures)
+        assert figures["honest_lost"] == 0
+        assert figures["attacker_answers"] == figures["attacker_sent"]  # each REQ/COUNT got an answer
+        assert figures["peak_rss_mb"] < RSS_CEILING_MB
+        _clean_log(relay)
+
+
+async def test_poisoned_events_never_fail_honest_ones():
+    async with RelayProcess() as relay:
+        figures = await relay_attacks.poison_batch(relay)
+        print("poison batch:", figures)
+        assert figures["honest_lost"] == 0, figures
+        assert figures["poison_accepted"] == 0  # refused at parse time with invalid:
+        _clean_log(relay)
+
+
+async def test_far_future_since_always_gets_a_terminal_answer():
+    async with RelayProcess() as relay:
+        out = await relay_attacks.far_future_since(relay)
+        assert out["int_1e30"][:2] == ["CLOSED", "a"] and out["int_1e30"][2].startswith("invalid:")
+        assert out["float_1e30"][:2] == ["CLOSED", "b"] and out["float_1e30"][2].startswith("invalid:")
+        assert out["max_safe"] == ["EOSE", "c"]
+        _clean_log(relay)
+
+
+def test_one_failing_event_never_rolls_back_its_batch(tmp_path):
+    """The writer's per-event savepoint: an event that SQLite cannot store (here an
+    expiration past 2^63, which only the relay's parse-time check would refuse) fails alone;
+    the honest events committed in the same transaction are stored."""
+    import asyncio
+
+    store = EventStore(tmp_path / "r.sqlite", fsync=False)
+    store.open()
+    loop = asyncio.new_event_loop()
+    try:
+        store.start(loop)
+        keys = Keys.generate()
+        good = [note(keys, f"good {i}") for i in range(5)]
+        bad = note(keys, "bad", tags=[["expiration", str(10**23)]])
+        batch = [PendingWrite(e, e.to_json()) for e in (good[0], good[1], bad, *good[2:])]
+        done: asyncio.Future = loop.create_future()
+        store.submit(batch, done.set_result)
+        results = loop.run_until_complete(asyncio.wait_for(done, 10))
+        assert [r[0] for r in results] == [True, True, False, True, True, True]
+        assert results[2][1].startswith("error:")
+        assert store.stored_count() == 5
+    finally:
+        store.close()
+        loop.close()
