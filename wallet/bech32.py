@@ -1,0 +1,113 @@
+"""Bech32 (BIP-173) as BOLT11 uses it: checksum, 5-bit words, and conversions to bytes/ints.
+
+BOLT11 invoices are bech32 without BIP-173's 90-character limit, so the generic decoders
+(which enforce it, or skip it inconsistently) are not reused here. Words are held as bytes
+(one word per byte, via bytes.translate) and turned into integers by `int(..., 32)`, so
+every step is linear in the invoice length and mostly in C; a bit array built word by word
+(what the `bolt11` package does) is quadratic.
+"""
+
+from __future__ import annotations
+
+import re
+
+CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+CHECKSUM_WORDS = 6
+_GENERATORS = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+
+
+def _xor_of_generators(top: int) -> int:
+    acc = 0
+    for i in range(5):
+        if (top >> i) & 1:
+            acc ^= _GENERATORS[i]
+    return acc
+
+
+# what the checksum XORs in for each value of the 5 bits shifted out: one lookup per word
+_POLY_TABLE = tuple(_xor_of_generators(top) for top in range(32))
+_CHARSET_BYTES = CHARSET.encode("ascii")
+_CHAR_TO_WORD = bytes.maketrans(_CHARSET_BYTES, bytes(range(32)))
+_WORD_TO_DIGIT = bytes.maketrans(bytes(range(32)), b"0123456789abcdefghijklmnopqrstuv")
+_WORD_TO_CHAR = bytes.maketrans(bytes(range(32)), _CHARSET_BYTES)
+_PRINTABLE = re.compile(r"[\x21-\x7e]*")
+
+
+class Bech32Error(ValueError):
+    """The text is not valid bech32 (characters, mixed case, separator or checksum)."""
+
+
+def _polymod(values: bytes | list[int]) -> int:
+    chk = 1
+    table = _POLY_TABLE
+    for v in values:
+        chk = ((chk & 0x1FFFFFF) << 5) ^ v ^ table[chk >> 25]
+    return chk
+
+
+def _hrp_expand(hrp: str) -> list[int]:
+    return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+
+
+def decode(text: str) -> tuple[str, bytes]:
+    """`hrp1data` -> (hrp, data words without the checksum, one word per byte). Raises Bech32Error."""
+    if not _PRINTABLE.fullmatch(text):
+        raise Bech32Error("character outside the printable ASCII range")
+    lower = text.lower()
+    if lower != text and text.upper() != text:
+        raise Bech32Error("mixed upper and lower case")
+    pos = lower.rfind("1")
+    if pos < 1:
+        raise Bech32Error("no human-readable part before the '1' separator")
+    if pos + 1 + CHECKSUM_WORDS > len(lower):
+        raise Bech32Error("too short for a checksum")
+    hrp = lower[:pos]
+    data = lower[pos + 1:].encode("ascii")
+    stray = data.translate(None, _CHARSET_BYTES)
+    if stray:
+        raise Bech32Error(f"character {chr(stray[0])!r} is not in the bech32 alphabet")
+    words = data.translate(_CHAR_TO_WORD)
+    if _polymod(_hrp_expand(hrp) + list(words)) != 1:
+        raise Bech32Error("bad checksum")
+    return hrp, words[:-CHECKSUM_WORDS]
+
+
+def encode(hrp: str, words: bytes | list[int]) -> str:
+    """(hrp, data words) -> `hrp1data` with its checksum, lowercase."""
+    data = bytes(words)
+    poly = _polymod(_hrp_expand(hrp) + list(data) + [0] * CHECKSUM_WORDS) ^ 1
+    checksum = bytes((poly >> 5 * (5 - i)) & 31 for i in range(CHECKSUM_WORDS))
+    return hrp + "1" + (data + checksum).translate(_WORD_TO_CHAR).decode("ascii")
+
+
+def words_to_int(words: bytes) -> int:
+    """Big-endian: the first word holds the most significant 5 bits (0 for no words)."""
+    return int(words.translate(_WORD_TO_DIGIT), 32) if words else 0
+
+
+def words_to_bytes(words: bytes) -> bytes:
+    """The words' bits as bytes, dropping the last partial byte (BOLT11's zero padding)."""
+    nbits = 5 * len(words)
+    nbytes = nbits // 8
+    return (words_to_int(words) >> (nbits - 8 * nbytes)).to_bytes(nbytes, "big")
+
+
+def words_to_padded_bytes(words: bytes) -> bytes:
+    """The words' bits as bytes, zero-padding the last byte (what BOLT11 signs)."""
+    nbits = 5 * len(words)
+    nbytes = -(-nbits // 8)
+    return (words_to_int(words) << (8 * nbytes - nbits)).to_bytes(nbytes, "big")
+
+
+def int_to_words(value: int, length: int | None = None) -> bytes:
+    """A non-negative int as big-endian words: `length` of them, or as few as hold it (at least one)."""
+    if length is None:
+        length = max(1, -(-value.bit_length() // 5))
+    return bytes((value >> 5 * (length - 1 - i)) & 31 for i in range(length))
+
+
+def bytes_to_words(data: bytes) -> bytes:
+    """Bytes as words, the last word zero-padded on the right."""
+    nbits = 8 * len(data)
+    nwords = -(-nbits // 5)
+    return int_to_words(int.from_bytes(data, "big") << (5 * nwords - nbits), nwords) if data else b""
