@@ -42,6 +42,7 @@ async def _serve(settings: Any) -> None:
         settings.relays, backend, keys=keys, models=settings.models or None, concurrency=settings.concurrency,
         max_tokens_cap=settings.max_tokens_cap, price_msat=settings.price_msat,
         price_per_1k_tokens_msat=settings.price_per_1k_tokens_msat, wallet=wallet, free=free, metrics=metrics,
+        partial_interval_s=settings.partial_interval_ms / 1000,
     )
     stop = stop_on_signals()
     try:
@@ -88,6 +89,9 @@ def serve(
                                                help="Serve /metrics and /health on this port."),
     metrics_host: Optional[str] = typer.Option(None, "--metrics-host",
                                                help="Address for --metrics-port (default 127.0.0.1)."),
+    partial_interval_ms: Optional[int] = typer.Option(
+        None, "--partial-interval-ms", min=0, max=60_000,
+        help="Streaming: send the first token at once, then the new text every N ms (default 50; 0: every token)."),
     log_format: Optional[str] = typer.Option(None, "--log-format", help="text or json."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
@@ -96,7 +100,7 @@ def serve(
         "relays": relay, "backend": backend, "models": model, "concurrency": concurrency,
         "price_msat": price_msat, "price_per_1k_tokens_msat": price_per_1k, "max_tokens_cap": max_tokens_cap,
         "free": True if free else None, "wallet": wallet, "metrics_port": metrics_port, "metrics_host": metrics_host,
-        "log_format": log_format,
+        "log_format": log_format, "partial_interval_ms": partial_interval_ms,
     })
     setup_logging(verbose, settings.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)

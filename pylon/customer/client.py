@@ -90,6 +90,7 @@ class AskOutcome(BaseModel):
     paid_msat: int = 0
     fee_msat: int = 0
     amount_msat: int | None = None  # what the provider's result asked for
+    finish_reason: str | None = None  # the backend's ("stop", "length" when cut at max_tokens), if the provider said
     encrypted: bool = False
     result_event_id: str = ""
     timings: dict[str, float] = Field(default_factory=dict)  # seconds since the ask started
@@ -578,6 +579,7 @@ class PylonClient:
             text=result.text, job_id=state.job_id, provider=result.provider, model=result.model,
             usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens),
             paid_msat=state.paid_msat, fee_msat=state.fee_msat, amount_msat=result.amount_msat,
+            finish_reason=result.finish_reason,
             encrypted=result.encrypted, result_event_id=result.event.id, timings=dict(state.timings),
             other_results=list(state.others), errors=dict(state.errors),
             quotes=[q.to_dict() for q in state.payment.quotes],

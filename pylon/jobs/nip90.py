@@ -22,8 +22,10 @@ Wire decisions (the specs leave these open; this is what Pylon writes and reads)
   they make no sense are refused. Unknown params are kept in `extra_params`.
 * Results (kind 6050) carry `["e", request]`, `["p", customer]`, `["request", <request
   JSON>]` (left out when the request is over 16 KiB, to keep the result under relay
-  event-size limits), `["amount", msat, bolt11?]`, `["model", name]` and
-  `["usage", prompt_tokens, completion_tokens]`. The `i` tags are not repeated: the
+  event-size limits), `["amount", msat, bolt11?]`, `["model", name]`,
+  `["usage", prompt_tokens, completion_tokens]` and `["finish_reason", reason]` (Pylon's
+  extension: the backend's OpenAI finish reason, "stop" or "length" when the answer was cut
+  at max_tokens; absent when the backend gave none). The `i` tags are not repeated: the
   request tag already holds them.
 * Streaming: `partial` feedback whose content is the *delta* of new text, with
   `["offset", n]` giving the character offset of that delta in the full answer, so a
@@ -71,6 +73,8 @@ ROLES: frozenset[str] = frozenset({"system", "user", "assistant", "tool", "devel
 MAX_REQUEST_TAG_BYTES = 16 * 1024
 #: refuse absurd inputs early (a relay would refuse such an event anyway)
 MAX_INPUT_CHARS = 1_000_000
+#: finish reasons are short words ("stop", "length"); anything longer is cut
+MAX_FINISH_REASON = 32
 #: a random tag on every request we sign, so identical asks are distinct events (see above)
 NONCE_TAG = "pylon-nonce"
 
@@ -540,6 +544,7 @@ class JobResult:
     request_json: str | None = None
     created_at: int = 0
     event: Event | None = None
+    finish_reason: str | None = None
 
     @staticmethod
     def build(
@@ -552,6 +557,7 @@ class JobResult:
         completion_tokens: int | None = None,
         amount_msat: int | None = 0,
         bolt11: str | None = None,
+        finish_reason: str | None = None,
     ) -> Event:
         """Sign the result for `request` (content encrypted when the request was)."""
         tags = _reply_tags(request)
@@ -564,6 +570,8 @@ class JobResult:
             tags.append(["model", model])
         if prompt_tokens is not None or completion_tokens is not None:
             tags.append(["usage", str(int(prompt_tokens or 0)), str(int(completion_tokens or 0))])
+        if finish_reason:
+            tags.append(["finish_reason", str(finish_reason)[:MAX_FINISH_REASON]])
         return Event.build(keys, KIND_RESULT, _seal(keys, request, text), tags)
 
     @property
@@ -589,12 +597,15 @@ class JobResult:
                 completion_tokens = parse_int(usage[2], "usage completion_tokens")
             model_tag = event.first_tag("model")
             request_tag = event.first_tag("request")
+            finish_tag = event.first_tag("finish_reason")
             text = _open(keys, event, encrypted)
             return cls(text, request_id, customer, event.pubkey,
                        model_tag[1] if model_tag and len(model_tag) > 1 else None,
                        prompt_tokens, completion_tokens, amount, bolt11, encrypted,
                        request_tag[1] if request_tag and len(request_tag) > 1 else None,
-                       event.created_at, event)
+                       event.created_at, event,
+                       finish_tag[1][:MAX_FINISH_REASON] if finish_tag and len(finish_tag) > 1 and finish_tag[1]
+                       else None)
         except JobParseError:
             raise
         except Exception as exc:

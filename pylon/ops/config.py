@@ -42,6 +42,7 @@ class Settings(BaseModel):
     log_format: Literal["text", "json"] = "text"
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"  # bind address of /metrics and /health (0.0.0.0 in docker)
+    partial_interval_ms: int = Field(50, ge=0, le=60_000)  # provider: coalesce streamed partials this long
 
     @field_validator("relays")
     @classmethod

@@ -8,9 +8,11 @@ What happens to one request, in order (each step recorded in the job store first
   insert-or-ignore); each accepted job then runs as its own task. Jobs wait on one
   `asyncio.Semaphore(concurrency)` only around the backend call, so up to `concurrency`
   generations run at once and vLLM's continuous batching is used; nothing serialises jobs.
-* Streaming: backend deltas become `partial` feedback at most every `partial_interval_s`
+* Streaming: the first backend delta becomes `partial` feedback at once, later ones are
+  coalesced for `partial_interval_s` (or up to `partial_max_chars`; pylon.provider.partials)
   (content = the text since the previous partial, `["offset", n]` = where it starts in the
-  answer; see pylon.jobs.nip90). The result (kind 6050) carries the whole text, usage and amount.
+  answer; see pylon.jobs.nip90). The result (kind 6050) carries the whole text, usage, amount
+  and the backend's finish reason.
 * The result event is signed and stored before it is published and marked published after a
   relay accepted it, so a restart republishes the same event rather than running the job
   again; a job that was mid-generation when the provider died is run again once.
@@ -43,6 +45,9 @@ from pydantic import ValidationError
 from pylon.provider.backends import BackendHealth, BackendUnavailable, ChatRequest, OpenAIBackend
 from pylon.errors import BackendError, RelayError
 from pylon.provider.jobstore import LIVE, JobStore
+from pylon.provider.partials import DEFAULT_INTERVAL_S as DEFAULT_PARTIAL_INTERVAL_S
+from pylon.provider.partials import DEFAULT_MAX_CHARS as DEFAULT_PARTIAL_MAX_CHARS
+from pylon.provider.partials import PartialCoalescer
 from pylon.provider.context import (
     fit_max_tokens, no_room_reason, prompt_tokens_upper_bound, wanted_max_tokens,
 )
@@ -78,6 +83,7 @@ class Job:
     task: asyncio.Task | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    finish_reason: str | None = None  # the backend's, put on the result
 
     @property
     def id(self) -> str:
@@ -127,7 +133,8 @@ class Provider:
         pool: RelayPool | None = None,
         metrics: "ProviderMetrics | None" = None,
         name: str = "Pylon provider",
-        partial_interval_s: float | None = 0.25,
+        partial_interval_s: float | None = DEFAULT_PARTIAL_INTERVAL_S,
+        partial_max_chars: int = DEFAULT_PARTIAL_MAX_CHARS,
         announce_interval_s: float = 600.0,
         health_interval_s: float = 15.0,
         since_margin_s: int = 60,
@@ -150,7 +157,8 @@ class Provider:
         self.db_path = db_path
         self.metrics = metrics
         self.name = name
-        self.partial_interval_s = partial_interval_s
+        self.partial_interval_s = partial_interval_s  # None: no partials at all
+        self.partial_max_chars = partial_max_chars
         self.announce_interval_s = announce_interval_s
         self.health_interval_s = health_interval_s
         self.since_margin_s = since_margin_s
@@ -538,10 +546,8 @@ class Provider:
             response_format=req.response_format, stop=req.stop, seed=req.seed,
         )
         parts: list[str] = []
-        pending: list[str] = []
-        sent = 0
-        interval = self.partial_interval_s
-        last = time.monotonic()
+        partials = (PartialCoalescer(self.partial_interval_s, self.partial_max_chars)
+                    if self.partial_interval_s is not None else None)
         stats = self.stats
         stats.generations += 1
         stats.backend_in_flight += 1
@@ -552,15 +558,12 @@ class Provider:
             async for chunk in self.backend.stream_chat(chat):
                 if chunk.text:
                     parts.append(chunk.text)
-                    if interval is not None:
-                        pending.append(chunk.text)
-                        now = time.monotonic()
-                        if now - last >= interval:
-                            delta = "".join(pending)
-                            pending.clear()
-                            self._feedback_soon(req, "partial", content=delta, offset=sent)
-                            sent += len(delta)
-                            last = now
+                    if partials is not None:
+                        due = partials.push(chunk.text, time.monotonic())
+                        if due is not None:
+                            self._feedback_soon(req, "partial", content=due[0], offset=due[1])
+                if chunk.finish_reason:
+                    job.finish_reason = chunk.finish_reason
                 if chunk.usage is not None:
                     job.prompt_tokens, job.completion_tokens = chunk.usage
             ok = True
@@ -575,6 +578,7 @@ class Provider:
         event = JobResult.build(
             self.keys, job.request, text, model=job.model, prompt_tokens=job.prompt_tokens,
             completion_tokens=job.completion_tokens, amount_msat=job.amount_msat, bolt11=job.bolt11,
+            finish_reason=job.finish_reason,
         )
         self.store.mark_result_ready(job.id, event.to_json())
         await self._publish_stored_result(job, event)
