@@ -63,3 +63,30 @@ async def swarm(openai_double, tmp_path):
         async with provider.running():
             yield Swarm(relay, provider, openai_double, keys)
     await backend.aclose()
+
+
+@pytest.fixture
+async def priced(swarm, dev_ledger, tmp_path):
+    """A second provider on the same relay and double that charges `price_msat` per job
+    (1,000 unless changed before first use), paid into the dev ledger's "provider" account;
+    the customer account is funded with 100,000 msat. Yields a factory: `await priced(1000)`."""
+    from contextlib import AsyncExitStack
+
+    from pylon.nostr.keys import Keys
+    from pylon.provider.backends.openai import OpenAIBackend
+    from pylon.provider.provider import Provider
+
+    dev_ledger.fund("customer", 100_000)
+    stack = AsyncExitStack()
+    backend = OpenAIBackend(swarm.double.base_url)
+
+    async def start(price_msat: int = 1_000, model: str = "double-model") -> Provider:
+        provider = Provider([swarm.relay_url], backend, keys=Keys.generate(), models=[model], free=False,
+                            price_msat=price_msat, wallet=dev_ledger.wallet("provider"),
+                            db_path=tmp_path / f"priced-{price_msat}.sqlite")
+        await stack.enter_async_context(provider.running())
+        return provider
+
+    async with stack:
+        yield start
+    await backend.aclose()
