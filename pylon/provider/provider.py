@@ -128,7 +128,7 @@ class Provider:
         price_msat: int = 0,
         price_per_1k_tokens_msat: int = 0,
         wallet: Any = None,
-        free: bool = True,
+        free: bool | None = None,
         db_path: Path | None = None,
         pool: RelayPool | None = None,
         metrics: "ProviderMetrics | None" = None,
@@ -153,7 +153,10 @@ class Provider:
         self.price_msat = int(price_msat)
         self.price_per_1k_tokens_msat = int(price_per_1k_tokens_msat)
         self.wallet = wallet
-        self.free = free
+        # free unless priced: a price given in code charges (free=True serves priced jobs free)
+        self.free = (self.price_msat == 0 and self.price_per_1k_tokens_msat == 0) if free is None else bool(free)
+        if not self.free and wallet is None:
+            raise ValueError("a priced Provider needs wallet= to invoice with (or free=True to serve without charging)")
         self.db_path = db_path
         self.metrics = metrics
         self.name = name

@@ -81,7 +81,7 @@ async def priced(swarm, dev_ledger, tmp_path):
     backend = OpenAIBackend(swarm.double.base_url)
 
     async def start(price_msat: int = 1_000, model: str = "double-model") -> Provider:
-        provider = Provider([swarm.relay_url], backend, keys=Keys.generate(), models=[model], free=False,
+        provider = Provider([swarm.relay_url], backend, keys=Keys.generate(), models=[model],  # priced: not free
                             price_msat=price_msat, wallet=dev_ledger.wallet("provider"),
                             db_path=tmp_path / f"priced-{price_msat}.sqlite")
         await stack.enter_async_context(provider.running())
