@@ -25,10 +25,10 @@ def receipts(json_out: bool = typer.Option(False, "--json", help="Print a JSON o
         rows = led.receipts(limit=limit, include_failed=failed)
         by_provider = led.totals_by_provider()
         by_day = led.totals_by_day()
-        total = led.spent_msat()
+        total, pending = led.paid_msat(), led.pending_msat()
     if json_out:
         print_json({"receipts": [r.to_dict() for r in rows], "totals_by_provider": by_provider,
-                    "totals_by_day": by_day, "total_msat": total})
+                    "totals_by_day": by_day, "total_msat": total, "pending_msat": pending})
         return
     if not rows:
         console.print("no receipts yet")
@@ -49,4 +49,5 @@ def receipts(json_out: bool = typer.Option(False, "--json", help="Print a JSON o
         for key, v in totals.items():
             t.add_row(key, str(v["count"]), str(v["amount_msat"]), str(v["fee_msat"]))
         console.print(t)
-    console.print(f"total spent: {total} msat", highlight=False)
+    console.print(f"total paid: {total} msat" + (f" (and {pending} msat pending: outcome not known yet)"
+                                                  if pending else ""), highlight=False)

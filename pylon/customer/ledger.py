@@ -386,16 +386,27 @@ class Ledger:
         return self.spent_msat(since=utc_day_start(now))
 
     def totals_by_provider(self) -> dict[str, dict[str, int]]:
-        """provider -> {"count", "amount_msat", "fee_msat"} over pending+paid receipts."""
+        """provider -> {"count", "amount_msat", "fee_msat"} over paid receipts (pending ones are
+        not known to be paid yet: `pending_msat()`)."""
         rows = self._query("SELECT provider, COUNT(*), SUM(amount_msat), SUM(fee_msat) FROM receipts "
-                           "WHERE status != 'failed' GROUP BY provider ORDER BY SUM(amount_msat) DESC")
+                           "WHERE status = 'paid' GROUP BY provider ORDER BY SUM(amount_msat) DESC")
         return {p: {"count": c, "amount_msat": a, "fee_msat": f} for p, c, a, f in rows}
 
     def totals_by_day(self) -> dict[str, dict[str, int]]:
-        """UTC day (YYYY-MM-DD) -> {"count", "amount_msat", "fee_msat"} over pending+paid receipts."""
+        """UTC day (YYYY-MM-DD) -> {"count", "amount_msat", "fee_msat"} over paid receipts."""
         rows = self._query("SELECT date(created_at, 'unixepoch'), COUNT(*), SUM(amount_msat), SUM(fee_msat) "
-                           "FROM receipts WHERE status != 'failed' GROUP BY 1 ORDER BY 1")
+                           "FROM receipts WHERE status = 'paid' GROUP BY 1 ORDER BY 1")
         return {d: {"count": c, "amount_msat": a, "fee_msat": f} for d, c, a, f in rows}
+
+    def paid_msat(self) -> int:
+        """amount + fee of the paid receipts only (what surely left the wallet)."""
+        return int(self._query("SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM receipts "
+                               "WHERE status = 'paid'")[0][0])
+
+    def pending_msat(self) -> int:
+        """amount + fee of payments whose outcome is not known yet (they count against budgets)."""
+        return int(self._query("SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM receipts "
+                               "WHERE status = 'pending'")[0][0])
 
     # -- crash recovery ------------------------------------------------------------------------
     def orphaned(self) -> list[Receipt]:

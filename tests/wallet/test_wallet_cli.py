@@ -60,11 +60,12 @@ def test_receipts_table_and_json():
         led.record_intent(job_id="job-b", provider="prov2" * 4, payment_hash="cc" * 32, amount_msat=500, bolt11="y")
     r = invoke("receipts", "--json")
     data = json.loads(r.stdout)
-    assert r.exit_code == 0 and data["total_msat"] == 1_502
+    assert r.exit_code == 0 and data["total_msat"] == 1_002 and data["pending_msat"] == 500  # paid only
     assert {x["job_id"] for x in data["receipts"]} == {"job-a", "job-b"}
     assert data["totals_by_provider"]["prov1" * 4] == {"count": 1, "amount_msat": 1_000, "fee_msat": 2}
     r = invoke("receipts")
-    assert r.exit_code == 0 and "Totals per provider" in r.stdout and "total spent: 1502 msat" in r.stdout
+    assert r.exit_code == 0 and "Totals per provider" in r.stdout and "total paid: 1002 msat" in r.stdout
+    assert "500 msat pending" in r.stdout
 
 
 @pytest.mark.embedded_relay
