@@ -2,6 +2,11 @@
 
 It holds the identity (identity.key, mode 0600), config.toml and the SQLite databases.
 Every test points PYLON_HOME at a temporary folder.
+
+Modes: the folder is 0700 (an existing one with group/other bits, e.g. 0755 from an
+older version or a umask, is tightened on first use) and every database is 0600 with its
+-wal/-shm/-journal siblings (`private_file`): receipts, job state and wallet ledgers are
+nobody else's business on a shared machine.
 """
 
 from __future__ import annotations
@@ -17,10 +22,38 @@ def pylon_home() -> Path:
     home = Path(os.environ.get("PYLON_HOME") or Path.home() / ".config" / "pylon").expanduser()
     try:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if home.stat().st_mode & 0o077:
+            home.chmod(0o700)
     except OSError as exc:
         raise StorageError(f"cannot use {home} as Pylon's folder: {exc.strerror or exc}",
                            hint="set PYLON_HOME to a folder you can write") from exc
     return home
+
+
+SQLITE_SIBLINGS = ("-wal", "-shm", "-journal")
+
+
+def private_file(path: Path) -> Path:
+    """Make `path` a file only its owner can read (0600) before SQLite opens it.
+
+    A missing file is created empty with mode 0600 (SQLite gives its -wal/-shm the mode of
+    the database file); an existing one and its -wal/-shm/-journal are tightened if group
+    or others have any bit. Best effort on filesystems without modes."""
+    if str(path) == ":memory:" or str(path).startswith("file:"):
+        return Path(path)
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+        os.close(fd)
+    except OSError:
+        return path  # SQLite will report what is wrong with the path
+    for name in (str(path), *(str(path) + suffix for suffix in SQLITE_SIBLINGS)):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except OSError:
+            pass
+    return path
 
 
 def identity_path() -> Path:

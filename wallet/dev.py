@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import re
 import secrets
 import sqlite3
@@ -133,6 +134,22 @@ def _check_hash(payment_hash: str) -> str:
     return payment_hash.lower()
 
 
+def _private_file(path: Path) -> None:
+    """Create the ledger 0600 before SQLite does (its -wal/-shm inherit the mode), and tighten
+    an existing ledger and its siblings: it holds balances and the node secret. (wallet may
+    not import pylon.home, which does the same for Pylon's own databases.)"""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600))
+    except OSError:
+        return
+    for name in (str(path), str(path) + "-wal", str(path) + "-shm", str(path) + "-journal"):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except OSError:
+            pass
+
+
 class DevLedger:
     """One ledger file: accounts, invoices, payments and the node key. Thread-safe.
 
@@ -145,6 +162,7 @@ class DevLedger:
         self._wlock = _path_write_lock(self.key)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _private_file(self.path)
             self._db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
                                        isolation_level=None, check_same_thread=False)
             self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")

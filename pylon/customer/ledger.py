@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from pylon.errors import PaymentError
-from pylon.home import db_path
+from pylon.home import db_path, private_file
 from pylon.customer.invoice_check import ABOVE_BUDGET, ALREADY_PAID, PaymentRefused
 from pylon.customer.lease import OwnerLease, owner_alive
 
@@ -145,7 +145,7 @@ class Ledger:
         self._lease: OwnerLease | None = None  # taken by the first intent (pylon.customer.lease)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), timeout=busy_timeout_ms / 1000, isolation_level=None,
+            self._db = sqlite3.connect(str(private_file(self.path)), timeout=busy_timeout_ms / 1000, isolation_level=None,
                                        check_same_thread=False)
             self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             self._db.execute("PRAGMA journal_mode=WAL")

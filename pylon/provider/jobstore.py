@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Iterable
 
 from pylon.home import db_path as home_db_path
+from pylon.home import private_file
 
 STATES = ("seen", "quoted", "awaiting_payment", "paid", "processing", "done", "error", "cancelled")
 TERMINAL = frozenset({"done", "error", "cancelled"})
@@ -133,7 +134,7 @@ class JobStore:
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path is not None else home_db_path("provider")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(private_file(self.path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")

@@ -1,0 +1,78 @@
+"""Files 0600 and PYLON_HOME 0700, whatever the umask and whatever an older version left."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from pylon.customer.ledger import Ledger
+from pylon.provider.jobstore import JobStore
+from wallet.dev import DevLedger
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def loose_umask():
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _check_sqlite_files(path) -> None:
+    siblings = [str(path) + s for s in ("-wal", "-shm") if os.path.exists(str(path) + s)]
+    assert siblings, "WAL databases should have their -wal/-shm while open"
+    for name in (str(path), *siblings):
+        assert _mode(name) == 0o600, (name, oct(_mode(name)))
+
+
+def test_databases_are_created_0600(tmp_path, loose_umask):
+    store = JobStore(tmp_path / "provider.sqlite")
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    dev = DevLedger(tmp_path / "dev.sqlite")
+    try:
+        _check_sqlite_files(tmp_path / "provider.sqlite")
+        _check_sqlite_files(tmp_path / "ledger.sqlite")
+        _check_sqlite_files(tmp_path / "dev.sqlite")
+    finally:
+        store.close()
+        ledger.close()
+        dev.close()
+
+
+def test_existing_loose_databases_are_tightened(tmp_path, loose_umask):
+    for name in ("provider.sqlite", "ledger.sqlite", "dev.sqlite"):
+        (tmp_path / name).touch()
+        os.chmod(tmp_path / name, 0o644)
+        (tmp_path / (name + "-wal")).touch()
+        os.chmod(tmp_path / (name + "-wal"), 0o644)
+    JobStore(tmp_path / "provider.sqlite").close()
+    Ledger(tmp_path / "ledger.sqlite").close()
+    DevLedger(tmp_path / "dev.sqlite").close()
+    for name in ("provider.sqlite", "ledger.sqlite", "dev.sqlite"):
+        assert _mode(tmp_path / name) == 0o600
+        if (tmp_path / (name + "-wal")).exists():
+            assert _mode(tmp_path / (name + "-wal")) == 0o600
+
+
+def test_pylon_home_is_0700_even_when_it_existed_0755(pylon_home, loose_umask):
+    os.chmod(pylon_home, 0o755)
+    from pylon import home as home_mod
+
+    assert home_mod.pylon_home() == pylon_home
+    assert _mode(pylon_home) == 0o700
+
+
+def test_new_pylon_home_is_0700(tmp_path, monkeypatch, loose_umask):
+    target = tmp_path / "fresh" / "home"
+    monkeypatch.setenv("PYLON_HOME", str(target))
+    from pylon import home as home_mod
+
+    assert home_mod.pylon_home() == target
+    assert _mode(target) == 0o700
