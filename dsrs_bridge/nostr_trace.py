@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from typing import Any, Sequence
 
@@ -139,7 +140,10 @@ def graph_to_nostr_events(
                              "nodes": len(graph.nodes), "edges": len(graph.edges)}
             prompt, completion = graph.total_tokens()
             tags += [["program", graph.program], ["tokens", str(prompt), str(completion)],
-                     ["msat", str(graph.total_msat())]]
+                     ["msat", str(graph.total_msat())],
+                     # one id per publication: republishing a run (say with include_content=True)
+                     # makes a new root, never a second set of nodes under the old one
+                     ["publication", secrets.token_hex(8)]]
             content = summary_line(graph)
         else:
             tags.append(["e", event_ids[root.id], "", "root"])

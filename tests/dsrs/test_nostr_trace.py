@@ -164,3 +164,14 @@ async def test_fetching_an_unknown_trace_is_a_typed_error(relay_url):
         await fetch_trace("f" * 64, [relay_url], timeout=3)
     with pytest.raises(TraceFormatError, match="64 lowercase hex"):
         await fetch_trace("nope", [relay_url])
+
+
+async def test_republishing_a_run_makes_a_new_trace_each_time(relay_url):
+    """The same graph published twice, the second time with content: two roots, both fetch back."""
+    g, keys = sample_graph(), Keys.generate()
+    first = await publish_trace(g, [relay_url], keys)
+    second = await publish_trace(g, [relay_url], keys, include_content=True)
+    assert first != second
+    for root_id in (first, second):
+        back = await fetch_trace(root_id, [relay_url])
+        assert [n.id for n in back.nodes] == [n.id for n in g.nodes]
