@@ -341,6 +341,60 @@ class Ledger:
         assert out is not None
         return out
 
+    # -- refunds and results (docs/PROTOCOL.md, "Refunds") ----------------------------------------
+    def _set_where(self, sets: str, args: tuple, where: str, wargs: tuple, what: str) -> Receipt | None:
+        try:
+            with self._tx() as db:
+                r = self._one(db, where, wargs)
+                if r is None:
+                    return None
+                db.execute(f"UPDATE receipts SET {sets}, updated_at = ? WHERE id = ?", (*args, time.time(), r.id))
+                return self._one(db, "id = ?", (r.id,))
+        except sqlite3.Error as exc:
+            raise LedgerError(f"could not record {what}: {exc}") from None
+
+    def mark_refund_requested(self, payment_hash: str, refund_hash: str) -> Receipt | None:
+        """Before a refund request goes out: the hash of our refund invoice, so a restart can
+        check whether the money came back. Only a paid receipt with no refund yet qualifies."""
+        return self._set_where("refund_status = 'requested', refund_hash = ?", (refund_hash.lower(),),
+                               "payment_hash = ? AND status = 'paid' AND COALESCE(refund_status, '') != 'refunded'",
+                               (payment_hash.lower(),), "the refund request")
+
+    def mark_refunded(self, payment_hash: str) -> Receipt | None:
+        """The refund invoice settled: the receipt's amount came back (the routing fee does not)."""
+        return self._set_where("refund_status = 'refunded', refund_msat = amount_msat", (),
+                               "payment_hash = ? AND status = 'paid' AND refund_status = 'requested'",
+                               (payment_hash.lower(),), "the refund")
+
+    def mark_result(self, job_id: str, result_event_id: str) -> Receipt | None:
+        """The paid job's result arrived (recovery fetches results for receipts without one)."""
+        return self._set_where("result_event_id = ?", (result_event_id,),
+                               "job_id = ? AND status != 'failed'", (job_id,), "the result")
+
+    async def mark_refund_requested_async(self, payment_hash: str, refund_hash: str) -> Receipt | None:
+        return await self._on_writer(self.mark_refund_requested, payment_hash, refund_hash)
+
+    async def mark_refunded_async(self, payment_hash: str) -> Receipt | None:
+        return await self._on_writer(self.mark_refunded, payment_hash)
+
+    async def mark_result_async(self, job_id: str, result_event_id: str) -> Receipt | None:
+        return await self._on_writer(self.mark_result, job_id, result_event_id)
+
+    def refunds_requested(self) -> list[Receipt]:
+        """Receipts whose refund was asked for and has not been seen arriving yet."""
+        return [Receipt(*r) for r in self._query(
+            f"SELECT {_COLS} FROM receipts WHERE status = 'paid' AND refund_status = 'requested' ORDER BY id")]
+
+    def paid_without_result(self, *, since: float | None = None) -> list[Receipt]:
+        """Paid receipts with neither a result nor a refund: what a restarted client should chase."""
+        sql = (f"SELECT {_COLS} FROM receipts WHERE status = 'paid' AND result_event_id IS NULL"
+               " AND COALESCE(refund_status, '') != 'refunded'")
+        args: tuple = ()
+        if since is not None:
+            sql += " AND created_at >= ?"
+            args = (since,)
+        return [Receipt(*r) for r in self._query(sql + " ORDER BY id", args)]
+
     # -- reads -------------------------------------------------------------------------------
     def get(self, payment_hash: str) -> Receipt | None:
         """The live (pending/paid) receipt for a hash, else the latest failed one, else None."""

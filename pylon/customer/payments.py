@@ -36,6 +36,7 @@ from pylon.customer.budget import Budget
 from pylon.errors import JobError
 from pylon.customer.invoice_check import NO_INVOICE, PaymentRefused, check_invoice
 from pylon.customer.ledger import Ledger, Receipt
+from pylon.customer.refunds import settle_requested
 from wallet.base import SupportsConnect, Wallet
 
 log = logging.getLogger("pylon.customer.payments")
@@ -99,8 +100,10 @@ class ClientPayments:
         if isinstance(self.wallet, SupportsConnect):
             await self.wallet.connect()
         recovered = await self.ledger.recover(self.wallet)
+        recovered += await settle_requested(self.ledger, self.wallet)  # refunds that arrived while we were away
         for r in recovered:
-            log.info("receipt %d for job %s recovered as %s", r.id, r.job_id[:12], r.status)
+            log.info("receipt %d for job %s recovered as %s%s", r.id, r.job_id[:12], r.status,
+                     " (refunded)" if r.refund_status == "refunded" else "")
         return recovered
 
     def close(self) -> None:
