@@ -32,6 +32,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Callable, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -199,7 +200,8 @@ class DevLedger:
                 raise
             return self.ledger._db
 
-        def __exit__(self, exc_type, exc, tb) -> None:
+        def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                     tb: TracebackType | None) -> None:
             try:
                 self.ledger._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
             finally:
@@ -210,7 +212,7 @@ class DevLedger:
         """A write transaction holding the ledger's write lock from the start (no upgrade deadlocks)."""
         return DevLedger._Tx(self)
 
-    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
@@ -235,7 +237,7 @@ class DevLedger:
                        (account, int(time.time())))
             db.execute("UPDATE accounts SET balance_msat = balance_msat + ? WHERE name = ?", (amount_msat, account))
             db.execute("INSERT INTO fundings(account, amount_msat, at) VALUES (?, ?, ?)", (account, amount_msat, time.time()))
-            return db.execute("SELECT balance_msat FROM accounts WHERE name = ?", (account,)).fetchone()[0]
+            return int(db.execute("SELECT balance_msat FROM accounts WHERE name = ?", (account,)).fetchone()[0])
 
     def balance(self, account: str) -> int:
         rows = self._read("SELECT balance_msat FROM accounts WHERE name = ?", (account,))
@@ -581,7 +583,7 @@ class DevWallet:
 
 def fund(uri_or_path: str | Path, account: str, amount_msat: int) -> int:
     """Credit `account` in the ledger at a dev:// URI or path; returns the new balance."""
-    path = parse_dev_uri(uri_or_path)[0] if str(uri_or_path).startswith("dev:") else Path(uri_or_path)
+    path = parse_dev_uri(str(uri_or_path))[0] if str(uri_or_path).startswith("dev:") else Path(uri_or_path)
     ledger = DevLedger(path)
     try:
         return ledger.fund(account, amount_msat)

@@ -82,7 +82,7 @@ class LNbitsWallet:
         return f"LNbitsWallet(base_url={self.base_url!r}, network={self.network!r})"
 
     # -- HTTP ------------------------------------------------------------------------------------
-    async def _request(self, method: str, path: str, json: dict | None = None) -> tuple[int, Any]:
+    async def _request(self, method: str, path: str, json: dict[str, Any] | None = None) -> tuple[int, Any]:
         try:
             resp = await self._client.request(method, path, json=json)
         except httpx.TimeoutException:
@@ -153,10 +153,11 @@ class LNbitsWallet:
         if state == "pending" or not body.get("preimage"):
             # in flight: the caller must treat the outcome as unknown and look it up later
             raise WalletTimeout("LNbits reports the payment still in flight; look it up later")
+        assert decoded.amount_msat is not None  # decode_payable refuses amountless invoices
         return Payment(preimage=str(body["preimage"]), fee_msat=abs(int(body.get("fee") or 0)),
                        payment_hash=decoded.payment_hash, amount_msat=decoded.amount_msat)
 
-    async def _get_payment(self, payment_hash: str) -> dict | None:
+    async def _get_payment(self, payment_hash: str) -> dict[str, Any] | None:
         ph = payment_hash.lower()
         if len(ph) != 64 or any(c not in "0123456789abcdef" for c in ph):
             raise InvoiceInvalid("payment hash must be 64 hex characters")
@@ -169,7 +170,7 @@ class LNbitsWallet:
         return body
 
     @staticmethod
-    def _direction_amount(body: dict) -> int:
+    def _direction_amount(body: dict[str, Any]) -> int:
         details = body.get("details") or {}
         try:
             return int(details.get("amount", 0))
@@ -198,7 +199,7 @@ class LNbitsWallet:
                        amount_msat=abs(self._direction_amount(body)))
 
     @staticmethod
-    def _state(body: dict, *, incoming: bool) -> InvoiceState:
+    def _state(body: dict[str, Any], *, incoming: bool) -> InvoiceState:
         if body.get("paid"):
             return InvoiceState.SETTLED
         status = str(body.get("status") or (body.get("details") or {}).get("status") or "").lower()

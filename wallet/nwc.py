@@ -77,8 +77,8 @@ class NwcWallet:
         self._pool = pool
         self._own_pool = pool is None
         self._sub: Subscription | None = None
-        self._reader: asyncio.Task | None = None
-        self._pending: dict[str, asyncio.Future] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._start_lock = asyncio.Lock()
         self._started = False
         self._connected = False
@@ -193,7 +193,7 @@ class NwcWallet:
             tags.append(["encryption", NIP44])
         content = encrypt(self.keys, self.conn.wallet_pubkey, {"method": method, "params": params}, self.encryption)
         event = Event.build(self.keys, REQUEST_KIND, content, tags)
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[event.id] = fut
         assert self._pool is not None
         try:
@@ -222,6 +222,7 @@ class NwcWallet:
     # -- Wallet protocol -------------------------------------------------------------------------------
     async def pay_invoice(self, bolt11: str, *, max_msat: int) -> Payment:
         decoded = decode_payable(bolt11, max_msat=max_msat)
+        assert decoded.amount_msat is not None  # decode_payable refuses amountless invoices
         result = await self.request("pay_invoice", {"invoice": decoded.bolt11})
         preimage = str(result.get("preimage") or "")
         payment = Payment(preimage=preimage, fee_msat=_int(result.get("fees_paid")),

@@ -93,7 +93,8 @@ class ConnectionUri:
         for r in relays:
             if not r.startswith(("ws://", "wss://")):
                 raise E.WalletError("NWC relay URLs must start with ws:// or wss://")
-        return cls(pubkey, relays, secrets_[0].lower(), (q.get("lud16") or [None])[0])
+        lud16 = q.get("lud16")
+        return cls(pubkey, relays, secrets_[0].lower(), lud16[0] if lud16 else None)
 
     def to_uri(self) -> str:
         query = "&".join(f"relay={quote(r, safe='')}" for r in self.relays) + f"&secret={self.secret}"
@@ -102,12 +103,12 @@ class ConnectionUri:
         return f"{SCHEME}://{self.wallet_pubkey}?{query}"
 
 
-def encrypt(keys: Keys, peer: str, payload: dict, scheme: str) -> str:
+def encrypt(keys: Keys, peer: str, payload: dict[str, Any], scheme: str) -> str:
     text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     return crypto.encrypt_to(keys, peer, text) if scheme == NIP44 else nip04.encrypt(keys, peer, text)
 
 
-def decrypt(keys: Keys, peer: str, content: str) -> dict:
+def decrypt(keys: Keys, peer: str, content: str) -> dict[str, Any]:
     """Decrypt either scheme (NIP-04 payloads contain '?iv=') and parse the JSON object."""
     if not isinstance(content, str) or len(content) > MAX_CONTENT:
         raise DecryptionError("NWC payload too large or not a string")

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any, AsyncIterator, Sequence
 
 from pylon.errors import RelayError
@@ -89,7 +90,7 @@ class NwcService:
         self._own_pool = pool is None
         self._budget_lock = asyncio.Lock()
         self._sem = asyncio.Semaphore(concurrency)
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._unauth_replied: dict[str, list[float]] = {}
         self._seen: set[str] = set()
         self._issued: dict[str, dict[str, Any]] = {}  # payment_hash -> invoice fields, for lookups
@@ -101,10 +102,11 @@ class NwcService:
         return self.keys.public_key
 
     # -- connections ---------------------------------------------------------------------------------
-    def new_connection(self, *, budget_msat: int | None = ..., name: str = "") -> NwcConnection:  # type: ignore[assignment]
-        """Issue a connection (fresh client key). Its URI (with the secret) is `self.uri_for(conn)`."""
+    def new_connection(self, *, budget_msat: int | None | EllipsisType = ..., name: str = "") -> NwcConnection:
+        """Issue a connection (fresh client key). Its URI (with the secret) is `self.uri_for(conn)`.
+        `budget_msat` left out: the service's default; None: no budget."""
         client = Keys.generate()
-        budget = self.default_budget_msat if budget_msat is ... else budget_msat
+        budget = self.default_budget_msat if isinstance(budget_msat, EllipsisType) else budget_msat
         conn = NwcConnection(client_pubkey=client.public_key, budget_msat=budget, name=name)
         conn._uri = ConnectionUri(self.pubkey, tuple(self.relays), client.secret_hex).to_uri()
         self.connections[client.public_key] = conn
@@ -297,11 +299,11 @@ class NwcService:
         except InvoiceNotFound:
             pass
         else:
-            tx = {"type": "incoming", "payment_hash": ph, "amount": 0, "fees_paid": 0, "created_at": 0,
-                  **self._issued.get(ph, {}), "state": state.value}
+            incoming: dict[str, Any] = {"type": "incoming", "payment_hash": ph, "amount": 0, "fees_paid": 0,
+                                        "created_at": 0, **self._issued.get(ph, {}), "state": state.value}
             if state == InvoiceState.SETTLED:
-                tx["settled_at"] = int(time.time())
-            return tx
+                incoming["settled_at"] = int(time.time())
+            return incoming
         out_state = await self.wallet.lookup_payment(ph)
         if out_state == InvoiceState.FAILED:
             raise InvoiceNotFound("no invoice or payment with that hash")
@@ -314,7 +316,7 @@ class NwcService:
                           settled_at=int(time.time()))
         return tx
 
-    async def _reply(self, request: Event, *, scheme: str, method: str, result: dict | None = None,
+    async def _reply(self, request: Event, *, scheme: str, method: str, result: dict[str, Any] | None = None,
                      error: tuple[str, str] | None = None) -> None:
         payload: dict[str, Any] = {"result_type": method, "error": None, "result": result}
         if error is not None:

@@ -10,7 +10,7 @@ from pylon.nostr.errors import InvalidKey
 def encode(hrp: str, data: bytes) -> str:
     """bech32-encode `data` under human-readable part `hrp` (e.g. "npub")."""
     words = _codec.convertbits(data, 8, 5, True)
-    return _codec.bech32_encode(hrp, words, _codec.Encoding.BECH32)
+    return str(_codec.bech32_encode(hrp, words, _codec.Encoding.BECH32))
 
 
 def decode(text: str) -> tuple[str, bytes]:

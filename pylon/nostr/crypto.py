@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import Callable
 
 from pylon.nostr import nip04, nip44
 from pylon.nostr.keys import Keys, normalize_pubkey
@@ -20,7 +21,7 @@ _nip44_keys: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 _nip04_keys: OrderedDict[tuple[str, str], bytes] = OrderedDict()
 
 
-def _cached(cache: OrderedDict[tuple[str, str], bytes], keys: Keys, peer: str, make) -> bytes:
+def _cached(cache: OrderedDict[tuple[str, str], bytes], keys: Keys, peer: str, make: Callable[[], bytes]) -> bytes:
     # Keyed by our x-only public key: the only secrets sharing it are d and n-d, whose ECDH
     # results share the same x coordinate, so the cached key is the same for both.
     slot = (keys.public_key, peer)

@@ -49,7 +49,7 @@ class PublicKeyCache:
         return xonly_pubkey(pubkey_hex)
 
     @staticmethod
-    def info():  # pragma: no cover - diagnostics only
+    def info() -> object:  # pragma: no cover - diagnostics only
         return xonly_pubkey.cache_info()
 
 
@@ -185,7 +185,7 @@ class Keys:
             raise ValueError("signing failed")
         if not _lib.secp256k1_schnorrsig_verify(sk.context.ctx, sig, msg32, 32, sk.public_key_xonly.public_key):
             raise ValueError("signing produced an invalid signature")
-        return _ffi.buffer(sig)[:].hex()
+        return bytes(_ffi.buffer(sig)[:]).hex()
 
     def ecdh_x(self, other_pubkey_hex: str) -> bytes:
         """Unhashed x coordinate of the shared point (what NIP-04 and NIP-44 use)."""

@@ -76,7 +76,7 @@ def _sub_id(value: Any) -> str:
     return value
 
 
-def _load(frame: str | bytes) -> list:
+def _load(frame: str | bytes) -> list[Any]:
     try:
         data = json.loads(frame)
     except (ValueError, TypeError, RecursionError) as exc:
