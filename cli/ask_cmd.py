@@ -14,6 +14,7 @@ receipt in PYLON_HOME's ledger (`pylon receipts`).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -21,6 +22,7 @@ import typer
 from cli.common import err_console, handle_errors, print_json, run, setup_logging
 from cli.common import pubkey_option
 from pylon.ops.config import load_settings
+from pylon.ops.secrets import wallet_from_flags
 
 
 def _short(pubkey: str | None) -> str:
@@ -161,6 +163,8 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     plain: bool = typer.Option(False, "--no-encrypt", help="Send a targeted job unencrypted."),
     wallet: Optional[str] = typer.Option(None, "--wallet", help="Wallet URI to pay with (or PYLON_WALLET)."),
+    wallet_file: Optional[Path] = typer.Option(None, "--wallet-file", metavar="PATH",
+                                               help="File holding the wallet URI (keeps it out of ps)."),
     max_msat: Optional[int] = typer.Option(None, "--max-msat", min=0, help="Most msat to pay for this job."),
     bid_msat: Optional[int] = typer.Option(None, "--bid-msat", min=0, help="Bid tag sent with the job "
                                            "(default: --max-msat); a quote above it is refused."),
@@ -174,7 +178,7 @@ def ask(
     if prompt == "-":
         prompt = sys.stdin.read()
     provider = pubkey_option("--provider", provider)  # a typo'd npub or an nsec: one line, nothing sent
-    settings = load_settings({"relays": relay, "wallet": wallet, "max_msat": max_msat, "timeout_s": timeout,
+    settings = load_settings({"relays": relay, "wallet": wallet_from_flags(wallet, wallet_file), "max_msat": max_msat, "timeout_s": timeout,
                               "daily_budget_msat": daily_budget_msat})
     run(_ask(prompt, settings, system=system, model=model, max_tokens=max_tokens, temperature=temperature,
              provider=provider, timeout=settings.timeout_s, stream=stream, as_json=as_json,

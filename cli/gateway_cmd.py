@@ -8,12 +8,14 @@ the per-job cap (`--max-msat`) and the daily budget apply to all of them togethe
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from cli.common import handle_errors, run, setup_logging, stop_on_signals
 from pylon.ops.config import load_settings
+from pylon.ops.secrets import wallet_from_flags
 
 log = logging.getLogger("pylon.gateway")
 
@@ -55,6 +57,8 @@ def gateway(
     port: int = typer.Option(8080, "--port", "-p", min=0, max=65535, help="Port (0 picks a free one)."),
     relay: Optional[list[str]] = typer.Option(None, "--relay", "-r", help="Relay URL (repeatable)."),
     wallet: Optional[str] = typer.Option(None, "--wallet", help="Wallet URI to pay with (or PYLON_WALLET)."),
+    wallet_file: Optional[Path] = typer.Option(None, "--wallet-file", metavar="PATH",
+                                               help="File holding the wallet URI (keeps it out of ps)."),
     max_msat: Optional[int] = typer.Option(None, "--max-msat", min=0, help="Most one job may cost, msat."),
     daily_budget_msat: Optional[int] = typer.Option(None, "--daily-budget-msat", min=0,
                                                     help="Most all jobs may cost per UTC day, msat."),
@@ -65,7 +69,7 @@ def gateway(
 ) -> None:
     """Serve the swarm as an OpenAI-compatible API (chat/completions, completions, models)."""
     settings = load_settings({
-        "relays": relay, "wallet": wallet, "max_msat": max_msat, "daily_budget_msat": daily_budget_msat,
+        "relays": relay, "wallet": wallet_from_flags(wallet, wallet_file), "max_msat": max_msat, "daily_budget_msat": daily_budget_msat,
         "timeout_s": timeout,
     })
     setup_logging(verbose)

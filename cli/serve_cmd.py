@@ -8,12 +8,14 @@ it is settled (pylon.provider.payments). `--free` serves everything without paym
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from cli.common import handle_errors, run, setup_logging, stop_on_signals
 from pylon.ops.config import load_settings
+from pylon.ops.secrets import wallet_from_flags
 from pylon.errors import ConfigError
 
 log = logging.getLogger("pylon.serve")
@@ -85,6 +87,8 @@ def serve(
     max_tokens_cap: Optional[int] = typer.Option(None, "--max-tokens-cap", min=1, help="Most tokens per job."),
     free: bool = typer.Option(False, "--free", help="Serve without payment whatever the price."),
     wallet: Optional[str] = typer.Option(None, "--wallet", help="Wallet URI to invoice with (or PYLON_WALLET)."),
+    wallet_file: Optional[Path] = typer.Option(None, "--wallet-file", metavar="PATH",
+                                               help="File holding the wallet URI (keeps it out of ps)."),
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", min=0, max=65535,
                                                help="Serve /metrics and /health on this port."),
     metrics_host: Optional[str] = typer.Option(None, "--metrics-host",
@@ -99,7 +103,7 @@ def serve(
     settings = load_settings({
         "relays": relay, "backend": backend, "models": model, "concurrency": concurrency,
         "price_msat": price_msat, "price_per_1k_tokens_msat": price_per_1k, "max_tokens_cap": max_tokens_cap,
-        "free": True if free else None, "wallet": wallet, "metrics_port": metrics_port, "metrics_host": metrics_host,
+        "free": True if free else None, "wallet": wallet_from_flags(wallet, wallet_file), "metrics_port": metrics_port, "metrics_host": metrics_host,
         "log_format": log_format, "partial_interval_ms": partial_interval_ms,
     })
     setup_logging(verbose, settings.log_format)

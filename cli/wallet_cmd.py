@@ -8,23 +8,27 @@ the point of that command.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
 import typer
 
 from cli.common import console, err_console, fail, handle_errors, print_json, run
 from pylon.ops.config import load_settings
+from pylon.ops.secrets import wallet_from_flags
 
 app = typer.Typer(help="Lightning wallet: balance, invoices, payments, NWC service.", no_args_is_help=True)
 T = TypeVar("T")
 
 WalletOpt = typer.Option(None, "--wallet", "-w", help="Wallet URI (default: PYLON_WALLET or config).",
                          show_default=False)
+WalletFileOpt = typer.Option(None, "--wallet-file", metavar="PATH",
+                             help="File holding the wallet URI (keeps it out of ps).", show_default=False)
 JsonOpt = typer.Option(False, "--json", help="Print a JSON object.")
 
 
-def _wallet_uri(flag: str | None) -> str:
-    uri = load_settings({"wallet": flag}).wallet
+def _wallet_uri(flag: str | None, file: Path | None = None) -> str:
+    uri = load_settings({"wallet": wallet_from_flags(flag, file)}).wallet
     if not uri:
         fail("no wallet configured: pass --wallet URI or set PYLON_WALLET", 2)
     return uri  # type: ignore[return-value]
@@ -42,11 +46,11 @@ async def _with_wallet(uri: str, fn: Callable[[Any], Awaitable[T]]) -> T:
 
 @app.command("balance")
 @handle_errors
-def balance(wallet: str | None = WalletOpt, json_out: bool = JsonOpt) -> None:
+def balance(wallet: str | None = WalletOpt, wallet_file: Path | None = WalletFileOpt, json_out: bool = JsonOpt) -> None:
     """Print the spendable balance (msat)."""
     from wallet import redact_uri
 
-    uri = _wallet_uri(wallet)
+    uri = _wallet_uri(wallet, wallet_file)
     msat = run(_with_wallet(uri, lambda w: w.balance()))
     if json_out:
         print_json({"wallet": redact_uri(uri), "balance_msat": msat})
@@ -59,9 +63,9 @@ def balance(wallet: str | None = WalletOpt, json_out: bool = JsonOpt) -> None:
 def invoice(amount_msat: int = typer.Argument(..., min=1, help="Amount in millisats."),
             memo: str = typer.Option("", "--memo", "-m", help="Invoice description."),
             expiry_s: int = typer.Option(600, "--expiry", min=1, help="Seconds until it expires."),
-            wallet: str | None = WalletOpt, json_out: bool = JsonOpt) -> None:
+            wallet: str | None = WalletOpt, wallet_file: Path | None = WalletFileOpt, json_out: bool = JsonOpt) -> None:
     """Create an invoice and print its BOLT11 string."""
-    inv = run(_with_wallet(_wallet_uri(wallet), lambda w: w.make_invoice(amount_msat, memo, expiry_s)))
+    inv = run(_with_wallet(_wallet_uri(wallet, wallet_file), lambda w: w.make_invoice(amount_msat, memo, expiry_s)))
     if json_out:
         print_json({"bolt11": inv.bolt11, "payment_hash": inv.payment_hash, "amount_msat": inv.amount_msat,
                     "expires_at": inv.expires_at})
@@ -75,7 +79,7 @@ def invoice(amount_msat: int = typer.Argument(..., min=1, help="Amount in millis
 def pay(bolt11: str = typer.Argument(..., help="BOLT11 invoice to pay."),
         max_msat: int | None = typer.Option(None, "--max-msat", min=0,
                                             help="Refuse if the invoice asks more (default: its own amount)."),
-        wallet: str | None = WalletOpt, json_out: bool = JsonOpt) -> None:
+        wallet: str | None = WalletOpt, wallet_file: Path | None = WalletFileOpt, json_out: bool = JsonOpt) -> None:
     """Pay an invoice; prints the preimage (the proof of payment)."""
     from wallet.bolt11_codec import decode_bolt11
 
@@ -83,7 +87,7 @@ def pay(bolt11: str = typer.Argument(..., help="BOLT11 invoice to pay."),
     if decoded.amount_msat is None:
         fail("amountless invoices are not supported")
     limit = decoded.amount_msat if max_msat is None else max_msat
-    p = run(_with_wallet(_wallet_uri(wallet), lambda w: w.pay_invoice(decoded.bolt11, max_msat=limit)))
+    p = run(_with_wallet(_wallet_uri(wallet, wallet_file), lambda w: w.pay_invoice(decoded.bolt11, max_msat=limit)))
     if json_out:
         print_json({"payment_hash": p.payment_hash, "preimage": p.preimage, "amount_msat": p.amount_msat,
                     "fee_msat": p.fee_msat})
@@ -95,13 +99,13 @@ def pay(bolt11: str = typer.Argument(..., help="BOLT11 invoice to pay."),
 @app.command("fund")
 @handle_errors
 def fund(amount_msat: int = typer.Argument(..., min=1, help="Millisats to credit."),
-         wallet: str | None = WalletOpt, json_out: bool = JsonOpt) -> None:
+         wallet: str | None = WalletOpt, wallet_file: Path | None = WalletFileOpt, json_out: bool = JsonOpt) -> None:
     """Credit a dev:// wallet account (development ledgers only: money from nothing)."""
     from wallet.dev import parse_dev_uri
     from wallet.dev import fund as dev_fund
     from wallet.uri import scheme_of
 
-    uri = _wallet_uri(wallet)
+    uri = _wallet_uri(wallet, wallet_file)
     if scheme_of(uri) != "dev":
         fail("`pylon wallet fund` only works with dev:// wallets; fund real wallets with Lightning", 2)
     path, account = parse_dev_uri(uri)
@@ -117,12 +121,12 @@ def fund(amount_msat: int = typer.Argument(..., min=1, help="Millisats to credit
 def serve_nwc(relay: list[str] = typer.Option(..., "--relay", "-r", help="Relay URL (repeatable)."),
               budget_msat: int | None = typer.Option(None, "--budget-msat", min=0,
                                                      help="Spending budget of the issued connection."),
-              wallet: str | None = WalletOpt,
+              wallet: str | None = WalletOpt, wallet_file: Path | None = WalletFileOpt,
               json_out: bool = JsonOpt) -> None:
     """Expose the wallet as a NIP-47 service: print a connection URI, serve until Ctrl-C."""
     from wallet.nwc_service import NwcService
 
-    uri = _wallet_uri(wallet)
+    uri = _wallet_uri(wallet, wallet_file)
 
     async def serve() -> None:
         from wallet import connect_wallet
