@@ -53,7 +53,8 @@ def open_wallet(uri: str) -> Wallet:
 
     Opening does no network I/O; the first call that needs the wallet connects."""
     if not isinstance(uri, str) or not uri.strip():
-        raise WalletError("no wallet configured: pass --wallet URI or set PYLON_WALLET")
+        raise WalletError("no wallet configured: pass --wallet URI on the command line or a wallet URI in code, "
+                          "or set PYLON_WALLET")
     uri = uri.strip()
     scheme = scheme_of(uri)
     if scheme == "dev":

@@ -450,7 +450,7 @@ class PylonClient:
                 "Check the relays and `pylon providers`.")
         raise JobTimeout(
             f"no result for job {job}… within {timeout:g}s from {len(state.responders)} provider(s) that "
-            "acknowledged it; it was cancelled (kind 5 published). Try a longer --timeout.")
+            "acknowledged it; it was cancelled (kind 5 published). Try a longer timeout (timeout=; --timeout on the command line).")
 
     async def _cancel_quietly(self, state: _JobState) -> None:
         with contextlib.suppress(Exception):
@@ -603,7 +603,7 @@ class PylonClient:
         if self.wallet is None:
             raise PaymentRefused(
                 NO_WALLET, f"provider {fb.provider[:12]}… asks {fb.amount_msat} msat for this job; no wallet configured",
-                hint="pass --wallet URI (or set PYLON_WALLET)")
+                hint="pass --wallet URI on the command line or wallet= in code, or set PYLON_WALLET")
         await self._pay(state, fb)
 
     async def _pay(self, state: _JobState, fb: JobFeedback) -> None:
