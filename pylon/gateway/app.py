@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pylon.gateway.responses import (
     chat_chunk, chat_completion, error_body, finish_reason, pylon_info, sse, status_for, text_completion, usage_of,
 )
+from pylon.errors import PylonError
 from pylon.gateway.schema import ChatCompletionRequest, CompletionRequest, RequestInvalid, parse_body
 from pylon.ops.metrics import CONTENT_TYPE_LATEST, render
 
@@ -221,8 +222,12 @@ class Gateway:
             self.metrics.tokens.labels("completion").inc(int(outcome.usage.completion_tokens or 0))
 
     @staticmethod
-    def _as_gateway_error(exc: Exception) -> GatewayError:
+    def _as_gateway_error(exc: BaseException) -> GatewayError:
+        """Our errors keep their message; anything else is a bug: logged, not shown."""
         status, kind, code = status_for(exc)
+        if not isinstance(exc, PylonError):
+            log.error("bug while running a job for the gateway", exc_info=exc)
+            return GatewayError(500, "internal error in the gateway (see its log)", kind=kind, code=code)
         return GatewayError(status, str(exc), kind=kind, code=code)
 
     async def _read(self, request: web.Request, model: type) -> Any:
@@ -302,10 +307,12 @@ class Gateway:
             while done < len(streams):
                 index, piece, error = await queue.get()
                 if error is not None:
+                    if not isinstance(error, Exception):  # CancelledError & co: not ours to render
+                        raise error
+                    failure = self._as_gateway_error(error)
                     if response is None:
-                        raise self._as_gateway_error(error) if isinstance(error, Exception) else error
-                    status, kind, code = status_for(error)
-                    await response.write(sse(error_body(str(error), kind=kind, code=code)))
+                        raise failure
+                    await response.write(sse(error_body(str(failure), kind=failure.kind, code=failure.code)))
                     break
                 if response is None:
                     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
