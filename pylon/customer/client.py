@@ -23,7 +23,8 @@ How one ask runs, and why in this order:
 
 When the job is not targeted, several providers may answer: an `error` from one is recorded
 and the client keeps waiting for the others (up to `error_grace_s` after every provider that
-spoke has failed), then raises ProviderError with their reasons.
+spoke has failed), then raises ProviderError with their reasons. A targeted job
+(`provider=`) has no one else to wait for: its provider's error is raised at once.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from pylon.errors import (  # the job's errors live in the one tree; re-exported
 )
 from pylon.customer.invoice_check import NO_WALLET
 from pylon.home import identity_path
+from pylon.jobs.params import check_params
 from pylon.jobs.nip90 import (
     KIND_FEEDBACK, KIND_RESULT, JobFeedback, JobParseError, JobRequest, JobResult, build_cancellation,
 )
@@ -242,7 +244,7 @@ class PylonClient:
             self.pool = RelayPool(self.relays, keys=self.keys)
         if self._own_pool:
             await self.pool.__aenter__()
-        await self.pool.wait_connected()
+        await self.pool.wait_connected(fail_fast=True)  # a refused relay is reported at once
         # from now on: replies to earlier sessions' jobs are not replayed (and after a
         # reconnect the pool resubscribes from the last event seen, so nothing is missed)
         flt = Filter.of(kinds=[KIND_FEEDBACK, KIND_RESULT], p=[self.pubkey], since=int(time.time()))
@@ -413,7 +415,8 @@ class PylonClient:
                     raise incoming
                 await self._handle(state, incoming)
                 if state.winner is None and (state.errors or state.refusals) and state.responders <= state.finished:
-                    grace_deadline = grace_deadline or time.monotonic() + error_grace_s
+                    # a targeted job has no one else to wait for: its provider's error is final
+                    grace_deadline = grace_deadline or time.monotonic() + (0.0 if target else error_grace_s)
                 elif grace_deadline is not None and not state.responders <= state.finished:
                     grace_deadline = None  # someone new is working on it
             if state.winner is None:

@@ -43,6 +43,7 @@ class Settings(BaseModel):
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"  # bind address of /metrics and /health (0.0.0.0 in docker)
     partial_interval_ms: int = Field(50, ge=0, le=60_000)  # provider: coalesce streamed partials this long
+    history_save_text: bool = False  # [history] save_text: keep prompt/answer text in `pylon history`
 
     @field_validator("relays")
     @classmethod
@@ -80,10 +81,21 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
             continue
         if name in _LIST_FIELDS:
             out[name] = [x.strip() for x in raw.split(",") if x.strip()]
-        elif name == "free":
+        elif name in ("free", "history_save_text"):
             out[name] = raw.strip().lower() in ("1", "true", "yes", "on")
         else:
             out[name] = raw
+    return out
+
+
+def flatten_tables(data: dict[str, Any]) -> dict[str, Any]:
+    """`[history] save_text = true` in config.toml is the setting `history_save_text`."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update({f"{key}_{k}": v for k, v in flatten_tables(value).items()})
+        else:
+            out[key] = value
     return out
 
 
@@ -94,7 +106,7 @@ def load_settings(overrides: dict[str, Any] | None = None, *, path: Path | None 
     file = path or config_path()
     if file.exists():
         try:
-            merged.update(tomllib.loads(file.read_text()))
+            merged.update(flatten_tables(tomllib.loads(file.read_text())))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file} is not valid TOML: {exc}") from None
     merged.update(_from_env(dict(os.environ) if environ is None else environ))

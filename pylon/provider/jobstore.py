@@ -140,6 +140,7 @@ class JobStore:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         self._db.execute("PRAGMA wal_autocheckpoint=0")  # see the module docstring
+        self._sanitize_cursor()
         self._last_seen: int | None = self.last_request_created_at()
         self._stop_checkpoints = threading.Event()
         self._checkpointer = threading.Thread(target=_checkpoint_loop, args=(self.path, self._stop_checkpoints),
@@ -177,6 +178,9 @@ class JobStore:
         return cur.rowcount == 1
 
     def _bump_last_seen(self, created_at: int) -> None:
+        # never past now: a stranger's request dated 15 minutes ahead (relays accept that much)
+        # would otherwise make the next start subscribe from the future and miss every request
+        created_at = min(int(created_at), int(time.time()))
         if self._last_seen is not None and created_at <= self._last_seen:
             return  # most requests share a second: skip the write
         self._last_seen = int(created_at)
@@ -288,8 +292,30 @@ class JobStore:
         return dict(self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
 
     def last_request_created_at(self) -> int | None:
+        """The resume cursor, never later than now (see `_sanitize_cursor`)."""
         row = self._db.execute("SELECT value FROM meta WHERE key = 'last_request_created_at'").fetchone()
-        return int(row[0]) if row else None
+        if not row:
+            return None
+        try:
+            value = int(row[0])
+        except (TypeError, ValueError):
+            return None
+        return max(0, min(value, int(time.time())))
+
+    def _sanitize_cursor(self) -> None:
+        """At start-up: a stored cursor in the future (written before cursors were clamped, or
+        a clock that jumped back) is reset to now, so `MAX()` in the upsert cannot keep it."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'last_request_created_at'").fetchone()
+        if not row:
+            return
+        now = int(time.time())
+        try:
+            bad = int(row[0]) > now
+        except (TypeError, ValueError):
+            bad = True
+        if bad:
+            log.warning("job store: resume cursor %s is in the future or unreadable; reset to now", row[0])
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_request_created_at'", (str(now),))
 
     def set_meta(self, key: str, value: object) -> None:
         self._db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
