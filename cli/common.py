@@ -104,7 +104,7 @@ def exit_for(exc: BaseException) -> NoReturn:
 try:  # typer >= 0.17 carries its own click
     from typer._click.exceptions import ClickException as _ClickException
 except ImportError:  # pragma: no cover - older typer on the real click
-    from click.exceptions import ClickException as _ClickException
+    from click.exceptions import ClickException as _ClickException  # type: ignore[assignment]
 
 _PASS_THROUGH = (typer.Exit, typer.Abort, _ClickException)
 

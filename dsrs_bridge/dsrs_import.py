@@ -139,7 +139,7 @@ def import_dsrs_jsonl(source: str | Path, *, capture_content: bool = True) -> Gr
         node.inputs = _field_payloads(data.get("input"), capture_content)
         node.input_fields = list(node.inputs)
         prefix = data.get("prefix")
-        prompt = []
+        prompt: list[Any] = []
         if type(prefix) is int and 0 <= prefix < len(prefixes) and isinstance(prefixes[prefix], dict):
             prompt.extend(prefixes[prefix].get("messages") or [])
         prompt.extend(data.get("suffix") or [])

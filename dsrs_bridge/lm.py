@@ -249,7 +249,11 @@ class PylonEngine(_EngineBase):
             items.put(("done", None))
 
         future = bg.submit(pump())
-        future.add_done_callback(lambda f: f.cancelled() and items.put(("error", _closed())))
+        def _on_done(f: Any) -> None:
+            if f.cancelled():
+                items.put(("error", _closed()))
+
+        future.add_done_callback(_on_done)
         try:
             while True:
                 kind, value = items.get()

@@ -218,7 +218,7 @@ def events_to_graph(events: Sequence[Event], root_event_id: str, *, keys: Keys |
         raise TraceFormatError(f"event {root_event_id} is not a Pylon trace root")
     trace_id, author = trace_tag[1], root_event.pubkey
     mine = [e for e in events if e.pubkey == author and e.kind == TEXT_NOTE
-            and (_tag(e, "trace") or [None, None])[1] == trace_id and _tag(e, "node")]
+            and (_tag(e, "trace") or ["", ""])[1] == trace_id and _tag(e, "node")]
     for e in mine:
         try:
             e.verify()
@@ -228,7 +228,7 @@ def events_to_graph(events: Sequence[Event], root_event_id: str, *, keys: Keys |
     graph_meta: dict[str, Any] = {}
     for e in mine:
         node_tag, meta_tag = _tag(e, "node"), _tag(e, "meta")
-        if meta_tag is None or len(meta_tag) < 2 or len(node_tag) < 4:
+        if meta_tag is None or node_tag is None or len(meta_tag) < 2 or len(node_tag) < 4:
             raise TraceFormatError(f"trace event {e.id} lacks its node or meta tag")
         try:
             meta = json.loads(meta_tag[1])
@@ -263,7 +263,7 @@ def events_to_graph(events: Sequence[Event], root_event_id: str, *, keys: Keys |
     for event_id, node in node_of_event.items():
         if event_id == root_event_id:
             continue
-        marked = {"root": [], "reply": [], "mention": []}
+        marked: dict[str, list[str]] = {"root": [], "reply": [], "mention": []}
         for t in event_by_id_tags(by_id[event_id]):
             marked.setdefault(t[3], []).append(t[1])
         if marked["root"] != [root_event_id]:

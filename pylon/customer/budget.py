@@ -36,6 +36,11 @@ from wallet.errors import AlreadyPaid, WalletError, WalletTimeout, WalletUnreach
 log = logging.getLogger(__name__)
 
 
+def _resolve(fut: "asyncio.Future[None]") -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 def _limit(value: int | None, name: str) -> int | None:
     if value is None:
         return None
@@ -169,7 +174,7 @@ class Budget:
             waiters, self._waiters = self._waiters, []
         for loop, fut in waiters:
             try:
-                loop.call_soon_threadsafe(lambda f=fut: f.done() or f.set_result(None))
+                loop.call_soon_threadsafe(_resolve, fut)
             except RuntimeError:  # that loop is closed
                 pass
 

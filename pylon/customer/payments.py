@@ -128,7 +128,7 @@ class ClientPayments:
         if payment.paid:
             quote.action = "repeat" if provider == payment.provider else "ignored"
             quote.reason = ("this provider was already paid for the job" if quote.action == "repeat"
-                            else f"provider {payment.provider[:12]}… was already paid for this job")
+                            else f"provider {(payment.provider or '')[:12]}… was already paid for this job")
             log.info("job %s: %s quote from %s ignored (%s)", job_id[:12], amount_msat, provider[:12], quote.reason)
             return None
         try:

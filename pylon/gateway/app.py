@@ -331,6 +331,7 @@ class Gateway:
                 await response.write(sse(chat_chunk(completion_id, model, created, {"content": piece},
                                                     index=index)))
             else:
+                assert response is not None  # every stream ended with a piece: the first one prepared it
                 outcomes = [s.outcome for s in streams]
                 self._account(outcomes)
                 if include_usage:

@@ -197,7 +197,8 @@ def parse_announcement(event: Event) -> ProviderInfo:
             raise AnnouncementParseError("announcement content is not JSON") from None
         if not isinstance(data, dict):
             raise AnnouncementParseError("announcement content is not a JSON object")
-    pricing = data.get("pricing") if isinstance(data.get("pricing"), dict) else {}
+    raw_pricing = data.get("pricing")
+    pricing = raw_pricing if isinstance(raw_pricing, dict) else {}
     price = _msat(pricing.get("price_msat", data.get("price_msat")))
     per_1k = _msat(pricing.get("price_per_1k_tokens_msat", data.get("price_per_1k_tokens_msat")))
     max_tokens = _msat(data.get("max_tokens"))

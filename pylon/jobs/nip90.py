@@ -156,7 +156,7 @@ def normalize_messages(value: Any) -> list[dict[str, str]]:
             texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
             if not all(isinstance(t, str) for t in texts) or not texts:
                 raise JobParseError(f"message {n} has content parts without text")
-            content = "".join(texts)
+            content = "".join(str(t) for t in texts)  # all str (checked above)
         if not isinstance(content, str):
             raise JobParseError(f"message {n} content must be a string")
         out.append({"role": role, "content": content})

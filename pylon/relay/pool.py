@@ -568,9 +568,9 @@ class _Relay:
                 self._auth_future = None  # a new challenge: authenticate again
             self._start_auth()
         elif isinstance(msg, RelayCount):
-            fut = self._count_waiters.get(msg.sub_id)
-            if fut is not None and not fut.done():
-                fut.set_result(msg.count)
+            count_fut = self._count_waiters.get(msg.sub_id)
+            if count_fut is not None and not count_fut.done():
+                count_fut.set_result(msg.count)
         elif isinstance(msg, RelayNotice):
             log.info("NOTICE from %s: %s", self.url, msg.message[:300])
 

@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -287,7 +287,7 @@ class OpenAIBackend:
 _DRAIN_S = 1.0
 
 
-async def _sse_payloads(resp: aiohttp.ClientResponse, decoder: SSEDecoder) -> AsyncIterator[bytes]:
+async def _sse_payloads(resp: aiohttp.ClientResponse, decoder: SSEDecoder) -> AsyncGenerator[bytes, None]:
     """Every SSE `data:` payload of the body, including one left unterminated at its end."""
     async for raw in resp.content.iter_any():
         for payload in decoder.feed(raw):
