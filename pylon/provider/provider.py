@@ -454,7 +454,8 @@ class Provider:
     def _start(self, job: Job, coro: Any) -> None:
         self._jobs[job.id] = job
         job.task = asyncio.create_task(coro, name=f"job:{job.id[:12]}")
-        job.task.add_done_callback(lambda _t, rid=job.id: self._jobs.pop(rid, None))
+        rid = job.id
+        job.task.add_done_callback(lambda _t: self._jobs.pop(rid, None))
 
     # ------------------------------------------------------------------ the job
     def quote(self, job: Job) -> int:
