@@ -54,9 +54,11 @@ from pylon.nostr.keys import Keys, normalize_pubkey
 from pylon.customer.budget import Budget, Hold
 from pylon.customer.ledger import Ledger
 from pylon.customer.defaults import DEFAULT_DAILY_BUDGET_MSAT, DEFAULT_MAX_MSAT
-from pylon.customer.invoice_check import ABOVE_BID, ABOVE_MAX, NO_INVOICE
+from pylon.customer.invoice_check import ABOVE_BID, ABOVE_BUDGET, ABOVE_MAX, NO_INVOICE
 from pylon.customer.invoice_check import PaymentRefused as InvoiceRefused
-from pylon.customer.payments import ClientPayments, JobPayment, PaidNoResult
+from pylon.customer.offers import DEFAULT_DECISION_WINDOW_S, DEFAULT_ROUTE, Offer, OfferBook, check_route, rank
+from pylon.customer.payments import ClientPayments, JobPayment, PaidNoResult, Quote
+from pylon.customer.scoreboard import ProviderScore, Scoreboard
 from pylon.relay.pool import RelayPool
 from wallet.base import Wallet
 
@@ -100,6 +102,8 @@ class AskOutcome(BaseModel):
     errors: dict[str, str] = Field(default_factory=dict)  # provider -> error from others
     quotes: list[dict[str, Any]] = Field(default_factory=list)  # every payment-required and what we did
     receipt: dict[str, Any] | None = None  # the payment's receipt (pylon.customer.ledger.Receipt), if we paid
+    offers: list[dict[str, Any]] = Field(default_factory=list)  # every provider's offer, taken or left and why
+    route: str = ""  # the routing policy the offers were decided by (untargeted jobs)
 
 
 @dataclass(slots=True)
@@ -140,6 +144,15 @@ class _JobState:
     finished: set[str] = field(default_factory=set)  # providers that sent error or result
     payment: JobPayment = field(default_factory=JobPayment)
     bid_msat: int | None = None  # the bid the caller gave (the tag may be lowered to max_msat)
+    book: OfferBook = field(default_factory=OfferBook)  # offers and the decision (pylon.customer.offers)
+    decide_at: float | None = None  # monotonic time the pending quotes are decided
+    route: str = DEFAULT_ROUTE
+    window_s: float = DEFAULT_DECISION_WINDOW_S
+    avoid: frozenset[str] = frozenset()
+    first_seen: dict[str, float] = field(default_factory=dict)  # provider -> seconds to its first event
+    last_seen: dict[str, float] = field(default_factory=dict)  # provider -> monotonic time of its last event
+    gave_up: bool = False
+    held_msat: int | None = None  # the session budget held for this job (Budget.hold)
 
     @property
     def job_id(self) -> str:
@@ -204,8 +217,20 @@ class PylonClient:
         pool: RelayPool | None = None,
         ledger: Ledger | None = None,
         budget: Budget | None = None,
+        decision_window_s: float = DEFAULT_DECISION_WINDOW_S,
+        route: str = DEFAULT_ROUTE,
+        avoid: Sequence[str] = (),
+        scoreboard: Scoreboard | None = None,
+        keep_scores: bool = True,
     ) -> None:
+        """`decision_window_s`, `route` and `avoid` decide among offers (pylon.customer.offers);
+        outcomes go to `scoreboard` (PYLON_HOME/scores.sqlite unless given; none with keep_scores=False)."""
         self.keys = keys if keys is not None else Keys.load_or_create(identity_path())
+        self.decision_window_s = max(0.0, float(decision_window_s))
+        self.route = check_route(route)
+        self.avoid = frozenset(normalize_pubkey(p) for p in avoid)
+        self.scoreboard = scoreboard if scoreboard is not None else (Scoreboard() if keep_scores else None)
+        self._own_scoreboard = scoreboard is None
         self.relays = list(relays) if relays else (pool.urls if pool is not None else [])
         self.wallet = wallet
         # money-safe defaults (pylon.customer.defaults): None means "the default", never "unlimited"
@@ -283,6 +308,10 @@ class PylonClient:
             self.pool = None
         if self.payments is not None:
             self.payments.close()
+        if self.scoreboard is not None and self._own_scoreboard:
+            self.scoreboard.close()
+        elif self.scoreboard is not None:
+            self.scoreboard.flush()
 
     # -------------------------------------------------------------------- public API
     async def ask(
@@ -306,6 +335,8 @@ class PylonClient:
         error_grace_s: float = 3.0,
         collect_s: float = 0.0,
         collect_max: int | None = None,
+        route: str | None = None,
+        avoid: Sequence[str] = (),
     ) -> AskOutcome:
         """Run one job and return the first valid result.
 
@@ -319,7 +350,7 @@ class PylonClient:
                          seed=seed),
             provider=provider, bid_msat=bid_msat, timeout=timeout, encrypted=encrypted,
             on_progress=on_progress, on_delta=None, error_grace_s=error_grace_s, collect_s=collect_s,
-            collect_max=collect_max,
+            collect_max=collect_max, route=route, avoid=avoid,
         )
 
     def stream(self, prompt: str | list[dict], **kwargs: Any) -> "JobStream":
@@ -358,7 +389,7 @@ class PylonClient:
         self, prompt: str | list[dict], params: dict[str, Any], *, provider: str | None, bid_msat: int | None,
         timeout: float, encrypted: bool | None, on_progress: ProgressCallback | None,
         on_delta: Callable[[str], None] | None, error_grace_s: float, collect_s: float, collect_max: int | None,
-        hold: Hold | None = None,
+        hold: Hold | None = None, route: str | None = None, avoid: Sequence[str] = (),
     ) -> AskOutcome:
         if self.pool is None or self._sub is None:
             raise RelayError("PylonClient is not started: use `async with PylonClient(...)`")
@@ -389,6 +420,10 @@ class PylonClient:
             self._recent_ids.popitem(last=False)
         state = _JobState(request, event, target, started, on_progress, on_delta)
         state.bid_msat = explicit_bid
+        state.route = check_route(route) if route else self.route
+        state.window_s = self.decision_window_s
+        state.avoid = self.avoid | frozenset(normalize_pubkey(p) for p in avoid)
+        state.held_msat = hold.msat if hold is not None else None
         queue: asyncio.Queue = asyncio.Queue()
         self._routes[event.id] = queue
         try:
@@ -402,13 +437,17 @@ class PylonClient:
                 limit = deadline if grace_deadline is None else min(deadline, grace_deadline)
                 if now >= limit:
                     break
+                if state.decide_at is not None and now >= state.decide_at:
+                    await self._decide(state)  # the decision window closed: act on the offers
+                    continue
+                wake = limit if state.decide_at is None else min(limit, state.decide_at)
                 if queue.empty():
                     # asyncio.timeout, not wait_for: on 3.11 wait_for wraps every get in a new task
                     try:
-                        async with asyncio.timeout(limit - now):
+                        async with asyncio.timeout(wake - now):
                             incoming = await queue.get()
                     except TimeoutError:
-                        break
+                        continue  # the top of the loop says which deadline passed
                 else:
                     incoming = queue.get_nowait()
                 if isinstance(incoming, Exception):
@@ -428,6 +467,7 @@ class PylonClient:
             raise JobCancelled(f"job {event.id[:12]}… cancelled; a cancellation (kind 5) was published") from None
         finally:
             self._routes.pop(event.id, None)
+            self._score_job(state)
         return self._outcome(state)
 
     async def _give_up(self, state: _JobState, timeout: float) -> None:
@@ -487,10 +527,19 @@ class PylonClient:
         if state.target is not None and event.pubkey != state.target:
             log.debug("ignoring %s from %s: not the targeted provider", event.kind, event.pubkey[:12])
             return
+        if event.pubkey in state.avoid:
+            if all(o.provider != event.pubkey for o in state.book.offers):
+                state.book.add(Offer(event.pubkey, "error", at_s=state.elapsed(), action="left",
+                                     reason="avoided (--avoid)"))
+            return
         state.responders.add(event.pubkey)
         state.mark("first_reply")
+        state.first_seen.setdefault(event.pubkey, round(state.elapsed(), 6))
+        state.last_seen[event.pubkey] = time.monotonic()
         if event.kind == KIND_RESULT:
+            winner = state.winner
             self._on_result(state, event)
+            self._note_result(state, event, winner)
             return
         try:
             fb = JobFeedback.from_event(event, self.keys)
@@ -500,6 +549,9 @@ class PylonClient:
         if fb.status == "payment-required":
             state.mark("quoted")
             state.progress("quoted", fb.extra, provider=fb.provider, amount_msat=fb.amount_msat)
+            if state.target is None and fb.amount_msat:
+                self._offer_quote(state, fb)  # decided when the window closes (pylon.customer.offers)
+                return
             try:
                 await self._on_payment_required(state, fb)
             except PaymentError as exc:
@@ -512,9 +564,11 @@ class PylonClient:
         elif fb.status == "processing":
             state.mark("processing")
             state.progress("processing", fb.extra, provider=fb.provider)
+            self._note_free_work(state, fb.provider)
         elif fb.status == "partial":
             if state.winner is not None:  # a partial published just before the result can arrive after it
                 return
+            self._note_free_work(state, fb.provider)
             delta = state.accept_partial(fb)
             if delta:
                 state.mark("first_partial")
@@ -534,6 +588,7 @@ class PylonClient:
             reason = fb.extra or fb.content or "unspecified error"
             state.errors[fb.provider] = reason
             state.finished.add(fb.provider)
+            self._note_failure(state, fb.provider, reason)
             state.progress("error", reason, provider=fb.provider)
             if state.payment.paid and fb.provider == state.payment.provider:
                 raise self._paid_no_result(state, f"; it reported: {reason}")
@@ -586,6 +641,7 @@ class PylonClient:
             encrypted=result.encrypted, result_event_id=result.event.id, timings=dict(state.timings),
             other_results=list(state.others), errors=dict(state.errors),
             quotes=[q.to_dict() for q in state.payment.quotes],
+            offers=state.book.close("not needed: the job was answered"), route=state.route if state.target is None else "",
             receipt=state.payment.receipt.to_dict() if state.payment.receipt is not None else None,
         )
 
@@ -607,6 +663,10 @@ class PylonClient:
             raise PaymentRefused(
                 NO_WALLET, f"provider {fb.provider[:12]}… asks {fb.amount_msat} msat for this job; no wallet configured",
                 hint="pass --wallet URI on the command line or wallet= in code, or set PYLON_WALLET")
+        held = state.held_msat
+        if held is not None and fb.amount_msat > held and state.request.bid_msat == held and held < self.max_msat:
+            raise InvoiceRefused(ABOVE_BUDGET, f"provider {fb.provider[:12]}… asks {fb.amount_msat} msat, above what "
+                                               f"is left of the session budget ({held} msat)")
         await self._pay(state, fb)
 
     async def _pay(self, state: _JobState, fb: JobFeedback) -> None:
@@ -630,11 +690,129 @@ class PylonClient:
             return None
         capped = state.bid_msat is None or state.bid_msat > bid  # the cap, not the caller's bid, set the tag
         reason, limit = (ABOVE_MAX, "per-job cap") if capped else (ABOVE_BID, "bid")
+        if state.held_msat is not None and bid == state.held_msat and bid < self.max_msat:
+            reason, limit = ABOVE_BUDGET, "session budget left"  # Budget.hold lowered the bid to what is left
         said = f" (it says: {fb.extra})" if fb.extra else ""
         return InvoiceRefused(reason, f"provider {fb.provider[:12]}… asks {fb.amount_msat} msat, above the {limit} "
                                       f"of {bid} msat{said}")
 
+    # -------------------------------------------------------------------- offers (untargeted jobs)
+    def _offer_quote(self, state: _JobState, fb: JobFeedback) -> None:
+        """A paid quote on an untargeted job: kept until the decision window closes."""
+        now = time.monotonic()
+        book = state.book
+        offer = book.add(Offer(fb.provider, "quote", fb.amount_msat, state.elapsed(), payload=fb))
+        book.quoted.add(fb.provider)
+        book.free_working.discard(fb.provider)
+        if state.payment.paid:
+            offer.action, offer.reason = "left", f"provider {state.payment.provider[:12]}… was already paid for this job"
+            state.payment.quotes.append(Quote(fb.provider, fb.amount_msat, action="ignored", reason=offer.reason))
+            return
+        if book.first_quote_s is None:
+            book.first_quote_s = now
+        if state.decide_at is None:
+            state.decide_at = max(now, book.first_quote_s + state.window_s)
+
+    def _note_free_work(self, state: _JobState, provider: str) -> None:
+        """`processing`/`partial` from a provider that asked for nothing: a free offer at work."""
+        book = state.book
+        if provider in book.quoted or provider == state.payment.provider or provider in book.free_working:
+            return
+        book.free_working.add(provider)
+        book.add(Offer(provider, "free", 0, state.elapsed(), action="pending", reason="free provider processing"))
+
+    def _note_failure(self, state: _JobState, provider: str, reason: str) -> None:
+        """A provider said `error`: a free one no longer blocks the quotes, which are decided now."""
+        book = state.book
+        for o in book.offers:
+            if o.provider == provider and o.action == "pending":
+                o.action, o.reason = "left", f"it reported an error: {reason}"[:300]
+        if provider in book.free_working:
+            book.free_working.discard(provider)
+            if not state.payment.paid and book.pending_quotes() and state.decide_at is None:
+                state.decide_at = time.monotonic()
+
+    def _note_result(self, state: _JobState, event: Event, winner_before: JobResult | None) -> None:
+        won = winner_before is None and state.winner is not None and state.winner.event is event
+        amount = state.winner.amount_msat if won and state.winner is not None else None
+        for o in state.book.offers:
+            if o.provider == event.pubkey and o.action == "pending":
+                o.action, o.reason = ("taken", "its result came first") if won else ("left", "another result won")
+        if not any(o.provider == event.pubkey and o.action == "taken" for o in state.book.offers):
+            state.book.add(Offer(event.pubkey, "result", amount, state.elapsed(), action="taken" if won else "left",
+                                 reason="first valid result" if won else "another result won or it was not paid"))
+        if won:
+            state.book.free_working.discard(event.pubkey)
+            paid_to = state.payment.provider
+            self._leave_quotes(state, f"provider {paid_to[:12]}… was paid and answered" if paid_to
+                               else "a free result came first: nothing paid")
+
+    async def _decide(self, state: _JobState) -> None:
+        """The decision window closed: a free provider at work wins; else pay the best quote."""
+        state.decide_at = None
+        book = state.book
+        if state.payment.paid or state.winner is not None or not book.pending_quotes():
+            return
+        if book.free_working:
+            for o in book.pending_quotes():
+                o.reason = "waiting: a free provider is processing the job"
+            return
+        scores = self.scoreboard.scores() if self.scoreboard is not None else {}
+        ranked = rank(book.pending_quotes(), state.route, scores)
+        for i, offer in enumerate(ranked):
+            fb = offer.payload
+            try:
+                await self._on_payment_required(state, fb)
+            except PaymentError as exc:
+                offer.action, offer.reason = "left", str(exc)[:300]
+                state.progress("error", str(exc), provider=fb.provider)
+                state.refusals.append(exc)
+                state.finished.add(fb.provider)
+                if isinstance(exc, PaymentRefused):
+                    continue  # refused by our checks, nothing paid: the next quote may pass
+                return  # the wallet failed (its outcome may be unknown): never try a second payment
+            if state.payment.paid:
+                s = scores.get(fb.provider)
+                offer.action = "taken"
+                offer.reason = (f"route {state.route}: {offer.amount_msat} msat, score "
+                                f"{s.score if s else ProviderScore('').score}"
+                                + (f", {len(ranked) - 1} other quote(s)" if len(ranked) > 1 else ""))
+                self._leave_quotes(state, f"route {state.route} preferred provider {fb.provider[:12]}…")
+            return
+
+    @staticmethod
+    def _leave_quotes(state: _JobState, reason: str) -> None:
+        for o in state.book.leave_pending(reason):
+            state.payment.quotes.append(Quote(o.provider, o.amount_msat, action="ignored", reason=reason))
+
+    def _score_job(self, state: _JobState) -> None:
+        """What this job says about the providers in it (pylon.customer.scoreboard)."""
+        board = self.scoreboard
+        if board is None:
+            return
+        try:
+            win = state.winner
+            if win is not None:
+                t_result = state.timings.get("result")
+                t_work = state.timings.get("processing") or state.timings.get("first_partial")
+                tps = None
+                if win.completion_tokens and t_result is not None and t_work is not None and t_result > t_work:
+                    tps = win.completion_tokens / (t_result - t_work)
+                board.record(state.job_id, win.provider, "delivered", first_reply_s=state.first_seen.get(win.provider),
+                             tokens=win.completion_tokens, tokens_per_s=tps, paid_msat=state.paid_msat)
+            paid_to = state.payment.provider
+            if paid_to is not None and (win is None or win.provider != paid_to) and state.gave_up:
+                board.record(state.job_id, paid_to, "paid_not_delivered", first_reply_s=state.first_seen.get(paid_to),
+                             paid_msat=state.paid_msat)
+            for provider, reason in state.errors.items():
+                if provider != paid_to:
+                    board.record(state.job_id, provider, "failed", first_reply_s=state.first_seen.get(provider),
+                                 detail=reason)
+        except Exception:  # reputation is advisory: never fail a job over it
+            log.exception("could not record provider scores for job %s", state.job_id[:12])
+
     def _paid_no_result(self, state: _JobState, detail: str) -> PaidNoResult:
+        state.gave_up = True
         r = state.payment.receipt
         amount = r.amount_msat if r is not None else state.paid_msat
         msg = (f"paid {amount} msat to provider {state.payment.provider} for job {state.job_id[:12]}… "
@@ -671,7 +849,7 @@ class JobStream:
             timeout=kw.pop("timeout", 60.0), encrypted=kw.pop("encrypted", None),
             on_progress=kw.pop("on_progress", None), on_delta=self._queue.put_nowait,
             error_grace_s=kw.pop("error_grace_s", 3.0), collect_s=kw.pop("collect_s", 0.0),
-            collect_max=kw.pop("collect_max", None),
+            collect_max=kw.pop("collect_max", None), route=kw.pop("route", None), avoid=kw.pop("avoid", ()),
         )
         if kw:
             coro.close()

@@ -66,13 +66,15 @@ async def test_free_provider_still_serves_a_client_with_a_wallet(relay_url, open
 
 
 async def test_bid_below_the_price_gets_an_error_that_says_the_price(relay_url, openai_double, dev_ledger, tmp_path):
-    from pylon.customer.client import ProviderError
+    """The provider's error names its price; the client reports it as its own refusal (issue 10:
+    the message names the flag that raises the bid), nothing paid."""
+    from pylon.customer.invoice_check import PaymentRefused
 
     dev_ledger.fund("customer", 100_000)
     cw, pw = dev_ledger.wallet("customer"), dev_ledger.wallet("provider")
     async with paid_provider(relay_url, openai_double.base_url, tmp_path / "p.sqlite", pw, price_msat=3_000) as p:
         async with paying_customer(relay_url, cw) as client:
-            with pytest.raises(ProviderError, match="price is 3000 msat, above your bid of 2000 msat"):
+            with pytest.raises(PaymentRefused, match="price is 3000 msat, above your bid of 2000 msat.*--bid-msat"):
                 await client.ask("cheap", bid_msat=2_000, provider=p.pubkey, timeout=30)
     assert await cw.balance() == 100_000 and not openai_double.requests
 
