@@ -41,6 +41,7 @@ from pylon.ops.secrets import wallet_from_flags
 async def _ask(prompt: str, settings: Any, *, system: str | None, model: str | None, max_tokens: int | None,
                temperature: float | None, provider: str | None, timeout: float, stream: bool,
                as_json: bool, encrypted: bool | None, bid_msat: int | None = None, quiet: bool = False) -> None:
+    """One ask; untargeted jobs decide among offers by settings.route / avoid / decision_window_ms."""
     from pylon.customer.client import PylonClient
 
     messages = build_messages(prompt, system)
@@ -57,7 +58,8 @@ async def _ask(prompt: str, settings: Any, *, system: str | None, model: str | N
     outcome = None
     try:
         async with PylonClient(settings.relays, wallet=wallet, max_msat=settings.max_msat,
-                               daily_budget_msat=settings.daily_budget_msat) as client:
+                               daily_budget_msat=settings.daily_budget_msat, route=settings.route,
+                               avoid=settings.avoid, decision_window_s=settings.decision_window_ms / 1000) as client:
             progress.start()
             if progress.stream:
                 job = client.stream(messages, **kwargs)
@@ -160,6 +162,13 @@ def ask(
     daily_budget_msat: Optional[int] = typer.Option(
         None, "--daily-budget-msat", metavar="MSAT",
         help=f"Most msat to spend per UTC day, all asks [default: {effective('daily_budget_msat')}]."),
+    route: Optional[str] = typer.Option(None, "--route", metavar="POLICY", help="Among paid quotes: cheapest | "
+                                        f"fastest | best (score) [default: {effective('route')}]; free beats paid."),
+    avoid: Optional[list[str]] = typer.Option(None, "--avoid", metavar="NPUB", show_default=False,
+                                              help="Never use this provider (repeatable; config key avoid)."),
+    decision_window_ms: Optional[int] = typer.Option(
+        None, "--decision-window-ms", metavar="MS",
+        help=f"Collect offers this long after the first quote [default: {effective('decision_window_ms')}]."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Ask the swarm: publish a kind-5050 job and print the answer."""
@@ -181,8 +190,12 @@ def ask(
         temperature = temperature if temperature is not None else saved.temperature
         check_params({"max_tokens": max_tokens, "temperature": temperature})
     provider = pubkey_option("--provider", provider)  # a typo'd npub or an nsec: one line, nothing sent
+    avoid = [pubkey_option("--avoid", a) or "" for a in avoid or []]
+    if route is not None and route not in ("cheapest", "fastest", "best"):
+        raise ConfigError(f"--route must be cheapest, fastest or best, got {route!r}")
     settings = load_settings({"relays": relay, "wallet": wallet_from_flags(wallet, wallet_file), "max_msat": max_msat, "timeout_s": timeout,
-                              "daily_budget_msat": daily_budget_msat})
+                              "daily_budget_msat": daily_budget_msat, "route": route, "avoid": avoid,
+                              "decision_window_ms": decision_window_ms})
     run(_ask(text, settings, system=system, model=model, max_tokens=max_tokens, temperature=temperature,
              provider=provider, timeout=settings.timeout_s, stream=stream, as_json=as_json,
              encrypted=False if plain else None, bid_msat=bid_msat, quiet=quiet))

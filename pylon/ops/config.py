@@ -38,6 +38,10 @@ class Settings(BaseModel):
     # money-safe defaults (pylon.customer.defaults): every paying command has a cap unless raised
     max_msat: int = Field(DEFAULT_MAX_MSAT, ge=0)  # per-job spending cap (client), msat
     daily_budget_msat: int = Field(DEFAULT_DAILY_BUDGET_MSAT, ge=0)  # per UTC day, all asks, msat
+    # choosing among offers (pylon.customer.offers): untargeted jobs only
+    route: Literal["cheapest", "fastest", "best"] = "cheapest"
+    avoid: list[str] = Field(default_factory=list)  # providers never used (npub or hex)
+    decision_window_ms: int = Field(300, ge=0, le=60_000)  # collect quotes this long from the first one
     timeout_s: float = Field(120.0, gt=0)
     log_format: Literal["text", "json"] = "text"
     metrics_port: int | None = Field(None, ge=0, le=65535)
@@ -70,7 +74,7 @@ def mask_secret(value: str) -> str:
     return f"{scheme}://***" if sep else "***"
 
 
-_LIST_FIELDS = {"relays", "models"}
+_LIST_FIELDS = {"relays", "models", "avoid"}
 
 
 def _from_env(environ: dict[str, str]) -> dict[str, Any]:

@@ -92,3 +92,26 @@ async def test_free_provider_that_fails_hands_over_to_the_quote(relay_url, opena
     kinds = {(o["provider"], o["kind"]): o for o in outcome.offers}
     assert kinds[(free.pubkey, "free")]["action"] == "left" and "out of memory" in kinds[(free.pubkey, "free")]["reason"]
     assert kinds[(paid.pubkey, "quote")]["action"] == "taken"
+
+
+async def test_cli_avoid_and_json_offers(relay_url, openai_double, dev_ledger, tmp_path):
+    """`pylon ask --avoid NPUB --json`: the avoided cheap provider is listed and left, the other paid."""
+    import json
+
+    from tests.e2e.test_cli_jobs import _pylon
+
+    dev_ledger.fund("customer", FUNDS)
+    async with paid_provider(relay_url, openai_double.base_url, tmp_path / "c.sqlite", dev_ledger.wallet("cheap"),
+                             price_msat=1_000) as cheap, \
+            paid_provider(relay_url, openai_double.base_url, tmp_path / "d.sqlite", dev_ledger.wallet("dear"),
+                          price_msat=2_000) as dear:
+        code, out, err = await _pylon("ask", "not the cheap one", "--relay", relay_url, "--json", "--avoid",
+                                      cheap.keys.npub, "--route", "cheapest", "--wallet", dev_ledger.uri("customer"),
+                                      "--timeout", "30", home=tmp_path / "customer")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["provider"] == dear.pubkey and data["paid_msat"] == 2_000 and data["route"] == "cheapest"
+    by_provider = {o["provider"]: o for o in data["offers"]}
+    assert by_provider[cheap.pubkey]["action"] == "left" and "avoid" in by_provider[cheap.pubkey]["reason"]
+    assert by_provider[dear.pubkey]["action"] == "taken"
+    assert await dev_ledger.wallet("cheap").balance() == 0
