@@ -705,7 +705,7 @@ class PylonClient:
         book.quoted.add(fb.provider)
         book.free_working.discard(fb.provider)
         if state.payment.paid:
-            offer.action, offer.reason = "left", f"provider {state.payment.provider[:12]}… was already paid for this job"
+            offer.action, offer.reason = "left", f"provider {(state.payment.provider or '')[:12]}… was already paid for this job"
             state.payment.quotes.append(Quote(fb.provider, fb.amount_msat, action="ignored", reason=offer.reason))
             return
         if book.first_quote_s is None:
