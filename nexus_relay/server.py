@@ -23,6 +23,7 @@ from typing import AsyncIterator
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from pylon.errors import listen_error
 from pylon.nostr import Event, InvalidMessage
 from pylon.nostr.kinds import AUTH as AUTH_KIND
 from pylon.nostr.kinds import is_ephemeral
@@ -116,18 +117,21 @@ class NexusRelay:
         self.store.start(self._loop)
         self.querier.start(self._loop)
         cfg = self.config
-        self._server = await serve(
-            self._handler,
-            self.host,
-            self.port,
-            process_request=functools.partial(nip11.process_request, cfg),
-            compression="deflate" if cfg.compression else None,
-            max_size=cfg.hard_frame_cap(),
-            ping_interval=cfg.ping_interval,
-            ping_timeout=cfg.ping_interval,
-            max_queue=64,
-            write_limit=1 << 18,
-        )
+        try:
+            self._server = await serve(
+                self._handler,
+                self.host,
+                self.port,
+                process_request=functools.partial(nip11.process_request, cfg),
+                compression="deflate" if cfg.compression else None,
+                max_size=cfg.hard_frame_cap(),
+                ping_interval=cfg.ping_interval,
+                ping_timeout=cfg.ping_interval,
+                max_queue=64,
+                write_limit=1 << 18,
+            )
+        except OSError as exc:  # port in use, not allowed, not an address: one line for the user
+            raise listen_error("the relay", self.host, self.port, exc) from exc
         sock = next(iter(self._server.sockets))
         bound_host, bound_port = sock.getsockname()[:2]
         self.port = bound_port

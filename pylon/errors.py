@@ -41,12 +41,13 @@ followed by "; " and the hint, and the CLI prints the hint on its own line.
 
 from __future__ import annotations
 
+import errno
 from typing import ClassVar
 
 __all__ = [
     "PylonError", "ConfigError", "ListenError", "RelayError", "JobError", "NoProviderAnswered", "JobTimeout",
     "ProviderError", "JobCancelled", "PaymentError", "PaymentRefused", "WalletError", "BackendError",
-    "StorageError", "NostrError", "EXIT_USAGE", "EXIT_BUG", "EXIT_INTERRUPTED",
+    "StorageError", "NostrError", "listen_error", "EXIT_USAGE", "EXIT_BUG", "EXIT_INTERRUPTED",
 ]
 
 EXIT_USAGE = 2
@@ -90,6 +91,22 @@ class ConfigError(PylonError):
 
 class ListenError(ConfigError):
     """We could not listen on a host and port: it is in use, not ours to bind, or not an address."""
+
+
+def listen_error(what: str, host: str, port: int, exc: OSError, flag: str = "--port") -> ListenError:
+    """The ListenError for the OSError binding `host:port` raised (`what` names the server,
+    `flag` the option that picks its port)."""
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return ListenError(f"{what} cannot listen on {where}: the port is in use",
+                           hint=f"stop what uses it, or pick another port ({flag} 0 picks a free one)")
+    if exc.errno == errno.EACCES:
+        return ListenError(f"{what} cannot listen on {where}: permission denied",
+                           hint="ports below 1024 need privileges; pick a port above 1024")
+    if exc.errno == errno.EADDRNOTAVAIL or not isinstance(exc.errno, int) or exc.errno < 0:  # < 0: gaierror
+        return ListenError(f"{what} cannot listen on {where}: {host} is not an address of this machine",
+                           hint="use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
+    return ListenError(f"{what} cannot listen on {where}: {exc.strerror or exc}")
 
 
 # ------------------------------------------------------------------------- relays

@@ -21,6 +21,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from pylon.errors import listen_error
 from pylon.ops.metrics import CONTENT_TYPE_LATEST, render
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,10 @@ class MetricsServer:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> "MetricsServer":
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        try:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        except OSError as exc:
+            raise listen_error("the metrics server", self.host, self.port, exc, flag="--metrics-port") from exc
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("metrics and health on %s (/metrics, /health)", self.url)
         return self
