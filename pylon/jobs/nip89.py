@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from pydantic import BaseModel, Field
 
 from pylon import __version__
-from pylon.errors import PylonError
+from pylon.errors import JobError
 from pylon.nostr import kinds
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
@@ -45,7 +45,7 @@ JOB_KIND = str(kinds.JOB_REQUEST_TEXT)  # "5050"
 DEFAULT_D = "pylon-5050"
 
 
-class AnnouncementParseError(PylonError, ValueError):
+class AnnouncementParseError(JobError, ValueError):
     """A kind-31990 event is not a usable kind-5050 provider announcement."""
 
 

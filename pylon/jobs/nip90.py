@@ -55,7 +55,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Sequence
 
-from pylon.errors import PylonError
+from pylon.errors import JobError
 from pylon.nostr import kinds
 from pylon.nostr.event import Event
 from pylon.nostr.keys import Keys, normalize_pubkey
@@ -77,9 +77,11 @@ MAX_INPUT_CHARS = 1_000_000
 MAX_FINISH_REASON = 32
 #: a random tag on every request we sign, so identical asks are distinct events (see above)
 NONCE_TAG = "pylon-nonce"
+#: the most an encrypted (targeted) request's tags may take as JSON: NIP-44 v2's plaintext limit
+MAX_ENCRYPTED_BYTES = 65_535
 
 
-class JobParseError(PylonError, ValueError):
+class JobParseError(JobError, ValueError):
     """An event is not a usable NIP-90 kind-5050 request, feedback or result."""
 
 
@@ -287,6 +289,13 @@ class JobRequest:
             from pylon.nostr.crypto import encrypt_to
 
             payload = json.dumps(self.private_tags(), ensure_ascii=False, separators=(",", ":"))
+            size = len(payload.encode("utf-8"))
+            if size > MAX_ENCRYPTED_BYTES:  # NIP-44 v2 pads at most 65,535 bytes; say so before nip44 does
+                raise JobParseError(
+                    f"the job is {size:,} bytes, too long to encrypt for one provider: NIP-44 allows "
+                    f"{MAX_ENCRYPTED_BYTES:,} bytes",
+                    hint="shorten the prompt, or send the job unencrypted (--no-encrypt, encrypted=False): "
+                         "then the relays and anyone reading them see it")
             content = encrypt_to(keys, providers[0], payload)
             tags = [["p", providers[0]], ["encrypted"], *public]
         else:
