@@ -19,6 +19,7 @@ writer transaction, so concurrent submissions can never both win.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -97,6 +98,25 @@ class _Stop:
     pass
 
 
+WAL_SIZE_LIMIT = 64 << 20
+
+
+def _storage_error(path: Path, exc: BaseException) -> Exception:
+    """One line for a relay database that cannot be used, naming the likely cause."""
+    from pylon.errors import StorageError
+
+    text = str(exc)
+    if "readonly" in text or "read-only" in text or isinstance(exc, PermissionError):
+        why = "is read-only (file, folder or file system); give the relay a writable --db"
+    elif "full" in text or getattr(exc, "errno", None) == 28:
+        why = "cannot grow: the disk is full; free space or move --db"
+    elif "not a database" in text or "malformed" in text:
+        why = "is not a usable SQLite database; move it away or pass another --db"
+    else:
+        why = f"cannot be opened ({text})"
+    return StorageError(f"relay database {path} {why}")
+
+
 class EventStore:
     """The relay's database. `open()` then `start(loop)`; reads from the loop thread only."""
 
@@ -120,13 +140,35 @@ class EventStore:
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute("PRAGMA cache_size=-16000")
+        # a checkpoint that resets the WAL also truncates it to this size: one burst (or a
+        # disk-full episode) no longer leaves a WAL of hundreds of MB behind for ever
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         return conn
 
     def open(self) -> None:
-        """Create the schema (idempotent) and open the writer and reader connections."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._w = self._connect()
-        self._w.executescript(_SCHEMA)
+        """Create the schema (idempotent) and open the writer and reader connections.
+
+        A database the relay cannot write (read-only file or file system, full disk, not SQLite)
+        is a StorageError with one line saying which and what to do, not a traceback later."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._w = self._connect()
+            self._w.executescript(_SCHEMA)
+            self._w.execute("BEGIN IMMEDIATE")  # a real write, rolled back: read-only shows here
+            try:
+                self._w.execute("CREATE TABLE _nexus_write_probe(x)")
+            finally:
+                self._w.execute("ROLLBACK")
+        except (sqlite3.Error, OSError) as exc:
+            if self._w is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._w.close()
+                self._w = None
+            raise _storage_error(self.path, exc) from None
+        self._open_rest()
+
+    def _open_rest(self) -> None:
+        assert self._w is not None
         self._has_id_tombstones = self._w.execute("SELECT 1 FROM deleted_ids LIMIT 1").fetchone() is not None
         self._has_addr_tombstones = self._w.execute("SELECT 1 FROM deleted_addrs LIMIT 1").fetchone() is not None
         self._r = self._connect()
@@ -144,11 +186,19 @@ class EventStore:
         self._thread.start()
 
     def close(self) -> None:
-        """Finish every queued write, stop the writer thread, close both connections."""
+        """Finish every queued write, stop the writer thread, close both connections (the WAL
+        is checkpointed and truncated first, so the next start opens a short file)."""
         if self._thread is not None:
             self._jobs.put(_Stop())
             self._thread.join()
             self._thread = None
+        if self._r is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._r.close()
+            self._r = None
+        if self._w is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         for conn in (self._r, self._w):
             if conn is not None:
                 try:
