@@ -59,6 +59,7 @@ from pylon.customer.invoice_check import PaymentRefused as InvoiceRefused
 from pylon.customer.offers import DEFAULT_DECISION_WINDOW_S, DEFAULT_ROUTE, Offer, OfferBook, check_route, rank
 from pylon.customer.payments import ClientPayments, JobPayment, PaidNoResult, Quote
 from pylon.customer.scoreboard import ProviderScore, Scoreboard
+from pylon.customer.inbox import MAX_STREAM_CHARS, JobInbox, PartialBuffer, ProviderFlood
 from pylon.relay.pool import RelayPool
 from wallet.base import Wallet
 
@@ -138,7 +139,7 @@ class _JobState:
     timings: dict[str, float] = field(default_factory=dict)
     stream_from: str | None = None
     streamed: str = ""
-    pending: dict[int, str] = field(default_factory=dict)
+    pending: PartialBuffer = field(default_factory=PartialBuffer)  # bounded (pylon.customer.inbox)
     paid_msat: int = 0
     fee_msat: int = 0
     finished: set[str] = field(default_factory=set)  # providers that sent error or result
@@ -180,24 +181,12 @@ class _JobState:
         content = fb.content
         if fb.offset is None:  # another implementation: a cumulative text or a sample
             delta = content[len(self.streamed):] if content.startswith(self.streamed) else content
-            self.streamed += delta
-            return delta
-        self.pending[fb.offset] = content
-        delta = ""
-        progressed = True
-        while progressed:
-            progressed = False
-            have = len(self.streamed)
-            for offset in sorted(self.pending):
-                if offset > have:
-                    break
-                chunk = self.pending.pop(offset)
-                if offset + len(chunk) > have:
-                    piece = chunk[have - offset:]
-                    self.streamed += piece
-                    delta += piece
-                    progressed = True
-                    break
+        else:
+            self.pending.add(fb.offset, content, fb.provider)  # ProviderFlood past its bounds
+            delta = self.pending.take(len(self.streamed))
+        if len(self.streamed) + len(delta) > MAX_STREAM_CHARS:
+            raise ProviderFlood(fb.provider, f"over {MAX_STREAM_CHARS} characters of streamed text")
+        self.streamed += delta
         return delta
 
 
@@ -286,7 +275,7 @@ class PylonClient:
                 tag = event.first_tag("e")
                 queue = self._routes.get(tag[1]) if tag is not None and len(tag) > 1 else None
                 if queue is not None:
-                    queue.put_nowait(event)
+                    queue.offer(event)  # bounded: a flood ends that job with ProviderFlood
         except RelayError as exc:  # the relays closed our subscription
             for queue in self._routes.values():
                 queue.put_nowait(exc)
@@ -424,7 +413,7 @@ class PylonClient:
         state.window_s = self.decision_window_s
         state.avoid = self.avoid | frozenset(normalize_pubkey(p) for p in avoid)
         state.held_msat = hold.msat if hold is not None else None
-        queue: asyncio.Queue = asyncio.Queue()
+        queue = JobInbox()
         self._routes[event.id] = queue
         try:
             published = await self.pool.publish(event)

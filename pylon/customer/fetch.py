@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pylon.customer.lease import owner_alive
 from pylon.customer.ledger import Ledger, Receipt
@@ -26,6 +26,9 @@ from pylon.jobs.nip90 import KIND_FEEDBACK, KIND_RESULT, JobFeedback, JobParseEr
 from pylon.jobs.refund import refund_offer
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from wallet.base import Wallet
 
 log = logging.getLogger("pylon.customer.fetch")
 
@@ -72,7 +75,7 @@ async def lookup_job(pool: Any, keys: Keys, job_id: str, *, provider: str | None
     return out
 
 
-async def recover_paid_jobs(ledger: Ledger, wallet: Any, keys: Keys, pool: Any, *,
+async def recover_paid_jobs(ledger: Ledger, wallet: Wallet, keys: Keys, pool: Any, *,
                             now: float | None = None) -> list[tuple[Receipt, JobLookup]]:
     """For paid receipts without a result or refund: fetch the result, or claim an offered refund."""
     since = (time.time() if now is None else now) - RECOVER_WINDOW_S

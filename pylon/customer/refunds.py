@@ -17,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pylon.customer.ledger import Ledger, Receipt
 from pylon.errors import RelayError
 from pylon.jobs.refund import RefundRequest
 from pylon.nostr.keys import Keys
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from wallet.base import Wallet
 
 log = logging.getLogger("pylon.customer.refunds")
 
@@ -30,7 +33,7 @@ REFUND_WAIT_S = 20.0
 REFUND_INVOICE_EXPIRY_S = 24 * 3600
 
 
-async def _invoice_state(wallet: Any, payment_hash: str, wait_s: float) -> Any:
+async def _invoice_state(wallet: Wallet, payment_hash: str, wait_s: float) -> Any:
     """The refund invoice's state after waiting up to `wait_s` for it to settle."""
     from wallet.base import InvoiceState, SupportsWaitInvoice
 
@@ -52,7 +55,7 @@ async def _invoice_state(wallet: Any, payment_hash: str, wait_s: float) -> Any:
         delay = min(delay * 2, 1.0)
 
 
-async def request_refund(ledger: Ledger, wallet: Any, keys: Keys, pool: Any, receipt: Receipt, *,
+async def request_refund(ledger: Ledger, wallet: Wallet, keys: Keys, pool: Any, receipt: Receipt, *,
                          wait_s: float = REFUND_WAIT_S) -> Receipt:
     """Ask the provider of `receipt` to pay its amount back; the receipt as it stands afterwards."""
     from wallet.base import InvoiceState
@@ -84,7 +87,7 @@ async def request_refund(ledger: Ledger, wallet: Any, keys: Keys, pool: Any, rec
     return marked
 
 
-async def settle_requested(ledger: Ledger, wallet: Any) -> list[Receipt]:
+async def settle_requested(ledger: Ledger, wallet: Wallet) -> list[Receipt]:
     """After a restart: receipts whose refund invoice settled while we were away become refunded."""
     from wallet.base import InvoiceState
 

@@ -17,9 +17,12 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from wallet.base import Wallet
 
 from pylon.errors import listen_error
 from pylon.ops.metrics import CONTENT_TYPE_LATEST, render
@@ -99,7 +102,7 @@ def relays_check(status: Callable[[], Mapping[str, str]], *, min_connected: int 
     return check
 
 
-def wallet_check(wallet: Any) -> Check:
+def wallet_check(wallet: Wallet) -> Check:
     """The wallet answers a balance request. The balance itself is not published."""
 
     async def check() -> CheckResult:
@@ -245,7 +248,7 @@ def relay_monitor(relay: Any, *, host: str = "127.0.0.1", port: int = 0) -> Metr
 
 
 def provider_monitor(metrics: Any, *, backend: Any = None, relay_status: Callable[[], Mapping[str, str]] | None = None,
-                     wallet: Any = None, host: str = "127.0.0.1", port: int = 0) -> MetricsServer:
+                     wallet: Wallet | None = None, host: str = "127.0.0.1", port: int = 0) -> MetricsServer:
     """/metrics from a ProviderMetrics and /health over backend, relays and wallet for `pylon serve`.
     Parts that are None are not checked (a free provider has no wallet)."""
     health = Health()
