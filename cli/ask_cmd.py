@@ -62,9 +62,9 @@ async def _ask(prompt: str, settings: Any, *, system: str | None, model: str | N
                                avoid=settings.avoid, decision_window_s=settings.decision_window_ms / 1000) as client:
             progress.start()
             if progress.stream:
-                job = client.stream(messages, **kwargs)
-                async for piece in job:
-                    progress.delta(piece)
+                async with client.stream(messages, **kwargs) as job:  # Ctrl-C: the job is cancelled, not orphaned
+                    async for piece in job:
+                        progress.delta(piece)
                 outcome = job.outcome
             else:
                 outcome = await client.ask(messages, **kwargs)
