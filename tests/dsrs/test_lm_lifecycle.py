@@ -125,3 +125,24 @@ async def test_history_cost_usage_msat_and_copies(swarm, priced, dev_ledger):
     assert len(lm.history) == 1 and len(copy.history) == 1  # the copy's call is in the copy's history ...
     assert history_msat(lm) == history_msat(copy) == 2_000   # ... and counted for both
     assert hub_of(lm).spent_msat == 2_000
+
+
+async def test_stream_listener_sees_a_field_in_several_chunks(swarm):
+    """The provider sends the first token at once and later ones every 50 ms: DSPy's field
+    listener gets the answer piece by piece, and the pieces make the whole answer."""
+    words = " ".join(f"word{i}" for i in range(12))
+    swarm.double.reply = lambda body: f"[[ ## answer ## ]]\n{words}\n\n[[ ## completed ## ]]"
+    swarm.double.token_delay_s = 0.08  # slower than the partial interval: each token its own partial
+    lm = make_lm(swarm)
+    prog = dspy.streamify(dspy.Predict("question -> answer"),
+                          stream_listeners=[dspy.streaming.StreamListener(signature_field_name="answer")])
+    chunks, final = [], None
+    with dspy.context(lm=lm, adapter=dspy.ChatAdapter()):
+        async for item in prog(question="stream in pieces"):
+            if isinstance(item, dspy.streaming.StreamResponse):
+                chunks.append(item.chunk)
+            elif isinstance(item, dspy.Prediction):
+                final = item
+    assert final is not None and final.answer == words
+    assert len(chunks) >= 4 and "".join(chunks).strip() == words
+    await lm.aclose()
