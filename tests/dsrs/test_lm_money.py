@@ -103,3 +103,16 @@ async def test_optimizer_out_of_budget_stops_with_the_billing_error(swarm, price
     with pytest.raises(LMBillingError, match="used up"):
         await in_thread(lm, lambda: opt.compile(dspy.Predict("question -> answer"), trainset=trainset))
     assert provider.stats.received == 2 and hub_of(lm).spent_msat == 2_000
+
+
+async def test_wallet_from_pylon_wallet_or_a_uri(swarm, priced, dev_ledger, monkeypatch):
+    provider = await priced(1_000)
+    monkeypatch.setenv("PYLON_WALLET", dev_ledger.uri("customer"))
+    lm = pylon_lm(swarm.model, relays=[swarm.relay_url], keys=Keys.generate(), cache=False, timeout=20,
+                  provider=provider.keys.public_key)  # no wallet= : PYLON_WALLET
+    await in_thread(lm, lambda: lm("paid from the environment"))
+    monkeypatch.delenv("PYLON_WALLET")
+    by_uri = paid_lm(swarm, dev_ledger, provider)  # wallet="dev://…?account=customer"
+    await in_thread(by_uri, lambda: by_uri("paid by URI"))
+    assert hub_of(lm).spent_msat == hub_of(by_uri).spent_msat == 1_000
+    assert await dev_ledger.wallet("customer").balance() == 100_000 - 2_000
