@@ -181,10 +181,10 @@ class _EngineBase:
         messages, params = request_to_chat(request, self.opts.model)
         return messages, params, request_key(messages, params, self.opts, _ROLLOUT.get())
 
-    async def _complete(self, request: Any, key: str | None = None):
-        messages, params, own_key = self._prepare(request)
+    async def _complete(self, request: Any, prepared: tuple[list[dict], dict[str, Any], str] | None = None):
+        messages, params, key = prepared or self._prepare(request)
         try:
-            outcome, joined = await self.hub.ask(key or own_key, messages, params, self.opts)
+            outcome, joined = await self.hub.ask(key, messages, params, self.opts)
         except Exception as exc:
             _raise_mapped(exc)
         return outcome_to_response(outcome, joined, self.opts.model)
@@ -232,8 +232,8 @@ class PylonEngine(_EngineBase):
     """The sync engine: runs on the hub's background loop, so all threads share one client."""
 
     def complete(self, request: Any):
-        key = self._prepare(request)[2]  # the rollout is this thread's: read it here
-        return self.hub.background().run(self._complete(request, key))
+        prepared = self._prepare(request)  # here: the rollout is this thread's context
+        return self.hub.background().run(self._complete(request, prepared))
 
     def stream(self, request: Any) -> Iterator[Any]:
         bg = self.hub.background()
