@@ -235,7 +235,7 @@ class PylonClient:
                                            daily_budget_msat=daily_budget_msat, ledger=ledger, budget=budget)
         self.pool = pool
         self._own_pool = pool is None
-        self._routes: dict[str, asyncio.Queue] = {}
+        self._routes: dict[str, JobInbox] = {}
         self._recent_ids: OrderedDict[str, None] = OrderedDict()
         self._sub: Any = None
         self._dispatcher: asyncio.Task | None = None
