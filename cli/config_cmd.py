@@ -1,8 +1,10 @@
-"""`pylon config show|path`: the effective configuration, secrets masked.
+"""`pylon config show|path|init|set`: the effective configuration, secrets masked; writing it.
 
 Precedence (lowest first): defaults < PYLON_HOME/config.toml < PYLON_* environment < flags.
 `show` also says where each value came from, which is what people need when a value is not
-the one they expected.
+the one they expected. `init` writes a commented config.toml (every setting at its default,
+commented out) and `set KEY VALUE` changes one setting after validating it
+(pylon.ops.config_file).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import typer
 from rich.table import Table
 
 from cli.common import console, fail, handle_errors, print_json
-from pylon.ops.config import Settings, load_settings
+from pylon.ops.config import Settings, flatten_tables, load_settings
+from pylon.ops.config_file import init_file, set_value
 from pylon.home import config_path
 
 app = typer.Typer(help="Show the effective configuration and where it lives.", no_args_is_help=True)
@@ -43,7 +46,7 @@ def _sources(overrides: dict[str, Any]) -> dict[str, str]:
     path = config_path()
     if path.exists():
         try:
-            file_keys = set(tomllib.loads(path.read_text()))
+            file_keys = set(flatten_tables(tomllib.loads(path.read_text())))
         except (tomllib.TOMLDecodeError, OSError):
             file_keys = set()
     sources: dict[str, str] = {}
@@ -99,6 +102,28 @@ def show(
     for name, value in masked.items():
         table.add_row(name, _fmt(value), sources[name])
     console.print(table, highlight=False)
+
+
+@app.command("init")
+@handle_errors
+def init_cmd(force: bool = typer.Option(False, "--force", "-f", help="Replace an existing config file.")) -> None:
+    """Write a commented config.toml: every setting at its default, ready to uncomment."""
+    path = config_path()
+    init_file(path, force=force)
+    console.print(f"wrote {path}", highlight=False)
+
+
+@app.command("set")
+@handle_errors
+def set_cmd(
+    key: str = typer.Argument(..., help="Setting name, e.g. relays, timeout_s, history.save_text."),
+    value: str = typer.Argument(..., help="Its value (lists comma-separated; true/false)."),
+) -> None:
+    """Set one setting in config.toml after validating it (secrets are not echoed)."""
+    path = config_path()
+    name, parsed = set_value(path, key, value)
+    shown = Settings.model_validate({name: parsed}).masked()[name] if name in Settings.SECRET_FIELDS else parsed
+    console.print(f"{name} = {_fmt(shown)} ({path})", highlight=False)
 
 
 @app.command("path")
