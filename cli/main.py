@@ -10,6 +10,7 @@ from cli import relay_cmd
 from cli import config_cmd, doctor_cmd
 from cli import trace_cmd
 from cli import wallet_cmd, receipts_cmd
+from cli import result_cmd
 from cli import ask_cmd, serve_cmd, providers_cmd, demo_cmd
 from cli import gateway_cmd
 from cli import history_cmd, template_cmd
@@ -49,6 +50,7 @@ app.command("doctor")(doctor_cmd.doctor)
 app.add_typer(trace_cmd.app, name="trace")
 app.add_typer(wallet_cmd.app, name="wallet")
 app.command("receipts")(receipts_cmd.receipts)
+app.command("result")(result_cmd.result)
 app.command("ask")(ask_cmd.ask)
 app.command("serve")(serve_cmd.serve)
 app.command("providers")(providers_cmd.providers)

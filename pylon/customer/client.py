@@ -59,6 +59,10 @@ from pylon.customer.invoice_check import PaymentRefused as InvoiceRefused
 from pylon.customer.offers import DEFAULT_DECISION_WINDOW_S, DEFAULT_ROUTE, Offer, OfferBook, check_route, rank
 from pylon.customer.payments import ClientPayments, JobPayment, PaidNoResult, Quote
 from pylon.customer.scoreboard import ProviderScore, Scoreboard
+from pylon.customer.clock import SkewWatch, default_clock
+from pylon.customer.fetch import JobLookup, lookup_job, recover_paid_jobs
+from pylon.customer.refunds import request_refund
+from pylon.jobs.refund import refund_offer
 from pylon.customer.inbox import MAX_STREAM_CHARS, JobInbox, PartialBuffer, ProviderFlood
 from pylon.relay.pool import RelayPool
 from wallet.base import Wallet
@@ -211,6 +215,7 @@ class PylonClient:
         avoid: Sequence[str] = (),
         scoreboard: Scoreboard | None = None,
         keep_scores: bool = True,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         """`decision_window_s`, `route` and `avoid` decide among offers (pylon.customer.offers);
         outcomes go to `scoreboard` (PYLON_HOME/scores.sqlite unless given; none with keep_scores=False)."""
@@ -239,6 +244,9 @@ class PylonClient:
         self._recent_ids: OrderedDict[str, None] = OrderedDict()
         self._sub: Any = None
         self._dispatcher: asyncio.Task | None = None
+        self._recovery: asyncio.Task | None = None
+        self._clock = clock or default_clock()  # stamps requests (pylon.customer.clock; a test hook)
+        self.skew = SkewWatch(self._clock)
 
     @property
     def pubkey(self) -> str:
@@ -259,19 +267,24 @@ class PylonClient:
         if self._own_pool:
             await self.pool.__aenter__()
         await self.pool.wait_connected(fail_fast=True)  # a refused relay is reported at once
-        # from now on: replies to earlier sessions' jobs are not replayed (and after a
-        # reconnect the pool resubscribes from the last event seen, so nothing is missed)
-        flt = Filter.of(kinds=[KIND_FEEDBACK, KIND_RESULT], p=[self.pubkey], since=int(time.time()))
+        # Live replies only (`limit: 0`): earlier sessions' replies are not replayed, and no `since`
+        # from our clock, which may be off (replies are routed by their job id, `e`). After a
+        # reconnect the pool resubscribes from the last event seen; an ask that ends without its
+        # result looks its job up by id (pylon.customer.fetch) before giving up.
+        flt = Filter.of(kinds=[KIND_FEEDBACK, KIND_RESULT], p=[self.pubkey], limit=0)
         self._sub = self.pool.subscribe([flt])
         await self._sub.open()
         with contextlib.suppress(asyncio.TimeoutError):
             await self._sub.wait_eose(5.0)
         self._dispatcher = asyncio.create_task(self._dispatch(self._sub), name="pylon-client:dispatch")
+        if self.payments is not None:  # paid jobs a crashed session never got an answer for
+            self._recovery = asyncio.create_task(self.recover_paid_jobs(), name="pylon-client:recover")
 
     async def _dispatch(self, sub: Any) -> None:
         """Route every reply to the queue of the job it names (`e` tag); others are dropped."""
         try:
             async for event in sub:
+                self.skew.observe(event.created_at)
                 tag = event.first_tag("e")
                 queue = self._routes.get(tag[1]) if tag is not None and len(tag) > 1 else None
                 if queue is not None:
@@ -283,6 +296,11 @@ class PylonClient:
             raise
 
     async def close(self) -> None:
+        if self._recovery is not None:
+            self._recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._recovery
+            self._recovery = None
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -346,6 +364,29 @@ class PylonClient:
         """Like ask(), as an async iterator of text as it arrives; `.outcome` when done."""
         return JobStream(self, prompt, kwargs)
 
+    async def fetch_result(self, job_id: str, *, timeout: float = 5.0) -> JobLookup:
+        """What the relays hold for one of our jobs: its result (decrypted; only the paid
+        provider's when we paid one), else its last error and any refund offered."""
+        if self.pool is None:
+            raise RelayError("PylonClient is not started: use `async with PylonClient(...)`")
+        receipt = self.payments.ledger.intent_for_job(job_id) if self.payments is not None else None
+        found = await lookup_job(self.pool, self.keys, job_id, provider=receipt.provider if receipt else None,
+                                 timeout=timeout)
+        if receipt is not None and found.result is not None and found.result.event is not None:
+            await self.payments.ledger.mark_result_async(job_id, found.result.event.id)  # type: ignore[union-attr]
+        return found
+
+    async def recover_paid_jobs(self) -> list[Any]:
+        """Paid receipts of gone sessions with no result yet: fetch the results from the relays,
+        or claim the refund their provider offered (pylon.customer.fetch). Runs at start."""
+        if self.payments is None or self.pool is None:
+            return []
+        try:
+            return await recover_paid_jobs(self.payments.ledger, self.payments.wallet, self.keys, self.pool)
+        except Exception as exc:  # bookkeeping: never breaks the session
+            log.info("paid-job recovery skipped: %s: %s", type(exc).__name__, exc)
+            return []
+
     async def cancel(self, job_id: str, providers: Sequence[str] = ()) -> None:
         """Publish a kind-5 cancellation of our job (best effort)."""
         assert self.pool is not None
@@ -396,7 +437,7 @@ class PylonClient:
         encrypt = (target is not None) if encrypted is None else encrypted
         # The same prompt asked twice in one second would be the same event (same id): the
         # relay and the provider would take it as a duplicate and never answer the second.
-        created_at = int(time.time())
+        created_at = int(self._clock())
         while True:
             event = request.to_event(self.keys, encrypted=encrypt, created_at=created_at)
             if event.id not in self._recent_ids:
@@ -457,12 +498,25 @@ class PylonClient:
         finally:
             self._routes.pop(event.id, None)
             self._score_job(state)
+        if state.payment.receipt is not None and state.winner is not None and state.winner.event is not None:
+            with contextlib.suppress(Exception):  # bookkeeping only: recovery looks for paid jobs without one
+                await self.payments.ledger.mark_result_async(state.job_id, state.winner.event.id)  # type: ignore[union-attr]
         return self._outcome(state)
 
     async def _give_up(self, state: _JobState, timeout: float) -> None:
         """No result: cancel the job and raise the most telling error."""
         job = state.job_id[:12]
         if state.payment.paid:
+            # the live reply may have been lost in a relay outage: look the job up by its id
+            with contextlib.suppress(Exception):
+                found = await lookup_job(self.pool, self.keys, state.job_id, provider=state.payment.provider,
+                                         timeout=3.0)
+                if found.result is not None and found.result.event is not None:
+                    self._on_result(state, found.result.event)
+                    if state.winner is not None:
+                        return
+                if found.refund_offer_msat and found.error is not None:
+                    await self._refund_offered(state)
             await self._cancel_quietly(state)
             raise self._paid_no_result(state, f"within {timeout:g}s")
         if state.refusals and not state.errors:
@@ -580,6 +634,7 @@ class PylonClient:
             self._note_failure(state, fb.provider, reason)
             state.progress("error", reason, provider=fb.provider)
             if state.payment.paid and fb.provider == state.payment.provider:
+                await self._refund(state, fb)
                 raise self._paid_no_result(state, f"; it reported: {reason}")
             if state.target is not None and not state.payment.paid:
                 raise ProviderError(f"provider {fb.provider[:12]}… could not run job {state.job_id[:12]}…: {reason}",
@@ -684,6 +739,23 @@ class PylonClient:
         said = f" (it says: {fb.extra})" if fb.extra else ""
         return InvoiceRefused(reason, f"provider {fb.provider[:12]}… asks {fb.amount_msat} msat, above the {limit} "
                                       f"of {bid} msat{said}")
+
+    async def _refund(self, state: _JobState, fb: JobFeedback) -> None:
+        """The paid provider failed and offers the money back (`["refund", msat]`): ask for it
+        (pylon.customer.refunds; docs/PROTOCOL.md, "Refunds"). Bounded; never raises."""
+        if fb.event is None or refund_offer(fb.event) is None:
+            return
+        await self._refund_offered(state)
+
+    async def _refund_offered(self, state: _JobState) -> None:
+        r = state.payment.receipt
+        if r is None or self.payments is None:
+            return
+        try:
+            state.payment.receipt = await request_refund(self.payments.ledger, self.payments.wallet, self.keys,
+                                                         self.pool, r)
+        except Exception as exc:  # the receipt stays paid and 'requested'/unrefunded: a later start retries
+            log.warning("refund for job %s not obtained: %s: %s", state.job_id[:12], type(exc).__name__, exc)
 
     # -------------------------------------------------------------------- offers (untargeted jobs)
     def _offer_quote(self, state: _JobState, fb: JobFeedback) -> None:
@@ -804,6 +876,11 @@ class PylonClient:
         state.gave_up = True
         r = state.payment.receipt
         amount = r.amount_msat if r is not None else state.paid_msat
+        if r is not None and r.refund_status == "refunded":
+            msg = (f"provider {(state.payment.provider or '')[:12]}… could not run job {state.job_id[:12]}…{detail}; "
+                   f"the {r.refund_msat} msat paid were refunded (receipt {r.id})")
+            state.progress("error", msg, provider=state.payment.provider)
+            return PaidNoResult(msg, r)
         msg = (f"paid {amount} msat to provider {state.payment.provider} for job {state.job_id[:12]}… "
                f"but no result came {detail}".rstrip()
                + (f" (receipt {r.id}, payment hash {r.payment_hash[:16]}…, kept: see `pylon receipts`)" if r else ""))
