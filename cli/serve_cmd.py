@@ -13,7 +13,8 @@ from typing import Any, Optional
 
 import typer
 
-from cli.common import handle_errors, run, setup_logging, stop_on_signals
+from cli.common import err_console, handle_errors, run, setup_logging, stop_on_signals
+from cli.defaults import effective
 from pylon.ops.config import load_settings
 from pylon.ops.secrets import wallet_from_flags
 from pylon.errors import ConfigError
@@ -28,7 +29,12 @@ async def _serve(settings: Any) -> None:
     from pylon.nostr.keys import Keys
     from pylon.provider.provider import Provider
 
-    keys = Keys.load_or_create(identity_path())
+    path = identity_path()
+    created = not path.exists()
+    keys = Keys.load_or_create(path)
+    if created:  # said once, on stderr: a new identity is a new provider to customers
+        err_console.print(f"created a new identity {keys.npub} in {path} (back it up: it is this provider)",
+                          highlight=False)
     priced = settings.price_msat > 0 or settings.price_per_1k_tokens_msat > 0
     free = settings.free or not priced
     wallet = None
@@ -75,9 +81,11 @@ async def _serve(settings: Any) -> None:
 
 @handle_errors
 def serve(
-    relay: Optional[list[str]] = typer.Option(None, "--relay", "-r", help="Relay URL (repeatable)."),
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="OpenAI-compatible base URL, e.g. "
-                                          "http://127.0.0.1:8000/v1 (vLLM, llama.cpp, Ollama, SGLang)."),
+    relay: Optional[list[str]] = typer.Option(None, "--relay", "-r", metavar="URL",
+                                              help=f"Relay URL, repeatable [default: {effective('relays')}]."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", metavar="URL",
+                                          help="OpenAI-compatible base URL: vLLM, llama.cpp, Ollama, SGLang "
+                                          f"[default: {effective('backend')}]."),
     model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Model to serve (repeatable; "
                                               "default: the backend's /v1/models)."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", min=1, help="Jobs at once (default 32)."),

@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Any, Callable, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from pylon.errors import ConfigError
 from wallet.base import Invoice, InvoiceState, Payment
 from wallet.bolt11_codec import MAX_BOLT11_LEN, DecodedInvoice, decode_bolt11, encode_bolt11
 from wallet.errors import (
@@ -161,8 +162,10 @@ class DevLedger:
         self.path = Path(path).expanduser()
         self.key = str(self.path.resolve())
         self._wlock = _path_write_lock(self.key)
+        if not self.path.parent.is_dir():  # never create folders from a URI: a typo would go unnoticed
+            raise ConfigError(f"dev wallet folder {self.path.parent} does not exist",
+                              hint="create it first, or point the dev:// URI at a file in an existing folder")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             _private_file(self.path)
             self._db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
                                        isolation_level=None, check_same_thread=False)

@@ -232,7 +232,8 @@ class Provider:
             await self.announce()
             tasks.append(asyncio.create_task(self._announce_loop(), name="provider:announce"))
             tasks.append(asyncio.create_task(self._health_loop(), name="provider:health"))
-            log.info("provider %s serving %s on %s (concurrency %d)", self.keys.npub,
+            # debug: `pylon serve` prints its own one "serving as" line; library users can turn this on
+            log.debug("provider %s serving %s on %s (concurrency %d)", self.keys.npub,
                      ", ".join(self.served_models) or "(backend models unknown)", ", ".join(self.pool.urls),
                      self.concurrency)
             self._started.set()
