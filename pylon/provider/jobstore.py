@@ -63,6 +63,10 @@ ALLOWED_FROM: dict[str, frozenset[str]] = {
 
 MAX_ATTEMPTS = 2  # the first run, plus one re-run after a crash
 CHECKPOINT_INTERVAL_S = 0.5
+RETENTION_S = 7 * 86400  # finished jobs (done/error/cancelled) are pruned this long after their last change
+PRUNE_INTERVAL_S = 300.0
+PRUNE_BATCH = 500  # rows per DELETE: each statement holds the write lock for milliseconds only
+WAL_SIZE_LIMIT = 4 << 20  # the WAL file is cut back to this after each reset (it never shrinks by itself)
 
 log = logging.getLogger(__name__)
 
@@ -131,19 +135,21 @@ _SETTABLE = frozenset({"model", "amount_msat", "invoice", "payment_hash", "invoi
 class JobStore:
     """SQLite-backed job states for one provider identity."""
 
-    def __init__(self, path: Path | str | None = None) -> None:
+    def __init__(self, path: Path | str | None = None, *, retention_s: float = RETENTION_S) -> None:
         self.path = Path(path) if path is not None else home_db_path("provider")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(private_file(self.path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         self._db.executescript(_SCHEMA)
         self._db.execute("PRAGMA wal_autocheckpoint=0")  # see the module docstring
         self._sanitize_cursor()
         self._last_seen: int | None = self.last_request_created_at()
         self._stop_checkpoints = threading.Event()
-        self._checkpointer = threading.Thread(target=_checkpoint_loop, args=(self.path, self._stop_checkpoints),
+        self._checkpointer = threading.Thread(target=_checkpoint_loop,
+                                              args=(self.path, self._stop_checkpoints, retention_s),
                                               name="pylon-jobstore-checkpoint", daemon=True)
         self._checkpointer.start()
 
@@ -291,6 +297,17 @@ class JobStore:
     def counts(self) -> dict[str, int]:
         return dict(self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
 
+    def returning_customers(self, limit: int = 100_000) -> list[str]:
+        """Customers this provider has served (a `done` job still in the store), newest last."""
+        rows = self._db.execute(
+            "SELECT customer FROM jobs WHERE status = 'done' GROUP BY customer ORDER BY MAX(updated_at) LIMIT ?",
+            (limit,)).fetchall()
+        return [r[0] for r in rows]
+
+    def prune(self, retention_s: float = RETENTION_S) -> int:
+        """Delete finished jobs older than `retention_s` (see `prune_finished`)."""
+        return prune_finished(self._db, retention_s)
+
     def last_request_created_at(self) -> int | None:
         """The resume cursor, never later than now (see `_sanitize_cursor`)."""
         row = self._db.execute("SELECT value FROM meta WHERE key = 'last_request_created_at'").fetchone()
@@ -326,9 +343,29 @@ class JobStore:
         return json.loads(row[0]) if row else None
 
 
-def _checkpoint_loop(path: Path, stop: threading.Event) -> None:
+def prune_finished(db: sqlite3.Connection, retention_s: float) -> int:
+    """Delete done/error/cancelled jobs unchanged for `retention_s`, in small batches.
+
+    Retention bounds the store (every request used to be kept forever). A pruned request
+    that a relay delivers again would look new, so retention must stay far above the
+    look-back of the provider's subscription (minutes); a refund still owed keeps its row."""
+    cutoff = time.time() - retention_s
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    owed = " AND (refund_status IS NULL OR refund_status = 'refunded')" if "refund_status" in columns else ""
+    total = 0
+    while True:
+        cur = db.execute(
+            "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE status IN ('done','error','cancelled')"
+            f" AND updated_at < ?{owed} LIMIT ?)", (cutoff, PRUNE_BATCH))
+        total += cur.rowcount
+        if cur.rowcount < PRUNE_BATCH:
+            return total
+
+
+def _checkpoint_loop(path: Path, stop: threading.Event, retention_s: float = RETENTION_S) -> None:
     """Copy committed WAL pages into the database file off the event loop (PASSIVE: never
-    waits for, nor blocks, the writer or readers)."""
+    waits for, nor blocks, the writer or readers); every PRUNE_INTERVAL_S, prune finished
+    jobs past their retention."""
     try:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
@@ -336,7 +373,16 @@ def _checkpoint_loop(path: Path, stop: threading.Event) -> None:
         return
     try:
         db.execute("PRAGMA busy_timeout=1000")
+        next_prune = time.monotonic()
         while not stop.wait(CHECKPOINT_INTERVAL_S):
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_INTERVAL_S
+                try:
+                    pruned = prune_finished(db, retention_s)
+                    if pruned:
+                        log.info("job store: pruned %d finished jobs older than %.0f s", pruned, retention_s)
+                except sqlite3.Error as exc:
+                    log.debug("job store prune skipped: %s", exc)
             try:
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error as exc:  # e.g. busy: the next round tries again
