@@ -92,7 +92,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     completion_tokens INTEGER,
     error             TEXT,
     seen_at           REAL NOT NULL,
-    updated_at        REAL NOT NULL
+    updated_at        REAL NOT NULL,
+    refund_msat       INTEGER,
+    refund_status     TEXT,
+    refund_hash       TEXT,
+    refunded_at       REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE INDEX IF NOT EXISTS jobs_payment_hash ON jobs(payment_hash);
@@ -125,9 +129,14 @@ class JobRow:
     error: str | None
     seen_at: float
     updated_at: float
+    refund_msat: int | None = None   # what a failed paid job offers back (docs/PROTOCOL.md, "Refunds")
+    refund_status: str | None = None  # None | 'offered' | 'paying' | 'refunded'
+    refund_hash: str | None = None    # payment hash of the customer's refund invoice we pay
+    refunded_at: float | None = None
 
 
 _COLUMNS = [f for f in JobRow.__slots__]  # type: ignore[attr-defined]
+_ADDED = (("refund_msat", "INTEGER"), ("refund_status", "TEXT"), ("refund_hash", "TEXT"), ("refunded_at", "REAL"))
 _SETTABLE = frozenset({"model", "amount_msat", "invoice", "payment_hash", "invoice_expires_at", "paid_at",
                        "result_event_id", "prompt_tokens", "completion_tokens", "error", "encrypted"})
 
@@ -144,6 +153,10 @@ class JobStore:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         self._db.executescript(_SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, decl in _ADDED:
+            if name not in have:  # a job store from before refunds
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
         self._db.execute("PRAGMA wal_autocheckpoint=0")  # see the module docstring
         self._sanitize_cursor()
         self._last_seen: int | None = self.last_request_created_at()
@@ -272,6 +285,35 @@ class JobStore:
             )
         rows = self.jobs_in(("processing", "seen", "quoted"))
         return sorted(rows, key=lambda r: (r.request_created_at, r.seen_at))
+
+    # -- refunds (pylon.provider.refunds) ----------------------------------------------------
+    def offer_refund(self, request_id: str, amount_msat: int) -> bool:
+        """A paid job failed: record that `amount_msat` is owed back (before the `error` says so)."""
+        cur = self._db.execute(
+            "UPDATE jobs SET refund_status = 'offered', refund_msat = ?, updated_at = ? WHERE request_id = ?"
+            " AND paid_at IS NOT NULL AND refund_status IS NULL", (int(amount_msat), time.time(), request_id))
+        return cur.rowcount == 1
+
+    def claim_refund(self, request_id: str, customer: str, refund_hash: str) -> bool:
+        """Take the job's refund for paying (exactly once per job: one conditional UPDATE wins)."""
+        cur = self._db.execute(
+            "UPDATE jobs SET refund_status = 'paying', refund_hash = ?, updated_at = ? WHERE request_id = ?"
+            " AND customer = ? AND status = 'error' AND refund_status = 'offered'",
+            (refund_hash.lower(), time.time(), request_id, customer))
+        return cur.rowcount == 1
+
+    def finish_refund(self, request_id: str, *, paid: bool) -> None:
+        """The wallet answered: 'refunded', or back to 'offered' when no money moved."""
+        if paid:
+            self._db.execute("UPDATE jobs SET refund_status = 'refunded', refunded_at = ?, updated_at = ?"
+                             " WHERE request_id = ? AND refund_status = 'paying'", (time.time(), time.time(), request_id))
+        else:
+            self._db.execute("UPDATE jobs SET refund_status = 'offered', refund_hash = NULL, updated_at = ?"
+                             " WHERE request_id = ? AND refund_status = 'paying'", (time.time(), request_id))
+
+    def refunds_in(self, status: str) -> list[JobRow]:
+        cur = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE refund_status = ?", (status,))
+        return [_row(r) for r in cur.fetchall()]
 
     # -- reads ---------------------------------------------------------------------------
     def get(self, request_id: str) -> JobRow | None:
