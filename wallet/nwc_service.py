@@ -10,7 +10,11 @@ Alby Hub in demos and tests, and our NWC client can be tested against a real ser
 
 Rules it enforces:
 - only connections it issued (their client pubkeys) may use it; any other key gets
-  UNAUTHORIZED (at most 10 answers a minute per key, to avoid amplifying spam);
+  UNAUTHORIZED, at most 10 answers a minute per key and `unauth_per_second` (burst
+  `unauth_burst`) over all unknown keys together: 500 fresh keys get at most a burst of
+  signed replies, never 500; unknown keys are turned away before any decryption;
+- each request is answered once: a rolling replay window by id and created_at
+  (wallet.replay.ReplayWindow; requests older than the window are refused);
 - each connection has its own spending budget (msat, for the service's lifetime; None =
   unlimited): a payment that would exceed it gets QUOTA_EXCEEDED and is not attempted; the
   amount is reserved before paying, so concurrent requests cannot overspend together;
@@ -38,6 +42,7 @@ from pylon.nostr.keys import Keys
 from pylon.relay.pool import RelayPool
 from wallet.base import InvoiceState, SupportsNodePubkey, SupportsPaymentDetails, Wallet
 from wallet.bolt11_codec import decode_bolt11
+from wallet.replay import ReplayWindow
 from wallet.errors import InvoiceInvalid, InvoiceNotFound, NotImplementedByWallet, QuotaExceeded, WalletError
 from wallet.nwc_proto import (
     INFO_KIND,
@@ -57,6 +62,8 @@ log = logging.getLogger(__name__)
 METHODS = ("pay_invoice", "make_invoice", "lookup_invoice", "get_balance", "get_info")
 _UNAUTH_WINDOW_S = 60.0
 _UNAUTH_REPLIES_PER_WINDOW = 10
+_UNAUTH_PER_SECOND = 2.0  # UNAUTHORIZED replies over all unknown keys together
+_UNAUTH_BURST = 20
 
 
 @dataclass
@@ -92,7 +99,9 @@ class NwcService:
         self._sem = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._unauth_replied: dict[str, list[float]] = {}
-        self._seen: set[str] = set()
+        self._replays = ReplayWindow()
+        self._unauth_tokens = float(_UNAUTH_BURST)
+        self._unauth_stamp = time.monotonic()
         self._issued: dict[str, dict[str, Any]] = {}  # payment_hash -> invoice fields, for lookups
         self.ready = asyncio.Event()
         self.stats: dict[str, Any] = {"requests": 0, "unauthorized": 0, "errors": 0, "paid_msat": 0, "by_scheme": {}}
@@ -183,28 +192,25 @@ class NwcService:
 
     # -- requests ------------------------------------------------------------------------------------------
     async def _handle(self, event: Event) -> None:
-        if event.id in self._seen:
+        conn = self.connections.get(event.pubkey)
+        if conn is None:  # a stranger: no replay bookkeeping, no decryption, few replies
+            self.stats["unauthorized"] += 1
+            if self._may_answer_stranger(event.pubkey):
+                scheme = scheme_of_event_tags(event.tags)
+                await self._reply(event, scheme=scheme if scheme in (NIP44, NIP04) else NIP04, method="",
+                                  error=("UNAUTHORIZED", "no wallet is connected to this key"))
             return
-        self._seen.add(event.id)
-        if len(self._seen) > 100_000:
-            self._seen.clear()
+        refused = self._replays.check(event.id, event.created_at)
+        if refused is not None:
+            self.stats["replays_refused"] = self.stats.get("replays_refused", 0) + 1
+            log.debug("NWC request %s… ignored: %s", event.id[:12], refused)
+            return
         exp = event.expiration()
         if exp is not None and exp < time.time():
             return
         scheme = scheme_of_event_tags(event.tags)
         if scheme not in (NIP44, NIP04):
             await self._reply(event, scheme=NIP04, method="", error=("UNSUPPORTED_ENCRYPTION", f"use {NIP44}"))
-            return
-        conn = self.connections.get(event.pubkey)
-        if conn is None:
-            self.stats["unauthorized"] += 1
-            now = time.monotonic()
-            if len(self._unauth_replied) > 10_000:
-                self._unauth_replied.clear()
-            recent = [t for t in self._unauth_replied.get(event.pubkey, []) if now - t < _UNAUTH_WINDOW_S]
-            if len(recent) < _UNAUTH_REPLIES_PER_WINDOW:
-                self._unauth_replied[event.pubkey] = recent + [now]
-                await self._reply(event, scheme=scheme, method="", error=("UNAUTHORIZED", "no wallet is connected to this key"))
             return
         try:
             payload = decrypt(self.keys, event.pubkey, event.content)
@@ -231,6 +237,22 @@ class NwcService:
                 await self._reply(event, scheme=scheme, method=method, error=("INTERNAL", type(exc).__name__))
                 return
         await self._reply(event, scheme=scheme, method=method, result=result)
+
+    def _may_answer_stranger(self, pubkey: str) -> bool:
+        """Per key (10 a minute) and global (token bucket) limits on UNAUTHORIZED replies."""
+        now = time.monotonic()
+        self._unauth_tokens = min(float(_UNAUTH_BURST), self._unauth_tokens + (now - self._unauth_stamp) * _UNAUTH_PER_SECOND)
+        self._unauth_stamp = now
+        if self._unauth_tokens < 1.0:
+            return False
+        if len(self._unauth_replied) > 10_000:
+            self._unauth_replied.clear()
+        recent = [t for t in self._unauth_replied.get(pubkey, []) if now - t < _UNAUTH_WINDOW_S]
+        if len(recent) >= _UNAUTH_REPLIES_PER_WINDOW:
+            return False
+        self._unauth_replied[pubkey] = recent + [now]
+        self._unauth_tokens -= 1.0
+        return True
 
     async def _dispatch(self, conn: NwcConnection, method: str, params: dict[str, Any]) -> dict[str, Any]:
         if method == "pay_invoice":
