@@ -14,6 +14,8 @@ STAMP="$VENV/.stamp-lnbits-$LNBITS_VERSION"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 mkdir -p "$PEERS"
+# quiet pip: no version check; setuptools/pip warnings off (they reach build backends via the env)
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_WARN_SCRIPT_LOCATION=1 PYTHONWARNINGS=ignore
 
 log() { echo "[setup_lnbits] $*"; }
 pip_q() { "$VENV/bin/pip" "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
@@ -28,7 +30,7 @@ log "installing lnbits==$LNBITS_VERSION into $VENV"
 pip_q install -q --upgrade pip
 pip_q install -q "lnbits==$LNBITS_VERSION" "bitstring<5"
 # importing lnbits writes data/.lnbits_auth_key under the working directory: keep it inside .peers/
-(cd "$PEERS" && LNBITS_DATA_FOLDER="$PEERS/lnbits-import-check" "$VENV/bin/python" -c "import lnbits, bolt11; print('lnbits import ok')")
+(cd "$PEERS" && LNBITS_DATA_FOLDER="$PEERS/lnbits-import-check" "$VENV/bin/python" -c "import lnbits, bolt11")
 [ -x "$VENV/bin/lnbits" ] || { log "no lnbits console script in $VENV/bin"; exit 1; }
 touch "$STAMP"
 log "lnbits venv ready in $(( $(date +%s) - t0 )) s"

@@ -15,6 +15,8 @@ VLLM_VERSION="0.32.0"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 mkdir -p "$PEERS"
+# quiet pip: no version check; setuptools/pip warnings off (they reach build backends via the env)
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_WARN_SCRIPT_LOCATION=1 PYTHONWARNINGS=ignore
 
 log() { echo "[setup_vllm] $*"; }
 # pip warns once per package about this machine's partial local indexes; keep real errors only.
@@ -31,9 +33,10 @@ if [ ! -f "$VENV/.stamp-vllm-$VLLM_VERSION" ]; then
   # transformers/tokenizers come with vllm; install them only if a future pin drops them.
   "$VENV/bin/python" -c "import transformers, tokenizers" 2>/dev/null \
     || pip_q install -q transformers tokenizers
-  "$VENV/bin/python" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+  versions=$("$VENV/bin/python" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)" 2>/dev/null) \
+    || { log "vllm does not import in $VENV"; "$VENV/bin/python" -c "import vllm"; exit 1; }
   touch "$VENV/.stamp-vllm-$VLLM_VERSION"
-  log "vllm venv ready in $(( $(date +%s) - t0 )) s"
+  log "vllm venv ready in $(( $(date +%s) - t0 )) s ($versions)"
 else
   log "vllm venv up to date"
 fi
@@ -42,7 +45,7 @@ fi
 if [ ! -f "$MODEL/.stamp" ] || [ "$HERE/build_tiny_model.py" -nt "$MODEL/.stamp" ]; then
   t0=$(date +%s)
   rm -rf "$MODEL"
-  "$VENV/bin/python" "$HERE/build_tiny_model.py" --out "$MODEL"
+  "$VENV/bin/python" "$HERE/build_tiny_model.py" --out "$MODEL" >/dev/null
   touch "$MODEL/.stamp"
   log "tiny model built in $(( $(date +%s) - t0 )) s"
 else
