@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 class LNbitsWallet:
     """A `Wallet` backed by one LNbits wallet (identified by its API key)."""
 
+    #: LNbits invoices whole sats only: providers round quotes up to this (pylon.jobs.pricing).
+    invoice_unit_msat: int = 1000
+
     def __init__(self, base_url: str, api_key: str, *, network: str = "bitcoin", timeout: float = 30.0,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         if not api_key:

@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from pylon import __version__
 from pylon.errors import JobError
+from pylon.jobs.pricing import capped_max_tokens, quote_msat
 from pylon.nostr import kinds
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
@@ -82,11 +83,8 @@ class ProviderInfo(BaseModel):
     def quote_msat(self, max_tokens: int | None = None) -> int:
         """What a Pylon provider will ask for a job: price_msat + ceil(max_tokens * per_1k / 1000),
         max_tokens capped at the announced max_tokens (the cap when None). Wallets that only
-        issue whole-sat invoices round this up to the next 1000 msat (pylon.provider.payments)."""
-        from pylon.provider.payments import quote_msat
-
-        cap = self.max_tokens or 0
-        tokens = min(max_tokens, cap) if (max_tokens and cap) else (max_tokens or cap)
+        issue whole-sat invoices round this up to the next 1000 msat (pylon.jobs.pricing)."""
+        tokens = capped_max_tokens(max_tokens, self.max_tokens)
         return quote_msat(tokens, price_msat=self.price_msat, price_per_1k_tokens_msat=self.price_per_1k_tokens_msat)
 
     def serves(self, model: str | None) -> bool:

@@ -1,19 +1,9 @@
-"""The provider's payment step: quote, invoice, wait for settlement, record — crash-safe.
+"""The provider's payment step: invoice, wait for settlement, record — crash-safe.
 
-Pricing (what `pylon serve --price-msat/--price-per-1k-tokens-msat` set):
-
-    quote = price_msat + ceil(max_tokens * price_per_1k_tokens_msat / 1000)
-
-where `max_tokens` is the job's `max_tokens` param capped at the provider's
-`--max-tokens-cap` (the cap itself when the job names none). The prompt is not priced: the
-quote is then known from the request alone, before any tokenizer runs, and a customer can
-compute it from the NIP-89 announcement (`pricing` + `max_tokens`). Wallets that only issue
-whole-sat invoices (LNbits) get the quote rounded up to the next 1000 msat, so the amount
-tag always equals the invoice amount.
-
-A bid below the quote gets `error` feedback (not `payment-required`: there is nothing the
-customer could pay that it agreed to) whose status extra says the price, with
-`["amount", <quote msat>]` (no bolt11) so software can read it.
+The price itself is pylon.jobs.pricing (the quote rule the customer also uses). A bid below
+the quote gets `error` feedback (not `payment-required`: there is nothing the customer could
+pay that it agreed to) whose status extra says the price, with `["amount", <quote msat>]`
+(no bolt11) so software can read it; the Provider sends that before this step.
 
 One paid job, each state committed to the JobStore *before* the step it enables:
 
@@ -26,24 +16,28 @@ wallet: one watcher for all of a provider's invoices, woken by the payment itsel
 `wallet.lookup_invoice` with a growing interval (10 ms, x1.5, up to 1 s) until the invoice
 settles or expires; every job waits in its own task, so thousands of unpaid jobs
 wait at once without holding a backend slot. A wallet error while polling is logged and
-retried (the money may still arrive). After a restart `resume` picks up `awaiting_payment`
+retried (the money may still arrive). After a restart `collect` picks up `awaiting_payment`
 jobs (settled while we were down -> served; expired -> closed with "invoice expired";
 pending -> wait again) and `paid` ones are served.
+
+A component, not a mixin: it sees only what it is handed (`PaymentSeams`) — the job store,
+the wallet, a feedback publisher, a failure callback and a progress callback — and knows
+nothing of the Provider that owns it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Awaitable, Protocol
 
-from pylon.jobs.nip90 import JobFeedback
 from pylon.errors import RelayError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from pylon.provider.provider import Job, Provider
+from pylon.jobs.nip90 import JobRequest
+from pylon.provider.job import Job
+from pylon.provider.jobstore import JobRow, JobStore
+from wallet.base import InvoiceState
 
 log = logging.getLogger("pylon.provider.payments")
 
@@ -55,44 +49,55 @@ WAIT_SLICE_S = 30.0  # a wallet with wait_invoice is re-asked at least this ofte
 EXPIRED_REASON = "invoice expired"
 
 
-def quote_msat(max_tokens: int, *, price_msat: int, price_per_1k_tokens_msat: int, unit_msat: int = 1) -> int:
-    """The price of one job whose (capped) max_tokens is `max_tokens`, rounded up to `unit_msat`."""
-    amount = int(price_msat) + math.ceil(int(max_tokens) * int(price_per_1k_tokens_msat) / 1000)
-    if unit_msat > 1 and amount % unit_msat:
-        amount += unit_msat - amount % unit_msat
-    return amount
+class FeedbackPublisher(Protocol):
+    """Builds, signs and publishes kind-7000 feedback for `request`; raises RelayError when no
+    relay accepted it."""
+
+    def __call__(self, request: JobRequest, status: str, **fields: Any) -> Awaitable[None]: ...
 
 
-def invoice_unit_msat(wallet: Any) -> int:
-    """The smallest invoice step the wallet can issue: 1000 for whole-sat wallets (LNbits), else 1."""
-    if wallet is None:
-        return 1
-    unit = getattr(wallet, "invoice_unit_msat", None)
-    if isinstance(unit, int) and unit > 0:
-        return unit
-    try:
-        from wallet.lnbits import LNbitsWallet
-    except Exception:  # pragma: no cover - wallet extras missing
-        return 1
-    return 1000 if isinstance(wallet, LNbitsWallet) else 1
+class FailJob(Protocol):
+    """Ends the job with `error` (recorded, counted, logged, feedback to the customer)."""
+
+    def __call__(self, job: Job, reason: str) -> None: ...
+
+
+class ReportProgress(Protocol):
+    """Logs and counts a payment state change: "payment-required", "paid" (money earned:
+    `job.amount_msat`) or "expired" (already failed through FailJob: count it only)."""
+
+    def __call__(self, job: Job, status: str, detail: str = "") -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentSeams:
+    """Everything the payment step may touch, handed in by its owner."""
+
+    store: JobStore
+    wallet: Any
+    publish_feedback: FeedbackPublisher
+    fail: FailJob
+    progress: ReportProgress
 
 
 class PaymentCollector:
-    """Invoices a provider's priced jobs and waits for them to be paid (one per Provider)."""
+    """Invoices a provider's priced jobs and waits for them to be paid (one per running Provider)."""
 
-    def __init__(self, provider: "Provider", wallet: Any, *, invoice_expiry_s: int = INVOICE_EXPIRY_S,
+    def __init__(self, seams: PaymentSeams, *, invoice_expiry_s: int = INVOICE_EXPIRY_S,
                  poll_first_s: float = POLL_FIRST_S, poll_max_s: float = POLL_MAX_S) -> None:
-        self.provider = provider
-        self.wallet = wallet
+        self.store = seams.store
+        self.wallet = seams.wallet
+        self._publish_feedback = seams.publish_feedback
+        self._fail = seams.fail
+        self._progress = seams.progress
         self.invoice_expiry_s = int(invoice_expiry_s)
         self.poll_first_s = poll_first_s
         self.poll_max_s = poll_max_s
 
     # ------------------------------------------------------------------ the step
-    async def collect(self, job: "Job") -> bool:
+    async def collect(self, job: Job) -> bool:
         """Run the payment step for `job` from wherever the store says it is; True when it may run."""
-        store = self.provider.store
-        assert store is not None
+        store = self.store
         row = store.get(job.id)
         if row is None:
             return False
@@ -102,7 +107,7 @@ class PaymentCollector:
         if row.status == "awaiting_payment":
             self._restore(job, row)
             if not row.payment_hash or not row.invoice_expires_at:
-                self.provider._fail(job, "payment state lost (no invoice recorded)")
+                self._fail(job, "payment state lost (no invoice recorded)")
                 return False
             return await self._wait(job, row.payment_hash, int(row.invoice_expires_at))
         if row.status != "quoted":
@@ -110,45 +115,36 @@ class PaymentCollector:
         if job.amount_msat == 0:
             return True
         if self.wallet is None:
-            self.provider._fail(job, "this provider charges for jobs but has no wallet to invoice with")
+            self._fail(job, "this provider charges for jobs but has no wallet to invoice with")
             return False
         memo = f"pylon job {job.id} ({job.model}, up to {job.max_tokens} tokens)"
         try:
             invoice = await self.wallet.make_invoice(job.amount_msat, memo, self.invoice_expiry_s)
         except Exception as exc:  # any wallet trouble: the customer hears of it, nothing is owed
             log.warning("job %s: could not make an invoice: %s", job.id[:12], type(exc).__name__)
-            self.provider._fail(job, f"provider could not create an invoice: {type(exc).__name__}")
+            self._fail(job, f"provider could not create an invoice: {type(exc).__name__}")
             return False
         if invoice.amount_msat != job.amount_msat:
-            self.provider._fail(job, f"wallet issued {invoice.amount_msat} msat instead of {job.amount_msat} msat")
+            self._fail(job, f"wallet issued {invoice.amount_msat} msat instead of {job.amount_msat} msat")
             return False
         job.bolt11 = invoice.bolt11
         if not store.transition(job.id, "awaiting_payment", invoice=invoice.bolt11, payment_hash=invoice.payment_hash,
                                 invoice_expires_at=int(invoice.expires_at), amount_msat=job.amount_msat):
             return False  # cancelled meanwhile
-        self.provider._log(job.id, job.customer, job.model, "payment-required", job=job,
-                           detail=f"invoice {invoice.payment_hash[:12]}")
-        self.provider._metric("payment-required")
+        self._progress(job, "payment-required", f"invoice {invoice.payment_hash[:12]}")
         await self._publish_payment_required(job)
         return await self._wait(job, invoice.payment_hash, int(invoice.expires_at))
 
-    async def _publish_payment_required(self, job: "Job") -> None:
-        p = self.provider
-        event = JobFeedback.build(p.keys, job.request, "payment-required",
-                                  extra=f"pay {job.amount_msat} msat to run this job",
-                                  amount_msat=job.amount_msat, bolt11=job.bolt11)
-        assert p.pool is not None
+    async def _publish_payment_required(self, job: Job) -> None:
         try:
-            await p.pool.publish(event)
+            await self._publish_feedback(job.request, "payment-required",
+                                         extra=f"pay {job.amount_msat} msat to run this job",
+                                         amount_msat=job.amount_msat, bolt11=job.bolt11)
         except RelayError as exc:  # the job still waits: the invoice may reach the customer via another relay
             log.warning("job %s: payment-required not accepted: %s", job.id[:12], exc)
 
-    async def _wait(self, job: "Job", payment_hash: str, expires_at: int) -> bool:
+    async def _wait(self, job: Job, payment_hash: str, expires_at: int) -> bool:
         """Poll the wallet until the invoice settles (record `paid`, True) or expires (close, False)."""
-        from wallet.base import InvoiceState
-
-        store = self.provider.store
-        assert store is not None
         delay = self.poll_first_s
         wait_invoice = getattr(self.wallet, "wait_invoice", None)  # event-driven wallets (dev)
         while True:
@@ -175,24 +171,19 @@ class PaymentCollector:
             await asyncio.sleep(min(delay, max(left, 0.0) + 0.05) if left > 0 else delay)
             delay = min(delay * POLL_GROWTH, self.poll_max_s)
 
-    def _settled(self, job: "Job") -> bool:
-        p = self.provider
-        assert p.store is not None
-        if not p.store.transition(job.id, "paid", paid_at=time.time()):
-            return p.store.status(job.id) == "paid"
-        p._log(job.id, job.customer, job.model, "paid", job=job)
-        p._metric("paid")
-        if p.metrics is not None:
-            p.metrics.earned(int(job.amount_msat))
+    def _settled(self, job: Job) -> bool:
+        if not self.store.transition(job.id, "paid", paid_at=time.time()):
+            return self.store.status(job.id) == "paid"
+        self._progress(job, "paid")
         return True
 
-    def _expired(self, job: "Job", state: Any) -> None:
+    def _expired(self, job: Job, state: InvoiceState | None) -> None:
         reason = EXPIRED_REASON if state is None or state.value == "expired" else f"invoice {state.value}"
-        self.provider._fail(job, reason)
-        self.provider._metric("expired")
+        self._fail(job, reason)
+        self._progress(job, "expired")
 
     @staticmethod
-    def _restore(job: "Job", row: Any) -> None:
+    def _restore(job: Job, row: JobRow) -> None:
         """A resumed job keeps the amount and invoice it was quoted, whatever the price is now."""
         if row.amount_msat is not None:
             job.amount_msat = int(row.amount_msat)

@@ -36,7 +36,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
@@ -58,7 +58,9 @@ from pylon.jobs.nip90 import (
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
-from pylon.provider.payments import PaymentCollector, invoice_unit_msat, quote_msat
+from pylon.jobs.pricing import invoice_unit_msat, quote_msat
+from pylon.provider.job import Job
+from pylon.provider.payments import PaymentCollector, PaymentSeams
 from pylon.relay.pool import RelayPool
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,31 +69,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("pylon.provider")
 
 _CANCEL_MEMORY = 4096  # cancellations seen before their request arrived
-
-
-@dataclass(slots=True)
-class Job:
-    """One accepted request on its way through the provider (in memory only)."""
-
-    request: JobRequest
-    model: str
-    max_tokens: int
-    amount_msat: int = 0
-    bolt11: str | None = None
-    started: float = field(default_factory=time.monotonic)
-    cancelled_by_customer: bool = False
-    task: asyncio.Task | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    finish_reason: str | None = None  # the backend's, put on the result
-
-    @property
-    def id(self) -> str:
-        return self.request.id
-
-    @property
-    def customer(self) -> str:
-        return self.request.customer
 
 
 @dataclass(slots=True)
@@ -178,8 +155,10 @@ class Provider:
         self._background: set[asyncio.Task] = set()
         self._check_health_now = asyncio.Event()
         self._started = asyncio.Event()
-        # priced jobs go through the payment step (pylon.provider.payments)
-        self.payments = None if free else PaymentCollector(self, wallet, invoice_expiry_s=invoice_expiry_s)
+        self.invoice_expiry_s = int(invoice_expiry_s)
+        # priced jobs go through the payment step (pylon.provider.payments), made per run
+        # once the job store is open
+        self.payments: PaymentCollector | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -210,6 +189,11 @@ class Provider:
                 await self.pool.__aenter__()
             await self.pool.wait_connected()
             self.store = JobStore(self.db_path)
+            if not self.free:
+                self.payments = PaymentCollector(
+                    PaymentSeams(store=self.store, wallet=self.wallet, publish_feedback=self._publish_feedback,
+                                 fail=self._fail, progress=self._payment_progress),
+                    invoice_expiry_s=self.invoice_expiry_s)
             await self._probe_backend()
             recovered = self.store.recover()
             # paid-but-unserved and awaiting-payment jobs go back through the payment step
@@ -255,6 +239,7 @@ class Provider:
             if self.store is not None:
                 self.store.close()
                 self.store = None
+            self.payments = None
 
     # ------------------------------------------------------------------ announce / health
     async def announce(self) -> None:
@@ -461,7 +446,7 @@ class Provider:
     # ------------------------------------------------------------------ the job
     def quote(self, job: Job) -> int:
         """The price of `job` in msat: per request plus per 1k tokens of its (capped) max_tokens
-        (see pylon.provider.payments for the rule and the whole-sat rounding)."""
+        (see pylon.jobs.pricing for the rule and the whole-sat rounding)."""
         if self.free:
             return 0
         return quote_msat(job.max_tokens, price_msat=self.price_msat,
@@ -663,6 +648,20 @@ class Provider:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _publish_feedback(self, req: JobRequest, status: str, **kwargs: Any) -> None:
+        """Build, sign and publish feedback now; RelayError when no relay accepted it."""
+        assert self.pool is not None
+        await self.pool.publish(JobFeedback.build(self.keys, req, status, **kwargs))
+
+    def _payment_progress(self, job: Job, status: str, detail: str = "") -> None:
+        """The payment step's state changes: logged (but "expired", already logged as the
+        job's error) and counted; "paid" also counts the money earned."""
+        if status != "expired":
+            self._log(job.id, job.customer, job.model, status, job=job, detail=detail)
+        self._metric(status)
+        if status == "paid" and self.metrics is not None:
+            self.metrics.earned(int(job.amount_msat))
 
     def _metric(self, status: str) -> None:
         if self.metrics is not None:

@@ -1,0 +1,38 @@
+"""One accepted request on its way through the provider (in memory only; the JobStore holds the truth).
+
+Its own module so the provider's components (the payment step) can name it without importing
+the Provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from pylon.jobs.nip90 import JobRequest
+
+
+@dataclass(slots=True)
+class Job:
+    """One accepted request on its way through the provider (in memory only)."""
+
+    request: JobRequest
+    model: str
+    max_tokens: int
+    amount_msat: int = 0
+    bolt11: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    cancelled_by_customer: bool = False
+    task: asyncio.Task | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None  # the backend's, put on the result
+
+    @property
+    def id(self) -> str:
+        return self.request.id
+
+    @property
+    def customer(self) -> str:
+        return self.request.customer
