@@ -12,14 +12,18 @@ app = typer.Typer(help="Manage the Nostr identity in PYLON_HOME.", no_args_is_he
 
 
 @app.command("new")
-def new(force: bool = typer.Option(False, "--force", help="Replace an existing identity.")) -> None:
+def new(force: bool = typer.Option(False, "--force", help="Replace an existing identity."),
+        json_out: bool = typer.Option(False, "--json", help="Print a JSON object.")) -> None:
     """Generate a new identity (file mode 0600) and print its npub."""
     path = identity_path()
     if path.exists() and not force:
         fail(f"an identity already exists at {path}; use --force to replace it")
     keys = Keys.generate()
     keys.save(path)
-    console.print(keys.npub, highlight=False)
+    if json_out:
+        print_json({"npub": keys.npub, "pubkey": keys.public_key, "path": str(path)})
+    else:
+        console.print(keys.npub, highlight=False)
 
 
 @app.command("show")
