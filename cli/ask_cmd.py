@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 
 from cli.common import err_console, handle_errors, print_json, run, setup_logging
 from cli.common import pubkey_option
@@ -125,7 +126,7 @@ def _record(settings: Any, started: float, latency: float, prompt: str, system: 
         with History(db_path("history")) as log:
             log.record(entry, save_text=settings.history_save_text)
     except PylonError as exc:
-        err_console.print(f"[yellow]warning:[/] {exc}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(str(exc))}", highlight=False)
 
 
 @handle_errors

@@ -110,7 +110,7 @@ def init_cmd(force: bool = typer.Option(False, "--force", "-f", help="Replace an
     """Write a commented config.toml: every setting at its default, ready to uncomment."""
     path = config_path()
     init_file(path, force=force)
-    console.print(f"wrote {path}", highlight=False)
+    console.print(f"wrote {path}", highlight=False, markup=False)
 
 
 @app.command("set")
@@ -123,7 +123,7 @@ def set_cmd(
     path = config_path()
     name, parsed = set_value(path, key, value)
     shown = Settings.model_validate({name: parsed}).masked()[name] if name in Settings.SECRET_FIELDS else parsed
-    console.print(f"{name} = {_fmt(shown)} ({path})", highlight=False)
+    console.print(f"{name} = {_fmt(shown)} ({path})", highlight=False, markup=False)
 
 
 @app.command("path")

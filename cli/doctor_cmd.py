@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from cli.common import console, handle_errors, print_json, run
 from pylon.ops.doctor import Level, Report, run_doctor
@@ -16,12 +17,12 @@ _MARK = {
 
 
 def _render(report: Report) -> None:
-    for f in report.findings:
+    for f in report.findings:  # findings quote what the user gave (URLs, paths): escaped, never markup
         timing = f" [dim]({f.ms:.0f} ms)[/]" if f.ms is not None and f.level is Level.OK else ""
-        console.print(f"{_MARK[f.level]} {f.check} {f.target} [bold]{f.step}[/]: {f.detail}{timing}",
-                      highlight=False, markup=True, soft_wrap=True)
+        console.print(f"{_MARK[f.level]} {escape(f.check)} {escape(f.target)} [bold]{escape(f.step)}[/]: "
+                      f"{escape(f.detail)}{timing}", highlight=False, markup=True, soft_wrap=True)
         if f.fix and f.level in (Level.FAIL, Level.WARN):
-            console.print(f"    [dim]fix:[/] {f.fix}", highlight=False, soft_wrap=True)
+            console.print(f"    [dim]fix:[/] {escape(f.fix)}", highlight=False, soft_wrap=True)
     failed = sum(1 for f in report.findings if f.level is Level.FAIL)
     if failed:
         console.print(f"[bold red]{failed} problem{'s' if failed != 1 else ''} found[/]")

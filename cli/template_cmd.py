@@ -37,7 +37,7 @@ def save(
         raise ConfigError(f"template {name!r} exists ({path})", hint="pass --force to replace it")
     save_template(PromptTemplate(name=name, system=system, prompt=prompt, model=model, max_tokens=max_tokens,
                                  temperature=temperature))
-    console.print(f"saved template {name} ({path})", highlight=False)
+    console.print(f"saved template {name} ({path})", highlight=False, markup=False)
 
 
 @app.command("list")

@@ -225,15 +225,15 @@ class Keys:
         read or does not hold a key; the message never contains the file's content."""
         path = Path(path)
         try:
-            text = path.read_text().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a text file"
-            raise StorageError(f"cannot read the identity file {path}: {why}",
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise StorageError(f"cannot read the identity file {path}: {exc.strerror or exc}",
                                hint="check its permissions, or set PYLON_HOME to the folder that holds it") from exc
         try:
-            return cls.parse(text)
-        except InvalidKey as exc:
-            raise StorageError(f"the identity file {path} does not hold a valid key ({exc})",
+            return cls.parse(raw.decode("utf-8").strip())
+        except (InvalidKey, UnicodeDecodeError) as exc:
+            why = exc if isinstance(exc, InvalidKey) else "not text"
+            raise StorageError(f"the identity file {path} does not hold a valid key ({why})",
                                hint="restore it from a backup, or make a new identity with "
                                     "`pylon keys new --force` (a new npub)") from None
 
