@@ -33,13 +33,24 @@ _EXPORTS: dict[str, str] = {
     "JobError": "pylon.errors",
     "PaymentError": "pylon.errors",
     "BackendError": "pylon.errors",
+    "StorageError": "pylon.errors",
+    "ListenError": "pylon.errors",
+    "WalletError": "pylon.errors",
+    "PaymentRefused": "pylon.errors",
+    "NoProviderAnswered": "pylon.errors",
+    "JobTimeout": "pylon.errors",
+    "ProviderError": "pylon.errors",
+    "JobCancelled": "pylon.errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from pylon.customer.client import PylonClient
-    from pylon.errors import BackendError, ConfigError, JobError, PaymentError, PylonError, RelayError
+    from pylon.errors import (
+        BackendError, ConfigError, JobCancelled, JobError, JobTimeout, ListenError, NoProviderAnswered, PaymentError,
+        PaymentRefused, ProviderError, PylonError, RelayError, StorageError, WalletError,
+    )
     from pylon.nostr.event import Event
     from pylon.nostr.filters import Filter
     from pylon.nostr.keys import Keys
