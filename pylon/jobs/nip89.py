@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from pydantic import BaseModel, Field
 
-from pylon import __version__
+from pylon.version import __version__
 from pylon.errors import JobError
 from pylon.jobs.pricing import capped_max_tokens, quote_msat
 from pylon.nostr import kinds

@@ -38,7 +38,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Sequence
 
 from pydantic import ValidationError
 
@@ -61,10 +61,9 @@ from pylon.nostr.keys import Keys
 from pylon.jobs.pricing import invoice_unit_msat, quote_msat
 from pylon.provider.job import Job
 from pylon.provider.payments import PaymentCollector, PaymentSeams
+from pylon.provider.reporting import ProviderMetricsSink
 from pylon.relay.pool import RelayPool
 
-if TYPE_CHECKING:  # pragma: no cover
-    from pylon.ops.metrics import ProviderMetrics
 
 log = logging.getLogger("pylon.provider")
 
@@ -108,7 +107,7 @@ class Provider:
         free: bool | None = None,
         db_path: Path | None = None,
         pool: RelayPool | None = None,
-        metrics: "ProviderMetrics | None" = None,
+        metrics: ProviderMetricsSink | None = None,
         name: str = "Pylon provider",
         partial_interval_s: float | None = DEFAULT_PARTIAL_INTERVAL_S,
         partial_max_chars: int = DEFAULT_PARTIAL_MAX_CHARS,
