@@ -3,7 +3,8 @@
 Why: rich assumes 80 columns when output is not a terminal, so a piped answer or a table
 written to a file was wrapped mid-phrase. Off a terminal, text is not wrapped (soft wrap)
 and tables get room for their natural width; COLUMNS still wins when it is set. Colors
-follow NO_COLOR (https://no-color.org) and FORCE_COLOR, which rich reads itself.
+follow FORCE_COLOR (rich reads it) and NO_COLOR (https://no-color.org): with NO_COLOR set
+nothing is styled at all, bold and dim included.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ def _isatty(stream: TextIO) -> bool:
 def make_console(*, stderr: bool = False) -> Console:
     """A rich Console for stdout (or stderr) that never wraps text when it is not a terminal."""
     stream = sys.stderr if stderr else sys.stdout
+    # NO_COLOR: no escape codes at all (rich alone keeps bold and dim)
+    plain: dict = {"color_system": None} if os.environ.get("NO_COLOR") else {}
     if _isatty(stream) or os.environ.get("FORCE_COLOR") or os.environ.get("TTY_COMPATIBLE"):
-        return Console(stderr=stderr)
+        return Console(stderr=stderr, **plain)
     width = _WIDE if not os.environ.get("COLUMNS") else None
-    return Console(stderr=stderr, soft_wrap=True, width=width)
+    return Console(stderr=stderr, soft_wrap=True, width=width, **plain)
