@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from pylon.errors import StorageError
 from pylon.home import db_path as home_db_path
 from pylon.home import private_file
 
@@ -146,18 +147,23 @@ class JobStore:
 
     def __init__(self, path: Path | str | None = None, *, retention_s: float = RETENTION_S) -> None:
         self.path = Path(path) if path is not None else home_db_path("provider")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(private_file(self.path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-        self._db.executescript(_SCHEMA)
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        for name, decl in _ADDED:
-            if name not in have:  # a job store from before refunds
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
-        self._db.execute("PRAGMA wal_autocheckpoint=0")  # see the module docstring
+        try:  # a corrupt, foreign or unwritable file is the user's to fix: one StorageError line
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(private_file(self.path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+            self._db.executescript(_SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            for name, decl in _ADDED:
+                if name not in have:  # a job store from before refunds
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+            self._db.execute("PRAGMA wal_autocheckpoint=0")  # see the module docstring
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open the provider's job store {self.path}: {exc}",
+                               hint="move the file away (the jobs in it are forgotten) or use another "
+                                    "PYLON_HOME") from exc
         self._sanitize_cursor()
         self._last_seen: int | None = self.last_request_created_at()
         self._stop_checkpoints = threading.Event()
