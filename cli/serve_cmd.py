@@ -50,7 +50,7 @@ async def _serve(settings: Any) -> None:
         settings.relays, backend, keys=keys, models=settings.models or None, concurrency=settings.concurrency,
         max_tokens_cap=settings.max_tokens_cap, price_msat=settings.price_msat,
         price_per_1k_tokens_msat=settings.price_per_1k_tokens_msat, wallet=wallet, free=free, metrics=metrics,
-        partial_interval_s=settings.partial_interval_ms / 1000,
+        partial_interval_s=settings.partial_interval_ms / 1000, tools=settings.tools,
     )
     stop = stop_on_signals()
     try:
@@ -104,6 +104,8 @@ def serve(
     partial_interval_ms: Optional[int] = typer.Option(
         None, "--partial-interval-ms", min=0, max=60_000,
         help="Streaming: send the first token at once, then the new text every N ms (default 50; 0: every token)."),
+    tools: bool = typer.Option(False, "--tools", help="Announce tool support and pass OpenAI `tools` to the "
+                               "backend (vLLM needs --enable-auto-tool-choice --tool-call-parser …)."),
     log_format: Optional[str] = typer.Option(None, "--log-format", help="text or json."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
@@ -112,7 +114,7 @@ def serve(
         "relays": relay, "backend": backend, "models": model, "concurrency": concurrency,
         "price_msat": price_msat, "price_per_1k_tokens_msat": price_per_1k, "max_tokens_cap": max_tokens_cap,
         "free": True if free else None, "wallet": wallet_from_flags(wallet, wallet_file), "metrics_port": metrics_port, "metrics_host": metrics_host,
-        "log_format": log_format, "partial_interval_ms": partial_interval_ms,
+        "log_format": log_format, "partial_interval_ms": partial_interval_ms, "tools": True if tools else None,
     })
     setup_logging(verbose, settings.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -51,11 +51,11 @@ from pylon.jobs.nip90 import (
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys, normalize_pubkey
-from pylon.customer.budget import Budget, Hold
 from pylon.customer.ledger import Ledger
 from pylon.customer.defaults import DEFAULT_DAILY_BUDGET_MSAT, DEFAULT_MAX_MSAT
 from pylon.customer.invoice_check import ABOVE_BID, ABOVE_BUDGET, ABOVE_MAX, NO_INVOICE
 from pylon.customer.invoice_check import PaymentRefused as InvoiceRefused
+from pylon.customer.budget import Budget, Hold
 from pylon.customer.offers import DEFAULT_DECISION_WINDOW_S, DEFAULT_ROUTE, Offer, OfferBook, check_route, rank
 from pylon.customer.payments import ClientPayments, JobPayment, PaidNoResult, Quote
 from pylon.customer.scoreboard import ProviderScore, Scoreboard
@@ -99,6 +99,7 @@ class AskOutcome(BaseModel):
     paid_msat: int = 0
     fee_msat: int = 0
     amount_msat: int | None = None  # what the provider's result asked for
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI-shaped calls, when the job offered tools
     finish_reason: str | None = None  # the backend's ("stop", "length" when cut at max_tokens), if the provider said
     encrypted: bool = False
     result_event_id: str = ""
@@ -334,6 +335,8 @@ class PylonClient:
         response_format: dict | None = None,
         stop: list[str] | None = None,
         seed: int | None = None,
+        tools: list[dict] | None = None,
+        tool_choice: str | dict | None = None,
         provider: str | None = None,
         bid_msat: int | None = None,
         timeout: float = 60.0,
@@ -354,7 +357,7 @@ class PylonClient:
         return await self._run(
             prompt, dict(model=model, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                          frequency_penalty=frequency_penalty, response_format=response_format, stop=stop,
-                         seed=seed),
+                         seed=seed, tools=tools, tool_choice=tool_choice),
             provider=provider, bid_msat=bid_msat, timeout=timeout, encrypted=encrypted,
             on_progress=on_progress, on_delta=None, error_grace_s=error_grace_s, collect_s=collect_s,
             collect_max=collect_max, route=route, avoid=avoid,
@@ -681,7 +684,7 @@ class PylonClient:
             text=result.text, job_id=state.job_id, provider=result.provider, model=result.model,
             usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens),
             paid_msat=state.paid_msat, fee_msat=state.fee_msat, amount_msat=result.amount_msat,
-            finish_reason=result.finish_reason,
+            finish_reason=result.finish_reason, tool_calls=result.tool_calls,
             encrypted=result.encrypted, result_event_id=result.event.id, timings=dict(state.timings),
             other_results=list(state.others), errors=dict(state.errors),
             quotes=[q.to_dict() for q in state.payment.quotes],
@@ -909,7 +912,8 @@ class JobStream:
     def _start(self) -> None:
         kw = dict(self._kwargs)
         params = {k: kw.pop(k, None) for k in ("model", "max_tokens", "temperature", "top_p", "top_k",
-                                                "frequency_penalty", "response_format", "stop", "seed")}
+                                                "frequency_penalty", "response_format", "stop", "seed",
+                                                "tools", "tool_choice")}
         coro = self._client._run(
             self._prompt, params, provider=kw.pop("provider", None), bid_msat=kw.pop("bid_msat", None),
             timeout=kw.pop("timeout", 60.0), encrypted=kw.pop("encrypted", None),

@@ -175,6 +175,9 @@ def start_vllm(
         # Compact JSON under response_format: random weights otherwise spend every token on
         # the whitespace that JSON allows between fields and never close the object.
         "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
+        # tool calls: a named tool_choice is decoded under a JSON schema, so even random weights
+        # return a valid call; the pythonic parser needs no special tokens in the tiny tokenizer
+        "--enable-auto-tool-choice", "--tool-call-parser", "pythonic",
         *extra_args,
     ]
     t0 = time.monotonic()

@@ -199,6 +199,16 @@ class Gateway:
                                f"{', '.join(served[:20]) or 'none announced'}", kind="invalid_request_error",
                                code="model_not_found", param="model")
 
+    async def _tool_provider(self, model: str | None, max_tokens: int | None) -> str:
+        """Tools go to a provider that announces tool support: the cheapest live one."""
+        capable = [p for p in await self.live_providers() if p.tools and p.serves(model)]
+        if not capable:
+            raise GatewayError(400, f"no live provider announces tool support{f' for {model!r}' if model else ''}; "
+                               "pin one with X-Pylon-Provider if you know it has", kind="invalid_request_error",
+                               code="tools_unsupported", param="tools")
+        best = min(capable, key=lambda p: (p.quote_msat(max_tokens), -p.last_seen))
+        return str(best.pubkey)
+
     # ------------------------------------------------------------------ jobs
     async def _ask_all(self, prompts: list[Any], params: dict[str, Any], routing: dict[str, Any]) -> list[Any]:
         """One job per prompt, concurrently; the first failure fails the request."""
@@ -251,6 +261,8 @@ class Gateway:
             params["tools"] = body.tools
             if body.tool_choice is not None:
                 params["tool_choice"] = body.tool_choice
+            if routing["provider"] is None:
+                routing["provider"] = await self._tool_provider(body.model, params.get("max_tokens"))
         completion_id = f"chatcmpl-{secrets.token_hex(12)}"
         model = body.model or "pylon"
         if body.stream:

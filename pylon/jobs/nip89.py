@@ -15,7 +15,15 @@ leaves of it.
 
 Discovery asks relays for `{"kinds": [31990], "#k": ["5050"]}` and keeps the newest
 announcement per pubkey; its `created_at` is when the provider was last seen (providers
-re-announce periodically). Announcements from other software vary wildly, so every field
+re-announce periodically).
+
+Liveness (issue 10): a Pylon provider's announcement carries a NIP-40 `["expiration", t]`
+(a few refresh intervals ahead) and is re-published while its backend is healthy; when the
+backend goes down the provider withdraws it (a NIP-09 deletion naming `31990:<pubkey>:<d>`)
+and stops announcing. So a stopped or broken provider vanishes from relays by itself.
+`ProviderInfo.live()` is true for an unexpired announcement, or, for software that sets no
+expiration, one re-published within `STALE_AFTER_S`. `"delivery": ["key"]` in the content
+announces pay-for-the-key delivery (docs/PROTOCOL.md, "Pylon extensions"). Announcements from other software vary wildly, so every field
 is read defensively: a field of the wrong type is dropped, not fatal; content that is not
 JSON at all makes that one announcement unusable (skipped, logged).
 """
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Iterable
 
 from pydantic import BaseModel, Field
@@ -42,6 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 KIND_HANDLER = kinds.HANDLER_INFO  # 31990
+STALE_AFTER_S = 3600  # an announcement without expiration counts as live this long
 JOB_KIND = str(kinds.JOB_REQUEST_TEXT)  # "5050"
 DEFAULT_D = "pylon-5050"
 
@@ -61,6 +71,7 @@ class ProviderInfo(BaseModel):
     price_per_1k_tokens_msat: int = 0
     encryption: list[str] = Field(default_factory=list)
     response_format: bool = False
+    tools: bool = False  # passes OpenAI function tools to its backend and returns tool_calls
     relays: list[str] = Field(default_factory=list)
     max_tokens: int | None = None
     # model -> context length in tokens (prompt + answer), where the backend reports it
@@ -69,6 +80,15 @@ class ProviderInfo(BaseModel):
     d: str = ""
     last_seen: int = 0  # created_at of the announcement
     event_id: str = ""
+    expires_at: int | None = None  # NIP-40 expiration of the announcement, if any
+    delivery: list[str] = Field(default_factory=list)  # "key": pay-for-the-key delivery (Pylon extension)
+
+    def live(self, now: float | None = None, stale_after_s: int | None = None) -> bool:
+        """Unexpired (NIP-40), or without expiration and announced within `stale_after_s`."""
+        t = time.time() if now is None else now
+        if self.expires_at is not None:
+            return self.expires_at > t
+        return self.last_seen >= t - (STALE_AFTER_S if stale_after_s is None else stale_after_s)
 
     @property
     def npub(self) -> str:
@@ -100,6 +120,7 @@ class ProviderInfo(BaseModel):
             "pricing": {"price_msat": self.price_msat, "price_per_1k_tokens_msat": self.price_per_1k_tokens_msat},
             "encryption": self.encryption,
             "response_format": self.response_format,
+            "tools": self.tools,
             "relays": self.relays,
             "version": self.version,
         }
@@ -120,24 +141,39 @@ def build_announcement(
     price_per_1k_tokens_msat: int = 0,
     encryption: Iterable[str] = ("nip44", "nip04"),
     response_format: bool = True,
+    tools: bool = False,
     relays: Iterable[str] = (),
     max_tokens: int | None = None,
     context_lengths: dict[str, int] | None = None,
     d: str = DEFAULT_D,
     version: str | None = None,
     created_at: int | None = None,
+    expires_in_s: int | None = None,
+    delivery: Iterable[str] = (),
 ) -> Event:
-    """Sign a kind-31990 announcement for a kind-5050 provider."""
+    """Sign a kind-31990 announcement for a kind-5050 provider (NIP-40 expiry `expires_in_s` from now)."""
     info = ProviderInfo(
         pubkey=keys.public_key, name=name, about=about, models=list(models),
         price_msat=int(price_msat), price_per_1k_tokens_msat=int(price_per_1k_tokens_msat),
-        encryption=list(encryption), response_format=response_format, relays=list(relays),
+        encryption=list(encryption), response_format=response_format, tools=tools, relays=list(relays),
         max_tokens=max_tokens, context_lengths=dict(context_lengths or {}),
         version=version or f"pylon/{__version__}", d=d,
     )
-    content = json.dumps(info.content(), ensure_ascii=False, separators=(",", ":"))
+    data = info.content()
+    if delivery:
+        data["delivery"] = list(delivery)
+    content = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     tags = [["d", d], ["k", JOB_KIND]]
+    if expires_in_s is not None:
+        at = int(time.time()) if created_at is None else created_at
+        tags.append(["expiration", str(at + int(expires_in_s))])
     return Event.build(keys, KIND_HANDLER, content, tags, created_at=created_at)
+
+
+def build_withdrawal(keys: Keys, d: str = DEFAULT_D, reason: str = "provider unavailable") -> Event:
+    """A NIP-09 deletion of our announcement (by its address): how a provider stops announcing."""
+    return Event.build(keys, kinds.DELETION, reason,
+                       [["a", f"{KIND_HANDLER}:{keys.public_key}:{d}"], ["k", str(KIND_HANDLER)]])
 
 
 def _str(value: Any, limit: int = 1000) -> str:
@@ -212,12 +248,15 @@ def parse_announcement(event: Event) -> ProviderInfo:
         price_per_1k_tokens_msat=per_1k or 0,
         encryption=encryption,
         response_format=data.get("response_format") is True,
+        tools=data.get("tools") is True,
         relays=[u for u in _str_list(data.get("relays")) if u.startswith(("ws://", "wss://"))],
         max_tokens=max_tokens or None,
         context_lengths=_context_lengths(data.get("context_lengths")),
         version=_str(data.get("version"), 100),
         d=event.d_tag(),
         last_seen=event.created_at,
+        expires_at=event.expiration(),
+        delivery=[x.lower() for x in _str_list(data.get("delivery"), 8)],
         event_id=event.id,
     )
 

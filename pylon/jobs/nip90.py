@@ -215,6 +215,8 @@ class JobRequest:
     seed: int | None = None
     stop: list[str] | None = None
     response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None  # OpenAI function tools, passed to the backend as they are
+    tool_choice: str | dict[str, Any] | None = None
     output: str | None = None
     bid_msat: int | None = None
     relays: list[str] = field(default_factory=list)
@@ -267,6 +269,12 @@ class JobRequest:
             tags.append(["param", "stop", *self.stop])
         if self.response_format is not None:
             tags.append(["param", "response_format", json.dumps(self.response_format, separators=(",", ":"))])
+        if self.tools:
+            tags.append(["param", "tools", json.dumps(self.tools, ensure_ascii=False, separators=(",", ":"))])
+        if self.tool_choice is not None:
+            choice = self.tool_choice
+            tags.append(["param", "tool_choice",
+                         choice if isinstance(choice, str) else json.dumps(choice, separators=(",", ":"))])
         for key, value in self.extra_params.items():
             tags.append(["param", key, value])
         return tags
@@ -420,8 +428,58 @@ class JobRequest:
             if not isinstance(fmt, dict) or not isinstance(fmt.get("type"), str):
                 raise JobParseError("response_format must be a JSON object with a 'type'")
             self.response_format = fmt
+        elif lkey == "tools":
+            self.tools = _parse_tools(value)
+        elif lkey in ("tool_choice", "tool-choice"):
+            self.tool_choice = _parse_tool_choice(value)
         else:
             self.extra_params[key] = value
+
+
+MAX_TOOLS = 128
+
+
+def _parse_tools(value: str) -> list[dict[str, Any]]:
+    """The `tools` param: a JSON array of OpenAI function tools ({"type": "function", ...})."""
+    try:
+        tools = json.loads(value)
+    except ValueError as exc:
+        raise JobParseError(f"tools is not valid JSON: {exc}") from None
+    if not isinstance(tools, list) or not 0 < len(tools) <= MAX_TOOLS:
+        raise JobParseError(f"tools must be a JSON array of 1 to {MAX_TOOLS} tool objects")
+    for n, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(fn, dict) \
+                or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise JobParseError(f"tool {n} must be {{'type': 'function', 'function': {{'name': ...}}}}")
+    return tools
+
+
+def _parse_tool_choice(value: str) -> str | dict[str, Any]:
+    """`auto`, `none`, `required`, or a JSON object naming one function."""
+    if value in ("auto", "none", "required"):
+        return value
+    try:
+        choice = json.loads(value)
+    except ValueError:
+        raise JobParseError("tool_choice must be auto, none, required or a JSON object") from None
+    if isinstance(choice, str) and choice in ("auto", "none", "required"):
+        return choice
+    if not isinstance(choice, dict) or choice.get("type") != "function":
+        raise JobParseError("tool_choice must be auto, none, required or {'type': 'function', ...}")
+    return choice
+
+
+def parse_tool_calls(value: str) -> list[dict[str, Any]]:
+    """A result's tool calls: a JSON array of OpenAI `tool_calls` entries."""
+    try:
+        calls = json.loads(value)
+    except ValueError as exc:
+        raise JobParseError(f"tool_calls is not valid JSON: {exc}") from None
+    if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("function"), dict)
+                                               for c in calls):
+        raise JobParseError("tool_calls must be a JSON array of {'id', 'type', 'function'} objects")
+    return calls
 
 
 def _decrypt_tags(keys: Keys, peer: str, content: str) -> list[list[str]]:
@@ -501,14 +559,17 @@ class JobFeedback:
         amount_msat: int | None = None,
         bolt11: str | None = None,
         offset: int | None = None,
+        extra_tags: list[list[str]] | None = None,
     ) -> Event:
-        """Sign feedback for `request` (content encrypted when the request was)."""
+        """Sign feedback for `request` (content encrypted when the request was); `extra_tags`
+        carry extensions such as a refund offer (`["refund", msat]`, pylon.jobs.refund)."""
         if status not in STATUSES:
             raise ValueError(f"unknown feedback status {status!r}")
         status_tag = ["status", status] + ([extra] if extra else [])
         tags = [status_tag, *_reply_tags(request), *_amount_tag(amount_msat, bolt11)]
         if offset is not None:
             tags.append(["offset", str(int(offset))])
+        tags += extra_tags or []
         return Event.build(keys, KIND_FEEDBACK, _seal(keys, request, content), tags)
 
     @classmethod
@@ -554,6 +615,7 @@ class JobResult:
     created_at: int = 0
     event: Event | None = None
     finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
     @staticmethod
     def build(
@@ -567,8 +629,12 @@ class JobResult:
         amount_msat: int | None = 0,
         bolt11: str | None = None,
         finish_reason: str | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
     ) -> Event:
-        """Sign the result for `request` (content encrypted when the request was)."""
+        """Sign the result for `request` (content encrypted when the request was).
+
+        Tool calls travel in a `["tool_calls", <JSON array>]` tag, encrypted like the content
+        when the request was encrypted."""
         tags = _reply_tags(request)
         if request.event is not None:
             raw = request.event.to_json()
@@ -581,6 +647,9 @@ class JobResult:
             tags.append(["usage", str(int(prompt_tokens or 0)), str(int(completion_tokens or 0))])
         if finish_reason:
             tags.append(["finish_reason", str(finish_reason)[:MAX_FINISH_REASON]])
+        if tool_calls:
+            calls = json.dumps(tool_calls, ensure_ascii=False, separators=(",", ":"))
+            tags.append(["tool_calls", _seal(keys, request, calls)])
         return Event.build(keys, KIND_RESULT, _seal(keys, request, text), tags)
 
     @property
@@ -608,13 +677,19 @@ class JobResult:
             request_tag = event.first_tag("request")
             finish_tag = event.first_tag("finish_reason")
             text = _open(keys, event, encrypted)
-            return cls(text, request_id, customer, event.pubkey,
+            calls_tag = event.first_tag("tool_calls")
+            tool_calls = None
+            if calls_tag is not None and len(calls_tag) > 1 and calls_tag[1]:
+                tool_calls = parse_tool_calls(_open_text(keys, event, encrypted, calls_tag[1]))
+            result = cls(text, request_id, customer, event.pubkey,
                        model_tag[1] if model_tag and len(model_tag) > 1 else None,
                        prompt_tokens, completion_tokens, amount, bolt11, encrypted,
                        request_tag[1] if request_tag and len(request_tag) > 1 else None,
                        event.created_at, event,
                        finish_tag[1][:MAX_FINISH_REASON] if finish_tag and len(finish_tag) > 1 and finish_tag[1]
                        else None)
+            result.tool_calls = tool_calls
+            return result
         except JobParseError:
             raise
         except Exception as exc:
@@ -643,14 +718,19 @@ def _parse_amount(event: Event) -> tuple[int | None, str | None]:
 
 
 def _open(keys: Keys | None, event: Event, encrypted: bool) -> str:
-    if not encrypted or not event.content:
-        return event.content
+    return _open_text(keys, event, encrypted, event.content)
+
+
+def _open_text(keys: Keys | None, event: Event, encrypted: bool, payload: str) -> str:
+    """`payload` (the content or a sealed tag value) decrypted when the reply is encrypted."""
+    if not encrypted or not payload:
+        return payload
     if keys is None:
         raise JobParseError("encrypted reply and no key to decrypt it")
     from pylon.nostr.crypto import decrypt_from
 
     try:
-        return decrypt_from(keys, event.pubkey, event.content)
+        return decrypt_from(keys, event.pubkey, payload)
     except Exception as exc:
         raise JobParseError(f"could not decrypt the reply from {event.pubkey[:12]}…: {exc}") from None
 

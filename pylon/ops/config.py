@@ -46,6 +46,7 @@ class Settings(BaseModel):
     log_format: Literal["text", "json"] = "text"
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"  # bind address of /metrics and /health (0.0.0.0 in docker)
+    tools: bool = False  # provider: announce and pass OpenAI function tools to the backend
     partial_interval_ms: int = Field(50, ge=0, le=60_000)  # provider: coalesce streamed partials this long
     history_save_text: bool = False  # [history] save_text: keep prompt/answer text in `pylon history`
 
@@ -85,7 +86,7 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
             continue
         if name in _LIST_FIELDS:
             out[name] = [x.strip() for x in raw.split(",") if x.strip()]
-        elif name in ("free", "history_save_text"):
+        elif name in ("free", "history_save_text", "tools"):
             out[name] = raw.strip().lower() in ("1", "true", "yes", "on")
         else:
             out[name] = raw

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from pylon.jobs.nip90 import JobRequest
 
@@ -28,6 +29,7 @@ class Job:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     finish_reason: str | None = None  # the backend's, put on the result
+    tool_calls: list[dict[str, Any]] | None = None  # the backend's, put on the result
 
     @property
     def id(self) -> str:

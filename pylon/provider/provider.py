@@ -24,7 +24,11 @@ What happens to one request, in order (each step recorded in the job store first
   feedback while the provider keeps running, and the served model list follows the backend
   unless models were named explicitly.
 * A kind-5 deletion from the customer cancels that job (the running task is cancelled).
-* A NIP-89 announcement goes out on start and every `announce_interval_s`.
+* A NIP-89 announcement goes out on start and every `announce_interval_s` while the backend
+  is healthy, with a NIP-40 expiration `announce_ttl_s` ahead (3 intervals by default), so a
+  provider that stops vanishes from relays by itself. When the backend goes down the
+  announcement is withdrawn (NIP-09 deletion of its address) and a warning says so; it is
+  published again as soon as the backend is back (issue 10, liveness).
 
 Logging: one INFO line per job state change: job id, customer, model, tokens, msats, seconds.
 """
@@ -44,6 +48,7 @@ from pydantic import ValidationError
 
 from pylon.provider.backends import BackendHealth, BackendUnavailable, ChatRequest, OpenAIBackend
 from pylon.errors import BackendError, RelayError
+from pylon.provider.admission import Admission
 from pylon.provider.jobstore import LIVE, JobStore
 from pylon.provider.partials import DEFAULT_INTERVAL_S as DEFAULT_PARTIAL_INTERVAL_S
 from pylon.provider.partials import DEFAULT_MAX_CHARS as DEFAULT_PARTIAL_MAX_CHARS
@@ -51,7 +56,7 @@ from pylon.provider.partials import PartialCoalescer
 from pylon.provider.context import (
     fit_max_tokens, no_room_reason, prompt_tokens_upper_bound, wanted_max_tokens,
 )
-from pylon.jobs.nip89 import build_announcement
+from pylon.jobs.nip89 import build_announcement, build_withdrawal
 from pylon.jobs.nip90 import (
     KIND_DELETION, KIND_REQUEST, JobFeedback, JobParseError, JobRequest, JobResult, parse_cancellation,
 )
@@ -63,6 +68,16 @@ from pylon.provider.job import Job
 from pylon.provider.payments import PaymentCollector, PaymentSeams
 from pylon.provider.reporting import ProviderMetricsSink
 from pylon.relay.pool import RelayPool
+from pylon.jobs.refund import KIND_REFUND_REQUEST, REFUND_TAG
+from pylon.provider.refunds import RefundDesk, job_deadline
+
+#: how far before its start a provider looks for requests it has not seen (and how far a
+#: request's created_at may be from the provider's clock, either way, to be taken)
+LOOKBACK_S = 900
+INTAKE_SKEW_S = 900
+#: a paid job whose request has no NIP-40 expiration is retried on backend failures this long
+PAID_JOB_DEADLINE_S = 120.0
+REPUBLISH_MAX_DELAY_S = 30.0
 
 
 log = logging.getLogger("pylon.provider")
@@ -111,11 +126,15 @@ class Provider:
         name: str = "Pylon provider",
         partial_interval_s: float | None = DEFAULT_PARTIAL_INTERVAL_S,
         partial_max_chars: int = DEFAULT_PARTIAL_MAX_CHARS,
-        announce_interval_s: float = 600.0,
+        announce_interval_s: float = 120.0,
+        announce_ttl_s: float | None = None,
         health_interval_s: float = 15.0,
         since_margin_s: int = 60,
         max_pending: int | None = None,
         invoice_expiry_s: int = 600,
+        tools: bool = False,
+        paid_job_deadline_s: float = PAID_JOB_DEADLINE_S,
+        lookback_s: int = LOOKBACK_S,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -136,9 +155,12 @@ class Provider:
         self.db_path = db_path
         self.metrics = metrics
         self.name = name
+        self.tools = tools  # announce tool support: the backend accepts OpenAI `tools`
         self.partial_interval_s = partial_interval_s  # None: no partials at all
         self.partial_max_chars = partial_max_chars
         self.announce_interval_s = announce_interval_s
+        self.announce_ttl_s = announce_ttl_s if announce_ttl_s is not None else 3 * announce_interval_s
+        self.announcing = False  # an unexpired announcement of ours is out (False while the backend is down)
         self.health_interval_s = health_interval_s
         self.since_margin_s = since_margin_s
         self.max_pending = max_pending or max(1024, 8 * concurrency)
@@ -148,13 +170,16 @@ class Provider:
         self.pool: RelayPool | None = pool
         self._own_pool = pool is None
         self.store: JobStore | None = None
-        self._slots = asyncio.Semaphore(concurrency)
+        self.admission = Admission(self.max_pending, concurrency)  # fair queue and slots (admission.py)
         self._jobs: dict[str, Job] = {}
         self._early_cancels: OrderedDict[str, str] = OrderedDict()
         self._background: set[asyncio.Task] = set()
         self._check_health_now = asyncio.Event()
         self._started = asyncio.Event()
         self.invoice_expiry_s = int(invoice_expiry_s)
+        self.paid_job_deadline_s = float(paid_job_deadline_s)  # backend retries after payment stop here
+        self.lookback_s = int(lookback_s)
+        self.refunds: RefundDesk | None = None  # priced providers with a wallet (made per run)
         # priced jobs go through the payment step (pylon.provider.payments), made per run
         # once the job store is open
         self.payments: PaymentCollector | None = None
@@ -188,6 +213,8 @@ class Provider:
                 await self.pool.__aenter__()
             await self.pool.wait_connected()
             self.store = JobStore(self.db_path)
+            for customer in self.store.returning_customers():
+                self.admission.served(customer)
             if not self.free:
                 self.payments = PaymentCollector(
                     PaymentSeams(store=self.store, wallet=self.wallet, publish_feedback=self._publish_feedback,
@@ -197,14 +224,19 @@ class Provider:
             recovered = self.store.recover()
             # paid-but-unserved and awaiting-payment jobs go back through the payment step
             recovered += self.store.jobs_in(("awaiting_payment", "paid"))
-            last = self.store.last_request_created_at()
-            # A restart resumes from the last request seen (minus a margin for relays' clock
-            # skew); a fresh provider starts from now rather than redo others' recent jobs.
-            since = last - self.since_margin_s if last is not None else int(time.time())
+            if self.payments is not None and self.wallet is not None:
+                self.refunds = RefundDesk(self.store, self.wallet, pubkey=self.pubkey)
+                await self.refunds.resume()
+            # Start-up look-back: fresh or restarted, the provider considers requests from a
+            # bounded window before its start (`lookback_s`), so jobs published while it was
+            # down (or stamped by a customer whose clock is behind) are not missed; the store
+            # dedupes what it already took, expired requests are dropped at intake.
+            since = int(time.time()) - int(self.lookback_s)
             sub = self.pool.subscribe([
                 Filter.of(kinds=[KIND_REQUEST], since=since),
                 Filter.of(kinds=[KIND_DELETION], p=[self.pubkey], since=since),
                 Filter.of(kinds=[KIND_DELETION], k=[str(KIND_REQUEST)], since=since),
+                Filter.of(kinds=[KIND_REFUND_REQUEST], p=[self.pubkey], since=since),
             ])
             await sub.open()
             for row in recovered:
@@ -242,20 +274,38 @@ class Provider:
 
     # ------------------------------------------------------------------ announce / health
     async def announce(self) -> None:
-        """Publish the NIP-89 announcement (models, prices, encryption, relays)."""
+        """Publish the NIP-89 announcement (models, prices, encryption, relays), expiring in
+        `announce_ttl_s`; nothing while the backend is down (a provider that cannot serve is
+        not advertised)."""
         assert self.pool is not None
+        if self.backend_health is not None and not self.backend_health.ok:
+            log.warning("not announcing: backend %s is down (%s)", self.backend.base_url, self.backend_health.error)
+            return
         event = build_announcement(
-            self.keys, models=self.served_models, name=self.name,
+            self.keys, expires_in_s=max(1, int(self.announce_ttl_s)),
+            models=self.served_models, name=self.name,
             price_msat=0 if self.free else self.price_msat,
             price_per_1k_tokens_msat=0 if self.free else self.price_per_1k_tokens_msat,
             relays=self.pool.urls, max_tokens=self._announced_max_tokens(),
             context_lengths={m: n for m, n in self.context_lengths.items() if m in self.served_models},
+            tools=self.tools,
         )
         try:
             await self.pool.publish(event)
+            self.announcing = True
             log.info("announced (NIP-89) models=%s", ",".join(self.served_models))
         except RelayError as exc:
             log.warning("announcement not accepted: %s", exc)
+
+    async def withdraw(self, reason: str) -> None:
+        """Stop announcing: delete our announcement by its address (NIP-09) and say why."""
+        assert self.pool is not None
+        self.announcing = False
+        log.warning("stopped announcing (announcement withdrawn): %s", reason)
+        try:
+            await self.pool.publish(build_withdrawal(self.keys, reason=reason))
+        except RelayError as exc:  # it still expires by itself (NIP-40)
+            log.warning("withdrawal not accepted: %s", exc)
 
     async def _announce_loop(self) -> None:
         while True:
@@ -280,6 +330,8 @@ class Provider:
                 log.info("backend %s healthy (%s)", self.backend.base_url, ", ".join(health.models))
             else:
                 log.warning("backend %s unhealthy: %s", self.backend.base_url, health.error)
+            if self._started.is_set():  # liveness: announce only while the backend can serve
+                self._spawn(self.announce() if health.ok else self.withdraw(f"backend down: {health.error}"))
         return health
 
     async def _health_loop(self) -> None:
@@ -300,6 +352,8 @@ class Provider:
                     self._on_request(event)
                 elif event.kind == KIND_DELETION:
                     self._on_deletion(event)
+                elif event.kind == KIND_REFUND_REQUEST and self.refunds is not None:
+                    self._spawn(self.refunds.on_request(event))
             except Exception:  # one bad event never stops the loop
                 log.exception("failed to handle event %s", event.id[:12])
 
@@ -313,7 +367,11 @@ class Provider:
         if event.id in self._jobs:
             return
         expiration = event.expiration()
-        if expiration is not None and expiration <= time.time():
+        now = time.time()
+        if expiration is not None and expiration <= now:
+            self.stats.ignored += 1
+            return
+        if abs(event.created_at - now) > INTAKE_SKEW_S:  # outside the intake window (docs/PROTOCOL.md)
             self.stats.ignored += 1
             return
         try:
@@ -345,8 +403,15 @@ class Provider:
                 reason = f"model {req.model!r} is not served here; served models: {', '.join(self.served_models)}"
             self._reject(req, reason)
             return
-        if len(self._jobs) >= self.max_pending:
-            self._reject(req, f"provider busy ({len(self._jobs)} jobs pending); try again later or another provider")
+        health = self.backend_health
+        if health is not None and not health.ok:  # quote only what can be served now
+            self._reject(req, f"backend unavailable ({health.error or 'unhealthy'}); nothing was charged, "
+                              "try again later or another provider")
+            self._check_health_now.set()
+            return
+        refusal = self.admission.refuse(req.customer)
+        if refusal is not None:
+            self._reject(req, refusal)
             return
         job = Job(request=req, model=model, max_tokens=self._capped_max_tokens(req, model))
         self._log(req.id, req.customer, model, "seen", detail="encrypted" if req.encrypted else "")
@@ -440,7 +505,14 @@ class Provider:
         self._jobs[job.id] = job
         job.task = asyncio.create_task(coro, name=f"job:{job.id[:12]}")
         rid = job.id
-        job.task.add_done_callback(lambda _t: self._jobs.pop(rid, None))
+        customer = job.customer
+        self.admission.admit(customer)
+
+        def _done(_task: asyncio.Task[Any]) -> None:
+            self._jobs.pop(rid, None)
+            self.admission.release(customer)
+
+        job.task.add_done_callback(_done)
 
     # ------------------------------------------------------------------ the job
     def quote(self, job: Job) -> int:
@@ -496,14 +568,14 @@ class Provider:
     async def _run(self, job: Job, *, rerun: bool = False) -> None:
         assert self.store is not None
         try:
-            async with self._slots:
+            async with self.admission.slot(job.customer):
                 if not self.store.claim_processing(job.id, rerun=rerun):
                     log.debug("job %s not claimable (already run or finished)", job.id[:12])
                     return
                 self._log(job.id, job.customer, job.model, "processing", detail="re-run after restart" if rerun else "")
                 self._metric("processing")
                 self._feedback_soon(job.request, "processing")
-                text = await self._generate(job)
+                text = await self._generate_paid(job) if job.amount_msat else await self._generate(job)
             await self._publish_result(job, text)
         except asyncio.CancelledError:
             self._on_cancelled(job)
@@ -517,6 +589,28 @@ class Provider:
         except Exception as exc:  # a bug must not kill the provider; the customer hears of it
             log.exception("job %s failed", job.id[:12])
             self._fail(job, f"internal error: {type(exc).__name__}")
+
+    async def _generate_paid(self, job: Job) -> str:
+        """A paid job's generation: a backend that cannot be reached is tried again with backoff
+        until the job's deadline (its NIP-40 expiration, else `paid_job_deadline_s` after the
+        payment); then the error goes up and `_fail` offers the refund."""
+        assert self.store is not None
+        row = self.store.get(job.id)
+        paid_at = row.paid_at if row is not None else None
+        deadline = (job_deadline(job.request.event, paid_at, default_s=self.paid_job_deadline_s)
+                    if job.request.event is not None else time.time() + self.paid_job_deadline_s)
+        delay = 0.25
+        while True:
+            try:
+                return await self._generate(job)
+            except BackendUnavailable as exc:
+                self._check_health_now.set()
+                if time.time() + delay >= deadline:
+                    raise
+                log.warning("job %s: backend unavailable (%s); paid, retrying for %.0f s more", job.id[:12], exc,
+                            deadline - time.time())
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _on_cancelled(self, job: Job) -> None:
         if not job.cancelled_by_customer:
@@ -533,6 +627,7 @@ class Provider:
             model=job.model, messages=req.messages, max_tokens=job.max_tokens, temperature=req.temperature,
             top_p=req.top_p, top_k=req.top_k, frequency_penalty=req.frequency_penalty,
             response_format=req.response_format, stop=req.stop, seed=req.seed,
+            tools=req.tools, tool_choice=req.tool_choice,
         )
         parts: list[str] = []
         partials = (PartialCoalescer(self.partial_interval_s, self.partial_max_chars)
@@ -553,6 +648,8 @@ class Provider:
                             self._feedback_soon(req, "partial", content=due[0], offset=due[1])
                 if chunk.finish_reason:
                     job.finish_reason = chunk.finish_reason
+                if chunk.tool_calls:
+                    job.tool_calls = chunk.tool_calls
                 if chunk.usage is not None:
                     job.prompt_tokens, job.completion_tokens = chunk.usage
             ok = True
@@ -567,7 +664,7 @@ class Provider:
         event = JobResult.build(
             self.keys, job.request, text, model=job.model, prompt_tokens=job.prompt_tokens,
             completion_tokens=job.completion_tokens, amount_msat=job.amount_msat, bolt11=job.bolt11,
-            finish_reason=job.finish_reason,
+            finish_reason=job.finish_reason, tool_calls=job.tool_calls,
         )
         self.store.mark_result_ready(job.id, event.to_json())
         await self._publish_stored_result(job, event)
@@ -586,21 +683,23 @@ class Provider:
 
     async def _publish_stored_result(self, job: Job, event: Event) -> None:
         assert self.store is not None and self.pool is not None
+        # Delivery until acknowledged: the signed result is in the store; it is published until
+        # a relay says OK (backoff to REPUBLISH_MAX_DELAY_S), across reconnects; a stop leaves
+        # the job `processing` with its result, and the next start republishes it. A job is
+        # never marked failed while its result exists.
         delay = 0.5
-        for attempt in range(5):
+        while True:
             try:
                 await self.pool.publish(event)
                 break
             except RelayError as exc:
-                if attempt == 4:
-                    self._fail(job, f"could not publish the result: {exc}", feedback=False)
-                    return
-                log.warning("job %s: result not accepted yet (%s); retrying", job.id[:12], exc)
+                log.warning("job %s: result not accepted yet (%s); retrying in %.1f s", job.id[:12], exc, delay)
                 await asyncio.sleep(delay)
-                delay *= 2
+                delay = min(delay * 2, REPUBLISH_MAX_DELAY_S)
         self.store.mark_result_published(job.id, event.id, prompt_tokens=job.prompt_tokens,
                                          completion_tokens=job.completion_tokens, amount_msat=job.amount_msat)
         self.stats.done += 1
+        self.admission.served(job.customer)
         if self.metrics is not None:
             tokens = (job.prompt_tokens or 0, job.completion_tokens or 0) if job.prompt_tokens is not None else None
             self.metrics.job_finished("success", tokens=tokens)
@@ -613,8 +712,13 @@ class Provider:
         if self.metrics is not None:
             self.metrics.job_finished("error")
         self._log(job.id, job.customer, job.model, "error", job=job, detail=reason)
-        if feedback:
-            self._feedback_soon(job.request, "error", extra=reason, amount_msat=amount_msat)
+        # a job that was paid owes its money back: recorded before the error says so (Refunds)
+        refund = self.refunds.offer(job.id, job.amount_msat) if self.refunds is not None and job.amount_msat else None
+        if feedback or refund:
+            extra_tags = [[REFUND_TAG, str(refund)]] if refund else None
+            self._feedback_soon(job.request, "error", extra=reason + (f"; {refund} msat will be refunded on request"
+                                                                      if refund else ""),
+                                amount_msat=amount_msat, extra_tags=extra_tags)
 
     # ------------------------------------------------------------------ publishing helpers
     def _feedback_soon(self, req: JobRequest, status: Any, **kwargs: Any) -> None:
@@ -637,6 +741,17 @@ class Provider:
 
     async def _publish_quietly(self, event: Event, what: str) -> None:
         if self.pool is None:
+            return
+        if event.first_tag(REFUND_TAG) is not None:  # a refund offer is delivered until acknowledged
+            delay = 0.5
+            while self.pool is not None:
+                try:
+                    await self.pool.publish(event)
+                    return
+                except RelayError as exc:
+                    log.info("refund offer not accepted yet (%s); retrying in %.1f s", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, REPUBLISH_MAX_DELAY_S)
             return
         try:
             await self.pool.publish(event)

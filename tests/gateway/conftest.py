@@ -71,7 +71,7 @@ async def double_stack(relay_url, openai_double, tmp_path) -> AsyncIterator[Stac
 
 @pytest.fixture
 async def vllm_stack(relay_url, vllm_server, tmp_path) -> AsyncIterator[Stack]:
-    """The gateway over a free provider on the real CPU vLLM (tiny random model)."""
+    """The gateway over a free provider on the real CPU vLLM (tiny random model), tools announced."""
     async with gateway_stack(relay_url, vllm_server.base_url, tmp_path, model=vllm_server.model,
-                             timeout=60.0) as stack:
+                             timeout=60.0, provider_kwargs={"tools": True}) as stack:
         yield stack

@@ -68,3 +68,22 @@ async def test_json_schema_reaches_the_backend(vllm_stack):
         messages=[{"role": "user", "content": "json"}])
     data = json.loads(resp.choices[0].message.content)  # structured output: valid JSON even from random weights
     assert data["answer"] in ("yes", "no")
+
+
+async def test_tool_call_through_the_swarm(vllm_stack):
+    """tools / tool_choice travel in the job; vLLM decodes a named tool call under its schema
+    (valid even from random weights); tool_calls come back in OpenAI's shape."""
+    client = _sync_client(vllm_stack)
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
+                       "required": ["city"]}}}]
+    resp = await asyncio.to_thread(
+        client.chat.completions.create, model=vllm_stack.model, max_tokens=40, tools=tools,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        messages=[{"role": "user", "content": "Weather in Paris?"}])
+    choice = resp.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments)["city"] in ("Paris", "Rome")

@@ -27,6 +27,8 @@ class ChatRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
 
     def to_body(self, *, stream: bool) -> dict[str, Any]:
         """The JSON body for /chat/completions: unset parameters are left out entirely.
@@ -61,6 +63,7 @@ class ChatChunk(BaseModel):
     text: str = ""
     usage: tuple[int, int] | None = None
     finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # on the final chunk, assembled from the deltas
 
 
 class BackendHealth(BaseModel):

@@ -255,6 +255,7 @@ class OpenAIBackend:
         """Stream a chat completion: text deltas, then one final chunk with empty text that
         carries finish_reason and usage (usage None when the server reports none)."""
         body = req.to_body(stream=True)
+        calls = _ToolCallAssembler() if req.tools else None  # only tool requests pay for a second look
         finish: str | None = None
         usage: tuple[int, int] | None = None
         done = False
@@ -269,6 +270,8 @@ class OpenAIBackend:
                             done = True
                             break
                         text, chunk_finish, chunk_usage = _parse_stream_event(payload)
+                        if calls is not None:
+                            calls.feed(payload)
                         if chunk_usage is not None:
                             usage = chunk_usage
                         if chunk_finish:
@@ -281,7 +284,41 @@ class OpenAIBackend:
             raise BackendUnavailable(self._unavailable(exc)) from exc
         if not done and finish is None:
             raise BackendUnavailable(f"backend at {self.base_url} ended the stream before it finished")
-        yield ChatChunk(text="", usage=usage, finish_reason=finish)
+        yield ChatChunk(text="", usage=usage, finish_reason=finish,
+                        tool_calls=calls.result() if calls is not None else None)
+
+
+class _ToolCallAssembler:
+    """Streamed `tool_calls` deltas (id and name once, arguments in pieces) -> whole calls."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def feed(self, payload: bytes) -> None:
+        try:
+            data = _decode_event(payload)
+        except ValueError:
+            return  # _parse_stream_event already refused it
+        for choice in (data.get("choices") or []) if isinstance(data, dict) else []:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            for piece in (delta or {}).get("tool_calls") or [] if isinstance(delta, dict) else []:
+                if not isinstance(piece, dict):
+                    continue
+                index = piece.get("index", len(self._calls))
+                call = self._calls.setdefault(index if isinstance(index, int) else len(self._calls), {
+                    "id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+                if isinstance(piece.get("id"), str):
+                    call["id"] = piece["id"]
+                fn = piece.get("function")
+                if isinstance(fn, dict):
+                    if isinstance(fn.get("name"), str):
+                        call["function"]["name"] += fn["name"]
+                    if isinstance(fn.get("arguments"), str):
+                        call["function"]["arguments"] += fn["arguments"]
+
+    def result(self) -> list[dict[str, Any]] | None:
+        calls = [self._calls[i] for i in sorted(self._calls) if self._calls[i]["function"]["name"]]
+        return calls or None
 
 
 _DRAIN_S = 1.0
