@@ -123,6 +123,23 @@ async def test_ctrl_c_during_ask_stream_exits_130_with_one_line(relay_url, opena
     assert proc.returncode == 130 and len(lines) == 1 and "interrupted" in lines[0], err
 
 
+async def test_servers_with_a_corrupt_database_end_in_one_line(relay_url, openai_double, tmp_path):
+    """The servers are fuzzed at parse time only (below); their files are checked here, for real."""
+    junk = b"this is not a database, whatever its name says" * 4
+    (tmp_path / "relay.sqlite").write_bytes(junk)
+    code, out, err = await _pylon("relay", "--port", "0", "--db", str(tmp_path / "relay.sqlite"), home=tmp_path)
+    lines = _no_traceback(code, out, err)
+    assert code == 7 and "relay.sqlite" in lines[0], err
+    home = tmp_path / "provider"
+    home.mkdir()
+    (home / "provider.sqlite").write_bytes(junk)
+    code, out, err = await _pylon("serve", "--relay", relay_url, "--backend", openai_double.base_url, "--free",
+                                  home=home)
+    lines = [line for line in err.splitlines() if " INFO " not in line and "created a new identity" not in line]
+    _no_traceback(code, out, "\n".join(lines))
+    assert code == 7 and "job store" in err, err
+
+
 # ------------------------------------------------------------------------ every command, generated
 def _commands() -> list[tuple[list[str], list]]:
     """(path, params) of every leaf command of the app, walked from click's tree."""
