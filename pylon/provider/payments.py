@@ -47,6 +47,7 @@ POLL_MAX_S = 1.0
 POLL_GROWTH = 1.5
 WAIT_SLICE_S = 30.0  # a wallet with wait_invoice is re-asked at least this often (logs, cancellation)
 EXPIRED_REASON = "invoice expired"
+RESEND_MAX_DELAY_S = 30.0
 
 
 class FeedbackPublisher(Protocol):
@@ -109,7 +110,8 @@ class PaymentCollector:
             if not row.payment_hash or not row.invoice_expires_at:
                 self._fail(job, "payment state lost (no invoice recorded)")
                 return False
-            return await self._wait(job, row.payment_hash, int(row.invoice_expires_at))
+            # resumed after a restart: the quote may never have reached a relay; send it again
+            return await self._wait_resending(job, row.payment_hash, int(row.invoice_expires_at))
         if row.status != "quoted":
             return False
         if job.amount_msat == 0:
@@ -132,16 +134,34 @@ class PaymentCollector:
                                 invoice_expires_at=int(invoice.expires_at), amount_msat=job.amount_msat):
             return False  # cancelled meanwhile
         self._progress(job, "payment-required", f"invoice {invoice.payment_hash[:12]}")
-        await self._publish_payment_required(job)
-        return await self._wait(job, invoice.payment_hash, int(invoice.expires_at))
+        return await self._wait_resending(job, invoice.payment_hash, int(invoice.expires_at))
 
-    async def _publish_payment_required(self, job: Job) -> None:
+    async def _wait_resending(self, job: Job, payment_hash: str, expires_at: int) -> bool:
+        """Wait for the payment while `payment-required` is (re)sent until a relay accepts it."""
+        sender = asyncio.create_task(self._publish_payment_required(job, expires_at))
         try:
-            await self._publish_feedback(job.request, "payment-required",
-                                         extra=f"pay {job.amount_msat} msat to run this job",
-                                         amount_msat=job.amount_msat, bolt11=job.bolt11)
-        except RelayError as exc:  # the job still waits: the invoice may reach the customer via another relay
-            log.warning("job %s: payment-required not accepted: %s", job.id[:12], exc)
+            return await self._wait(job, payment_hash, expires_at)
+        finally:
+            sender.cancel()
+
+    async def _publish_payment_required(self, job: Job, expires_at: float) -> None:
+        """Delivery until acknowledged: a quote sent while the relays are down is sent again
+        with backoff (0.5 s doubling to 30 s) until a relay accepts it or the invoice expires;
+        the job waits for its payment meanwhile."""
+        delay = 0.5
+        while True:
+            try:
+                await self._publish_feedback(job.request, "payment-required",
+                                             extra=f"pay {job.amount_msat} msat to run this job",
+                                             amount_msat=job.amount_msat, bolt11=job.bolt11)
+                return
+            except RelayError as exc:
+                log.warning("job %s: payment-required not accepted yet (%s); retrying in %.1f s", job.id[:12], exc,
+                            delay)
+            if time.time() + delay >= expires_at:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESEND_MAX_DELAY_S)
 
     async def _wait(self, job: Job, payment_hash: str, expires_at: int) -> bool:
         """Poll the wallet until the invoice settles (record `paid`, True) or expires (close, False)."""

@@ -305,16 +305,22 @@ async def test_the_same_prompt_twice_in_one_second_gets_two_answers(relay_url, o
     assert first.job_id != second.job_id and provider.stats.done == 2
 
 
-async def test_a_fresh_provider_does_not_redo_older_requests(relay_url, openai_double, tmp_path):
+async def test_a_fresh_provider_looks_back_a_bounded_window(relay_url, openai_double, tmp_path):
+    """Start-up look-back (issue 17): a request published shortly before the provider started
+    (while it was down) is served; one older than the window (`lookback_s`) is not."""
     import time
 
     from pylon.jobs.nip90 import JobRequest
 
     old_customer = Keys.generate()
     async with RelayPool([relay_url], keys=old_customer) as pool:
-        old = JobRequest.from_prompt("from before").to_event(old_customer, created_at=int(time.time()) - 30)
-        await pool.publish(old)
-    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite") as provider:
+        recent = JobRequest.from_prompt("while you were down").to_event(old_customer, created_at=int(time.time()) - 30)
+        ancient = JobRequest.from_prompt("long ago").to_event(old_customer, created_at=int(time.time()) - 2000)
+        await pool.publish(recent)
+        await pool.publish(ancient)
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite", lookback_s=900) as provider:
+        await wait_for(lambda: provider.store.status(recent.id) == "done", what="the recent request served")
         async with customer(relay_url) as client:
             await client.ask("new", timeout=30)
-    assert provider.stats.received == 1 and [r["messages"][0]["content"] for r in openai_double.requests] == ["new"]
+        assert provider.store.status(ancient.id) is None
+    assert sorted(r["messages"][0]["content"] for r in openai_double.requests) == ["new", "while you were down"]

@@ -67,3 +67,87 @@ class Tally:
 def clean_cli_failure(code: int, err: str) -> bool:
     """A failed `pylon` run is clean when it says what happened in a line and shows no traceback."""
     return code != 0 and "Traceback" not in err and bool(err.strip())
+
+
+# --------------------------------------------------------------------------- real processes
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A child process we can SIGKILL and restart with the same arguments (and port)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.proc: asyncio.subprocess.Process | None = None
+        self.first_line = ""
+
+    async def start(self, timeout: float = 60.0) -> "Proc":
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv, cwd=str(REPO), env=self.env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        self.first_line = line.decode().strip()
+        assert self.first_line, f"{self.name} printed nothing (exit {self.proc.returncode})"
+        return self
+
+    async def kill(self) -> None:
+        """SIGKILL, like a crash: no clean shutdown of anything."""
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            await self.proc.wait()
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except asyncio.TimeoutError:
+                await self.kill()
+
+
+def backend_proc(port: int, *, latency_ms: float = 0, token_delay_ms: float = 0) -> Proc:
+    """The OpenAI-compatible double as its own process (tests/peers/openai_double.py)."""
+    return Proc("backend", [sys.executable, "tests/peers/openai_double.py", "--port", str(port),
+                            "--latency-ms", str(latency_ms), "--token-delay-ms", str(token_delay_ms)])
+
+
+def relay_proc(port: int, db: Path, home: Path) -> Proc:
+    """`pylon relay` as its own process on a fixed port (so a restart keeps its URL)."""
+    return Proc("relay", [PYLON, "relay", "--port", str(port), "--db", str(db)], env=cli_env(home))
+
+
+def is_clean(exc: BaseException) -> bool:
+    """An ask that failed said so with one of Pylon's errors (never a bare exception)."""
+    from pylon.errors import PylonError
+
+    return isinstance(exc, PylonError)
+
+
+async def ask_all(client, n: int, tally: Tally, *, timeout: float, **kwargs) -> list:
+    """n asks at once through one PylonClient; counts answers and clean failures in `tally`."""
+    async def one(i: int):
+        try:
+            out = await client.ask(f"fault question {i}", timeout=timeout, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - sorted below
+            if is_clean(exc):
+                tally.failed_cleanly += 1
+                print(f"[faults] {tally.scenario}: ask {i} failed cleanly: {str(exc)[:200]}")
+            else:
+                tally.unclean.append(f"{type(exc).__name__}: {exc}")
+            return None
+        tally.answered += 1
+        return out
+    tally.asked += n
+    return await asyncio.gather(*(one(i) for i in range(n)))

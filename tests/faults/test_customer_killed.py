@@ -1,0 +1,58 @@
+"""A customer process SIGKILLed right after paying (before it could even record the payment):
+the provider serves the paid job anyway; the next start on the same PYLON_HOME recovers the
+receipt from the wallet, and `pylon result JOB_ID` fetches the answer from the relays."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+
+import pytest
+
+from pylon.customer.ledger import Ledger
+from tests.e2e.helpers import wait_for
+from tests.faults.harness import PYLON, REPO, Tally, cli_env
+from tests.payments.helpers import paid_provider
+
+pytestmark = pytest.mark.timeout(120)
+PRICE = 3_000
+
+
+async def test_customer_killed_after_paying_gets_its_answer_after_restart(relay_url, openai_double, dev_ledger,
+                                                                          tmp_path, pylon_home):
+    dev_ledger.fund("customer", 50_000)
+    pw = dev_ledger.wallet("provider")
+    tally = Tally("customer killed after paying")
+    async with paid_provider(relay_url, openai_double.base_url, tmp_path / "p.sqlite", pw, price_msat=PRICE) as provider:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.payments.crashing_client", relay_url, str(dev_ledger.path), provider.pubkey,
+            cwd=str(REPO), env=dict(os.environ), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+            assert line.startswith("PAID "), line
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        tally.asked = 1
+        with Ledger() as ledger:
+            (receipt,) = ledger.receipts()
+        await wait_for(lambda: provider.store.status(receipt.job_id) == "done", what="the paid job served")
+        # the restarted customer: same PYLON_HOME, asks for the job's result by id
+        run = await asyncio.create_subprocess_exec(
+            PYLON, "result", receipt.job_id, "--relay", relay_url, "--wallet", dev_ledger.uri("customer"), "--json",
+            env=cli_env(pylon_home), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(run.communicate(), 60)
+    assert run.returncode == 0, err.decode()
+    data = json.loads(out)
+    assert data["text"] and data["provider"] == provider.pubkey
+    tally.answered = 1
+    with Ledger() as ledger:
+        (after,) = ledger.receipts()
+    assert after.status == "paid" and after.result_event_id == data["result_event_id"]
+    tally.paid_msat = 50_000 - await dev_ledger.wallet("customer").balance()
+    tally.received_msat = await pw.balance()
+    tally.answered_cost_msat = PRICE
+    tally.check()
