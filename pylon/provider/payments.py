@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Protocol
 
 from pylon.errors import RelayError
-from pylon.jobs.nip90 import JobRequest
+from pylon.jobs.nip90 import FeedbackStatus, JobRequest
 from pylon.provider.job import Job
 from pylon.provider.jobstore import JobRow, JobStore
-from wallet.base import InvoiceState
+from wallet.base import InvoiceState, SupportsWaitInvoice, Wallet
 
 log = logging.getLogger("pylon.provider.payments")
 
@@ -54,7 +54,7 @@ class FeedbackPublisher(Protocol):
     """Builds, signs and publishes kind-7000 feedback for `request`; raises RelayError when no
     relay accepted it."""
 
-    def __call__(self, request: JobRequest, status: str, **fields: Any) -> Awaitable[None]: ...
+    def __call__(self, request: JobRequest, status: FeedbackStatus, /, **fields: Any) -> Awaitable[None]: ...
 
 
 class FailJob(Protocol):
@@ -75,7 +75,7 @@ class PaymentSeams:
     """Everything the payment step may touch, handed in by its owner."""
 
     store: JobStore
-    wallet: Any
+    wallet: Wallet | None  # None: a priced job is refused ("no wallet to invoice with")
     publish_feedback: FeedbackPublisher
     fail: FailJob
     progress: ReportProgress
@@ -166,14 +166,18 @@ class PaymentCollector:
     async def _wait(self, job: Job, payment_hash: str, expires_at: int) -> bool:
         """Poll the wallet until the invoice settles (record `paid`, True) or expires (close, False)."""
         delay = self.poll_first_s
-        wait_invoice = getattr(self.wallet, "wait_invoice", None)  # event-driven wallets (dev)
+        wallet = self.wallet
+        if wallet is None:  # restarted without a wallet: nothing here can see the payment
+            self._fail(job, "this provider has no wallet to check the payment with")
+            return False
+        waits = isinstance(wallet, SupportsWaitInvoice)  # event-driven wallets (dev): no polling
         while True:
             left = expires_at - time.time()
             try:
-                if wait_invoice is not None and left > 0:
-                    state = await wait_invoice(payment_hash, timeout=min(left + 0.05, WAIT_SLICE_S))
+                if isinstance(wallet, SupportsWaitInvoice) and left > 0:
+                    state = await wallet.wait_invoice(payment_hash, timeout=min(left + 0.05, WAIT_SLICE_S))
                 else:
-                    state = await self.wallet.lookup_invoice(payment_hash)
+                    state = await wallet.lookup_invoice(payment_hash)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -185,7 +189,7 @@ class PaymentCollector:
                     state is None and time.time() > expires_at + 60):
                 self._expired(job, state)
                 return False
-            if wait_invoice is not None and state is not None and left > 0:
+            if waits and state is not None and left > 0:
                 continue  # it already waited (up to its slice)
             left = expires_at - time.time()
             await asyncio.sleep(min(delay, max(left, 0.0) + 0.05) if left > 0 else delay)

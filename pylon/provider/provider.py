@@ -58,7 +58,7 @@ from pylon.provider.context import (
 )
 from pylon.jobs.nip89 import build_announcement, build_withdrawal
 from pylon.jobs.nip90 import (
-    KIND_DELETION, KIND_REQUEST, JobFeedback, JobParseError, JobRequest, JobResult, parse_cancellation,
+    KIND_DELETION, KIND_REQUEST, FeedbackStatus, JobFeedback, JobParseError, JobRequest, JobResult, parse_cancellation,
 )
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
@@ -69,6 +69,7 @@ from pylon.provider.payments import PaymentCollector, PaymentSeams
 from pylon.provider.reporting import ProviderMetricsSink
 from pylon.relay.pool import RelayPool
 from pylon.jobs.refund import KIND_REFUND_REQUEST, REFUND_TAG
+from wallet.base import Wallet
 from pylon.provider.refunds import RefundDesk, job_deadline
 
 #: how far before its start a provider looks for requests it has not seen (and how far a
@@ -118,7 +119,7 @@ class Provider:
         max_tokens_cap: int = 4096,
         price_msat: int = 0,
         price_per_1k_tokens_msat: int = 0,
-        wallet: Any = None,
+        wallet: Wallet | None = None,
         free: bool | None = None,
         db_path: Path | None = None,
         pool: RelayPool | None = None,
@@ -763,7 +764,7 @@ class Provider:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _publish_feedback(self, req: JobRequest, status: str, **kwargs: Any) -> None:
+    async def _publish_feedback(self, req: JobRequest, status: FeedbackStatus, /, **kwargs: Any) -> None:
         """Build, sign and publish feedback now; RelayError when no relay accepted it."""
         assert self.pool is not None
         await self.pool.publish(JobFeedback.build(self.keys, req, status, **kwargs))
