@@ -27,7 +27,10 @@ import os
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Coroutine, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Sequence, TypeVar
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from wallet.base import Wallet
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -153,7 +156,7 @@ class JobOptions:
     encrypted: bool | None = None
 
 
-def resolve_wallet(wallet: Any) -> Any:
+def resolve_wallet(wallet: Wallet | str | None) -> Wallet | None:
     """A wallet object, a wallet URI, or None (then PYLON_WALLET, if set)."""
     if wallet is None:
         wallet = os.environ.get("PYLON_WALLET") or None
@@ -176,7 +179,7 @@ def _money_safe_defaults() -> tuple[int | None, int | None]:
 class SwarmHub:
     """Shared PylonClients (one per event loop), single-flight, the Budget, and closing."""
 
-    def __init__(self, relays: Sequence[str], *, keys: Any = None, wallet: Any = None,
+    def __init__(self, relays: Sequence[str], *, keys: Any = None, wallet: Wallet | str | None = None,
                  max_msat_per_call: int | None = None, budget_msat: int | None = None,
                  client_factory: Callable[..., Any] | None = None) -> None:
         for name, value in (("max_msat_per_call", max_msat_per_call), ("budget_msat", budget_msat)):

@@ -30,7 +30,10 @@ import json
 import logging
 import os
 import queue
-from typing import Any, AsyncIterator, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from wallet.base import Wallet
 
 from dsrs_bridge.errors import to_lm15_error
 from dsrs_bridge.hub import JobOptions, SwarmHub, close_all_hubs
@@ -400,7 +403,7 @@ def _entry_msat(entry: dict[str, Any]) -> tuple[int, list[str]]:
 
 
 # -- public API ------------------------------------------------------------------------------------
-def pylon_lm(model: str, *, relays: Sequence[str], wallet: Any = None, max_msat_per_call: int | None = None,
+def pylon_lm(model: str, *, relays: Sequence[str], wallet: Wallet | str | None = None, max_msat_per_call: int | None = None,
              budget_msat: int | None = None, provider: str | None = None, keys: Any = None,
              timeout: float = 60.0, encrypted: bool | None = None, **dspy_lm_kwargs: Any):
     """A dspy.LM whose calls run as NIP-90 kind-5050 jobs on the swarm.

@@ -174,6 +174,20 @@ class Gateway:
                 raise GatewayError(400, f"not a provider public key (npub or hex): {provider[:80]!r}",
                                    kind="invalid_request_error", param="provider") from None
         routing: dict[str, Any] = {"provider": provider, "bid_msat": cap}
+        route = request.headers.get("X-Pylon-Route") or (prefs.route if prefs is not None else None)
+        if route is not None:
+            if route not in ("cheapest", "fastest", "best"):
+                raise GatewayError(400, "X-Pylon-Route must be cheapest, fastest or best",
+                                   kind="invalid_request_error", param="X-Pylon-Route")
+            routing["route"] = route
+        if prefs is not None and prefs.ignore:
+            from pylon.nostr.keys import normalize_pubkey
+
+            try:
+                routing["avoid"] = [normalize_pubkey(p) for p in prefs.ignore]
+            except Exception:
+                raise GatewayError(400, "provider.ignore must list npubs or hex public keys",
+                                   kind="invalid_request_error", param="provider.ignore") from None
         return routing
 
     async def live_providers(self) -> list[Any]:

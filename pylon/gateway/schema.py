@@ -45,6 +45,13 @@ class ProviderPrefs(BaseModel):
     only: list[str] = Field(default_factory=list, max_length=16)
     ignore: list[str] = Field(default_factory=list, max_length=64)
     max_msat: int | None = Field(default=None, ge=0)
+    # OpenRouter's sort (price / latency / throughput) or Pylon's route names
+    sort: Literal["price", "latency", "throughput", "cheapest", "fastest", "best"] | None = None
+
+    @property
+    def route(self) -> str | None:
+        """The customer side's routing policy for this sort (pylon.customer.offers)."""
+        return {"price": "cheapest", "latency": "fastest", "throughput": "fastest"}.get(self.sort or "", self.sort)
 
 
 class _Common(BaseModel):

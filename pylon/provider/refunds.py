@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pylon.jobs.nip90 import JobParseError
 from pylon.jobs.refund import RefundRequest
 from pylon.nostr.event import Event
 from pylon.provider.jobstore import JobStore
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from wallet.base import Wallet
 
 log = logging.getLogger("pylon.provider.refunds")
 
@@ -31,7 +34,7 @@ log = logging.getLogger("pylon.provider.refunds")
 class RefundDesk:
     """Refund offers and payments for one provider's job store and wallet."""
 
-    def __init__(self, store: JobStore, wallet: Any, *, pubkey: str) -> None:
+    def __init__(self, store: JobStore, wallet: Wallet, *, pubkey: str) -> None:
         self.store = store
         self.wallet = wallet
         self.pubkey = pubkey

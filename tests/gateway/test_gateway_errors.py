@@ -69,8 +69,9 @@ async def test_402_when_the_quote_is_refused(relay_url, openai_double, tmp_path,
     """A priced provider and a gateway without a wallet: the quote is refused, nothing paid."""
     provider_wallet = dev_ledger.wallet("provider")
     async with gateway_stack(relay_url, openai_double.base_url, tmp_path, model="double-model",
-                             wallet=provider_wallet, provider_kwargs={"price_msat": 5000, "free": False}) as stack:
-        async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
+                             wallet=provider_wallet, provider_kwargs={"price_msat": 5000, "free": False},
+                             timeout=10.0) as stack:
+        async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as http:
             err = _error(await http.post("/chat/completions", json=CHAT), 402)
             assert "5000" in err["message"] or "5,000" in err["message"]
     assert openai_double.requests == []
