@@ -100,7 +100,7 @@ class Connection:
     __slots__ = (
         "ws", "subs", "challenge", "authed", "events_bucket", "reqs_bucket", "query_bucket", "closed",
         "_backlog", "_drainer", "_max_bytes", "_high_water", "host", "backlog_bytes", "held_bytes",
-        "output_full", "on_drained", "sub_values", "pending_queries", "__weakref__",
+        "output_full", "on_drained", "on_slow", "sub_values", "pending_queries", "__weakref__",
     )
 
     def __init__(self, ws: ServerConnection, *, events_rate: float, events_burst: int,
@@ -122,6 +122,7 @@ class Connection:
         self.held_bytes = 0  # live events held until a subscription's stored events are sent
         self.output_full = False  # read by the querier thread: pause queries for this connection
         self.on_drained: "Callable[[Connection], None] | None" = None
+        self.on_slow: "Callable[[], None] | None" = None  # stats hook: a slow consumer was closed
         self.sub_values = 0  # filter values over all live subscriptions
         self.pending_queries = 0  # REQ/COUNT submitted to the querier, not answered yet
         try:
@@ -139,6 +140,8 @@ class Connection:
         queued = self.backlog_bytes + self.held_bytes
         _rlog.warn("slow", "closing a slow consumer: %d bytes queued (%s), budget %d", queued, what, self._max_bytes)
         self.closed = True
+        if self.on_slow is not None:
+            self.on_slow()
         if self._backlog is not None:
             self._backlog.clear()
         self.backlog_bytes = self.held_bytes = 0

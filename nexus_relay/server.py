@@ -187,6 +187,7 @@ class NexusRelay:
                           max_bytes=cfg.max_outbox_bytes, query_rate=cfg.query_seconds_per_second,
                           query_burst=cfg.query_seconds_burst)
         conn.on_drained = self.querier.resume
+        conn.on_slow = functools.partial(self.stats.reject, "slow-consumer: closed")
         self.connections.add(conn)
         self.stats.connections += 1
         self.stats.connections_total += 1

@@ -104,8 +104,19 @@ async def connect(url: str, **kw: Any):
 
 
 async def stalled_reader(url: str):
-    """A websocket that never reads: websockets stops reading TCP once one frame is queued."""
-    return await websockets.connect(url, max_size=None, compression=None, max_queue=1, open_timeout=TIMEOUT)
+    """A websocket that never reads: websockets stops reading TCP once one frame is queued,
+    and a small fixed receive buffer (no autotuning up to 32 MB on loopback) makes the
+    relay's own outbox, not the kernel, hold what it cannot deliver."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 10)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
+    return await websockets.connect(url, sock=sock, max_size=None, compression=None, max_queue=1,
+                                    open_timeout=TIMEOUT)
 
 
 def note(keys: Keys, content: str = "hi", kind: int = 1, tags=(), created_at: int | None = None) -> Event:

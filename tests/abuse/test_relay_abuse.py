@@ -101,3 +101,32 @@ def test_one_failing_event_never_rolls_back_its_batch(tmp_path):
     finally:
         store.close()
         loop.close()
+
+
+async def test_slow_consumer_is_counted_and_told_why():
+    """In process, with a 256 KB budget: the stalled subscriber is closed and counted under
+    the `slow-consumer` reason (exported as a rejection reason in /metrics)."""
+    import asyncio
+    import json
+
+    from nexus_relay import RelayConfig, running_relay
+    from tests.abuse.harness import publish_many, stalled_reader
+
+    async with running_relay(config=RelayConfig(max_outbox_bytes=256 << 10)) as relay:
+        stalled = await stalled_reader(relay.url)
+        try:
+            for i in range(10):
+                await stalled.send(json.dumps(["REQ", f"s{i}", {"kinds": [1], "limit": 0}]))
+            keys = Keys.generate()
+            # 10 subs x 100 x 30 KB = 30 MB: more than loopback's socket buffers can absorb
+            events = [note(keys, f"{i:05d}" + "x" * 30_000) for i in range(100)]
+            assert await publish_many(relay.url, events, window=20) == 100
+            for _ in range(200):
+                if relay.stats.rejections.get("slow-consumer"):
+                    break
+                await asyncio.sleep(0.05)
+            assert relay.stats.rejections["slow-consumer"] == 1
+            stalled_conns = [c for c in relay.connections if len(c.subs) == 10]
+            assert all(c.closed for c in stalled_conns)  # closing (its close handshake cannot finish)
+        finally:
+            stalled.transport.abort()
