@@ -1,17 +1,27 @@
 """An asyncio pool over several Nostr relays: publish with OK, subscriptions, reconnects, AUTH.
 
+Three layers, websockets-style (each only talks to the one below through its interface):
+
+* pylon.relay.session — the protocol without I/O: `RelaySession` (one relay link: REQ/CLOSE,
+  OK, EOSE, CLOSED, AUTH, COUNT; frames in -> events, frames out) and `SubscriptionState`
+  (one subscription across relays: EOSE bookkeeping, dedupe, the resubscribe `since`).
+* pylon.relay.runner — `RelayRunner`, one task per relay: connect, back off, read frames into
+  the session, send what it says, resolve the futures callers wait on.
+* this module — `RelayPool` and `Subscription`, the public API, unchanged: the runners reach
+  the pool only through the `RunnerHost` methods it implements.
+
 Design (why it looks like this):
 
-* One websocket per relay carries every subscription. Each relay has one runner task that
-  connects, resubscribes, reads frames and dispatches them to subscription queues: no task
-  per event, no task per subscription.
+* One websocket per relay carries every subscription: no task per event, no task per
+  subscription.
 * Incoming events are deduplicated by id (per subscription, across relays) *before* the
   signature is checked, so N relays sending the same event cost one verification. An id is
   only marked seen after it verified, so a forged copy cannot shadow the real one. Every
   delivered event has a valid id and signature and matches its subscription's filters.
 * Reconnects back off exponentially with jitter. On reconnect every open subscription is
   re-sent with `since` = the newest created_at it has seen (inclusive, then deduped), so
-  events published while we were away are not missed.
+  events published while we were away are not missed
+  (`SubscriptionState.resubscribe_since`, the one place that computes it).
 * publish() waits for each relay's OK (or a timeout) and reports a typed reply per relay
   with the machine-readable prefix. A relay that is down fails at once ("disconnected").
 * NIP-42: a relay's AUTH challenge is answered with a signed kind 22242 when the pool has
@@ -23,39 +33,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import secrets
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Coroutine, Iterable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from pylon.errors import RelayError
-from pylon.nostr.errors import InvalidEvent, InvalidMessage
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
-from pylon.nostr.messages import (
-    ClientAuth,
-    ClientClose,
-    ClientCount,
-    ClientEvent,
-    ClientReq,
-    RelayAuth,
-    RelayClosed,
-    RelayCount,
-    RelayEose,
-    RelayEvent,
-    RelayNotice,
-    RelayOk,
-    parse_relay_message,
-    split_prefix,
-)
+from pylon.nostr.messages import ClientEvent
+from pylon.relay.runner import RelayRunner, is_loopback
+from pylon.relay.session import Admit, RelayReply, SubscriptionClosed, SubscriptionState, Verifier
 
 log = logging.getLogger("pylon.relay.pool")
 
@@ -64,28 +56,8 @@ __all__ = [
     "SubscriptionClosed", "fetch_nip11",
 ]
 
-KIND_CLIENT_AUTH = 22242
-_BACKOFF_BASE = 0.25          # first reconnect delay (seconds, before jitter)
-_MAX_FRAME = 4 * 1024 * 1024  # largest frame we accept from a relay
-_SEEN_PER_SUB = 200_000       # ids remembered per subscription for dedupe
-_VERIFIED_CACHE = 50_000      # (id -> sig) already verified, shared by subscriptions
-
 
 # ------------------------------------------------------------------------ results
-@dataclass(frozen=True, slots=True)
-class RelayReply:
-    """One relay's answer to a publish. prefix: the relay's machine-readable prefix
-    ("duplicate", "blocked", "auth-required", …) or, for local failures, "timeout" /
-    "disconnected"; "" when the relay gave none."""
-
-    accepted: bool
-    prefix: str
-    message: str
-
-    def describe(self) -> str:
-        return ("accepted" if self.accepted else "rejected") + (f" ({self.message})" if self.message else "")
-
-
 @dataclass(slots=True)
 class PublishResult:
     event_id: str
@@ -111,14 +83,6 @@ class PublishError(RelayError):
         self.result = result
 
 
-class SubscriptionClosed(RelayError):
-    """Every relay serving a subscription closed it; `.reasons` maps url -> CLOSED message."""
-
-    def __init__(self, message: str, reasons: dict[str, str]):
-        super().__init__(message)
-        self.reasons = reasons
-
-
 # ----------------------------------------------------------------------- helpers
 def _normalize_url(url: str) -> str:
     url = url.strip()
@@ -127,32 +91,6 @@ def _normalize_url(url: str) -> str:
         raise RelayError(f"relay URL must start with ws:// or wss:// and name a host: {url!r}")
     path = parts.path if parts.path not in ("", "/") else ""
     return urlunsplit((parts.scheme, parts.netloc.lower(), path, parts.query, ""))
-
-
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    return host in ("127.0.0.1", "localhost", "::1")
-
-
-class _BoundedSet:
-    """An insertion-ordered set that forgets its oldest members past `limit`."""
-
-    __slots__ = ("_items", "_limit")
-
-    def __init__(self, limit: int):
-        self._items: dict[str, None] = {}
-        self._limit = limit
-
-    def __contains__(self, item: str) -> bool:
-        return item in self._items
-
-    def add(self, item: str) -> None:
-        self._items[item] = None
-        if len(self._items) > self._limit:
-            del self._items[next(iter(self._items))]
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 _END = object()  # queue sentinel: the subscription is over
@@ -165,37 +103,43 @@ class Subscription:
     Use as `async with pool.subscribe([...]) as sub: async for event in sub: ...`.
     Iteration ends (StopAsyncIteration) when the subscription is closed locally, and raises
     SubscriptionClosed when the relays closed it (e.g. `auth-required:` without keys).
+    The protocol state is `self.state` (pylon.relay.session.SubscriptionState); this class
+    adds the queue and the EOSE wait.
     """
 
     def __init__(self, pool: "RelayPool", filters: Sequence[Filter], sub_id: str | None = None):
-        if not filters:
-            raise ValueError("a subscription needs at least one filter")
         self.pool = pool
-        self.sub_id = sub_id or secrets.token_hex(8)
-        self.filters: list[Filter] = list(filters)
-        self.closed_by: dict[str, str] = {}        # url -> CLOSED message
-        self.last_seen: int | None = None          # newest created_at delivered
+        self.state = SubscriptionState(sub_id or secrets.token_hex(8), filters)
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._seen = _BoundedSet(_SEEN_PER_SUB)
-        self._served_by: set[str] = set()          # relays that ever got our REQ
-        self._eose_pending: set[str] = set()
         self._eose_done = asyncio.Event()
         self._eose_done.set()
-        self._auth_retried: set[str] = set()
         self._opened = False
-        self._closed = False
-        self._error: SubscriptionClosed | None = None
+        self._ended = False
+
+    @property
+    def sub_id(self) -> str:
+        return self.state.sub_id
+
+    @property
+    def filters(self) -> list[Filter]:
+        return self.state.filters
+
+    @property
+    def closed_by(self) -> dict[str, str]:
+        """url -> CLOSED message of the relays that closed this subscription."""
+        return self.state.closed_by
+
+    @property
+    def last_seen(self) -> int | None:
+        """The newest created_at delivered."""
+        return self.state.last_seen
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> "Subscription":
         if self._opened:
             return self
-        await self.pool._ensure_started()
         self._opened = True
-        self.pool._register(self)
-        for relay in self.pool._relays.values():
-            if relay.state == "connected":
-                await relay.send_req(self)
+        await self.pool.open_subscription(self)
         return self
 
     async def __aenter__(self) -> "Subscription":
@@ -206,18 +150,15 @@ class Subscription:
 
     async def close(self) -> None:
         """Send CLOSE to every relay and end iteration."""
-        if self._closed:
+        if self.state.closed:
             return
-        self._closed = True
-        self.pool._unregister(self)
-        for relay in self.pool._relays.values():
-            await relay.send_close(self.sub_id)
-        self._queue.put_nowait(_END)
-        self._eose_done.set()
+        self.state.closed = True
+        await self.pool.close_subscription(self)
+        self.end()
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self.state.closed
 
     # -- consuming ---------------------------------------------------------------------
     def __aiter__(self) -> "Subscription":
@@ -229,8 +170,8 @@ class Subscription:
         item = await self._queue.get()
         if item is _END:
             self._queue.put_nowait(_END)  # keep ending for later callers
-            if self._error is not None:
-                raise self._error
+            if self.state.error is not None:
+                raise self.state.error
             raise StopAsyncIteration
         return item
 
@@ -250,354 +191,37 @@ class Subscription:
     def pending_events(self) -> int:
         return self._queue.qsize()
 
-    # -- called by the relay readers ----------------------------------------------------
-    def _filters_for(self, url: str) -> list[Filter]:
-        """Original filters for a relay's first REQ; on a resubscribe, `since` = last seen
-        (inclusive) and no limit, so everything published while we were away comes back."""
-        if url not in self._served_by or self.last_seen is None:
-            return self.filters
-        out = []
-        for flt in self.filters:
-            copy = flt.with_since(self.last_seen)
-            copy.limit = None
-            out.append(copy)
-        return out
+    def drain(self) -> list[Event]:
+        """The events queued now, without waiting (what query() returns)."""
+        events: list[Event] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if item is _END:
+                self._queue.put_nowait(_END)
+                break
+            events.append(item)
+        return events
 
-    def _req_sent(self, url: str) -> None:
-        self._served_by.add(url)
-        self._eose_pending.add(url)
-        self._eose_done.clear()
-
-    def _relay_gone(self, url: str) -> None:
-        self._eose_pending.discard(url)
-        if not self._eose_pending:
-            self._eose_done.set()
-
-    def _on_eose(self, url: str) -> None:
-        self._relay_gone(url)
-
-    def _deliver(self, event: Event) -> None:
-        self._seen.add(event.id)
-        if self.last_seen is None or event.created_at > self.last_seen:
-            self.last_seen = event.created_at
+    # -- fed by the pool ---------------------------------------------------------------
+    def deliver(self, event: Event) -> None:
         self._queue.put_nowait(event)
 
-    def _on_closed(self, url: str, message: str) -> None:
-        self.closed_by[url] = message
-        self._relay_gone(url)
-        serving = [
-            r for r in self.pool._relays.values()
-            if r.state == "connected" and r.url not in self.closed_by
-        ]
-        if not serving and not self._closed:
-            reasons = "; ".join(f"{u}: {m or 'closed'}" for u, m in self.closed_by.items())
-            self._error = SubscriptionClosed(f"subscription {self.sub_id} closed by relays: {reasons}",
-                                             dict(self.closed_by))
-            self._closed = True
-            self.pool._unregister(self)
-            self._queue.put_nowait(_END)
+    def sync_eose(self) -> None:
+        """Follow the protocol state: EOSE wait open while a relay still owes EOSE."""
+        if self.state.eose_done or self.state.closed:
             self._eose_done.set()
+        else:
+            self._eose_done.clear()
 
-
-# --------------------------------------------------------------------------- relay
-class _Relay:
-    """One relay connection: a runner task (connect, resubscribe, read, back off)."""
-
-    def __init__(self, pool: "RelayPool", url: str):
-        self.pool = pool
-        self.url = url
-        self.state = "disconnected"
-        self.last_error = "not connected yet"
-        self.ws: ClientConnection | None = None
-        self.task: asyncio.Task | None = None
-        self.first_attempt = asyncio.Event()
-        self.connected = asyncio.Event()
-        self.failures = 0
-        self.connections = 0                      # successful connections so far
-        self._reqs: set[str] = set()              # sub ids sent on this connection
-        self._ok_waiters: dict[str, list[asyncio.Future]] = {}
-        self._count_waiters: dict[str, asyncio.Future] = {}
-        self._challenge: str | None = None
-        self._challenge_seen = asyncio.Event()
-        self._auth_future: asyncio.Future | None = None
-        self._auth_waiting_subs: set[str] = set()
-
-    # -- runner ------------------------------------------------------------------------
-    async def run(self) -> None:
-        while True:
-            self.state = "connecting"
-            try:
-                ws = await connect(
-                    self.url,
-                    open_timeout=self.pool.connect_timeout,
-                    max_size=_MAX_FRAME,
-                    ping_interval=20,
-                    ping_timeout=20,
-                    close_timeout=2,
-                    proxy=None if _is_loopback(self.url) else True,
-                )
-            except asyncio.CancelledError:
-                raise
-            except (OSError, InvalidHandshake, InvalidURI, TimeoutError, ValueError) as exc:
-                self.state = "disconnected"
-                self.last_error = f"connect failed: {exc.__class__.__name__}: {exc}".rstrip(": ")
-                self.first_attempt.set()
-                self.failures += 1
-                await asyncio.sleep(self._backoff())
-                continue
-            self.ws = ws
-            self._reset_connection_state()
-            self.state = "connected"
-            self.failures = 0
-            self.connections += 1
-            self.connected.set()
-            self.first_attempt.set()
-            log.info("relay connected: %s", self.url)
-            try:
-                for sub in list(self.pool._subs.values()):
-                    await self.send_req(sub)
-                async for frame in ws:
-                    try:
-                        self._handle(frame)
-                    except Exception:  # one bad frame must never end the connection
-                        self.pool.stats["malformed"] += 1
-                        log.exception("error handling a frame from %s", self.url)
-                self.last_error = f"connection closed by relay ({ws.close_code})"
-            except ConnectionClosed as exc:
-                self.last_error = f"connection lost: {exc}"
-            finally:
-                self.state = "disconnected"
-                self.connected.clear()
-                self.ws = None
-                self._connection_lost()
-                # close_timeout bounds this; shield it from our own cancellation's side effects
-                with contextlib.suppress(Exception):
-                    await ws.close()
-            log.info("relay disconnected: %s (%s)", self.url, self.last_error)
-            self.failures += 1
-            await asyncio.sleep(self._backoff())
-
-    def _backoff(self) -> float:
-        delay = min(self.pool.max_backoff, _BACKOFF_BASE * (2 ** max(0, self.failures - 1)))
-        return random.uniform(delay / 2, delay)
-
-    def _reset_connection_state(self) -> None:
-        self._reqs.clear()
-        self._challenge = None
-        self._challenge_seen = asyncio.Event()
-        self._auth_future = None
-        self._auth_waiting_subs.clear()
-
-    def _connection_lost(self) -> None:
-        reply = RelayReply(False, "disconnected", f"connection lost before OK: {self.last_error}")
-        for waiters in self._ok_waiters.values():
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(reply)
-        self._ok_waiters.clear()
-        for fut in self._count_waiters.values():
-            if not fut.done():
-                fut.set_exception(RelayError(f"{self.url}: connection lost"))
-        self._count_waiters.clear()
-        if self._auth_future is not None and not self._auth_future.done():
-            self._auth_future.set_result(False)
-        for sub in list(self.pool._subs.values()):
-            sub._relay_gone(self.url)
-
-    # -- sending ---------------------------------------------------------------------------
-    async def _send(self, text: str) -> bool:
-        ws = self.ws
-        if ws is None or self.state != "connected":
-            return False
-        try:
-            await ws.send(text)
-            return True
-        except ConnectionClosed:
-            return False
-
-    async def send_req(self, sub: Subscription) -> None:
-        if sub.sub_id in self._reqs or sub.closed or self.url in sub.closed_by:
-            return
-        self._reqs.add(sub.sub_id)
-        filters = sub._filters_for(self.url)
-        sub._req_sent(self.url)
-        if not await self._send(ClientReq(sub.sub_id, filters).to_json()):
-            sub._relay_gone(self.url)
-
-    async def send_close(self, sub_id: str) -> None:
-        if sub_id in self._reqs:
-            self._reqs.discard(sub_id)
-            await self._send(ClientClose(sub_id).to_json())
-
-    async def publish(self, event: Event, frame: str, timeout: float) -> RelayReply:
-        if self.state != "connected" and not self.first_attempt.is_set():
-            # The very first connection is still being made: give it its chance.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.first_attempt.wait(), min(timeout, self.pool.connect_timeout))
-        if self.state != "connected":
-            return RelayReply(False, "disconnected", f"relay is not connected ({self.last_error})")
-        reply = await self._send_and_wait(event.id, frame, timeout)
-        if reply.prefix == "auth-required" and self.pool.keys is not None:
-            if await self.authenticate(timeout):
-                reply = await self._send_and_wait(event.id, frame, timeout)
-            else:
-                reply = RelayReply(False, "auth-required", f"{reply.message} (authentication failed)")
-        return reply
-
-    async def _send_and_wait(self, event_id: str, frame: str, timeout: float) -> RelayReply:
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._ok_waiters.setdefault(event_id, []).append(fut)
-        try:
-            if not await self._send(frame):
-                return RelayReply(False, "disconnected", f"relay is not connected ({self.last_error})")
-            try:
-                return await asyncio.wait_for(fut, timeout)
-            except asyncio.TimeoutError:
-                return RelayReply(False, "timeout", f"no OK from relay within {timeout:g}s")
-        finally:
-            waiters = self._ok_waiters.get(event_id)
-            if waiters is not None:
-                with contextlib.suppress(ValueError):
-                    waiters.remove(fut)
-                if not waiters:
-                    del self._ok_waiters[event_id]
-
-    async def count(self, filters: Sequence[Filter], timeout: float) -> int:
-        if self.state != "connected":
-            raise RelayError(f"{self.url}: not connected")
-        sub_id = "count-" + secrets.token_hex(6)
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._count_waiters[sub_id] = fut
-        try:
-            if not await self._send(ClientCount(sub_id, list(filters)).to_json()):
-                raise RelayError(f"{self.url}: not connected")
-            return await asyncio.wait_for(fut, timeout)
-        finally:
-            self._count_waiters.pop(sub_id, None)
-
-    # -- NIP-42 ----------------------------------------------------------------------------
-    def _start_auth(self) -> None:
-        """Send AUTH for the current challenge (once per challenge); needs keys."""
-        keys = self.pool.keys
-        if keys is None or self._challenge is None:
-            return
-        if self._auth_future is not None and not self._auth_future.done():
-            return
-        auth = Event.build(keys, KIND_CLIENT_AUTH, "", [["relay", self.url], ["challenge", self._challenge]])
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._auth_future = fut
-        ok: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._ok_waiters.setdefault(auth.id, []).append(ok)
-
-        def _done(ok_fut: asyncio.Future) -> None:
-            reply: RelayReply = ok_fut.result()
-            if not fut.done():
-                fut.set_result(reply.accepted)
-            if not reply.accepted:
-                log.warning("relay %s refused our AUTH: %s", self.url, reply.message)
-
-        ok.add_done_callback(_done)
-        fut.add_done_callback(self._after_auth)
-        ws = self.ws
-        if ws is not None:
-            # Sent without awaiting the OK: the reader resolves `ok` when it arrives.
-            self.pool._spawn(self._send(ClientAuth(auth).to_json()))
-
-    def _after_auth(self, fut: asyncio.Future) -> None:
-        accepted = bool(fut.result()) if not fut.cancelled() else False
-        waiting = list(self._auth_waiting_subs)
-        self._auth_waiting_subs.clear()
-        for sub_id in waiting:
-            sub = self.pool._subs.get(sub_id)
-            if sub is None:
-                continue
-            if accepted and self.state == "connected":
-                self._reqs.discard(sub_id)
-                sub.closed_by.pop(self.url, None)
-                self.pool._spawn(self.send_req(sub))
-            else:
-                sub._on_closed(self.url, "auth-required: authentication failed")
-
-    async def authenticate(self, timeout: float) -> bool:
-        """Make sure this connection is authenticated (wait for a challenge if needed)."""
-        if self.pool.keys is None:
-            return False
-        if self._auth_future is not None and self._auth_future.done() and self._auth_future.result():
-            return True
-        deadline = time.monotonic() + timeout
-        try:
-            if self._challenge is None:
-                await asyncio.wait_for(self._challenge_seen.wait(), timeout)
-            if self._auth_future is None or (self._auth_future.done() and not self._auth_future.result()):
-                self._auth_future = None
-                self._start_auth()
-            if self._auth_future is None:
-                return False
-            return bool(await asyncio.wait_for(asyncio.shield(self._auth_future),
-                                               max(0.0, deadline - time.monotonic())))
-        except asyncio.TimeoutError:
-            return False
-
-    # -- reading ---------------------------------------------------------------------------
-    def _handle(self, frame: str | bytes) -> None:
-        try:
-            msg = parse_relay_message(frame)
-        except InvalidMessage as exc:
-            self.pool.stats["malformed"] += 1
-            log.debug("relay %s sent a malformed frame: %s", self.url, exc)
-            return
-        if isinstance(msg, RelayEvent):
-            self.pool._on_event(self.url, msg.sub_id, msg.event)
-        elif isinstance(msg, RelayOk):
-            waiters = self._ok_waiters.pop(msg.event_id, None)
-            if waiters:
-                reply = RelayReply(msg.accepted, msg.prefix, msg.message)
-                for fut in waiters:
-                    if not fut.done():
-                        fut.set_result(reply)
-        elif isinstance(msg, RelayEose):
-            sub = self.pool._subs.get(msg.sub_id)
-            if sub is not None:
-                sub._on_eose(self.url)
-        elif isinstance(msg, RelayClosed):
-            self._on_closed(msg)
-        elif isinstance(msg, RelayAuth):
-            self._challenge = msg.challenge
-            self._challenge_seen.set()
-            if self._auth_future is not None and self._auth_future.done():
-                self._auth_future = None  # a new challenge: authenticate again
-            self._start_auth()
-        elif isinstance(msg, RelayCount):
-            count_fut = self._count_waiters.get(msg.sub_id)
-            if count_fut is not None and not count_fut.done():
-                count_fut.set_result(msg.count)
-        elif isinstance(msg, RelayNotice):
-            log.info("NOTICE from %s: %s", self.url, msg.message[:300])
-
-    def _on_closed(self, msg: RelayClosed) -> None:
-        self._reqs.discard(msg.sub_id)
-        fut = self._count_waiters.get(msg.sub_id)
-        if fut is not None and not fut.done():
-            fut.set_exception(RelayError(f"{self.url} refused COUNT: {msg.message or 'closed'}"))
-            return
-        sub = self.pool._subs.get(msg.sub_id)
-        if sub is None:
-            return
-        prefix, _ = split_prefix(msg.message)
-        if prefix == "auth-required" and self.pool.keys is not None and self.url not in sub._auth_retried:
-            sub._auth_retried.add(self.url)
-            # EOSE stays pending for this relay: the REQ is resent once we are authenticated.
-            self._auth_waiting_subs.add(sub.sub_id)
-            if self._auth_future is not None and self._auth_future.done():
-                if self._auth_future.result():
-                    # Already authenticated on this connection: resend at once.
-                    self._after_auth(self._auth_future)
-                    return
-                self._auth_future = None
-            self._start_auth()  # no-op until the challenge arrives; then the reader starts it
-            return
-        log.info("relay %s closed subscription %s: %s", self.url, msg.sub_id, msg.message)
-        sub._on_closed(self.url, msg.message)
+    def end(self) -> None:
+        """Iteration ends here (after what is queued); EOSE waits return."""
+        if not self._ended:
+            self._ended = True
+            self._queue.put_nowait(_END)
+        self._eose_done.set()
 
 
 # ---------------------------------------------------------------------------- pool
@@ -624,9 +248,14 @@ class RelayPool:
         self.ok_timeout = ok_timeout
         self.connect_timeout = connect_timeout
         self.max_backoff = max_backoff
-        self._relays: dict[str, _Relay] = {url: _Relay(self, url) for url in normalized}
         self._subs: dict[str, Subscription] = {}
-        self._verified: OrderedDict[str, str] = OrderedDict()
+        self._states: dict[str, SubscriptionState] = {}  # the sessions' read-only view of _subs
+        self._relays: dict[str, RelayRunner] = {
+            url: RelayRunner(url, self, self._states, keys=keys, connect_timeout=connect_timeout,
+                             max_backoff=max_backoff)
+            for url in normalized
+        }
+        self._verify = Verifier()
         self._background: set[asyncio.Task] = set()
         self._started = False
         self._closed = False
@@ -647,7 +276,7 @@ class RelayPool:
             raise RelayError("relay pool is closed")
         self._started = True
         for relay in self._relays.values():
-            relay.task = asyncio.create_task(relay.run(), name=f"relay:{relay.url}")
+            relay.start()
 
     async def _ensure_started(self) -> None:
         """Start if needed and give every relay its first connection attempt (bounded by
@@ -675,18 +304,16 @@ class RelayPool:
                 await asyncio.wait_for(sub.close(), 2.0)
         tasks = [r.task for r in self._relays.values() if r.task is not None]
         tasks += list(self._background)
-        for task in tasks:
+        for task in self._background:
             task.cancel()
         for relay in self._relays.values():
-            if relay.ws is not None:
-                with contextlib.suppress(Exception):
-                    await relay.ws.close()
+            await relay.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
         for relay in self._relays.values():
             relay.state = "disconnected"
             relay.task = None
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Background work tied to the pool's lifetime (rare: AUTH sends, auth resends)."""
         task = asyncio.create_task(coro)
         self._background.add(task)
@@ -767,14 +394,27 @@ class RelayPool:
             raise RelayError(f"subscription id {sub_id!r} is already open")
         return Subscription(self, filters, sub_id)
 
-    def _register(self, sub: Subscription) -> None:
+    async def open_subscription(self, sub: Subscription) -> None:
+        """Register `sub` and send its REQ to every connected relay (Subscription.open)."""
+        await self._ensure_started()
         if self._closed:
             raise RelayError("relay pool is closed")
         self._subs[sub.sub_id] = sub
+        self._states[sub.sub_id] = sub.state
+        for relay in self._relays.values():
+            if relay.state == "connected":
+                await relay.send_req(sub.state)
+
+    async def close_subscription(self, sub: Subscription) -> None:
+        """Forget `sub` and send CLOSE wherever it is open (Subscription.close)."""
+        self._unregister(sub)
+        for relay in self._relays.values():
+            await relay.send_close(sub.sub_id)
 
     def _unregister(self, sub: Subscription) -> None:
         if self._subs.get(sub.sub_id) is sub:
             del self._subs[sub.sub_id]
+            del self._states[sub.sub_id]
 
     async def query(self, filters: Sequence[Filter], *, timeout: float = 5.0) -> list[Event]:
         """Stored events until EOSE from every connected relay (or timeout): deduped, newest first."""
@@ -783,15 +423,7 @@ class RelayPool:
         async with sub:
             with contextlib.suppress(asyncio.TimeoutError):
                 await sub.wait_eose(timeout)
-            events: list[Event] = []
-            while True:
-                try:
-                    item = sub._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                if item is _END:
-                    break
-                events.append(item)
+            events = sub.drain()
         events.sort(key=lambda e: (-e.created_at, e.id))
         return events
 
@@ -808,38 +440,42 @@ class RelayPool:
                 log.info("COUNT failed on %s: %s", relay.url, str(answer) or answer.__class__.__name__)
         return out
 
-    # -- incoming events (called by readers) -----------------------------------------------
-    def _on_event(self, url: str, sub_id: str, event: Event) -> None:
+    # -- RunnerHost: what the relay runners call -----------------------------------------
+    def open_subscriptions(self) -> Iterable[SubscriptionState]:
+        return list(self._states.values())
+
+    def on_event(self, url: str, sub_id: str, event: Event) -> None:
         sub = self._subs.get(sub_id)
         if sub is None:
             self.stats["unknown_sub"] += 1
             return
-        if event.id in sub._seen:               # dedupe BEFORE verifying
-            self.stats["duplicates"] += 1
-            return
-        if not self._verify(event):
-            self.stats["invalid"] += 1
+        verdict = sub.state.admit(event, self._verify)
+        self.stats[verdict.value] += 1
+        if verdict is Admit.DELIVER:
+            sub.deliver(event)
+        elif verdict is Admit.INVALID:
             log.warning("dropped event %s from %s: invalid id or signature", event.id[:16], url)
-            return
-        if not any(f.matches(event) for f in sub.filters):
-            self.stats["unmatched"] += 1
+        elif verdict is Admit.UNMATCHED:
             log.warning("dropped event %s from %s: does not match subscription %s", event.id[:16], url, sub_id)
-            return
-        self.stats["events"] += 1
-        sub._deliver(event)
 
-    def _verify(self, event: Event) -> bool:
-        known_sig = self._verified.get(event.id)
-        if known_sig is not None and known_sig == event.sig and event.id_matches():
-            return True
-        try:
-            event.verify()
-        except InvalidEvent:
-            return False
-        self._verified[event.id] = event.sig
-        if len(self._verified) > _VERIFIED_CACHE:
-            self._verified.popitem(last=False)
-        return True
+    def on_subscription_changed(self, url: str, sub_id: str) -> None:
+        sub = self._subs.get(sub_id)
+        if sub is not None:
+            sub.sync_eose()
+
+    def on_closed(self, url: str, sub_id: str, message: str) -> None:
+        sub = self._subs.get(sub_id)
+        if sub is None:
+            return
+        serving = [r.url for r in self._relays.values() if r.state == "connected"]
+        if sub.state.closed_by_relay(url, message, serving) is not None:
+            self._unregister(sub)
+            sub.end()
+        else:
+            sub.sync_eose()
+
+    def on_malformed(self) -> None:
+        self.stats["malformed"] += 1
 
 
 # ---------------------------------------------------------------------------- NIP-11
@@ -855,7 +491,7 @@ async def fetch_nip11(url: str, *, timeout: float = 5.0) -> dict:
     """The relay's NIP-11 information document (GET with Accept: application/nostr+json)."""
     http_url = _http_url(url)
     try:
-        async with httpx.AsyncClient(timeout=timeout, trust_env=not _is_loopback(url)) as client:
+        async with httpx.AsyncClient(timeout=timeout, trust_env=not is_loopback(url)) as client:
             resp = await client.get(http_url, headers={"Accept": "application/nostr+json"})
     except httpx.HTTPError as exc:
         raise RelayError(f"NIP-11 fetch from {http_url} failed: {exc.__class__.__name__}: {exc}") from None

@@ -9,7 +9,7 @@ import pytest
 
 from pylon.errors import RelayError
 from pylon.nostr import Event, Filter, Keys
-from pylon.relay.pool import PublishError, RelayPool, _Relay
+from pylon.relay.pool import PublishError, RelayPool
 from tests.pool.relay_doubles import ScriptedRelayDouble, TcpOutageDouble, free_port, wait_for
 
 
@@ -133,12 +133,12 @@ async def test_wait_connected_raises_when_no_relay_is_reachable():
 
 def test_backoff_grows_with_jitter_and_is_capped():
     pool = RelayPool(["ws://127.0.0.1:1"], max_backoff=4.0)
-    relay = _Relay(pool, "ws://127.0.0.1:1")
+    relay = pool._relays["ws://127.0.0.1:1"]
     seen = []
     for failures in range(1, 12):
         relay.failures = failures
         nominal = min(4.0, 0.25 * 2 ** (failures - 1))
-        delays = {relay._backoff() for _ in range(20)}
+        delays = {relay.backoff() for _ in range(20)}
         assert all(nominal / 2 <= d <= nominal for d in delays)
         assert len(delays) > 1  # jitter
         seen.append(nominal)
