@@ -4,7 +4,7 @@ Without it, 2,000 requests from fresh keys filled the 1,024-job queue and every 
 customer was told "busy". The policy (also in docs/HARDENING.md):
 
 * Queue: at most `max_pending` jobs in all. One customer (pubkey) holds at most
-  `per_customer_pending` of them (default: max(4, max_pending // 32)).
+  `per_customer_pending` of them (default: max(4, max_pending // 32, concurrency)).
 * Fresh keys: customers this provider has never served (no `done` job in its store)
   together hold at most `fresh_share` of the queue (default half). A swarm of new keys
   fills its half; the other half stays open to returning customers. (A key is free to
@@ -33,7 +33,8 @@ class Admission:
                  fresh_share: float = 0.5) -> None:
         self.max_pending = max_pending
         self.concurrency = concurrency
-        self.per_customer_pending = per_customer_pending or max(4, max_pending // 32)
+        # at least `concurrency`: a customer alone may fill every backend slot (a gateway is one key)
+        self.per_customer_pending = per_customer_pending or max(4, max_pending // 32, concurrency)
         self.fresh_limit = max(1, int(max_pending * fresh_share))
         self.pending: dict[str, int] = {}  # customer -> jobs admitted and not finished
         self.fresh_pending = 0
