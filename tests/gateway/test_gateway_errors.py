@@ -11,7 +11,7 @@ import pytest
 
 from pylon.nostr.keys import Keys
 from tests.gateway.conftest import gateway_stack
-from tests.e2e.helpers import wait_stored
+from tests.e2e.helpers import wait_for, wait_stored
 
 
 def _error(resp: httpx.Response, status: int) -> dict:
@@ -104,3 +104,4 @@ async def test_a_disconnecting_client_cancels_its_job(double_stack):
     assert cancels[0].pubkey == double_stack.client.pubkey
     request_ids = [t[1] for t in cancels[0].tags if t and t[0] == "e"]
     assert request_ids and all(len(i) == 64 for i in request_ids)
+    await wait_for(lambda: double_stack.provider.stats.cancelled >= 1, 20, "the provider to cancel the job")
