@@ -10,7 +10,7 @@ import ipaddress
 
 from aiohttp import web
 
-from pylon.errors import ConfigError
+from pylon.errors import ConfigError, listen_error
 from pylon.gateway.app import Gateway
 
 __all__ = ["GatewayServer", "is_loopback"]
@@ -51,8 +51,7 @@ class GatewayServer:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
-                              " (is another process using it? try --port 0)") from None
+            raise listen_error("the gateway", self.host, self.port, exc) from exc
         self._runner = runner
         for address in runner.addresses:  # (host, port, ...) per bound socket: learn the port 0 picked
             if isinstance(address, tuple) and len(address) >= 2:
