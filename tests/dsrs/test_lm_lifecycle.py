@@ -125,6 +125,11 @@ async def test_history_cost_usage_msat_and_copies(swarm, priced, dev_ledger):
     assert len(lm.history) == 1 and len(copy.history) == 1  # the copy's call is in the copy's history ...
     assert history_msat(lm) == history_msat(copy) == 2_000   # ... and counted for both
     assert hub_of(lm).spent_msat == 2_000
+    import io
+
+    shown = io.StringIO()
+    lm.inspect_history(1, file=shown)
+    assert "[pylon] these 1 call(s) paid 1000 msat; this LM and its copies: 2000 msat" in shown.getvalue()
 
 
 async def test_stream_listener_sees_a_field_in_several_chunks(swarm):
