@@ -15,7 +15,7 @@ Every copy of a pylon_lm (BootstrapFewShot, Refine and BestOfN make copies) shar
   stragglers after 120 s; a second paid job for the same prompt is money lost);
 - closing: `close()` cancels the calls in flight (a kind-5 cancellation is published for
   each), so every waiting thread raises at once, then stops the loop thread; it returns within
-  about a second even when the relay is gone.
+  about a second (two at most) even when the relay is gone.
 """
 
 from __future__ import annotations
@@ -333,7 +333,7 @@ class SwarmHub:
 
     def close(self) -> None:
         """Cancel the background loop's calls in flight (they raise JobCancelled), close its
-        client and stop the loop thread. Returns within about a second. The hub stays usable:
+        client and stop the loop thread. Returns within about a second (two at most). The hub stays usable:
         a later sync call starts a fresh loop thread."""
         with self._lock:
             thread, self._thread = self._thread, None

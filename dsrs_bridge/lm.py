@@ -451,7 +451,7 @@ def history_msat(lm: Any) -> int:
 
 def close(lm: Any) -> None:
     """Cancel a pylon_lm's calls in flight and close its background client and loop thread.
-    Returns within about a second; the waiting threads raise JobCancelled."""
+    Returns within about a second (two at most); the waiting threads raise JobCancelled."""
     hub_of(lm).close()
 
 
