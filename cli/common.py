@@ -14,6 +14,7 @@ for a command function called on its own (tests that invoke a sub-app).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import functools
 import json
@@ -36,6 +37,7 @@ from pylon.errors import EXIT_BUG, EXIT_INTERRUPTED, ConfigError, PylonError
 console = make_console()  # no wrapping off a terminal; NO_COLOR respected (cli.term)
 err_console = make_console(stderr=True)
 T = TypeVar("T")
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a reader that left early
 
 _verbose = False
 
@@ -90,6 +92,10 @@ def exit_for(exc: BaseException) -> NoReturn:
     if isinstance(exc, KeyboardInterrupt):
         _line("[yellow]interrupted[/]", "(Ctrl-C)")
         raise typer.Exit(EXIT_INTERRUPTED)
+    if isinstance(exc, BrokenPipeError):  # `pylon … | head`: the reader left; nothing to report
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise typer.Exit(EXIT_BROKEN_PIPE)
     if _verbose:
         err_console.print(escape("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))),
                           highlight=False, soft_wrap=True, end="")
