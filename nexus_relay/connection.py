@@ -26,6 +26,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from pylon.nostr.messages import notice_frame
+
 from nexus_relay.ratelog import RateLimitedLog
 from nexus_relay.subindex import Subscription
 
@@ -148,7 +150,7 @@ class Connection:
         if self._drainer is not None:
             self._drainer.cancel()
         ws = self.ws
-        notice = f'["NOTICE","error: slow consumer: over {self._max_bytes} bytes waiting to be sent; closing"]'
+        notice = notice_frame(f"error: slow consumer: over {self._max_bytes} bytes waiting to be sent; closing")
         try:
             if ws.protocol.state is State.OPEN:
                 ws.protocol.send_text(notice.encode())

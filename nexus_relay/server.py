@@ -28,7 +28,10 @@ from pylon.nostr import Event, InvalidMessage
 from pylon.nostr.kinds import AUTH as AUTH_KIND
 from pylon.nostr.kinds import is_ephemeral
 from pylon.nostr.keys import verify_schnorr
-from pylon.nostr.messages import ClientAuth, ClientClose, ClientCount, ClientEvent, ClientReq, parse_client_message
+from pylon.nostr.messages import (
+    ClientAuth, ClientClose, ClientCount, ClientEvent, ClientReq, auth_frame, closed_frame, count_frame, eose_frame,
+    notice_frame, ok_frame, parse_client_message,
+)
 
 from nexus_relay import nip11
 from nexus_relay.auth import check_auth_event
@@ -44,25 +47,6 @@ log = logging.getLogger(__name__)
 _rlog = RateLimitedLog(log)
 
 _HEX = frozenset("0123456789abcdef")
-
-
-def _dumps(obj: object) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def _ok(event_id: str, accepted: bool, message: str = "") -> str:
-    # event ids reaching here are 64 lowercase hex: no escaping needed
-    if not message:
-        return f'["OK","{event_id}",{"true" if accepted else "false"},""]'
-    return f'["OK","{event_id}",{"true" if accepted else "false"},{json.dumps(message)}]'
-
-
-def _notice(message: str) -> str:
-    return json.dumps(["NOTICE", message])
-
-
-def _closed(sub_id: str, message: str) -> str:
-    return json.dumps(["CLOSED", sub_id, message])
 
 
 def _leading_zero_bits(hex_id: str) -> int:
@@ -192,7 +176,7 @@ class NexusRelay:
         self.stats.connections += 1
         self.stats.connections_total += 1
         if cfg.auth_required:
-            conn.send(_dumps(["AUTH", conn.challenge]))
+            conn.send(auth_frame(conn.challenge))
         try:
             async for frame in ws:
                 try:
@@ -201,7 +185,7 @@ class NexusRelay:
                     _rlog.warn("frame", "nexus: failed to handle a frame: %r", exc)
                     log.debug("nexus: frame handling failed", exc_info=True)
                     self.stats.reject("error:")
-                    conn.send(_notice("error: internal error while handling the message"))
+                    conn.send(notice_frame("error: internal error while handling the message"))
         except ConnectionClosed:
             pass
         finally:
@@ -254,15 +238,15 @@ class NexusRelay:
     # ------------------------------------------------------------------ refusals
     def _refuse_notice(self, conn: Connection, message: str) -> None:
         self.stats.reject(message)
-        conn.send(_notice(message))
+        conn.send(notice_frame(message))
 
     def _refuse_event(self, conn: Connection, event_id: str, message: str) -> None:
         self.stats.reject(message)
-        conn.send(_ok(event_id, False, message))
+        conn.send(ok_frame(event_id, False, message))
 
     def _refuse_sub(self, conn: Connection, sub_id: str, message: str) -> None:
         self.stats.reject(message)
-        conn.send(_closed(sub_id, message))
+        conn.send(closed_frame(sub_id, message))
 
     def _refuse_unparsed(self, conn: Connection, frame: str, message: str) -> None:
         """Answer a frame that did not parse: OK false if an event id can be read, CLOSED for
@@ -318,7 +302,7 @@ class NexusRelay:
                 return
             if self.store.has(eid):
                 self.stats.duplicates += 1
-                conn.send(_ok(eid, True, "duplicate: already have this event"))
+                conn.send(ok_frame(eid, True, "duplicate: already have this event"))
                 return
         if not verify_schnorr(ev.pubkey, ev.sig, bytes.fromhex(eid)):
             self._refuse_event(conn, eid, "invalid: bad signature")
@@ -326,7 +310,7 @@ class NexusRelay:
         ev._verified = True
         if ephemeral:
             self.stats.events_ephemeral += 1
-            conn.send(_ok(eid, True))
+            conn.send(ok_frame(eid, True))
             self._fanout(ev, raw)
             return
         self._inflight[eid] = []
@@ -383,13 +367,13 @@ class NexusRelay:
                 self.stats.duplicates += 1
             else:
                 self.stats.reject(message)
-            conn.send(_ok(eid, accepted, message))
+            conn.send(ok_frame(eid, accepted, message))
             for dup_conn in self._inflight.pop(eid, ()):
                 if was_stored or accepted:
                     self.stats.duplicates += 1
-                    dup_conn.send(_ok(eid, True, "duplicate: already have this event"))
+                    dup_conn.send(ok_frame(eid, True, "duplicate: already have this event"))
                 else:
-                    dup_conn.send(_ok(eid, False, message))
+                    dup_conn.send(ok_frame(eid, False, message))
         if self._pending:
             self._flush()
         else:
@@ -504,7 +488,7 @@ class NexusRelay:
         prefix = sub.prefix
         for _, raw in result.rows:
             conn.send(prefix + raw + "]", live=False)
-        conn.send('["EOSE",' + prefix[9:-1] + "]")
+        conn.send(eose_frame(sub.sub_id))
         held, sub.held = sub.held, None
         conn.held_bytes -= sub.held_bytes
         sub.held_bytes = 0
@@ -530,7 +514,7 @@ class NexusRelay:
         if result.error:
             self._refuse_sub(conn, sub_id, result.error)
         else:
-            conn.send(_dumps(["COUNT", sub_id, {"count": result.count}]))
+            conn.send(count_frame(sub_id, result.count))
 
     def _on_close(self, conn: Connection, sub_id: str) -> None:
         sub = conn.subs.get(sub_id)
@@ -548,7 +532,7 @@ class NexusRelay:
             self._refuse_event(conn, ev.id, problem)
             return
         conn.authed.add(ev.pubkey)
-        conn.send(_ok(ev.id, True))
+        conn.send(ok_frame(ev.id, True))
 
 
 @contextlib.asynccontextmanager

@@ -8,10 +8,10 @@ candidates, and run the exact `Filter.matches` only on them.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Hashable, Iterator
 
 from pylon.nostr import Event, Filter
+from pylon.nostr.messages import event_frame_prefix
 
 if TYPE_CHECKING:  # pragma: no cover
     from nexus_relay.connection import Connection
@@ -32,7 +32,7 @@ class Subscription:
         self.held: list[tuple[str, str]] | None = None
         self.held_bytes = 0
         # the start of every EVENT frame sent for this subscription, computed once
-        self.prefix = '["EVENT",' + json.dumps(sub_id, ensure_ascii=False) + ","
+        self.prefix = event_frame_prefix(sub_id)
         self.keys: list[Hashable] = []
 
     def matches(self, event: Event) -> bool:

@@ -115,6 +115,48 @@ def parse_client_message(frame: str | bytes) -> ClientMessage:
 
 
 # ----------------------------------------------------------------- relay -> client
+# Frame builders: the one place relay -> client frames are spelled (the relay server uses
+# them on its hot path, the dataclasses below for their to_json). Compact JSON, UTF-8 kept.
+def ok_frame(event_id: str, accepted: bool, message: str = "") -> str:
+    """["OK", id, accepted, message]; event ids are 64 lowercase hex (no escaping needed)."""
+    text = _dumps(message) if message else '""'
+    return f'["OK","{event_id}",{"true" if accepted else "false"},{text}]'
+
+
+def event_frame_prefix(sub_id: str) -> str:
+    """'["EVENT",<sub_id>,' — an EVENT frame is this + the event's JSON + "]", so a relay can
+    send stored event JSON without parsing it again; compute it once per subscription."""
+    return '["EVENT",' + _dumps(sub_id) + ","
+
+
+def event_frame(sub_id: str, event_json: str) -> str:
+    """["EVENT", sub_id, event] from the event's JSON text."""
+    return event_frame_prefix(sub_id) + event_json + "]"
+
+
+def eose_frame(sub_id: str) -> str:
+    return _dumps(["EOSE", sub_id])
+
+
+def closed_frame(sub_id: str, message: str) -> str:
+    return _dumps(["CLOSED", sub_id, message])
+
+
+def notice_frame(message: str) -> str:
+    return _dumps(["NOTICE", message])
+
+
+def auth_frame(challenge: str) -> str:
+    return _dumps(["AUTH", challenge])
+
+
+def count_frame(sub_id: str, count: int, approximate: bool = False) -> str:
+    body: dict[str, Any] = {"count": count}
+    if approximate:
+        body["approximate"] = True
+    return _dumps(["COUNT", sub_id, body])
+
+
 @dataclass(slots=True)
 class RelayEvent:
     sub_id: str
@@ -136,7 +178,7 @@ class RelayOk:
         return split_prefix(self.message)[0]
 
     def to_json(self) -> str:
-        return _dumps(["OK", self.event_id, self.accepted, self.message])
+        return ok_frame(self.event_id, self.accepted, self.message)
 
 
 @dataclass(slots=True)
@@ -144,7 +186,7 @@ class RelayEose:
     sub_id: str
 
     def to_json(self) -> str:
-        return _dumps(["EOSE", self.sub_id])
+        return eose_frame(self.sub_id)
 
 
 @dataclass(slots=True)
@@ -157,7 +199,7 @@ class RelayClosed:
         return split_prefix(self.message)[0]
 
     def to_json(self) -> str:
-        return _dumps(["CLOSED", self.sub_id, self.message])
+        return closed_frame(self.sub_id, self.message)
 
 
 @dataclass(slots=True)
@@ -165,7 +207,7 @@ class RelayNotice:
     message: str
 
     def to_json(self) -> str:
-        return _dumps(["NOTICE", self.message])
+        return notice_frame(self.message)
 
 
 @dataclass(slots=True)
@@ -173,7 +215,7 @@ class RelayAuth:
     challenge: str
 
     def to_json(self) -> str:
-        return _dumps(["AUTH", self.challenge])
+        return auth_frame(self.challenge)
 
 
 @dataclass(slots=True)
@@ -183,10 +225,7 @@ class RelayCount:
     approximate: bool = False
 
     def to_json(self) -> str:
-        body: dict[str, Any] = {"count": self.count}
-        if self.approximate:
-            body["approximate"] = True
-        return _dumps(["COUNT", self.sub_id, body])
+        return count_frame(self.sub_id, self.count, self.approximate)
 
 
 RelayMessage = Union[RelayEvent, RelayOk, RelayEose, RelayClosed, RelayNotice, RelayAuth, RelayCount]
