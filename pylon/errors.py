@@ -33,7 +33,8 @@ can meet them and raised again as one of these, with the cause chained.
 
 Exit codes are stable: scripts may rely on them. Besides these the CLI exits 2 on a usage
 error (a flag it cannot parse), 70 on a bug (an exception that is not a PylonError: the
-traceback goes to a file, named on stderr), and 130 on Ctrl-C. docs/ERRORS.md has the table.
+traceback goes to a file, named on stderr), 130 on Ctrl-C and 141 when the reader of its
+output left early. docs/ERRORS.md has the table.
 
 Each error may carry a `hint` (what the user can do about it); `str(error)` is the message
 followed by "; " and the hint, and the CLI prints the hint on its own line.
