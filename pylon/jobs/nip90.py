@@ -579,16 +579,25 @@ class JobFeedback:
             raise JobParseError(f"not a kind-{KIND_FEEDBACK} feedback event (kind {event.kind})")
         try:
             status_tag = event.first_tag("status")
+            request_id, customer, encrypted = _reply_header(event)
+            sealed: Event | None = None
+            if (not status_tag or len(status_tag) < 2) and encrypted:
+                # nostrdvm: status, amount and content sealed in the content as a JSON tag array
+                sealed = _sealed_tags(keys, event)
+                status_tag = sealed.first_tag("status")
             if not status_tag or len(status_tag) < 2:
                 raise JobParseError("feedback has no status tag")
             status = status_tag[1].strip().lower()
             if status not in STATUSES:
                 raise JobParseError(f"feedback has an unknown status {status[:30]!r}")
-            request_id, customer, encrypted = _reply_header(event)
-            amount, bolt11 = _parse_amount(event)
+            amount, bolt11 = _parse_amount(sealed if sealed is not None and sealed.first_tag("amount") else event)
             offset_tag = event.first_tag("offset")
             offset = parse_int(offset_tag[1], "offset") if offset_tag and len(offset_tag) > 1 else None
-            content = _open(keys, event, encrypted)
+            if sealed is not None:
+                content_tag = sealed.first_tag("content")
+                content = content_tag[1] if content_tag and len(content_tag) > 1 else ""
+            else:
+                content = _open(keys, event, encrypted)
             return cls(status, request_id, customer, event.pubkey, status_tag[2] if len(status_tag) > 2 else "",
                        content, amount, bolt11, offset, encrypted, event.created_at, event)
         except JobParseError:
@@ -715,6 +724,20 @@ def _parse_amount(event: Event) -> tuple[int | None, str | None]:
     amount = parse_int(tag[1], "amount")
     bolt11 = tag[2].strip() if len(tag) > 2 and tag[2].strip() else None
     return amount, bolt11
+
+
+def _sealed_tags(keys: Keys | None, event: Event) -> Event:
+    """The tags nostrdvm seals into an encrypted feedback's content (`[["status", …], ["amount",
+    msat, bolt11?], ["content", text], …]`), as an unsigned stand-in event to read them from."""
+    plain = _open(keys, event, True)
+    try:
+        data = json.loads(plain)
+    except ValueError:
+        raise JobParseError("encrypted feedback has no status tag and its content is not a tag array") from None
+    if not isinstance(data, list) or not all(isinstance(t, list) and all(isinstance(x, str) for x in t) for t in data):
+        raise JobParseError("encrypted feedback has no status tag and its content is not a tag array")
+    return Event(id=event.id, pubkey=event.pubkey, created_at=event.created_at, kind=event.kind, tags=data,
+                 content="", sig=event.sig)
 
 
 def _open(keys: Keys | None, event: Event, encrypted: bool) -> str:
