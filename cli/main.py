@@ -14,6 +14,7 @@ from cli import result_cmd
 from cli import ask_cmd, serve_cmd, providers_cmd, demo_cmd
 from cli import gateway_cmd
 from cli import history_cmd, template_cmd
+from cli import earnings_cmd
 
 app = typer.Typer(
     name="pylon",
@@ -57,6 +58,8 @@ app.command("providers")(providers_cmd.providers)
 app.command("demo")(demo_cmd.demo)
 app.command("gateway")(gateway_cmd.gateway)
 app.command("history")(history_cmd.history)
+app.command("earnings")(earnings_cmd.earnings)
+app.command("jobs")(earnings_cmd.jobs)
 app.add_typer(template_cmd.app, name="template")
 
 
