@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import random
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -226,11 +227,17 @@ class SubscriptionState:
         self._eose_pending: set[str] = set()
 
     # -- REQ -----------------------------------------------------------------------------
-    def resubscribe_since(self) -> int | None:
+    def resubscribe_since(self, now: int | None = None) -> int | None:
         """The `since` of a REQ sent again to a relay that already had it (after a reconnect
         or AUTH): the newest created_at delivered, inclusive (duplicates are dropped by id),
-        so events published while we were away come back. The one place this is computed."""
-        return self.last_seen
+        so events published while we were away come back. The one place this is computed.
+
+        Never later than `now` (default: the wall clock): relays accept events dated up to
+        15 minutes ahead, and a stranger's such event must not make us resubscribe from the
+        future and miss everything honest until the clock catches up (cursor poisoning)."""
+        if self.last_seen is None:
+            return None
+        return min(self.last_seen, int(time.time()) if now is None else now)
 
     def filters_for(self, url: str) -> list[Filter]:
         """Filters for a REQ to `url`: the original ones the first time; on a resubscribe,

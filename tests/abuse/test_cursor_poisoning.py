@@ -58,3 +58,39 @@ async def test_restarted_provider_still_answers_after_a_future_dated_request(rel
         async with customer(relay_url) as client:
             outcome = await client.ask("still there?", max_tokens=10, timeout=30)
     assert outcome.text
+
+
+async def test_pool_resubscribes_from_now_after_a_future_dated_event():
+    """The pool's live subscription sees a stranger's event dated 800 s ahead, then loses
+    its connection; after the reconnect it must still receive an honest event dated now."""
+    import asyncio
+    import contextlib
+
+    from nexus_relay import running_relay
+    from pylon.nostr.event import Event
+    from pylon.nostr.filters import Filter
+
+    async with running_relay() as relay:
+        async with RelayPool([relay.url]) as pool:
+            sub = pool.subscribe([Filter.of(kinds=[1], t=["cursor-test"])])
+            await sub.open()
+            await sub.wait_eose(10)
+            stranger = Keys.generate()
+            future = Event.build(stranger, 1, "from the future", [["t", "cursor-test"]],
+                                 created_at=int(time.time()) + 800)
+            async with RelayPool([relay.url]) as other:
+                await other.publish(future, timeout=10)
+                got = await asyncio.wait_for(sub.__anext__(), 10)
+                assert got.id == future.id
+                for conn in list(relay.connections):  # drop the subscriber's connection
+                    if conn.subs:
+                        await conn.ws.close()
+                deadline = time.monotonic() + 20
+                received = None
+                while received is None and time.monotonic() < deadline:
+                    # a fresh honest event (dated now) each second until the pool is back
+                    honest = Event.build(Keys.generate(), 1, "honest, dated now", [["t", "cursor-test"]])
+                    await other.publish(honest, timeout=10)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        received = await asyncio.wait_for(sub.__anext__(), 1.0)
+                assert received is not None and received.content == "honest, dated now"

@@ -232,3 +232,18 @@ def test_backoff_grows_with_jitter_and_is_capped():
         nominal = min(4.0, 0.25 * 2 ** (failures - 1))
         delays = {backoff_delay(failures, 4.0) for _ in range(20)}
         assert all(nominal / 2 <= d <= nominal for d in delays) and len(delays) > 1
+
+
+def test_resubscribe_since_is_never_in_the_future():
+    """Cursor poisoning: an event dated ahead of now (relays accept up to +15 min) must not
+    move the resubscribe `since` past now (issue 16)."""
+    from pylon.relay.session import SubscriptionState
+
+    sub = SubscriptionState("poison", [Filter.of(kinds=[1])])
+    now = 1_800_000_000
+    sub.last_seen = now + 900  # as admit() records for a future-dated event
+    assert sub.resubscribe_since(now=now) == now
+    sub.last_seen = now - 5
+    assert sub.resubscribe_since(now=now) == now - 5
+    sub.last_seen = None
+    assert sub.resubscribe_since(now=now) is None
