@@ -28,7 +28,7 @@ TOPS = ("pylon", "wallet", "nexus_relay", "dsrs_bridge", "cli")
 
 # package -> layer; a package may import packages of strictly lower layers only
 LAYERS: dict[str, int] = {
-    "pylon.errors": 0, "pylon.version": 0,
+    "pylon.errors": 0, "pylon.version": 0, "pylon.storage": 0,
     "pylon.nostr": 1, "pylon.home": 1,
     "pylon.relay": 2,
     "wallet": 3, "nexus_relay": 3, "pylon.jobs": 3,
@@ -41,8 +41,9 @@ LAYERS: dict[str, int] = {
 STRICT: dict[str, set[str]] = {
     "pylon.errors": set(),
     "pylon.version": set(),
+    "pylon.storage": set(),
     "pylon.nostr": {"pylon.errors"},
-    "wallet": {"pylon.errors", "pylon.nostr", "pylon.relay"},
+    "wallet": {"pylon.errors", "pylon.nostr", "pylon.relay", "pylon.storage"},
     "nexus_relay": {"pylon.errors", "pylon.nostr"},
 }
 

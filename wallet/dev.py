@@ -32,11 +32,11 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Callable, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pylon.errors import ConfigError
+from pylon.storage import WriteTransaction
 from wallet.base import Invoice, InvoiceState, Payment
 from wallet.bolt11_codec import MAX_BOLT11_LEN, DecodedInvoice, decode_bolt11, encode_bolt11
 from wallet.errors import (
@@ -188,32 +188,9 @@ class DevLedger:
         self.node_pubkey: str = PrivateKey(bytes.fromhex(self._node_secret)).public_key.format().hex()
 
     # -- transactions ---------------------------------------------------------------------
-    class _Tx:
-        def __init__(self, ledger: "DevLedger"):
-            self.ledger = ledger
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.ledger._wlock.acquire()
-            self.ledger._lock.acquire()
-            try:
-                self.ledger._db.execute("BEGIN IMMEDIATE")
-            except BaseException:
-                self.ledger._lock.release()
-                self.ledger._wlock.release()
-                raise
-            return self.ledger._db
-
-        def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                     tb: TracebackType | None) -> None:
-            try:
-                self.ledger._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-            finally:
-                self.ledger._lock.release()
-                self.ledger._wlock.release()
-
-    def _tx(self) -> "DevLedger._Tx":
+    def _tx(self) -> WriteTransaction:
         """A write transaction holding the ledger's write lock from the start (no upgrade deadlocks)."""
-        return DevLedger._Tx(self)
+        return WriteTransaction(self._db, self._wlock, self._lock)
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from pylon.errors import PaymentError
 from pylon.home import db_path, private_file
+from pylon.storage import WriteTransaction
 from pylon.customer.invoice_check import ABOVE_BUDGET, ALREADY_PAID, PaymentRefused
 from pylon.customer.lease import OwnerLease, owner_alive
 
@@ -204,27 +205,8 @@ class Ledger:
         self.close()
 
     # -- plumbing --------------------------------------------------------------------------
-    class _Tx:
-        def __init__(self, ledger: "Ledger"):
-            self.ledger = ledger
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.ledger._lock.acquire()
-            try:
-                self.ledger._db.execute("BEGIN IMMEDIATE")
-            except BaseException:
-                self.ledger._lock.release()
-                raise
-            return self.ledger._db
-
-        def __exit__(self, exc_type, exc, tb) -> None:
-            try:
-                self.ledger._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-            finally:
-                self.ledger._lock.release()
-
-    def _tx(self) -> "Ledger._Tx":
-        return Ledger._Tx(self)
+    def _tx(self) -> WriteTransaction:
+        return WriteTransaction(self._db, self._lock)
 
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._rlock:
