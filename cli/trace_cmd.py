@@ -96,30 +96,18 @@ def publish(
                       f"{graph.total_msat()} msat · content: {data['content']}[/]", highlight=False)
 
 
-def _label(node, origin_us: int | None) -> str:
+def _label(node, graph, origin_us: int | None) -> str:
+    """One tree line: dsrs_bridge.nostr_trace.node_facts with colour (rich markup)."""
+    from dsrs_bridge.nostr_trace import node_facts
     from rich.markup import escape
 
     colour = {"Root": "bold", "Predict": "cyan", "Operator": "green", "Map": "magenta"}.get(node.kind, "")
     text = f"[{colour}]{escape(node.kind)}[/]/{escape(node.role)} [bold]{escape(node.name)}[/]"
     if node.signature:
         text += f" [dim]({escape(node.signature)})[/]"
-    bits = []
-    if node.started_at_us is not None and origin_us is not None and node.kind != "Root":
-        bits.append(f"+{(node.started_at_us - origin_us) / 1e3:.1f} ms")
-    if node.duration_us is not None and node.kind != "Map":
-        bits.append(f"{node.duration_us / 1e3:.1f} ms")
-    if node.prompt_tokens is not None or node.completion_tokens is not None:
-        bits.append(f"{node.prompt_tokens or 0}+{node.completion_tokens or 0} tok")
-    if node.paid_msat is not None:
-        bits.append(f"{node.paid_msat} msat")
-    if node.cache_hit:
-        bits.append("cached")
-    for job in node.jobs:
-        bits.append(f"job {job.event_id[:12]}…")
-    for m in node.mappings:
-        bits.append(f"{escape(m.target_field)} <- {escape(m.source[:8])}.{escape(m.source_field)}")
-    if bits:
-        text += " · " + " · ".join(bits)
+    facts = node_facts(node, graph, origin_us=origin_us)
+    if facts:
+        text += " · " + " · ".join(escape(f) for f in facts)
     if node.error:
         text += f" [red]{escape(node.error)}[/]"
     return text
@@ -141,9 +129,9 @@ def render_tree(graph) -> Tree:
 
     def add(branch: Tree, node_id: str) -> None:
         for child in sorted(kids.get(node_id, []), key=order.__getitem__):
-            add(branch.add(_label(by_id[child], root.started_at_us)), child)
+            add(branch.add(_label(by_id[child], graph, root.started_at_us)), child)
 
-    add(tree.add(_label(root, root.started_at_us)), root.id)
+    add(tree.add(_label(root, graph, root.started_at_us)), root.id)
     return tree
 
 

@@ -59,30 +59,40 @@ def summary_line(graph: Graph) -> str:
     return line
 
 
+def node_facts(node: Node, graph: Graph | None = None, *, origin_us: int | None = None) -> list[str]:
+    """What one node did, as short plain-text facts: start offset from `origin_us` (when
+    given), duration, tokens, msat, cached, jobs, data mappings. The one formatter behind
+    both the trace events' content (node_line) and `pylon trace show` (which adds colour)."""
+    facts: list[str] = []
+    if node.started_at_us is not None and origin_us is not None and node.kind != "Root":
+        facts.append(f"+{(node.started_at_us - origin_us) / 1e6:.3f} s")
+    if node.duration_us is not None and node.kind != "Map":
+        facts.append(_seconds(node.duration_us))
+    if node.prompt_tokens is not None or node.completion_tokens is not None:
+        facts.append(f"{node.prompt_tokens or 0}+{node.completion_tokens or 0} tokens")
+    if node.paid_msat is not None:
+        facts.append(f"{node.paid_msat} msat")
+    if node.cache_hit:
+        facts.append("cached")
+    for job in node.jobs:
+        facts.append(f"job {job.event_id[:12]}…")
+    if node.mappings:
+        names = {n.id: n.name for n in graph.nodes} if graph else {}
+        facts.append("; ".join(
+            f"{names.get(m.target, m.target[:8])}.{m.target_field} <- {names.get(m.source, m.source[:8])}.{m.source_field}"
+            for m in node.mappings))
+    return facts
+
+
 def node_line(node: Node, graph: Graph | None = None) -> str:
+    """One node as one line of plain text (a trace event's content)."""
     parts = [f"{node.kind}/{node.role} {node.name}".strip()]
     if node.signature:
         parts.append(f"({node.signature})")
-    text = " ".join(parts)
-    extra: list[str] = []
-    if node.prompt_tokens is not None or node.completion_tokens is not None:
-        extra.append(f"{node.total_tokens} tokens")
-    if node.paid_msat is not None:
-        extra.append(f"{node.paid_msat} msat")
-    if node.cache_hit:
-        extra.append("cached")
-    for job in node.jobs:
-        extra.append(f"job {job.event_id[:12]}…")
-    if node.mappings:
-        names = {n.id: n.name for n in graph.nodes} if graph else {}
-        extra.append("; ".join(
-            f"{names.get(m.target, m.target[:8])}.{m.target_field} <- {names.get(m.source, m.source[:8])}.{m.source_field}"
-            for m in node.mappings))
-    if node.duration_us is not None and node.kind != "Map":
-        extra.append(_seconds(node.duration_us))
+    extra = node_facts(node, graph)
     if node.error:
         extra.append(f"error: {node.error}")
-    return " · ".join([text, *extra])
+    return " · ".join([" ".join(parts), *extra])
 
 
 # -- Graph -> events --------------------------------------------------------------------------
