@@ -13,7 +13,9 @@ from typing import Any, Optional
 
 import typer
 
-from cli.common import err_console, handle_errors, run, setup_logging, stop_on_signals
+from cli.common import err_console, handle_errors, run, setup_logging
+from cli.serve_control import ServeControl, signal_running
+from pylon.provider.drain import drain, shutdown_signals
 from cli.defaults import effective
 from pylon.ops.config import load_settings
 from pylon.ops.secrets import wallet_from_flags
@@ -23,9 +25,18 @@ log = logging.getLogger("pylon.serve")
 
 
 async def _serve(settings: Any) -> None:
+    from pylon.ops.home_lock import HomeLock
+
+    lock = HomeLock().acquire()  # one `pylon serve` per PYLON_HOME (pylon.ops.home_lock)
+    try:
+        await _serve_locked(settings)
+    finally:
+        lock.release()
+
+
+async def _serve_locked(settings: Any) -> None:
     from pylon.provider.backends import OpenAIBackend
     from pylon.home import identity_path
-    from pylon.ops.metrics import ProviderMetrics
     from pylon.nostr.keys import Keys
     from pylon.provider.provider import Provider
 
@@ -45,6 +56,8 @@ async def _serve(settings: Any) -> None:
 
         wallet = await connect_wallet(settings.wallet)
     backend = OpenAIBackend(settings.backend, api_key=settings.backend_api_key)
+    from pylon.ops.metrics import ProviderMetrics
+
     metrics = ProviderMetrics() if settings.metrics_port is not None else None
     provider = Provider(
         settings.relays, backend, keys=keys, models=settings.models or None, concurrency=settings.concurrency,
@@ -52,35 +65,53 @@ async def _serve(settings: Any) -> None:
         price_per_1k_tokens_msat=settings.price_per_1k_tokens_msat, wallet=wallet, free=free, metrics=metrics,
         partial_interval_s=settings.partial_interval_ms / 1000, tools=settings.tools,
     )
-    stop = stop_on_signals()
+    stop, force = shutdown_signals()
+    control = ServeControl(provider)
+    control.install()
+    monitor = None
     try:
-        async with provider.running():
-            monitor = None
-            if settings.metrics_port is not None:
-                from pylon.ops.health import serve_monitor
+        if settings.metrics_port is not None:  # before anything is announced: a busy port is one line
+            from pylon.ops.health import serve_monitor
 
-                monitor = serve_monitor(provider, host=settings.metrics_host, port=settings.metrics_port)
-                await monitor.start()
-                log.info("metrics and health on %s", monitor.url)
+            monitor = serve_monitor(provider, host=settings.metrics_host, port=settings.metrics_port)
+            await monitor.start()
+            log.info("metrics and health on %s", monitor.url)
+        async with provider.running():
             price = ("free" if free else f"{settings.price_msat} msat per job + "
                      f"{settings.price_per_1k_tokens_msat} msat per 1k max_tokens")
             print(f"serving as {keys.npub} on {', '.join(settings.relays)} "
                   f"(backend {backend.base_url}, models {', '.join(provider.served_models) or '?'}, {price})",
                   flush=True)
-            try:
-                await stop.wait()
-            finally:
-                if monitor is not None:
-                    await monitor.close()
-            log.info("stopping provider (jobs in flight resume on the next start)")
+            await stop.wait()
+            # graceful drain (pylon.provider.drain): no new jobs, announcement withdrawn, paid
+            # and running jobs finished within --drain-timeout; a second signal stops at once
+            await drain(provider, timeout_s=settings.drain_timeout_s, force=force)
+            log.info("stopping provider (unfinished jobs resume on the next start)")
     finally:
+        control.uninstall()
+        if monitor is not None:
+            await monitor.close()
         await backend.aclose()
         if wallet is not None:
             await wallet.aclose()
 
 
+def _control(action: str) -> None:
+    """`pylon serve pause|resume|reload|status`: signal the running provider (cli.serve_control)."""
+    from pylon.ops.home_lock import holder_pid
+
+    if action == "status":
+        pid = holder_pid()
+        print(f"pylon serve running (pid {pid})" if pid else "no pylon serve running on this PYLON_HOME")
+        return
+    pid = signal_running(action)
+    print(f"sent {action} to pylon serve (pid {pid})")
+
+
 @handle_errors
 def serve(
+    action: Optional[str] = typer.Argument(None, metavar="[pause|resume|reload|status]",
+                                           help="Control the pylon serve running on this PYLON_HOME instead."),
     relay: Optional[list[str]] = typer.Option(None, "--relay", "-r", metavar="URL",
                                               help=f"Relay URL, repeatable [default: {effective('relays')}]."),
     backend: Optional[str] = typer.Option(None, "--backend", "-b", metavar="URL",
@@ -106,15 +137,22 @@ def serve(
         help="Streaming: send the first token at once, then the new text every N ms (default 50; 0: every token)."),
     tools: bool = typer.Option(False, "--tools", help="Announce tool support and pass OpenAI `tools` to the "
                                "backend (vLLM needs --enable-auto-tool-choice --tool-call-parser …)."),
+    drain_timeout: Optional[float] = typer.Option(
+        None, "--drain-timeout", min=0, metavar="SECONDS",
+        help="On SIGTERM/Ctrl-C: stop taking jobs and finish paid ones for up to this long (default 30)."),
     log_format: Optional[str] = typer.Option(None, "--log-format", help="text or json."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
-    """Serve kind-5050 jobs from an OpenAI-compatible backend until Ctrl-C."""
+    """Serve kind-5050 jobs from an OpenAI-compatible backend until Ctrl-C (which drains first)."""
+    if action is not None:
+        _control(action)
+        return
     settings = load_settings({
         "relays": relay, "backend": backend, "models": model, "concurrency": concurrency,
         "price_msat": price_msat, "price_per_1k_tokens_msat": price_per_1k, "max_tokens_cap": max_tokens_cap,
         "free": True if free else None, "wallet": wallet_from_flags(wallet, wallet_file), "metrics_port": metrics_port, "metrics_host": metrics_host,
-        "log_format": log_format, "partial_interval_ms": partial_interval_ms, "tools": True if tools else None,
+        "log_format": log_format, "partial_interval_ms": partial_interval_ms,
+        "drain_timeout_s": drain_timeout, "tools": True if tools else None,
     })
     setup_logging(verbose, settings.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)

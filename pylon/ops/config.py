@@ -48,6 +48,7 @@ class Settings(BaseModel):
     metrics_host: str = "127.0.0.1"  # bind address of /metrics and /health (0.0.0.0 in docker)
     tools: bool = False  # provider: announce and pass OpenAI function tools to the backend
     partial_interval_ms: int = Field(50, ge=0, le=60_000)  # provider: coalesce streamed partials this long
+    drain_timeout_s: float = Field(30.0, ge=0, le=86_400)  # provider: on SIGTERM, finish paid jobs this long
     history_save_text: bool = False  # [history] save_text: keep prompt/answer text in `pylon history`
 
     @field_validator("relays")

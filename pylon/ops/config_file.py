@@ -44,6 +44,7 @@ DESCRIPTIONS: dict[str, str] = {
     "metrics_port": "Port for /metrics and /health (serve, relay).",
     "metrics_host": "Address for the metrics port.",
     "partial_interval_ms": "Provider: how long streamed text is coalesced into one partial.",
+    "drain_timeout_s": "Provider: on SIGTERM/Ctrl-C, seconds to finish paid and running jobs before exiting.",
     "history_save_text": "Keep prompt and answer text in `pylon history` (off: only sizes and metadata).",
 }
 _ALIASES = {"history.save_text": "history_save_text"}

@@ -49,6 +49,7 @@ from pydantic import ValidationError
 from pylon.provider.backends import BackendHealth, BackendUnavailable, ChatRequest, OpenAIBackend
 from pylon.errors import BackendError, RelayError
 from pylon.provider.admission import Admission
+from pylon.provider.drain import refuse_closed
 from pylon.provider.jobstore import LIVE, JobStore
 from pylon.provider.partials import DEFAULT_INTERVAL_S as DEFAULT_PARTIAL_INTERVAL_S
 from pylon.provider.partials import DEFAULT_MAX_CHARS as DEFAULT_PARTIAL_MAX_CHARS
@@ -162,6 +163,8 @@ class Provider:
         self.announce_interval_s = announce_interval_s
         self.announce_ttl_s = announce_ttl_s if announce_ttl_s is not None else 3 * announce_interval_s
         self.announcing = False  # an unexpired announcement of ours is out (False while the backend is down)
+        self.accepting = True  # False while draining or paused: no new jobs, no announcement (pylon.provider.drain)
+        self.closed_reason: str | None = None
         self.health_interval_s = health_interval_s
         self.since_margin_s = since_margin_s
         self.max_pending = max_pending or max(1024, 8 * concurrency)
@@ -279,6 +282,8 @@ class Provider:
         `announce_ttl_s`; nothing while the backend is down (a provider that cannot serve is
         not advertised)."""
         assert self.pool is not None
+        if not self.accepting:  # draining or paused: the announcement stays withdrawn
+            return
         if self.backend_health is not None and not self.backend_health.ok:
             log.warning("not announcing: backend %s is down (%s)", self.backend.base_url, self.backend_health.error)
             return
@@ -366,6 +371,9 @@ class Provider:
             self.stats.ignored += 1  # addressed to another provider
             return
         if event.id in self._jobs:
+            return
+        if not self.accepting:  # draining or paused (pylon.provider.drain)
+            refuse_closed(self, event, bool(targets))
             return
         expiration = event.expiration()
         now = time.time()
