@@ -64,6 +64,7 @@ class EarningsLine:
 
 
 FIELDS = [f for f in EarningsLine.__slots__]  # type: ignore[attr-defined]
+_SUMMED = [f for f in FIELDS[1:] if f != "net_msat"]  # the query's columns after the key, in order
 
 
 @dataclass(slots=True)
@@ -119,7 +120,8 @@ class JobReport:
 
     @staticmethod
     def _where(since: float | None, model: str | None, customer: str | None) -> tuple[str, list[Any]]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if since is not None:
             clauses.append("COALESCE(paid_at, seen_at) >= ?")
             params.append(float(since))
@@ -167,7 +169,7 @@ class JobReport:
         lines = []
         for row in rows:
             values = [int(v or 0) for v in row[1:]]
-            line = EarningsLine(str(row[0]), *values[:14], 0, *values[14:])
+            line = EarningsLine(str(row[0]), **dict(zip(_SUMMED, values)))
             line.net_msat = line.received_msat - line.refunded_msat
             lines.append(line)
             for name in FIELDS[1:]:
