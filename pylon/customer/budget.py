@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from pylon.customer.invoice_check import ABOVE_BUDGET, ABOVE_MAX, NO_AMOUNT, DecodedInvoice, PaymentRefused
 from pylon.customer.ledger import Ledger, Receipt, SpendLimits, utc_day_start
-from wallet.base import InvoiceState, SupportsPaymentDetails, Wallet
+from wallet.base import Wallet
 from wallet.errors import AlreadyPaid, WalletError, WalletTimeout, WalletUnreachable
 
 log = logging.getLogger(__name__)
@@ -237,16 +237,17 @@ class Budget:
                                                  fee_msat=payment.fee_msat)
 
     async def _settle_unknown(self, wallet: Wallet, receipt: Receipt, exc: WalletError) -> Receipt:
+        """Ask the wallet what became of a payment whose outcome is unknown (Ledger.settle_unknown
+        records it); a paid receipt is returned, anything else re-raises `exc`. After a timeout
+        or an unreachable wallet, "no payment" may mean "not yet": the receipt stays pending."""
         try:
             state = await wallet.lookup_payment(receipt.payment_hash)
         except WalletError:
             raise exc from None
-        if state == InvoiceState.SETTLED:
-            details = (await wallet.payment_details(receipt.payment_hash)
-                       if isinstance(wallet, SupportsPaymentDetails) else None)
-            return await self.ledger.mark_paid_async(receipt.payment_hash,
-                                                     preimage=details.preimage if details else None,
-                                                     fee_msat=details.fee_msat if details else 0)
-        if state == InvoiceState.FAILED and not isinstance(exc, (WalletTimeout, WalletUnreachable)):
-            await self.ledger.mark_failed_async(receipt.payment_hash, f"{type(exc).__name__}: {exc}")
+        maybe_in_flight = isinstance(exc, (WalletTimeout, WalletUnreachable))
+        settled = await self.ledger.settle_unknown(
+            wallet, receipt.payment_hash, state,
+            failed_reason=None if maybe_in_flight else f"{type(exc).__name__}: {exc}")
+        if settled is not None and settled.status == "paid":
+            return settled
         raise exc

@@ -39,7 +39,7 @@ from pylon.customer.invoice_check import ABOVE_BUDGET, ALREADY_PAID, PaymentRefu
 from pylon.customer.lease import OwnerLease, owner_alive
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
-    from wallet.base import Wallet
+    from wallet.base import InvoiceState, Wallet
 
 log = logging.getLogger(__name__)
 
@@ -459,8 +459,6 @@ class Ledger:
         fee when the wallet offers `payment_details`); FAILED/EXPIRED -> failed (its owner can
         no longer pay it); PENDING or a wallet error -> left pending for a later call.
         Returns the receipts it changed."""
-        from wallet.base import InvoiceState, SupportsPaymentDetails  # local: keep pylon.customer.ledger importable without wallet side effects
-
         changed: list[Receipt] = []
         for r in self.orphaned():
             try:
@@ -468,23 +466,39 @@ class Ledger:
             except Exception as exc:  # any wallet trouble: try again later, never guess
                 log.warning("recover: cannot look up payment %s: %s", r.payment_hash[:12], type(exc).__name__)
                 continue
-            if state == InvoiceState.SETTLED:
-                preimage, fee = None, 0
-                if isinstance(wallet, SupportsPaymentDetails):
-                    try:
-                        details = await wallet.payment_details(r.payment_hash)
-                    except Exception:
-                        details = None
-                    if details is not None:
-                        preimage, fee = details.preimage, details.fee_msat
-                changed.append(await self.mark_paid_async(r.payment_hash, preimage=preimage, fee_msat=fee))
-                log.info("recover: receipt %d (job %s) was paid", r.id, r.job_id[:12])
-            elif state in (InvoiceState.FAILED, InvoiceState.EXPIRED):
-                try:
-                    changed.append(await self.mark_failed_async(
-                        r.payment_hash, "recovered: the wallet has no payment for this hash"))
-                except LedgerError as exc:  # settled meanwhile by someone else: theirs is the truth
-                    log.info("recover: receipt %d left as is: %s", r.id, exc)
-                    continue
-                log.info("recover: receipt %d (job %s) was not paid", r.id, r.job_id[:12])
+            settled = await self.settle_unknown(wallet, r.payment_hash, state,
+                                                failed_reason="recovered: the wallet has no payment for this hash")
+            if settled is not None:
+                changed.append(settled)
+                log.info("recover: receipt %d (job %s) was %s", r.id, r.job_id[:12],
+                         "paid" if settled.status == "paid" else "not paid")
         return changed
+
+    async def settle_unknown(self, wallet: "Wallet", payment_hash: str, state: "InvoiceState", *,
+                             failed_reason: str | None) -> Receipt | None:
+        """Close a pending receipt whose payment outcome was unknown, from what the wallet's
+        lookup_payment said (`state`) — the one place both the paying customer (Budget.pay,
+        after a timeout) and crash recovery (recover) do it.
+
+        SETTLED -> paid, with preimage and fee when the wallet offers payment_details;
+        FAILED/EXPIRED -> failed with `failed_reason`, or left pending when that is None ("no
+        payment" may still mean "not yet"); PENDING -> left pending. Returns the changed
+        receipt, or None when nothing changed (also when someone settled it meanwhile)."""
+        from wallet.base import InvoiceState, SupportsPaymentDetails  # local: keep pylon.customer.ledger importable without wallet side effects
+
+        if state == InvoiceState.SETTLED:
+            preimage, fee = None, 0
+            if isinstance(wallet, SupportsPaymentDetails):
+                try:
+                    details = await wallet.payment_details(payment_hash)
+                except Exception:  # the money moved: record it even without the proof
+                    details = None
+                if details is not None:
+                    preimage, fee = details.preimage, details.fee_msat
+            return await self.mark_paid_async(payment_hash, preimage=preimage, fee_msat=fee)
+        if state in (InvoiceState.FAILED, InvoiceState.EXPIRED) and failed_reason is not None:
+            try:
+                return await self.mark_failed_async(payment_hash, failed_reason)
+            except LedgerError as exc:  # settled meanwhile by someone else: theirs is the truth
+                log.info("receipt for %s left as is: %s", payment_hash[:12], exc)
+        return None

@@ -113,11 +113,6 @@ class ClientPayments:
     def spent_session_msat(self) -> int:
         return self.budget.spent_session_msat()
 
-    def bid_for(self, bid_msat: int | None) -> int | None:
-        """The bid tag for a request: the explicit bid, capped by the per-job cap (None: no tag)."""
-        caps = [v for v in (bid_msat, self.budget.per_job_msat) if v is not None]
-        return min(caps) if caps else None
-
     async def on_payment_required(self, payment: JobPayment, *, job_id: str, provider: str,
                                   amount_msat: int | None, bolt11: str | None, bid_msat: int | None) -> Receipt | None:
         """Pay this quote if it is the job's first acceptable one; None when it was ignored.
