@@ -4,7 +4,7 @@
     async with running_relay() as relay:   # free port, temporary database
         print(relay.url)
 
-Imports only pylon.nostr from the project (see ARCHITECTURE.md).
+Imports only pylon.errors and pylon.nostr from the project (docs/ARCHITECTURE.md; tests/test_architecture.py checks it).
 """
 
 from nexus_relay.config import RelayConfig

