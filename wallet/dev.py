@@ -227,7 +227,10 @@ class DevLedger:
         return dict(self._read("SELECT name, balance_msat FROM accounts ORDER BY name"))
 
     # -- invoices -------------------------------------------------------------------------
-    def make_invoice(self, account: str, amount_msat: int, memo: str, expiry_s: int) -> Invoice:
+    def make_invoice(self, account: str, amount_msat: int, memo: str, expiry_s: int,
+                     preimage_hex: str | None = None) -> Invoice:
+        """Issue an invoice; `preimage_hex` (32 bytes, hex) is the caller's chosen preimage, else random
+        (pay-for-the-key delivery: the payment hash is sha256 of the key to a published result)."""
         if not isinstance(amount_msat, int) or isinstance(amount_msat, bool) or not 0 < amount_msat <= MAX_AMOUNT_MSAT:
             raise InvoiceInvalid("invoice amount must be a positive integer number of millisats")
         if not isinstance(expiry_s, int) or not 0 < expiry_s <= MAX_EXPIRY_S:
@@ -235,7 +238,15 @@ class DevLedger:
         memo = str(memo or "")
         if len(memo.encode()) > 639:  # BOLT11 'd' field limit
             raise InvoiceInvalid("invoice memo must be at most 639 bytes")
-        preimage = secrets.token_bytes(32)
+        if preimage_hex is None:
+            preimage = secrets.token_bytes(32)
+        else:
+            try:
+                preimage = bytes.fromhex(preimage_hex)
+            except ValueError:
+                raise InvoiceInvalid("preimage must be 32 bytes of hex") from None
+            if len(preimage) != 32:
+                raise InvoiceInvalid("preimage must be 32 bytes of hex")
         payment_hash = hashlib.sha256(preimage).hexdigest()
         created = int(time.time())
         text = encode_bolt11(node_secret_hex=self._node_secret, network=NETWORK, amount_msat=amount_msat,
@@ -518,6 +529,11 @@ class DevWallet:
 
     async def make_invoice(self, amount_msat: int, memo: str = "", expiry_s: int = 600) -> Invoice:
         return await self._call(self.ledger.make_invoice, self.account, amount_msat, memo, expiry_s)
+
+    async def make_invoice_with_preimage(self, amount_msat: int, preimage: str, memo: str = "",
+                                         expiry_s: int = 600) -> Invoice:
+        """wallet.base.SupportsPreimageInvoice: an invoice whose hash is sha256(preimage)."""
+        return await self._call(self.ledger.make_invoice, self.account, amount_msat, memo, expiry_s, preimage)
 
     async def lookup_invoice(self, payment_hash: str) -> InvoiceState:
         return await self._call(self.ledger.lookup_invoice, self.account, payment_hash)

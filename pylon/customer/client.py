@@ -56,6 +56,13 @@ from pylon.customer.defaults import DEFAULT_DAILY_BUDGET_MSAT, DEFAULT_MAX_MSAT
 from pylon.customer.invoice_check import ABOVE_BID, ABOVE_BUDGET, ABOVE_MAX, NO_INVOICE
 from pylon.customer.invoice_check import PaymentRefused as InvoiceRefused
 from pylon.customer.budget import Budget, Hold
+from pylon.jobs.keyed import (
+    DELIVERY_PARAM, KEY_MODE, FraudProof, SealError, build_fraud_report, delivery_hash, open_sealed_result,
+    parse_sealed_result,
+)
+from wallet.bolt11_codec import decode_bolt11
+from wallet.errors import InvoiceInvalid
+from pylon.customer.invoice_check import MALFORMED
 from pylon.customer.offers import DEFAULT_DECISION_WINDOW_S, DEFAULT_ROUTE, Offer, OfferBook, check_route, rank
 from pylon.customer.payments import ClientPayments, JobPayment, PaidNoResult, Quote
 from pylon.customer.scoreboard import ProviderScore, Scoreboard
@@ -109,6 +116,7 @@ class AskOutcome(BaseModel):
     quotes: list[dict[str, Any]] = Field(default_factory=list)  # every payment-required and what we did
     receipt: dict[str, Any] | None = None  # the payment's receipt (pylon.customer.ledger.Receipt), if we paid
     offers: list[dict[str, Any]] = Field(default_factory=list)  # every provider's offer, taken or left and why
+    delivery: str = ""  # "key": paid for the key to a result already published (pylon.jobs.keyed)
     route: str = ""  # the routing policy the offers were decided by (untargeted jobs)
 
 
@@ -158,6 +166,9 @@ class _JobState:
     first_seen: dict[str, float] = field(default_factory=dict)  # provider -> seconds to its first event
     last_seen: dict[str, float] = field(default_factory=dict)  # provider -> monotonic time of its last event
     gave_up: bool = False
+    sealed: dict[str, JobResult] = field(default_factory=dict)  # provider -> its sealed result (pay for the key)
+    delivery: str = ""  # "key" when the answer was bought as a key
+    fraud_report: Event | None = None
     held_msat: int | None = None  # the session budget held for this job (Budget.hold)
 
     @property
@@ -216,12 +227,14 @@ class PylonClient:
         avoid: Sequence[str] = (),
         scoreboard: Scoreboard | None = None,
         keep_scores: bool = True,
+        key_delivery: bool = True,
         clock: Callable[[], float] | None = None,
     ) -> None:
         """`decision_window_s`, `route` and `avoid` decide among offers (pylon.customer.offers);
         outcomes go to `scoreboard` (PYLON_HOME/scores.sqlite unless given; none with keep_scores=False)."""
         self.keys = keys if keys is not None else Keys.load_or_create(identity_path())
         self.decision_window_s = max(0.0, float(decision_window_s))
+        self.key_delivery = key_delivery  # ask providers to sell the key to a sealed result (pylon.jobs.keyed)
         self.route = check_route(route)
         self.avoid = frozenset(normalize_pubkey(p) for p in avoid)
         self.scoreboard = scoreboard if scoreboard is not None else (Scoreboard() if keep_scores else None)
@@ -437,6 +450,8 @@ class PylonClient:
             prompt, **{k: v for k, v in params.items() if v is not None},
             bid_msat=bid_msat, providers=[target] if target else [], relays=self.pool.urls,
         )
+        if self.wallet is not None and self.key_delivery:
+            request.extra_params[DELIVERY_PARAM] = KEY_MODE  # pay for the key where the provider can (pylon.jobs.keyed)
         encrypt = (target is not None) if encrypted is None else encrypted
         # The same prompt asked twice in one second would be the same event (same id): the
         # relay and the provider would take it as a duplicate and never answer the second.
@@ -583,6 +598,9 @@ class PylonClient:
         state.first_seen.setdefault(event.pubkey, round(state.elapsed(), 6))
         state.last_seen[event.pubkey] = time.monotonic()
         if event.kind == KIND_RESULT:
+            if delivery_hash(event) is not None:
+                await self._on_sealed_result(state, event)
+                return
             winner = state.winner
             self._on_result(state, event)
             self._note_result(state, event, winner)
@@ -689,6 +707,7 @@ class PylonClient:
             other_results=list(state.others), errors=dict(state.errors),
             quotes=[q.to_dict() for q in state.payment.quotes],
             offers=state.book.close("not needed: the job was answered"), route=state.route if state.target is None else "",
+            delivery=state.delivery,
             receipt=state.payment.receipt.to_dict() if state.payment.receipt is not None else None,
         )
 
@@ -729,6 +748,78 @@ class PylonClient:
         state.progress("payment", f"paid {receipt.amount_msat} msat (fee {receipt.fee_msat}) to "
                        f"{fb.provider[:12]}…, hash {receipt.payment_hash[:16]}…", provider=fb.provider,
                        amount_msat=receipt.amount_msat)
+        if fb.provider in state.sealed:
+            await self._open_paid(state, fb.provider, receipt.preimage)
+
+    # -------------------------------------------------------------------- pay for the key
+    async def _on_sealed_result(self, state: _JobState, event: Event) -> None:
+        """A sealed result (pylon.jobs.keyed) is a quote whose goods are already delivered."""
+        if state.winner is not None or event.pubkey in state.sealed:
+            return
+        if state.payment.paid and event.pubkey != state.payment.provider:
+            return
+        try:
+            result = parse_sealed_result(event)
+        except JobParseError as exc:
+            log.info("unusable sealed result from %s: %s", event.pubkey[:12], exc)
+            return
+        if result.request_id != state.job_id or result.customer != self.pubkey:
+            return
+        state.sealed[event.pubkey] = result
+        state.finished.add(event.pubkey)
+        fb = JobFeedback("payment-required", state.job_id, self.pubkey, event.pubkey, "pay for the key", "",
+                         result.amount_msat, result.bolt11, None, result.encrypted, event.created_at, event)
+        try:
+            if not fb.bolt11 or decode_bolt11(fb.bolt11).payment_hash.lower() != delivery_hash(event):
+                raise InvoiceRefused(MALFORMED, f"provider {event.pubkey[:12]}…'s sealed result names a key hash "
+                                                "its invoice does not have: paying would not open it")
+        except (InvoiceRefused, InvoiceInvalid) as exc:
+            refusal = exc if isinstance(exc, InvoiceRefused) else InvoiceRefused(
+                MALFORMED, f"sealed result's invoice does not decode: {exc}")
+            state.progress("error", str(refusal), provider=event.pubkey)
+            if state.target is not None:
+                await self._cancel_quietly(state)
+                raise refusal from None
+            state.refusals.append(refusal)
+            return
+        state.mark("quoted")
+        state.progress("quoted", "pay for the key", provider=fb.provider, amount_msat=fb.amount_msat)
+        if state.payment.paid:  # paid already (this provider's sealed result is its answer)
+            await self._open_paid(state, event.pubkey, state.payment.receipt.preimage if state.payment.receipt else None)
+        elif state.target is None and fb.amount_msat:
+            self._offer_quote(state, fb)
+        else:
+            try:
+                await self._on_payment_required(state, fb)
+            except PaymentError as exc:
+                state.progress("error", str(exc), provider=fb.provider)
+                if state.target is not None:
+                    await self._cancel_quietly(state)
+                raise
+
+    async def _open_paid(self, state: _JobState, provider: str, preimage: str | None) -> None:
+        """Paying revealed the key: open the sealed result, or publish the fraud proof."""
+        sealed = state.sealed[provider]
+        assert sealed.event is not None
+        try:
+            if not preimage:
+                raise SealError("the wallet returned no preimage")
+            result = open_sealed_result(sealed.event, preimage, self.keys)
+        except SealError as exc:
+            report = build_fraud_report(self.keys, FraudProof(sealed.event, sealed.bolt11 or "", preimage or ""),
+                                        state.job_id)
+            with contextlib.suppress(Exception):
+                await self.pool.publish(report)  # type: ignore[union-attr]
+            state.fraud_report = report
+            raise self._paid_no_result(state, f"that opens: {exc}; fraud report {report.id} published (kind 1985)")
+        state.winner = result
+        state.delivery = KEY_MODE
+        state.mark("result")
+        if state.on_delta is not None and result.text:
+            state.streamed += result.text
+            state.on_delta(result.text)
+        state.progress("done", provider=provider)
+        self._note_result(state, sealed.event, None)
 
     def _above_bid(self, state: _JobState, fb: JobFeedback) -> InvoiceRefused | None:
         """An `error` naming a price above our bid tag, as the refusal that names the limit."""

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pylon.customer.lease import owner_alive
 from pylon.customer.ledger import Ledger, Receipt
 from pylon.customer.refunds import request_refund
+from pylon.jobs.keyed import SealError, delivery_hash, key_hash, open_sealed_result
 from pylon.jobs.nip90 import KIND_FEEDBACK, KIND_RESULT, JobFeedback, JobParseError, JobResult
 from pylon.jobs.refund import refund_offer
 from pylon.nostr.filters import Filter
@@ -52,8 +53,11 @@ class JobLookup:
 
 
 async def lookup_job(pool: Any, keys: Keys, job_id: str, *, provider: str | None = None,
-                     timeout: float = 5.0) -> JobLookup:
-    """The job's result (from `provider` when given), else its last error, from the relays."""
+                     timeout: float = 5.0, preimage: str | None = None) -> JobLookup:
+    """The job's result (from `provider` when given), else its last error, from the relays.
+
+    A sealed result (pay for the key, pylon.jobs.keyed) is opened with `preimage`, the paid
+    receipt's: how a customer killed between paying and opening gets its answer back."""
     flt = Filter.of(kinds=[KIND_RESULT, KIND_FEEDBACK], e=[job_id], p=[keys.public_key])
     events = await pool.query([flt], timeout=timeout)
     out = JobLookup(job_id)
@@ -62,7 +66,16 @@ async def lookup_job(pool: Any, keys: Keys, job_id: str, *, provider: str | None
             continue
         try:
             if event.kind == KIND_RESULT:
-                result = JobResult.from_event(event, keys)
+                if delivery_hash(event) is not None:
+                    if preimage is None or key_hash(preimage) != delivery_hash(event):
+                        continue  # sealed, and not with the key we paid for
+                    try:
+                        result = open_sealed_result(event, preimage, keys)
+                    except SealError as exc:
+                        log.warning("sealed result %s for job %s does not open: %s", event.id[:12], job_id[:12], exc)
+                        continue
+                else:
+                    result = JobResult.from_event(event, keys)
                 if result.request_id == job_id and out.result is None:
                     out.result = result
             else:
@@ -86,7 +99,8 @@ async def recover_paid_jobs(ledger: Ledger, wallet: Wallet, keys: Keys, pool: An
     out: list[tuple[Receipt, JobLookup]] = []
     for receipt in todo:
         try:
-            found = await lookup_job(pool, keys, receipt.job_id, provider=receipt.provider, timeout=3.0)
+            found = await lookup_job(pool, keys, receipt.job_id, provider=receipt.provider, timeout=3.0,
+                                     preimage=receipt.preimage)
         except Exception as exc:  # relays unreachable: the next start tries again
             log.info("cannot look up job %s: %s", receipt.job_id[:12], type(exc).__name__)
             continue

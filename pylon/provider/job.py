@@ -30,6 +30,7 @@ class Job:
     completion_tokens: int | None = None
     finish_reason: str | None = None  # the backend's, put on the result
     tool_calls: list[dict[str, Any]] | None = None  # the backend's, put on the result
+    key_delivery: bool = False  # pay for the key: run first, seal the result, invoice sha256(key)
 
     @property
     def id(self) -> str:

@@ -57,6 +57,7 @@ from pylon.provider.partials import PartialCoalescer
 from pylon.provider.context import (
     fit_max_tokens, no_room_reason, prompt_tokens_upper_bound, wanted_max_tokens,
 )
+from pylon.jobs.keyed import DELIVERY_TAG, KEY_MODE, key_hash, new_key, seal, wants_key
 from pylon.jobs.nip89 import build_announcement, build_withdrawal
 from pylon.jobs.nip90 import (
     KIND_DELETION, KIND_REQUEST, FeedbackStatus, JobFeedback, JobParseError, JobRequest, JobResult, parse_cancellation,
@@ -70,7 +71,7 @@ from pylon.provider.payments import PaymentCollector, PaymentSeams
 from pylon.provider.reporting import ProviderMetricsSink
 from pylon.relay.pool import RelayPool
 from pylon.jobs.refund import KIND_REFUND_REQUEST, REFUND_TAG
-from wallet.base import Wallet
+from wallet.base import InvoiceState, SupportsPreimageInvoice, SupportsWaitInvoice, Wallet
 from pylon.provider.refunds import RefundDesk, job_deadline
 
 #: how far before its start a provider looks for requests it has not seen (and how far a
@@ -293,6 +294,7 @@ class Provider:
             price_msat=0 if self.free else self.price_msat,
             price_per_1k_tokens_msat=0 if self.free else self.price_per_1k_tokens_msat,
             relays=self.pool.urls, max_tokens=self._announced_max_tokens(),
+            delivery=[KEY_MODE] if not self.free and isinstance(self.wallet, SupportsPreimageInvoice) else [],
             context_lengths={m: n for m, n in self.context_lengths.items() if m in self.served_models},
             tools=self.tools,
         )
@@ -568,11 +570,19 @@ class Provider:
                 self._log(job.id, job.customer, job.model, "quoted", job=job)
             elif status not in ("quoted", "awaiting_payment", "paid"):  # resumed after a restart
                 return
+            if job.amount_msat and status in ("seen", "quoted") and self._key_delivery(job):
+                job.key_delivery = True  # pay for the key: run first, the sealed result is the invoice
+                await self._run(job)
+                return
             if not await self._collect_payment(job):
                 return
             await self._run(job)
         except asyncio.CancelledError:
             self._on_cancelled(job)
+
+    def _key_delivery(self, job: Job) -> bool:
+        """Pay for the key when the customer asked for it and our wallet takes a chosen preimage."""
+        return wants_key(job.request.extra_params) and isinstance(self.wallet, SupportsPreimageInvoice)
 
     async def _run(self, job: Job, *, rerun: bool = False) -> None:
         assert self.store is not None
@@ -640,7 +650,7 @@ class Provider:
         )
         parts: list[str] = []
         partials = (PartialCoalescer(self.partial_interval_s, self.partial_max_chars)
-                    if self.partial_interval_s is not None else None)
+                    if self.partial_interval_s is not None and not job.key_delivery else None)  # key mode: nothing readable before payment
         stats = self.stats
         stats.generations += 1
         stats.backend_in_flight += 1
@@ -675,8 +685,51 @@ class Provider:
             completion_tokens=job.completion_tokens, amount_msat=job.amount_msat, bolt11=job.bolt11,
             finish_reason=job.finish_reason, tool_calls=job.tool_calls,
         )
+        if job.key_delivery:
+            sealed = await self._seal_for_key(job, event)
+            if sealed is None:
+                return
+            event = sealed
         self.store.mark_result_ready(job.id, event.to_json())
         await self._publish_stored_result(job, event)
+
+    async def _seal_for_key(self, job: Job, event: Event) -> Event | None:
+        """Pay for the key (pylon.jobs.keyed): the result sealed under a fresh key P, with an
+        invoice whose payment hash is sha256(P); paying it is what reveals P to the customer."""
+        assert isinstance(self.wallet, SupportsPreimageInvoice)
+        key = new_key()
+        try:
+            invoice = await self.wallet.make_invoice_with_preimage(
+                job.amount_msat, key, f"pylon job {job.id} (pay for the key)", self.invoice_expiry_s)
+        except Exception as exc:
+            self._fail(job, f"provider could not create an invoice: {type(exc).__name__}")
+            return None
+        job.bolt11 = invoice.bolt11
+        tags = [t for t in event.tags if t[:1] != ["amount"]]
+        tags += [["amount", str(job.amount_msat), invoice.bolt11], [DELIVERY_TAG, KEY_MODE, key_hash(key)]]
+        self._log(job.id, job.customer, job.model, "payment-required", job=job, detail="pay for the key")
+        self._spawn(self._watch_key_payment(job, invoice.payment_hash, invoice.expires_at))
+        return Event.build(self.keys, event.kind, seal(key, event.content), tags)
+
+    async def _watch_key_payment(self, job: Job, payment_hash: str, expires_at: int) -> None:
+        """Log when the key is bought (the job itself is done either way: nothing to deliver later)."""
+        wallet = self.wallet
+        while wallet is not None and time.time() < expires_at:
+            try:
+                if isinstance(wallet, SupportsWaitInvoice):
+                    state = await wallet.wait_invoice(payment_hash, timeout=min(30.0, expires_at - time.time() + 0.05))
+                else:
+                    state = await wallet.lookup_invoice(payment_hash)
+                    if state == InvoiceState.PENDING:
+                        await asyncio.sleep(1.0)
+            except Exception:  # the money may still arrive; this is only a log line
+                await asyncio.sleep(1.0)
+                continue
+            if state == InvoiceState.SETTLED:
+                self._log(job.id, job.customer, job.model, "paid", job=job, detail="the key was bought")
+                return
+            if state != InvoiceState.PENDING:
+                return
 
     async def _republish(self, job: Job, result_json: str) -> None:
         try:

@@ -33,7 +33,12 @@ async def paid_provider(relay_url: str, base_url: str, db_path: Path, wallet: An
 @contextlib.asynccontextmanager
 async def paying_customer(relay_url: str, wallet: Any, *, keys: Keys | None = None, ledger_path: Path | None = None,
                           **kwargs: Any) -> AsyncIterator[PylonClient]:
-    """A PylonClient paying with `wallet`; receipts in `ledger_path` (else PYLON_HOME's ledger)."""
+    """A PylonClient paying with `wallet`; receipts in `ledger_path` (else PYLON_HOME's ledger).
+
+    These tests are about the pay-first flow (payment-required, then the job runs), so the
+    client does not ask for pay-for-the-key delivery unless `key_delivery=True` is given
+    (tests/market/test_key_delivery.py)."""
+    kwargs.setdefault("key_delivery", False)
     ledger = Ledger(ledger_path) if ledger_path is not None else None
     client = PylonClient([relay_url], keys=keys or Keys.generate(), wallet=wallet, ledger=ledger, **kwargs)
     try:
