@@ -387,7 +387,7 @@ class PylonClient:
             raise RelayError("PylonClient is not started: use `async with PylonClient(...)`")
         receipt = self.payments.ledger.intent_for_job(job_id) if self.payments is not None else None
         found = await lookup_job(self.pool, self.keys, job_id, provider=receipt.provider if receipt else None,
-                                 timeout=timeout)
+                                 timeout=timeout, preimage=receipt.preimage if receipt else None)
         if receipt is not None and found.result is not None and found.result.event is not None:
             await self.payments.ledger.mark_result_async(job_id, found.result.event.id)  # type: ignore[union-attr]
         return found
