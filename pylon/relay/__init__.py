@@ -1,1 +1,2 @@
-"""Transport: the relay pool (one websocket per relay, OK/EOSE/CLOSED/AUTH, reconnects)."""
+"""Transport: the relay pool. `session.py` is the protocol without I/O (OK/EOSE/CLOSED/AUTH/COUNT,
+dedupe, resubscribe), `runner.py` the websockets task per relay, `pool.py` the public API."""
