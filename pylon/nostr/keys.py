@@ -6,6 +6,7 @@ keys are cached because parsing costs about a quarter of a verify.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from functools import lru_cache
@@ -243,6 +244,21 @@ class Keys:
         path = Path(path)
         if path.exists():
             return cls.load(path)
+        # Several processes may start on a fresh PYLON_HOME at once (40 `pylon ask` in parallel):
+        # exactly one identity must win and every process must use that one. Each writes its
+        # own temporary file and links it into place (link fails if the file exists); a loser
+        # reads the winner's key.
         keys = cls.generate()
-        keys.save(path)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        keys.save(tmp)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return cls.load(path)
+        except OSError as exc:
+            raise StorageError(f"cannot write the identity file {path}: {exc.strerror or exc}",
+                               hint="check the folder's permissions, or set PYLON_HOME to a writable folder") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         return keys
