@@ -8,7 +8,9 @@ that provider reported an error and offered a refund, `--wallet` (or PYLON_WALLE
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import time
 from typing import Optional
 
 import typer
@@ -29,7 +31,13 @@ async def _fetch(relays: list[str], job_id: str, wallet_uri: str | None, timeout
         wallet = open_wallet(wallet_uri)
     try:
         async with PylonClient(relays, wallet=wallet) as client:
-            found = await client.fetch_result(job_id, timeout=timeout)
+            # a busy relay may answer late or partly: ask again until the result or the deadline
+            deadline = time.monotonic() + timeout
+            while True:
+                found = await client.fetch_result(job_id, timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+                if found.result is not None or time.monotonic() + 0.5 >= deadline:
+                    break
+                await asyncio.sleep(0.5)
             receipt = client.payments.ledger.intent_for_job(job_id) if client.payments is not None else None
             if found.result is None and found.refund_offer_msat and receipt is not None and wallet is not None:
                 assert client.payments is not None and client.pool is not None
@@ -53,7 +61,7 @@ def result(
     job_id: str = typer.Argument(..., metavar="JOB_ID", help="The job's id (64 hex characters)."),
     relay: Optional[list[str]] = typer.Option(None, "--relay", "-r", help="Relay URL (repeatable)."),
     wallet: Optional[str] = typer.Option(None, "--wallet", help="Wallet to receive an offered refund with."),
-    timeout: float = typer.Option(5.0, "--timeout", min=0.1, help="Seconds to wait for the relays."),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to keep asking the relays."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Fetch a job's result from the relays by its id (and claim a refund its provider offered)."""

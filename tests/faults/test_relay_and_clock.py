@@ -68,7 +68,7 @@ async def test_customer_clock_ten_minutes_off_is_still_served(relay_url, openai_
                 tally.answered += 1
             elif clean_cli_failure(proc.returncode, err.decode()):
                 tally.failed_cleanly += 1
-                print(f"[faults] skewed ask {i}: {err.decode().strip()[-300:]}")
+                print(f"[faults] skewed ask {i}: {err.decode().strip()[-600:]!r}")
             else:
                 tally.unclean.append(err.decode()[-400:])
         await asyncio.gather(*(one(i) for i in range(3)))
