@@ -123,7 +123,10 @@ def serve(
     price_msat: Optional[int] = typer.Option(None, "--price-msat", min=0, help="Price per job in msat."),
     price_per_1k: Optional[int] = typer.Option(None, "--price-per-1k-tokens-msat", min=0,
                                                help="Price per 1000 max_tokens in msat."),
-    max_tokens_cap: Optional[int] = typer.Option(None, "--max-tokens-cap", min=1, help="Most tokens per job."),
+    max_tokens_cap: Optional[int] = typer.Option(
+        None, "--max-tokens-cap", min=1, metavar="N",
+        help="Most tokens per job; also capped to what the model's context leaves after the prompt "
+        f"[default: {effective('max_tokens_cap')}]."),
     free: bool = typer.Option(False, "--free", help="Serve without payment whatever the price."),
     wallet: Optional[str] = typer.Option(None, "--wallet", help="Wallet URI to invoice with (or PYLON_WALLET)."),
     wallet_file: Optional[Path] = typer.Option(None, "--wallet-file", metavar="PATH",
