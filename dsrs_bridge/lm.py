@@ -355,6 +355,11 @@ def _make_lm_class():
             await super().aclose()
             await hub_of(self).aclose()
 
+        def __deepcopy__(self, memo: dict[int, Any]) -> "PylonLM":
+            """Programs are deep-copied (optimizers, Parallel): a copy shares the hub — the
+            connection, the budget and the counters — like `lm.copy()`, its history its own."""
+            return self.copy()
+
         def __enter__(self) -> "PylonLM":
             return self
 

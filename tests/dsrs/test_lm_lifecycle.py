@@ -151,3 +151,13 @@ async def test_stream_listener_sees_a_field_in_several_chunks(swarm):
     assert final is not None and final.answer == words
     assert len(chunks) >= 4 and "".join(chunks).strip() == words
     await lm.aclose()
+
+
+def test_deep_copies_share_the_hub_and_keep_their_own_history():
+    import copy
+
+    lm = pylon_lm("m", relays=["ws://127.0.0.1:9"], keys=Keys.generate())
+    predict = dspy.Predict("q -> a")
+    predict.lm = lm
+    clone = copy.deepcopy(predict)  # what optimizers do to programs
+    assert clone.lm is not lm and hub_of(clone.lm) is hub_of(lm) and clone.lm.history is not lm.history
