@@ -102,12 +102,41 @@ def relays_check(status: Callable[[], Mapping[str, str]], *, min_connected: int 
     return check
 
 
-def wallet_check(wallet: Wallet) -> Check:
-    """The wallet answers a balance request. The balance itself is not published."""
+WALLET_CHECK_TTL_S = 60.0
+_PROBE_HASH = "00" * 32  # no invoice has it: a healthy wallet says "not found"
+
+
+async def probe_wallet(wallet: Wallet) -> str:
+    """Ask the wallet about an invoice that does not exist: the call a provider needs anyway
+    (lookup_invoice), allowed to a receive-only NWC connection, which may not ask for its
+    balance. Any answer, "not found" included, means it is reachable and accepts us; raises
+    the wallet's error when it is unreachable, times out or refuses our credentials."""
+    from wallet.errors import Unauthorized, WalletError, WalletTimeout, WalletUnreachable
+
+    try:
+        await wallet.lookup_invoice(_PROBE_HASH)
+    except (Unauthorized, WalletUnreachable, WalletTimeout):
+        raise
+    except WalletError as exc:  # not found, not implemented...: it answered
+        return f"wallet answered ({type(exc).__name__})"
+    return "wallet answered"
+
+
+def wallet_check(wallet: Wallet, *, ttl_s: float = WALLET_CHECK_TTL_S) -> Check:
+    """The wallet answers (`probe_wallet`), asked at most once per `ttl_s`: health probes come
+    every few seconds and must not turn into a stream of wallet requests."""
+    last: list[Any] = []  # [monotonic time, CheckResult]
 
     async def check() -> CheckResult:
-        await wallet.balance()
-        return CheckResult(True, "balance request answered")
+        now = asyncio.get_running_loop().time()
+        if last and now - last[0] < ttl_s:
+            return last[1]
+        try:
+            result = CheckResult(True, await probe_wallet(wallet))
+        except Exception as exc:
+            result = CheckResult(False, f"{type(exc).__name__}: {exc}"[:300])
+        last[:] = [now, result]
+        return result
 
     return check
 
@@ -191,12 +220,14 @@ class MetricsServer:
         if path == "/metrics" and self.registry is not None:
             body = await asyncio.get_running_loop().run_in_executor(None, render, self.registry)
             return 200, body, CONTENT_TYPE_LATEST
-        if path in ("/health", "/healthz"):
+        if path == "/livez":  # liveness: the process and its loop answer; nothing else is asked
+            return 200, b"ok\n", "text/plain; charset=utf-8"
+        if path in ("/health", "/healthz", "/readyz"):  # readiness: backend, relays, wallet
             report = await self.health.report() if self.health is not None else {"ok": True, "checks": {}}
             body = (json.dumps(report, ensure_ascii=False) + "\n").encode()
             return (200 if report["ok"] else 503), body, "application/json"
         if path == "/":
-            links = [p for p, on in (("/metrics", self.registry is not None), ("/health", True)) if on]
+            links = [p for p, on in (("/metrics", self.registry is not None), ("/health", True), ("/livez", True)) if on]
             return 200, ("\n".join(links) + "\n").encode(), "text/plain; charset=utf-8"
         return 404, b"not found\n", "text/plain; charset=utf-8"
 

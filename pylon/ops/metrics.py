@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -89,7 +89,10 @@ class ProviderMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         reg = self.registry
         self.jobs = Counter("pylon_provider_jobs", "Jobs by status reached", ["status"], registry=reg)
-        self.earned_msat = Counter("pylon_provider_earned_msat", "Millisats received for jobs", registry=reg)
+        # settled invoices seen by this process; what was earned (delivered jobs only) is
+        # pylon_provider_earned_msat_total{model}, read from the job store (StoreCountersCollector)
+        self.earned_msat = Counter("pylon_provider_settled_msat", "Millisats of invoices settled in this process",
+                                   registry=reg)
         self.tokens = Counter("pylon_provider_tokens", "Tokens processed", ["type"], registry=reg)
         self.backend_latency = Histogram(
             "pylon_provider_backend_latency_seconds",
@@ -129,6 +132,8 @@ class ProviderMetrics:
             return pool.status() if pool is not None else {}
 
         self.track_relays(relay_status)
+        self.registry.register(ProviderStateCollector(provider))
+        self.registry.register(StoreCountersCollector(lambda: _store_path(provider)))
 
     # -- jobs -----------------------------------------------------------------------------
     def job_status(self, status: str) -> None:
@@ -178,6 +183,100 @@ class ProviderMetrics:
 
     def render(self) -> bytes:
         return render(self.registry)
+
+
+def _store_path(provider: Any) -> Any:
+    store = getattr(provider, "store", None)
+    return store.path if store is not None else getattr(provider, "db_path", None)
+
+
+class ProviderStateCollector(Collector):
+    """Gauges read from a Provider at scrape time: info (version, npub), prices, backend_up,
+    accepting (0 while paused or draining) and announcing."""
+
+    def __init__(self, provider: Any) -> None:
+        self._provider = provider
+
+    def collect(self) -> Iterator[Any]:
+        from pylon.version import __version__
+
+        p = self._provider
+        keys = getattr(p, "keys", None)
+        info = InfoMetricFamily("pylon_provider", "The provider's version and identity")
+        info.add_metric([], {"version": __version__, "npub": getattr(keys, "npub", "") if keys is not None else ""})
+        yield info
+        price = GaugeMetricFamily("pylon_provider_price_msat", "Announced price in msat", labels=["kind"])
+        free = bool(getattr(p, "free", True))
+        price.add_metric(["per_job"], 0.0 if free else float(getattr(p, "price_msat", 0)))
+        price.add_metric(["per_1k_tokens"], 0.0 if free else float(getattr(p, "price_per_1k_tokens_msat", 0)))
+        yield price
+        health = getattr(p, "backend_health", None)
+        yield GaugeMetricFamily("pylon_provider_backend_up", "1 if the backend's last health probe succeeded",
+                                value=1.0 if health is not None and health.ok else 0.0)
+        yield GaugeMetricFamily("pylon_provider_accepting", "1 while taking new jobs (0: paused or draining)",
+                                value=1.0 if getattr(p, "accepting", True) else 0.0)
+        yield GaugeMetricFamily("pylon_provider_announcing", "1 while an unexpired NIP-89 announcement is out",
+                                value=1.0 if getattr(p, "announcing", False) else 0.0)
+
+
+class StoreCountersCollector(Collector):
+    """Lifetime outcome counters kept by the job store's triggers (pylon.provider.counters),
+    read with a read-only connection at scrape time. They equal the store's own counts by
+    construction and survive restarts and pruning."""
+
+    def __init__(self, path: Callable[[], Any]) -> None:
+        self._path = path
+
+    def _read(self) -> dict[tuple[str, str], int]:
+        import sqlite3
+
+        from pylon.provider.counters import read
+
+        path = self._path()
+        if path is None:
+            return {}
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        except sqlite3.Error:
+            return {}
+        try:
+            return read(db)
+        except sqlite3.Error:
+            return {}
+        finally:
+            db.close()
+
+    def collect(self) -> Iterator[Any]:
+        from pylon.provider.counters import SEP
+
+        data = self._read()
+        received = CounterMetricFamily("pylon_provider_jobs_received", "Job requests recorded by the job store")
+        received.add_metric([], float(data.get(("received", ""), 0)))
+        yield received
+        finished = CounterMetricFamily(
+            "pylon_provider_jobs_finished",
+            "Jobs that reached a final state, by outcome (success, error, paid_error, expired, rejected, "
+            "cancelled) and model", labels=["outcome", "model"])
+        for outcome in ("success", "error"):  # dashboards see 0 rather than no series
+            if not any(k[0] == "finished" and k[1].startswith(outcome + SEP) for k in data):
+                finished.add_metric([outcome, "-"], 0.0)
+        money = {name: CounterMetricFamily(f"pylon_provider_{name}", doc, labels=["model"]) for name, doc in (
+            ("earned_msat", "Millisats of paid jobs that were delivered"),
+            ("paid_msat", "Millisats of settled invoices (delivered or not)"),
+            ("payments", "Invoices settled"))}
+        refunded = CounterMetricFamily("pylon_provider_refunded_msat", "Millisats refunded to customers")
+        refunded.add_metric([], float(data.get(("refunded_msat", ""), 0)))
+        for (name, label), value in sorted(data.items()):
+            if name == "finished":
+                outcome, _, model = label.partition(SEP)
+                finished.add_metric([outcome, model], float(value))
+            elif name in ("earned_msat", "paid_msat"):
+                money[name].add_metric([label], float(value))
+            elif name == "paid":
+                money["payments"].add_metric([label], float(value))
+        yield finished
+        yield from money.values()
+        yield refunded
 
 
 class RelayStatsCollector(Collector):

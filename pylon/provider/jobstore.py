@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Iterable
 
 from pylon.errors import StorageError
+from pylon.provider.counters import install as install_counters
 from pylon.home import db_path as home_db_path
 from pylon.home import private_file
 
@@ -159,6 +160,7 @@ class JobStore:
             for name, decl in _ADDED:
                 if name not in have:  # a job store from before refunds
                     self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+            install_counters(self._db)  # lifetime outcome counters for /metrics (pylon.provider.counters)
             self._db.execute("PRAGMA wal_autocheckpoint=0")  # see the module docstring
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open the provider's job store {self.path}: {exc}",

@@ -58,7 +58,7 @@ def test_provider_metrics_count_jobs_tokens_msats_latency():
     assert ("pylon_provider_jobs_total", (("status", "<script>"),)) not in s
     assert s[("pylon_provider_tokens_total", (("type", "prompt"),))] == 11
     assert s[("pylon_provider_tokens_total", (("type", "completion"),))] == 7
-    assert s[("pylon_provider_earned_msat_total", ())] == 21_000
+    assert s[("pylon_provider_settled_msat_total", ())] == 21_000
     assert s[("pylon_provider_backend_latency_seconds_count", (("model", "tiny"),))] == 1
     assert ("process_resident_memory_bytes", ()) in s
 
