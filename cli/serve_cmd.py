@@ -24,17 +24,17 @@ from pylon.errors import ConfigError
 log = logging.getLogger("pylon.serve")
 
 
-async def _serve(settings: Any) -> None:
+async def _serve(settings: Any, overrides: dict[str, Any] | None = None) -> None:
     from pylon.ops.home_lock import HomeLock
 
     lock = HomeLock().acquire()  # one `pylon serve` per PYLON_HOME (pylon.ops.home_lock)
     try:
-        await _serve_locked(settings)
+        await _serve_locked(settings, overrides or {})
     finally:
         lock.release()
 
 
-async def _serve_locked(settings: Any) -> None:
+async def _serve_locked(settings: Any, overrides: dict[str, Any]) -> None:
     from pylon.provider.backends import OpenAIBackend
     from pylon.home import identity_path
     from pylon.nostr.keys import Keys
@@ -66,7 +66,20 @@ async def _serve_locked(settings: Any) -> None:
         partial_interval_s=settings.partial_interval_ms / 1000, tools=settings.tools,
     )
     stop, force = shutdown_signals()
-    control = ServeControl(provider)
+    current = [settings]
+
+    async def reload() -> None:  # SIGHUP: config.toml and PYLON_* again, flags still win (pylon.ops.reload)
+        from pylon.ops.reload import reload_provider
+
+        try:
+            new = load_settings(overrides)
+        except ConfigError as exc:
+            log.error("reload refused, the running settings stay: %s", exc)
+            return
+        await reload_provider(provider, current[0], new)
+        current[0] = new
+
+    control = ServeControl(provider, reload=reload)
     control.install()
     monitor = None
     try:
@@ -85,7 +98,7 @@ async def _serve_locked(settings: Any) -> None:
             await stop.wait()
             # graceful drain (pylon.provider.drain): no new jobs, announcement withdrawn, paid
             # and running jobs finished within --drain-timeout; a second signal stops at once
-            await drain(provider, timeout_s=settings.drain_timeout_s, force=force)
+            await drain(provider, timeout_s=current[0].drain_timeout_s, force=force)
             log.info("stopping provider (unfinished jobs resume on the next start)")
     finally:
         control.uninstall()
@@ -150,13 +163,14 @@ def serve(
     if action is not None:
         _control(action)
         return
-    settings = load_settings({
+    overrides: dict[str, Any] = {
         "relays": relay, "backend": backend, "models": model, "concurrency": concurrency,
         "price_msat": price_msat, "price_per_1k_tokens_msat": price_per_1k, "max_tokens_cap": max_tokens_cap,
         "free": True if free else None, "wallet": wallet_from_flags(wallet, wallet_file), "metrics_port": metrics_port, "metrics_host": metrics_host,
         "log_format": log_format, "partial_interval_ms": partial_interval_ms,
         "drain_timeout_s": drain_timeout, "tools": True if tools else None,
-    })
+    }
+    settings = load_settings(overrides)
     setup_logging(verbose, settings.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    run(_serve(settings))
+    run(_serve(settings, overrides))

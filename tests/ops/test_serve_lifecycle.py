@@ -157,3 +157,45 @@ async def test_one_serve_per_home_and_pause_resume(relay_url, openai_double, dev
     assert "no pylon serve running" in status.stdout
     out = await asyncio.to_thread(_pylon, home, "serve", "pause")
     assert out.returncode == 2 and "no pylon serve is running" in out.stderr
+
+
+async def _announced_price(relay_url: str, pubkey: str) -> int | None:
+    from pylon.jobs.nip89 import parse_announcement
+
+    events = await stored(relay_url, kinds=[31990], authors=[pubkey])
+    return parse_announcement(max(events, key=lambda e: e.created_at)).price_msat if events else None
+
+
+async def test_sighup_reload_changes_the_price_for_the_next_quote(relay_url, openai_double, dev_ledger, tmp_path):
+    dev_ledger.fund("customer", FUND)
+    cw, pw = dev_ledger.wallet("customer"), dev_ledger.wallet("provider")
+    keys, home = _home(tmp_path)
+    config = home / "config.toml"
+    config.write_text("price_msat = 1000\nmax_tokens_cap = 16\n")
+    provider = Proc("provider", [PYLON, "serve", "--relay", relay_url, "--backend", openai_double.base_url,
+                                 "--wallet", dev_ledger.uri("provider")], env=cli_env(home))
+    await provider.start()
+    try:
+        async with paying_customer(relay_url, cw, max_msat=5_000, **INVOICE_FIRST) as client:
+            await client.ask("at the old price", timeout=60, provider=keys.public_key)
+            assert await pw.balance() == 1000
+            openai_double.latency_s = 3.0  # a job running across the reload keeps its quote
+            running = asyncio.ensure_future(client.ask("running across the reload", timeout=60,
+                                                       provider=keys.public_key))
+            await wait_for(lambda: len(openai_double.requests) >= 2, timeout=60, what="the second job running")
+            config.write_text("price_msat = 2500\nmax_tokens_cap = 16\n")
+            out = await asyncio.to_thread(_pylon, home, "serve", "reload")
+            assert out.returncode == 0, out.stderr
+            await wait_for_async(lambda: _price_is(relay_url, keys.public_key, 2500), want=True)
+            await running
+            assert await pw.balance() == 2000  # quoted before the reload: the old price
+            openai_double.latency_s = 0.0
+            await client.ask("at the new price", timeout=60, provider=keys.public_key)
+            assert await pw.balance() == 2000 + 2500
+        assert provider.proc.returncode is None  # SIGHUP did not stop it
+    finally:
+        await provider.stop()
+
+
+async def _price_is(relay_url: str, pubkey: str, price: int) -> bool:
+    return await _announced_price(relay_url, pubkey) == price
