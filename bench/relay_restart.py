@@ -1,5 +1,6 @@
 """Relay restart time on a database of N events (default 100,000): after a clean stop, and after
-a SIGKILL-like exit that leaves every write in the WAL (no checkpoint). Prints seconds to listen
+a SIGKILL-like exit with automatic checkpoints off (as when readers keep the WAL busy under load:
+only the writer's own TRUNCATE checkpoints past 64 MiB bound it). Prints seconds to listen
 and to answer a first REQ, and the ratio of the killed case to the clean one.
 
     .venv/bin/python bench/relay_restart.py [N]
