@@ -79,6 +79,20 @@ log = logging.getLogger("pylon.customer.client")
 Stage = Literal["published", "quoted", "payment", "processing", "partial", "done", "error", "cancelled"]
 
 
+class JobStalled(JobTimeout):
+    """The provider(s) working on the job went silent (no reply, or a stream that stopped)."""
+
+    def __init__(self, message: str, providers: list[str], job_id: str = "") -> None:
+        super().__init__(message)
+        self.providers = providers
+        self.job_id = job_id
+
+
+DEFAULT_STALL_S = 30.0  # silence from a provider at work that counts as a stall
+DEFAULT_FAILOVER = 2  # new requests after an error or a stall (untargeted jobs, nothing paid)
+FAILOVER_FIRST_REPLY_S = 5.0  # a re-offered job nobody replies to within this ends with the first failure
+
+
 # ------------------------------------------------------------------------------ outcome
 class Usage(BaseModel):
     prompt_tokens: int | None = None
@@ -117,6 +131,7 @@ class AskOutcome(BaseModel):
     receipt: dict[str, Any] | None = None  # the payment's receipt (pylon.customer.ledger.Receipt), if we paid
     offers: list[dict[str, Any]] = Field(default_factory=list)  # every provider's offer, taken or left and why
     delivery: str = ""  # "key": paid for the key to a result already published (pylon.jobs.keyed)
+    failover: list[dict[str, Any]] = Field(default_factory=list)  # earlier attempts: job id, providers, why
     route: str = ""  # the routing policy the offers were decided by (untargeted jobs)
 
 
@@ -169,6 +184,9 @@ class _JobState:
     sealed: dict[str, JobResult] = field(default_factory=dict)  # provider -> its sealed result (pay for the key)
     delivery: str = ""  # "key" when the answer was bought as a key
     fraud_report: Event | None = None
+    stall_s: float | None = None  # a provider working for us that is silent this long has stalled
+    first_reply_s: float | None = None  # give up this soon when nobody replies (failover attempts)
+    stalled: set[str] = field(default_factory=set)
     held_msat: int | None = None  # the session budget held for this job (Budget.hold)
 
     @property
@@ -228,6 +246,8 @@ class PylonClient:
         scoreboard: Scoreboard | None = None,
         keep_scores: bool = True,
         key_delivery: bool = True,
+        stall_s: float | None = DEFAULT_STALL_S,
+        failover: int = DEFAULT_FAILOVER,
         clock: Callable[[], float] | None = None,
     ) -> None:
         """`decision_window_s`, `route` and `avoid` decide among offers (pylon.customer.offers);
@@ -235,6 +255,8 @@ class PylonClient:
         self.keys = keys if keys is not None else Keys.load_or_create(identity_path())
         self.decision_window_s = max(0.0, float(decision_window_s))
         self.key_delivery = key_delivery  # ask providers to sell the key to a sealed result (pylon.jobs.keyed)
+        self.stall_s = stall_s  # silence from the provider working for us that counts as a stall (None: never)
+        self.failover = max(0, int(failover))  # new requests after a failure, untargeted jobs only
         self.route = check_route(route)
         self.avoid = frozenset(normalize_pubkey(p) for p in avoid)
         self.scoreboard = scoreboard if scoreboard is not None else (Scoreboard() if keep_scores else None)
@@ -422,12 +444,12 @@ class PylonClient:
         so concurrent jobs never bid more than the session has left, and released after."""
         check_params(params)  # a value outside its documented range is refused before anything is sent
         if self.payments is None or self.payments.budget.session_msat is None:
-            return await self._run_job(prompt, params, bid_msat=bid_msat, hold=None, **kwargs)
+            return await self._run_with_failover(prompt, params, bid_msat=bid_msat, hold=None, **kwargs)
         caps = [v for v in (bid_msat, self.max_msat) if v is not None]
         hold = await self.payments.budget.hold(min(caps) if caps else None)
         try:
             held_bid = bid_msat if hold is None else (hold.msat if bid_msat is None else min(bid_msat, hold.msat))
-            return await self._run_job(prompt, params, bid_msat=held_bid, hold=hold, **kwargs)
+            return await self._run_with_failover(prompt, params, bid_msat=held_bid, hold=hold, **kwargs)
         finally:
             self.payments.budget.release(hold)
 
@@ -436,6 +458,7 @@ class PylonClient:
         timeout: float, encrypted: bool | None, on_progress: ProgressCallback | None,
         on_delta: Callable[[str], None] | None, error_grace_s: float, collect_s: float, collect_max: int | None,
         hold: Hold | None = None, route: str | None = None, avoid: Sequence[str] = (),
+        first_reply_s: float | None = None,
     ) -> AskOutcome:
         if self.pool is None or self._sub is None:
             raise RelayError("PylonClient is not started: use `async with PylonClient(...)`")
@@ -470,6 +493,8 @@ class PylonClient:
         state.bid_msat = explicit_bid
         state.route = check_route(route) if route else self.route
         state.window_s = self.decision_window_s
+        state.stall_s = self.stall_s
+        state.first_reply_s = first_reply_s
         state.avoid = self.avoid | frozenset(normalize_pubkey(p) for p in avoid)
         state.held_msat = hold.msat if hold is not None else None
         queue = JobInbox()
@@ -483,12 +508,18 @@ class PylonClient:
             while state.winner is None:
                 now = time.monotonic()
                 limit = deadline if grace_deadline is None else min(deadline, grace_deadline)
+                if state.first_reply_s is not None and not state.responders:
+                    limit = min(limit, started + state.first_reply_s)  # a re-offered job: is anyone else there?
                 if now >= limit:
                     break
                 if state.decide_at is not None and now >= state.decide_at:
                     await self._decide(state)  # the decision window closed: act on the offers
                     continue
-                wake = limit if state.decide_at is None else min(limit, state.decide_at)
+                stall_at = self._stall_at(state)
+                if stall_at is not None and now >= stall_at:
+                    await self._on_stall(state)  # hands over to a quote, or raises JobStalled (failover)
+                    continue
+                wake = min(x for x in (limit, state.decide_at, stall_at) if x is not None)
                 if queue.empty():
                     # asyncio.timeout, not wait_for: on 3.11 wait_for wraps every get in a new task
                     try:
@@ -935,6 +966,72 @@ class PylonClient:
                 self._leave_quotes(state, f"route {state.route} preferred provider {fb.provider[:12]}…")
             return
 
+    # -------------------------------------------------------------------- stalls and failover
+    @staticmethod
+    def _stall_at(state: _JobState) -> float | None:
+        """When the providers working for us (a free one at work, the targeted one) count as stalled."""
+        if state.stall_s is None or state.winner is not None or state.payment.paid:
+            return None  # after a payment the job is not re-offered (never two payments for one answer)
+        watched = set(state.book.free_working)
+        if state.target is not None and state.target in state.last_seen and state.target not in state.finished:
+            watched.add(state.target)
+        if not watched:
+            return None
+        return max(state.last_seen.get(p, state.started) for p in watched) + state.stall_s
+
+    async def _on_stall(self, state: _JobState) -> None:
+        """The provider(s) at work went silent: pay a pending quote if there is one, else give up
+        this attempt (JobStalled) so it can be re-offered."""
+        stalled = set(state.book.free_working)
+        if state.target is not None:
+            stalled.add(state.target)
+        state.stalled |= stalled
+        for o in state.book.offers:
+            if o.provider in stalled and o.action == "pending" and o.kind == "free":
+                o.action, o.reason = "left", f"stalled: silent for {state.stall_s:g}s"
+        state.book.free_working -= stalled
+        state.progress("error", f"stalled: no word for {state.stall_s:g}s", provider=next(iter(stalled), None))
+        if state.book.pending_quotes():
+            state.decide_at = time.monotonic()
+            return
+        await self._cancel_quietly(state)
+        raise JobStalled(f"job {state.job_id[:12]}…: provider(s) {', '.join(p[:12] + '…' for p in stalled)} went "
+                         f"silent for {state.stall_s:g}s", sorted(stalled), state.job_id)
+
+    async def _run_with_failover(self, prompt: str | list[dict], params: dict[str, Any], *, provider: str | None,
+                                 timeout: float, **kwargs: Any) -> AskOutcome:
+        """An untargeted job whose provider errors or stalls (nothing paid) is asked again, as a
+        new request, avoiding the providers that failed, within the same timeout and budget."""
+        if provider is not None or self.failover == 0:
+            return await self._run_job(prompt, params, provider=provider, timeout=timeout, **kwargs)
+        avoid = list(kwargs.pop("avoid", ()) or ())
+        deadline = time.monotonic() + timeout
+        history: list[dict[str, Any]] = []
+        first_error: JobError | None = None
+        for attempt in range(self.failover + 1):
+            try:
+                outcome = await self._run_job(prompt, params, provider=None, timeout=deadline - time.monotonic(),
+                                              avoid=avoid, first_reply_s=FAILOVER_FIRST_REPLY_S if attempt else None,
+                                              **kwargs)
+            except NoProviderAnswered:
+                if first_error is None:
+                    raise
+                raise first_error from None  # nobody else is there: the original failure is the answer
+            except (ProviderError, JobStalled) as exc:
+                first_error = first_error or exc
+                failed = list(exc.providers) if isinstance(exc, JobStalled) else list(exc.errors)
+                left = deadline - time.monotonic()
+                if attempt == self.failover or left < 1.0 or not failed or (kwargs.get("on_delta") and history):
+                    raise
+                history.append({"job_id": getattr(exc, "job_id", ""), "providers": failed,
+                                "reason": "stalled" if isinstance(exc, JobStalled) else "error", "detail": str(exc)})
+                avoid += failed
+                log.info("failover: asking again without %s (%.1fs left)", ", ".join(p[:12] for p in failed), left)
+                continue
+            outcome.failover = history
+            return outcome
+        raise AssertionError("unreachable")
+
     @staticmethod
     def _leave_quotes(state: _JobState, reason: str) -> None:
         for o in state.book.leave_pending(reason):
@@ -959,6 +1056,8 @@ class PylonClient:
             if paid_to is not None and (win is None or win.provider != paid_to) and state.gave_up:
                 board.record(state.job_id, paid_to, "paid_not_delivered", first_reply_s=state.first_seen.get(paid_to),
                              paid_msat=state.paid_msat)
+            for provider in state.stalled:
+                board.record(state.job_id, provider, "stalled", first_reply_s=state.first_seen.get(provider))
             for provider, reason in state.errors.items():
                 if provider != paid_to:
                     board.record(state.job_id, provider, "failed", first_reply_s=state.first_seen.get(provider),
