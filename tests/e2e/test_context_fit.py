@@ -53,10 +53,10 @@ async def test_small_request_needs_no_tokenize_call(relay_url, openai_double, tm
 
 async def test_prompt_filling_the_context_gets_a_clear_error(relay_url, openai_double, tmp_path):
     openai_double.max_context = 64
-    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite"):
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite") as provider:
         async with customer(relay_url) as client:
-            with pytest.raises(ProviderError) as info:
-                await client.ask("word " * 80, provider=None, timeout=30)
+            with pytest.raises(ProviderError) as info:  # targeted: no failover to other providers
+                await client.ask("word " * 80, provider=provider.pubkey, timeout=30)
     message = str(info.value)
     assert "prompt too long" in message and "80 tokens" in message and "context is 64 tokens" in message
     assert openai_double.requests == []  # never reached the backend
@@ -70,6 +70,6 @@ async def test_readme_prompt_on_vllm_with_a_cap_above_its_context(relay_url, vll
         async with customer(relay_url) as client:
             outcome = await client.ask("What is the capital of France?", timeout=240)
             with pytest.raises(ProviderError) as info:
-                await client.ask("France " * 600, timeout=120)
+                await client.ask("France " * 600, provider=provider.pubkey, timeout=120)
     assert outcome.text and outcome.usage.prompt_tokens + outcome.usage.completion_tokens <= 512
     assert "prompt too long" in str(info.value) and "context is 512 tokens" in str(info.value)

@@ -48,6 +48,7 @@ from pylon.errors import BackendError, ConfigError
 log = logging.getLogger(__name__)
 
 _MAX_ERROR_CHARS = 500
+_TOKENIZE_TIMEOUT_S = 10.0  # then the job falls back to the prompt's upper bound
 
 
 def normalize_base_url(base_url: str) -> str:
@@ -218,7 +219,8 @@ class OpenAIBackend:
         url = self.base_url.removesuffix("/v1") + "/tokenize"
         try:
             resp = await self._client.post(url, json={"model": model, "messages": messages,
-                                                      "add_generation_prompt": True})
+                                                      "add_generation_prompt": True},
+                                           timeout=_TOKENIZE_TIMEOUT_S)  # a hung server must not hold the job
         except httpx.TransportError:
             return None
         if resp.status_code in (404, 405, 501):
