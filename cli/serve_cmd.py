@@ -46,7 +46,9 @@ async def _serve_locked(settings: Any, overrides: dict[str, Any]) -> None:
     if created:  # said once, on stderr: a new identity is a new provider to customers
         err_console.print(f"created a new identity {keys.npub} in {path} (back it up: it is this provider)",
                           highlight=False)
-    priced = settings.price_msat > 0 or settings.price_per_1k_tokens_msat > 0
+    entries = settings.model_entries  # [[models]]: several models on several backends (pylon.provider.backends.router)
+    priced = settings.price_msat > 0 or settings.price_per_1k_tokens_msat > 0 or any(
+        (e.price_msat or 0) > 0 or (e.price_per_1k_tokens_msat or 0) > 0 for e in entries)
     free = settings.free or not priced
     wallet = None
     if not free:
@@ -55,17 +57,36 @@ async def _serve_locked(settings: Any, overrides: dict[str, Any]) -> None:
         from wallet import connect_wallet
 
         wallet = await connect_wallet(settings.wallet)
-    backend = OpenAIBackend(settings.backend, api_key=settings.backend_api_key)
+    backend: Any = OpenAIBackend(settings.backend, api_key=settings.backend_api_key)
+    router = None
+    if entries:
+        from pylon.provider.backends.router import ModelRoute, ModelRouter
+
+        shared: dict[tuple[str, str | None], OpenAIBackend] = {}
+        routes = []
+        for e in entries:
+            key = (e.backend or settings.backend, e.backend_api_key or settings.backend_api_key)
+            if key not in shared:
+                shared[key] = backend if key == (settings.backend, settings.backend_api_key) else \
+                    OpenAIBackend(key[0], api_key=key[1])
+            routes.append(ModelRoute(e.name, shared[key], e.max_concurrency, e.price_msat, e.price_per_1k_tokens_msat))
+        backend = router = ModelRouter(routes)
     from pylon.ops.metrics import ProviderMetrics
 
     metrics = ProviderMetrics() if settings.metrics_port is not None else None
     provider = Provider(
-        settings.relays, backend, keys=keys, models=settings.models or None, concurrency=settings.concurrency,
+        settings.relays, backend, keys=keys, models=None if router else (settings.model_names or None),
+        concurrency=settings.concurrency,
         max_tokens_cap=settings.max_tokens_cap, price_msat=settings.price_msat,
         price_per_1k_tokens_msat=settings.price_per_1k_tokens_msat, wallet=wallet, free=free, metrics=metrics,
         partial_interval_s=settings.partial_interval_ms / 1000, tools=settings.tools,
     )
     stop, force = shutdown_signals()
+    if router is not None:  # per-model quotes; the announced price is the highest, so no bid falls short
+        provider.model_prices = router.prices(settings.price_msat, settings.price_per_1k_tokens_msat)
+        if not free:
+            provider.price_msat = max(p for p, _ in provider.model_prices.values())
+            provider.price_per_1k_tokens_msat = max(k for _, k in provider.model_prices.values())
     current = [settings]
 
     async def reload() -> None:  # SIGHUP: config.toml and PYLON_* again, flags still win (pylon.ops.reload)

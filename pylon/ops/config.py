@@ -20,6 +20,19 @@ from pylon.home import config_path
 DEFAULT_RELAY = "ws://127.0.0.1:7777"
 
 
+class ModelEntry(BaseModel):
+    """One `[[models]]` table in config.toml: a model served from its own backend (issue 18)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    backend: str | None = None  # OpenAI-compatible base URL; None: the `backend` setting
+    backend_api_key: str | None = None  # secret
+    price_msat: int | None = Field(None, ge=0)  # None: the provider's price_msat
+    price_per_1k_tokens_msat: int | None = Field(None, ge=0)
+    max_concurrency: int = Field(32, ge=1, le=4096)
+
+
 class Settings(BaseModel):
     """Everything a Pylon process can be configured with."""
 
@@ -29,7 +42,7 @@ class Settings(BaseModel):
     wallet: str | None = None  # wallet URI (secret: never printed)
     backend: str = "http://127.0.0.1:8000/v1"
     backend_api_key: str | None = None  # secret
-    models: list[str] = Field(default_factory=list)
+    models: list[str | ModelEntry] = Field(default_factory=list)  # names, or [[models]] tables
     concurrency: int = Field(32, ge=1, le=4096)
     max_tokens_cap: int = Field(4096, ge=1)
     price_msat: int = Field(0, ge=0)
@@ -61,9 +74,21 @@ class Settings(BaseModel):
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("wallet", "backend_api_key")
 
+    @property
+    def model_names(self) -> list[str]:
+        return [m if isinstance(m, str) else m.name for m in self.models]
+
+    @property
+    def model_entries(self) -> list[ModelEntry]:
+        """The `[[models]]` tables (plain names have no table)."""
+        return [m for m in self.models if isinstance(m, ModelEntry)]
+
     def masked(self) -> dict[str, Any]:
         """The settings as a dict with secrets replaced (safe to print or log)."""
         data = self.model_dump()
+        for entry in data.get("models") or []:
+            if isinstance(entry, dict) and entry.get("backend_api_key"):
+                entry["backend_api_key"] = "***"
         for name in self.SECRET_FIELDS:
             if data.get(name):
                 data[name] = mask_secret(str(data[name]))

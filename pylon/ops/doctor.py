@@ -475,7 +475,7 @@ async def run_doctor(*, relays: Sequence[str] | None = None, backend: str | None
     tasks: list[Any] = [check_relay(u, keys=keys, timeout=timeout) for u in relay_urls]
     if check_backend_too:
         tasks.append(check_backend(backend or settings.backend, api_key=settings.backend_api_key,
-                                   models=settings.models, timeout=timeout))
+                                   models=settings.model_names, timeout=timeout))
     tasks.append(check_wallet(wallet or settings.wallet, timeout=max(timeout, 5.0)))
     results = await asyncio.gather(*tasks)
     report = Report(list(config_findings))

@@ -22,8 +22,11 @@ RESTART_ONLY = ("wallet", "relays", "backend", "backend_api_key", "concurrency",
 def apply_settings(provider: Any, old: Any, new: Any) -> list[str]:
     """Copy what can change live from `new` onto `provider`; returns 'name: old -> new' lines."""
     changes: list[str] = []
-    priced_before = not provider.free
-    if priced_before:
+    routed = bool(getattr(provider, "model_prices", None))
+    if routed and (old.models != new.models or old.price_msat != new.price_msat
+                   or old.price_per_1k_tokens_msat != new.price_per_1k_tokens_msat):
+        log.warning("reload: [[models]] and prices of a several-model provider take effect on the next start")
+    if not provider.free and not routed:
         for name in ("price_msat", "price_per_1k_tokens_msat"):
             before, after = getattr(provider, name), int(getattr(new, name))
             if before != after:
@@ -35,9 +38,9 @@ def apply_settings(provider: Any, old: Any, new: Any) -> list[str]:
     if provider.max_tokens_cap != new.max_tokens_cap:
         changes.append(f"max_tokens_cap: {provider.max_tokens_cap} -> {new.max_tokens_cap}")
         provider.max_tokens_cap = int(new.max_tokens_cap)
-    if new.models and list(new.models) != provider.served_models:
-        changes.append(f"models: {','.join(provider.served_models)} -> {','.join(new.models)}")
-        provider.served_models = list(new.models)
+    if not routed and new.models and new.model_names != provider.served_models:
+        changes.append(f"models: {','.join(provider.served_models)} -> {','.join(new.model_names)}")
+        provider.served_models = new.model_names
         provider.models_explicit = True
     interval = new.partial_interval_ms / 1000
     if provider.partial_interval_s != interval:

@@ -150,6 +150,7 @@ class Provider:
         self.max_tokens_cap = max_tokens_cap
         self.price_msat = int(price_msat)
         self.price_per_1k_tokens_msat = int(price_per_1k_tokens_msat)
+        self.model_prices: dict[str, tuple[int, int]] = {}  # model -> (per job, per 1k tokens): [[models]]
         self.wallet = wallet
         # free unless priced: a price given in code charges (free=True serves priced jobs free)
         self.free = (self.price_msat == 0 and self.price_per_1k_tokens_msat == 0) if free is None else bool(free)
@@ -531,8 +532,9 @@ class Provider:
         (see pylon.jobs.pricing for the rule and the whole-sat rounding)."""
         if self.free:
             return 0
-        return quote_msat(job.max_tokens, price_msat=self.price_msat,
-                          price_per_1k_tokens_msat=self.price_per_1k_tokens_msat,
+        price, per_1k = self.model_prices.get(job.model, (self.price_msat, self.price_per_1k_tokens_msat))
+        return quote_msat(job.max_tokens, price_msat=price,
+                          price_per_1k_tokens_msat=per_1k,
                           unit_msat=invoice_unit_msat(self.wallet))
 
     async def _collect_payment(self, job: Job) -> bool:
