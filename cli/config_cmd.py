@@ -23,7 +23,7 @@ from pylon.home import config_path
 
 app = typer.Typer(help="Show the effective configuration and where it lives.", no_args_is_help=True)
 
-_LIST_FIELDS = {"relays", "models", "avoid"}
+_LIST_FIELDS = {"relays", "models", "avoid", "trusted_reviewers"}
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:

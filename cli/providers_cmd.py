@@ -28,16 +28,19 @@ def _ago(ts: float) -> str:
     return f"{seconds}s ago"
 
 
-async def _discover(relays: list[str], model: Optional[str], timeout: float) -> list:
+async def _discover(relays: list[str], model: Optional[str], timeout: float,
+                    trusted: list[str]) -> tuple[list, dict]:
+    from pylon.customer.reviews import read_reviews
     from pylon.jobs.nip89 import discover
     from pylon.relay.pool import RelayPool
 
     async with RelayPool(relays) as pool:
         await pool.wait_connected()
-        return await discover(pool, model=model, timeout=timeout)
+        found = await discover(pool, model=model, timeout=timeout)
+        return found, await read_reviews(pool, trusted, timeout=timeout)  # only from trusted_reviewers
 
 
-def _rows(found: list, show_all: bool) -> list[dict[str, Any]]:
+def _rows(found: list, show_all: bool, reviews: dict | None = None) -> list[dict[str, Any]]:
     from pylon.customer.scoreboard import Scoreboard
 
     now = time.time()
@@ -51,7 +54,8 @@ def _rows(found: list, show_all: bool) -> list[dict[str, Any]]:
         s = scores.get(p.pubkey)
         last_active = max(p.last_seen, s.last_at or 0) if s is not None else p.last_seen
         rows.append({**p.model_dump(), "npub": p.npub, "live": live, "last_active": int(last_active),
-                     "score": s.to_dict() if s is not None else None})
+                     "score": s.to_dict() if s is not None else None,
+                     "reviews": reviews[p.pubkey].to_dict() if reviews and p.pubkey in reviews else None})
     return rows
 
 
@@ -65,7 +69,8 @@ def providers(
 ) -> None:
     """List live kind-5050 providers from their NIP-89 announcements, with this client's score."""
     settings = load_settings({"relays": relay})
-    rows = _rows(run(_discover(settings.relays, model, timeout)), show_all)
+    found, reviews = run(_discover(settings.relays, model, timeout, settings.trusted_reviewers))
+    rows = _rows(found, show_all, reviews)
     if as_json:
         print_json(rows)
         return
@@ -79,6 +84,9 @@ def providers(
     for r in rows:
         s = r["score"]
         score = f"{s['score']:.2f} ({s['delivered']}/{s['jobs']} ok)" if s else "-"
+        if r.get("reviews"):
+            rv = r["reviews"]
+            score += f"; trusted reviews {rv['delivered']}/{rv['jobs']} ok"
         table.add_row(r["npub"] + ("" if r["live"] else " (stale)"), r["name"], ", ".join(r["models"]) or "?",
                       _context_row(r), str(r["price_msat"]), str(r["price_per_1k_tokens_msat"]),
                       _ago(r["last_active"]), score)

@@ -248,6 +248,7 @@ class PylonClient:
         key_delivery: bool = True,
         stall_s: float | None = DEFAULT_STALL_S,
         failover: int = DEFAULT_FAILOVER,
+        publish_reviews: bool = False,
         clock: Callable[[], float] | None = None,
     ) -> None:
         """`decision_window_s`, `route` and `avoid` decide among offers (pylon.customer.offers);
@@ -257,6 +258,8 @@ class PylonClient:
         self.key_delivery = key_delivery  # ask providers to sell the key to a sealed result (pylon.jobs.keyed)
         self.stall_s = stall_s  # silence from the provider working for us that counts as a stall (None: never)
         self.failover = max(0, int(failover))  # new requests after a failure, untargeted jobs only
+        self.publish_reviews = publish_reviews  # signed NIP-32 reviews after each job (pylon.customer.reviews)
+        self._review_tasks: set[asyncio.Task] = set()
         self.route = check_route(route)
         self.avoid = frozenset(normalize_pubkey(p) for p in avoid)
         self.scoreboard = scoreboard if scoreboard is not None else (Scoreboard() if keep_scores else None)
@@ -332,6 +335,8 @@ class PylonClient:
             raise
 
     async def close(self) -> None:
+        if self._review_tasks:  # reviews in flight get a moment to reach the relays
+            await asyncio.wait(list(self._review_tasks), timeout=3.0)
         if self._recovery is not None:
             self._recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -547,6 +552,8 @@ class PylonClient:
         finally:
             self._routes.pop(event.id, None)
             self._score_job(state)
+            if self.publish_reviews:
+                self._publish_reviews(state)
         if state.payment.receipt is not None and state.winner is not None and state.winner.event is not None:
             with contextlib.suppress(Exception):  # bookkeeping only: recovery looks for paid jobs without one
                 await self.payments.ledger.mark_result_async(state.job_id, state.winner.event.id)  # type: ignore[union-attr]
@@ -1036,6 +1043,31 @@ class PylonClient:
     def _leave_quotes(state: _JobState, reason: str) -> None:
         for o in state.book.leave_pending(reason):
             state.payment.quotes.append(Quote(o.provider, o.amount_msat, action="ignored", reason=reason))
+
+    def _publish_reviews(self, state: _JobState) -> None:
+        """One signed review per provider that took part (best effort, in the background)."""
+        from pylon.customer.reviews import build_review
+
+        reviews = []
+        win = state.winner
+        if win is not None and win.event is not None:
+            reviews.append(build_review(self.keys, win.provider, "delivered", job_id=state.job_id,
+                                        result_id=win.event.id, details={"paid_msat": state.paid_msat,
+                                                                         "first_reply_s": state.first_seen.get(win.provider)}))
+        paid_to = state.payment.provider
+        if paid_to is not None and state.gave_up and (win is None or win.provider != paid_to):
+            report = state.fraud_report
+            reviews.append(build_review(self.keys, paid_to, "paid_not_delivered", job_id=state.job_id,
+                                        fraud_report_id=report.id if report is not None else None,
+                                        details={"paid_msat": state.paid_msat}))
+        reviews += [build_review(self.keys, p, "failed", job_id=state.job_id) for p in state.errors if p != paid_to]
+        reviews += [build_review(self.keys, p, "stalled", job_id=state.job_id) for p in state.stalled]
+        for review in reviews:
+            if self.pool is None:
+                return
+            task = asyncio.create_task(self.pool.publish(review))
+            self._review_tasks.add(task)
+            task.add_done_callback(lambda t: (self._review_tasks.discard(t), t.cancelled() or t.exception()))
 
     def _score_job(self, state: _JobState) -> None:
         """What this job says about the providers in it (pylon.customer.scoreboard)."""

@@ -55,6 +55,9 @@ class Settings(BaseModel):
     route: Literal["cheapest", "fastest", "best"] = "cheapest"
     avoid: list[str] = Field(default_factory=list)  # providers never used (npub or hex)
     decision_window_ms: int = Field(300, ge=0, le=60_000)  # collect quotes this long from the first one
+    # reputation (pylon.customer.reviews): publish signed NIP-32 reviews; read only these keys' reviews
+    publish_reviews: bool = False
+    trusted_reviewers: list[str] = Field(default_factory=list)
     timeout_s: float = Field(120.0, gt=0)
     log_format: Literal["text", "json"] = "text"
     metrics_port: int | None = Field(None, ge=0, le=65535)
@@ -101,7 +104,7 @@ def mask_secret(value: str) -> str:
     return f"{scheme}://***" if sep else "***"
 
 
-_LIST_FIELDS = {"relays", "models", "avoid"}
+_LIST_FIELDS = {"relays", "models", "avoid", "trusted_reviewers"}
 
 
 def _from_env(environ: dict[str, str]) -> dict[str, Any]:
