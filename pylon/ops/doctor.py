@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pylon.ops.config import Settings, load_settings, mask_secret
+from pylon.ops.operator_checks import operator_warnings
 from pylon.errors import ConfigError
 from pylon.home import config_path, identity_path
 from pylon.nostr import Event, Filter, Keys
@@ -111,6 +112,8 @@ def check_config(overrides: dict[str, Any] | None = None) -> tuple[Settings, lis
             settings = Settings(**{k: v for k, v in (overrides or {}).items() if v not in (None, [])})
         except Exception:
             settings = Settings()
+    for w in operator_warnings(settings, path):  # money-safety warnings for providers (operator_checks.py)
+        findings.append(Finding("config", w.target, w.step, Level.WARN, w.detail, fix=w.fix))
     ident = identity_path()
     if ident.exists():
         try:
