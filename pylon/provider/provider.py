@@ -85,6 +85,7 @@ REPUBLISH_MAX_DELAY_S = 30.0
 
 log = logging.getLogger("pylon.provider")
 
+KEY_HEARTBEAT_S = 10.0  # key mode sends no partials: a `processing` this often instead
 _CANCEL_MEMORY = 4096  # cancellations seen before their request arrived
 
 
@@ -596,7 +597,8 @@ class Provider:
                 self._log(job.id, job.customer, job.model, "processing", detail="re-run after restart" if rerun else "")
                 self._metric("processing")
                 self._feedback_soon(job.request, "processing")
-                text = await self._generate_paid(job) if job.amount_msat else await self._generate(job)
+                paid = job.amount_msat and not job.key_delivery  # key mode: nothing is paid before the result
+                text = await self._generate_paid(job) if paid else await self._generate(job)
             await self._publish_result(job, text)
         except asyncio.CancelledError:
             self._on_cancelled(job)
@@ -659,8 +661,12 @@ class Provider:
         stats.max_backend_in_flight = max(stats.max_backend_in_flight, stats.backend_in_flight)
         t0 = time.perf_counter()
         ok = False
+        beat = time.monotonic()
         try:
             async for chunk in self.backend.stream_chat(chat):
+                if job.key_delivery and time.monotonic() - beat >= KEY_HEARTBEAT_S:
+                    beat = time.monotonic()  # no partials in key mode: say we are alive (customers' stall check)
+                    self._feedback_soon(req, "processing", extra="still generating (pay for the key)")
                 if chunk.text:
                     parts.append(chunk.text)
                     if partials is not None:
