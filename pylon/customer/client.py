@@ -1067,7 +1067,12 @@ class PylonClient:
                 return
             task = asyncio.create_task(self.pool.publish(review))
             self._review_tasks.add(task)
-            task.add_done_callback(lambda t: (self._review_tasks.discard(t), t.cancelled() or t.exception()))
+            task.add_done_callback(self._review_done)
+
+    def _review_done(self, task: asyncio.Task) -> None:
+        self._review_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # retrieved: a review is best effort
+            log.info("review not accepted: %s", task.exception())
 
     def _score_job(self, state: _JobState) -> None:
         """What this job says about the providers in it (pylon.customer.scoreboard)."""
