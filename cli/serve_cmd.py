@@ -113,9 +113,17 @@ async def _serve_locked(settings: Any, overrides: dict[str, Any]) -> None:
         async with provider.running():
             price = ("free" if free else f"{settings.price_msat} msat per job + "
                      f"{settings.price_per_1k_tokens_msat} msat per 1k max_tokens")
-            print(f"serving as {keys.npub} on {', '.join(settings.relays)} "
-                  f"(backend {backend.base_url}, models {', '.join(provider.served_models) or '?'}, {price})",
-                  flush=True)
+            if settings.log_format == "json":  # stdout stays JSON only: one object per line
+                import json
+
+                print(json.dumps({"event": "serving", "npub": keys.npub, "relays": list(settings.relays),
+                                  "backend": backend.base_url, "models": provider.served_models, "free": free,
+                                  "price_msat": provider.price_msat, "price_per_1k_tokens_msat":
+                                  provider.price_per_1k_tokens_msat}), flush=True)
+            else:
+                print(f"serving as {keys.npub} on {', '.join(settings.relays)} "
+                      f"(backend {backend.base_url}, models {', '.join(provider.served_models) or '?'}, {price})",
+                      flush=True)
             await stop.wait()
             # graceful drain (pylon.provider.drain): no new jobs, announcement withdrawn, paid
             # and running jobs finished within --drain-timeout; a second signal stops at once

@@ -866,5 +866,5 @@ class Provider:
             extra={"job": job_id, "status": status, "customer": customer, "model": model,
                    "prompt_tokens": job.prompt_tokens if job else None,
                    "completion_tokens": job.completion_tokens if job else None,
-                   "msat": msat, "duration_s": duration},
+                   "msat": msat, "duration_s": duration, "reason": detail or None},
         )

@@ -199,3 +199,21 @@ async def test_sighup_reload_changes_the_price_for_the_next_quote(relay_url, ope
 
 async def _price_is(relay_url: str, pubkey: str, price: int) -> bool:
     return await _announced_price(relay_url, pubkey) == price
+
+
+async def test_log_format_json_keeps_stdout_json_only(relay_url, openai_double, tmp_path):
+    keys, home = _home(tmp_path)
+    provider = Proc("provider", [PYLON, "serve", "--relay", relay_url, "--backend", openai_double.base_url, "--free",
+                                 "--log-format", "json", "--model", openai_double.model], env=cli_env(home))
+    await provider.start()
+    try:
+        first = json.loads(provider.first_line)
+        assert first["event"] == "serving" and first["npub"] == keys.npub and first["free"] is True
+        async with paying_customer(relay_url, None) as client:
+            with pytest.raises(Exception):
+                await client.ask("x", model="not-served", timeout=30, provider=keys.public_key)
+        os.killpg(provider.proc.pid, signal.SIGTERM)
+        rest = (await asyncio.wait_for(provider.proc.stdout.read(), 30)).decode()
+    finally:
+        await provider.stop()
+    assert all(json.loads(line) for line in rest.splitlines() if line.strip())  # nothing but JSON on stdout
