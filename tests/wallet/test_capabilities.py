@@ -70,7 +70,7 @@ async def test_each_wallet_declares_what_it_can(dev_ledger) -> None:
     try:
         for w in (dev, lnbits, nwc, BareWalletDouble(dev)):
             assert isinstance(w, Wallet)
-        assert _caps(dev) == {SupportsPaymentDetails, SupportsWaitInvoice, SupportsNodePubkey}
+        assert _caps(dev) == {SupportsPaymentDetails, SupportsWaitInvoice, SupportsNodePubkey, SupportsPreimageInvoice}
         assert _caps(lnbits) == {SupportsPaymentDetails}
         assert _caps(nwc) == {SupportsPaymentDetails, SupportsConnect}
         assert _caps(BareWalletDouble(dev)) == set()
