@@ -8,6 +8,8 @@ Embedded relay; providers on the OpenAI server double (fixed 20 ms latency); dev
    fraction of asks that paid (target 0 with the window).
 2. Pay for the key vs pay-first: targeted asks to a priced provider, each flow, at 1 and 16
    asks at once: median latency and jobs/s, ratio against pay-first in the same run.
+3. What the window costs a paid ask: untargeted asks with only the priced provider online,
+   with and without the window.
 
     .venv/bin/python bench/market.py [--jobs 24] [--window-ms 300]
 """
@@ -87,10 +89,19 @@ async def main(args: argparse.Namespace) -> dict:
                             row["key_added_ms"] = round(row["key"]["median_ms"] - row["pay_first"]["median_ms"], 1)
                             row["key_per_s_ratio"] = round(row["key"]["per_s"] / row["pay_first"]["per_s"], 2)
                             out[f"delivery_c{c}"] = row
+                    # what the window costs a paid untargeted ask (only the priced provider online)
+                    w = client("w_paid", decision_window_s=args.window_ms / 1000, key_delivery=False)
+                    nw = client("nw_paid", decision_window_s=0.0, key_delivery=False)
+                    async with w, nw:
+                        for c in (1, 16):
+                            row = {"window": await asks(w, args.jobs, c), "no_window": await asks(nw, args.jobs, c)}
+                            row["window_added_ms"] = round(row["window"]["median_ms"] - row["no_window"]["median_ms"], 1)
+                            out[f"paid_only_c{c}"] = row
                     async with free.running():
                         # 1. the decision window, with a free and a priced provider online
-                        windowed = client("win", decision_window_s=args.window_ms / 1000)
-                        no_window = client("nowin", decision_window_s=0.0)
+                        # pay-first quotes (they arrive at once, as in the issue's report)
+                        windowed = client("win", decision_window_s=args.window_ms / 1000, key_delivery=False)
+                        no_window = client("nowin", decision_window_s=0.0, key_delivery=False)
                         async with windowed, no_window:
                             for c in (1, 16):
                                 out[f"window_c{c}"] = {
