@@ -34,7 +34,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
 DOCKERFILE = DOCKER / "Dockerfile"
-PROFILES = {"relay", "nexus", "wallet", "provider"}
+PROFILES = {"relay", "nexus", "wallet", "provider", "monitoring"}
+# what an operator must say for the provider and monitoring profiles (compose refuses without them)
+REQUIRED = {"PYLON_PRICE_MSAT": "1000", "PYLON_WALLET": "dev:///wallet/ledger.sqlite?account=provider",
+            "GRAFANA_ADMIN_PASSWORD": "secret"}
 SETTINGS_VARS = {"PYLON_" + name.upper() for name in Settings.model_fields}
 CODE_VARS = SETTINGS_VARS | {"PYLON_HOME"}          # read by pylon.ops.config / pylon.home
 COMPOSE_ONLY_VARS = {"PYLON_IMAGE"}                   # read by compose itself (documented)
@@ -85,12 +88,12 @@ def interpolate(value, env: dict[str, str], seen: set[str] | None = None):
 
 
 def interpolated(env: dict[str, str] | None = None) -> dict:
-    return interpolate(load_compose(), env or {})
+    return interpolate(load_compose(), {**REQUIRED, **(env or {})})
 
 
 def variables_used() -> set[str]:
     seen: set[str] = set()
-    interpolate(load_compose(), {}, seen)
+    interpolate(load_compose(), REQUIRED, seen)
     return seen
 
 
@@ -413,3 +416,56 @@ def test_test_relay_switch_is_documented():
         text = doc.read_text()
         assert "PYLON_TEST_RELAY=ws://127.0.0.1:7777" in text, doc
         assert "--profile relay up" in text, doc
+
+
+# --------------------------------------------------------------- running for money (issue 18)
+def test_provider_profile_requires_a_price_and_a_wallet():
+    """No silent free provider, no play-money wallet by default: compose refuses to start without them."""
+    for missing in ("PYLON_PRICE_MSAT", "PYLON_WALLET"):
+        env = {k: v for k, v in REQUIRED.items() if k != missing}
+        with pytest.raises(AssertionError, match=missing):
+            interpolate(load_compose(), env)
+    provider = interpolated()["services"]["provider"]
+    assert provider["stop_grace_period"] == "45s"  # longer than the 30 s drain
+    assert provider["environment"]["PYLON_DRAIN_TIMEOUT_S"] == "30"
+
+
+def test_vllm_gpu_and_model_variables():
+    doc = interpolated({"VLLM_TENSOR_PARALLEL_SIZE": "4", "VLLM_GPU_IDS": "0,1,2,3", "VLLM_SERVED_MODEL_NAME": "m",
+                        "VLLM_EXTRA_ARGS": "--quantization awq --enable-prefix-caching"})
+    vllm = doc["services"]["vllm"]
+    argv = shlex.split(vllm["command"])
+    assert argv[argv.index("--tensor-parallel-size") + 1] == "4" and argv[argv.index("--served-model-name") + 1] == "m"
+    assert argv[-3:] == ["--quantization", "awq", "--enable-prefix-caching"]
+    assert vllm["environment"]["NVIDIA_VISIBLE_DEVICES"] == "0,1,2,3"
+    assert shlex.split(interpolated()["services"]["vllm"]["command"])[-1] != ""  # no empty argument by default
+
+
+def test_prometheus_scrapes_pylon_and_vllm_and_the_dashboard_names_real_metrics():
+    prom = YAML(typ="safe").load((DOCKER / "monitoring" / "prometheus.yml").read_text())
+    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    assert {"provider:9100", "vllm:8000", "nexus:9101"} <= targets
+    dashboard = json.loads((DOCKER / "monitoring" / "grafana" / "dashboards" / "pylon-provider.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    from pylon.ops.metrics import ProviderMetrics
+
+    class _Provider:  # just enough state for the scrape-time collectors
+        in_flight, pool, store, db_path, keys, free, accepting, announcing = 0, None, None, None, None, True, True, False
+        backend_health = None
+
+    metrics = ProviderMetrics()
+    metrics.track_provider(_Provider())
+    exposed = metrics.render().decode()
+    names = set(re.findall(r"pylon_provider_[a-z_]+", exprs))
+    assert names, "the dashboard queries no Pylon metric"
+    for name in names:
+        base = re.sub(r"_(bucket|count|sum)$", "", name)
+        assert re.search(rf"^# TYPE {base} ", exposed, re.M) or base in exposed, f"dashboard uses unknown {name}"
+
+
+def test_systemd_unit_drains_and_reloads():
+    unit = (ROOT / "deploy" / "systemd" / "pylon-serve.service").read_text()
+    assert "ExecStart=" in unit and "pylon serve" in unit
+    assert "KillSignal=SIGTERM" in unit and "ExecReload=/bin/kill -HUP $MAINPID" in unit
+    timeout = int(re.search(r"TimeoutStopSec=(\d+)", unit).group(1))
+    assert timeout > 30  # longer than the default drain
