@@ -1,4 +1,4 @@
-"""`pylon wallet balance|invoice|pay|fund|serve-nwc`: the wallet, for people.
+"""`pylon wallet balance|invoice|pay|sweep|fund|serve-nwc`: the wallet, for people.
 
 The wallet comes from `--wallet URI`, else PYLON_WALLET / config.toml (pylon.ops.config). Its URI
 is never printed (only `redact_uri`), except the connection URI `serve-nwc` issues, which is
@@ -8,6 +8,7 @@ the point of that command.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -94,6 +95,49 @@ def pay(bolt11: str = typer.Argument(..., help="BOLT11 invoice to pay."),
     else:
         console.print(f"paid {p.amount_msat} msat (fee {p.fee_msat} msat)", highlight=False)
         console.print(f"preimage {p.preimage}", highlight=False)
+
+
+@app.command("sweep")
+@handle_errors
+def sweep(to: str | None = typer.Option(None, "--to", metavar="BOLT11|user@domain",
+                                        help="Where the money goes: an invoice with an amount, or a Lightning address."),
+          keep_msat: int = typer.Option(0, "--keep", min=0, metavar="MSAT", help="Leave this much in the wallet."),
+          max_fee_msat: int = typer.Option(10_000, "--max-fee-msat", min=0,
+                                           help="Routing fees kept aside (the amount to an address is what is left)."),
+          dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be paid; pay nothing."),
+          history: bool = typer.Option(False, "--history", help="List past sweeps instead."),
+          wallet: str | None = WalletOpt, wallet_file: Path | None = WalletFileOpt, json_out: bool = JsonOpt) -> None:
+    """Pay out what the wallet holds above --keep, to an invoice or a Lightning address (history kept)."""
+    from pylon.ops.payouts import PayoutHistory
+    from pylon.ops.payouts import sweep as do_sweep
+
+    if history:
+        with PayoutHistory() as hist:
+            rows = hist.list(None)
+        if json_out:
+            print_json([r.to_dict() for r in rows])
+            return
+        for r in rows:
+            console.print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(r.at))}  {r.status:7} {r.amount_msat} msat"
+                          f"  fee {r.fee_msat if r.fee_msat is not None else '-'}  -> {r.destination}"
+                          + (f"  ({r.error})" if r.error else ""), highlight=False, markup=False)
+        if not rows:
+            console.print("no sweeps yet", highlight=False)
+        return
+    if not to:
+        fail("--to BOLT11|user@domain is required (or --history)", 2)
+    plan, payout = run(_with_wallet(_wallet_uri(wallet, wallet_file), lambda w: do_sweep(
+        w, to, keep_msat=keep_msat, fee_budget_msat=max_fee_msat, dry_run=dry_run)))
+    data = {"destination": plan.destination, "balance_msat": plan.balance_msat, "keep_msat": plan.keep_msat,
+            "amount_msat": plan.amount_msat, "dry_run": dry_run, "payout": payout.to_dict() if payout else None}
+    if json_out:
+        print_json(data)
+    elif payout is None:
+        console.print(f"would pay {plan.amount_msat} msat to {plan.destination} (balance {plan.balance_msat}, "
+                      f"keep {plan.keep_msat})", highlight=False, markup=False)
+    else:
+        console.print(f"swept {payout.amount_msat} msat (fee {payout.fee_msat} msat) to {payout.destination}",
+                      highlight=False, markup=False)
 
 
 @app.command("fund")
