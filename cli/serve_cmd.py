@@ -79,8 +79,12 @@ async def _serve_locked(settings: Any, overrides: dict[str, Any]) -> None:
         concurrency=settings.concurrency,
         max_tokens_cap=settings.max_tokens_cap, price_msat=settings.price_msat,
         price_per_1k_tokens_msat=settings.price_per_1k_tokens_msat, wallet=wallet, free=free, metrics=metrics,
-        partial_interval_s=settings.partial_interval_ms / 1000, tools=settings.tools,
+        partial_interval_s=settings.partial_interval_ms / 1000, tools=settings.tools, name=settings.provider_name,
     )
+    from pylon.provider.identity import build_profile, clean_profile
+
+    provider.profile = clean_profile({"about": settings.provider_about, "picture": settings.provider_picture,
+                                      "lud16": settings.provider_lud16})
     stop, force = shutdown_signals()
     if router is not None:  # per-model quotes; the announced price is the highest, so no bid falls short
         provider.model_prices = router.prices(settings.price_msat, settings.price_per_1k_tokens_msat)
@@ -124,6 +128,12 @@ async def _serve_locked(settings: Any, overrides: dict[str, Any]) -> None:
                 print(f"serving as {keys.npub} on {', '.join(settings.relays)} "
                       f"(backend {backend.base_url}, models {', '.join(provider.served_models) or '?'}, {price})",
                       flush=True)
+            if provider.profile or settings.provider_name != "Pylon provider":  # only what the operator set:
+                try:  # an imported personal key keeps its own kind-0 profile otherwise
+                    assert provider.pool is not None
+                    await provider.pool.publish(build_profile(keys, settings.provider_name, provider.profile))
+                except Exception as exc:
+                    log.warning("kind-0 profile not published: %s", exc)
             await stop.wait()
             # graceful drain (pylon.provider.drain): no new jobs, announcement withdrawn, paid
             # and running jobs finished within --drain-timeout; a second signal stops at once

@@ -150,6 +150,7 @@ def build_announcement(
     created_at: int | None = None,
     expires_in_s: int | None = None,
     delivery: Iterable[str] = (),
+    profile: dict[str, str] | None = None,
 ) -> Event:
     """Sign a kind-31990 announcement for a kind-5050 provider (NIP-40 expiry `expires_in_s` from now)."""
     info = ProviderInfo(
@@ -162,6 +163,10 @@ def build_announcement(
     data = info.content()
     if delivery:
         data["delivery"] = list(delivery)
+    for key in ("about", "picture", "lud16", "website"):  # the operator's identity fields (issue 18)
+        value = (profile or {}).get(key)
+        if isinstance(value, str) and value:
+            data[key] = value[:1000]
     content = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     tags = [["d", d], ["k", JOB_KIND]]
     if expires_in_s is not None:

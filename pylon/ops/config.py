@@ -64,6 +64,11 @@ class Settings(BaseModel):
     metrics_host: str = "127.0.0.1"  # bind address of /metrics and /health (0.0.0.0 in docker)
     tools: bool = False  # provider: announce and pass OpenAI function tools to the backend
     partial_interval_ms: int = Field(50, ge=0, le=60_000)  # provider: coalesce streamed partials this long
+    # [provider] name/about/picture/lud16: the provider's identity in NIP-89 and its kind-0 profile
+    provider_name: str = Field("Pylon provider", min_length=1, max_length=100)
+    provider_about: str | None = Field(None, max_length=1000)
+    provider_picture: str | None = Field(None, max_length=1000)
+    provider_lud16: str | None = Field(None, max_length=320)  # Lightning address for zaps/tips
     drain_timeout_s: float = Field(30.0, ge=0, le=86_400)  # provider: on SIGTERM, finish paid jobs this long
     history_save_text: bool = False  # [history] save_text: keep prompt/answer text in `pylon history`
 

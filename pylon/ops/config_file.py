@@ -44,6 +44,10 @@ DESCRIPTIONS: dict[str, str] = {
     "metrics_port": "Port for /metrics and /health (serve, relay).",
     "metrics_host": "Address for the metrics port.",
     "partial_interval_ms": "Provider: how long streamed text is coalesced into one partial.",
+    "provider_name": "Provider: the name in its NIP-89 announcement and kind-0 profile ([provider] name).",
+    "provider_about": "Provider: a line about it (announcement and profile).",
+    "provider_picture": "Provider: picture URL (announcement and profile).",
+    "provider_lud16": "Provider: Lightning address (user@domain) in its announcement and profile.",
     "drain_timeout_s": "Provider: on SIGTERM/Ctrl-C, seconds to finish paid and running jobs before exiting.",
     "history_save_text": "Keep prompt and answer text in `pylon history` (off: only sizes and metadata).",
 }

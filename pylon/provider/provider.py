@@ -50,6 +50,7 @@ from pylon.provider.backends import BackendHealth, BackendUnavailable, ChatReque
 from pylon.errors import BackendError, RelayError
 from pylon.provider.admission import Admission
 from pylon.provider.drain import refuse_closed
+from pylon.provider.identity import live_relays
 from pylon.provider.jobstore import LIVE, JobStore
 from pylon.provider.partials import DEFAULT_INTERVAL_S as DEFAULT_PARTIAL_INTERVAL_S
 from pylon.provider.partials import DEFAULT_MAX_CHARS as DEFAULT_PARTIAL_MAX_CHARS
@@ -160,6 +161,7 @@ class Provider:
         self.db_path = db_path
         self.metrics = metrics
         self.name = name
+        self.profile: dict[str, str] = {}  # about, picture, lud16 in the announcement (pylon.provider.identity)
         self.tools = tools  # announce tool support: the backend accepts OpenAI `tools`
         self.partial_interval_s = partial_interval_s  # None: no partials at all
         self.partial_max_chars = partial_max_chars
@@ -292,10 +294,10 @@ class Provider:
             return
         event = build_announcement(
             self.keys, expires_in_s=max(1, int(self.announce_ttl_s)),
-            models=self.served_models, name=self.name,
+            models=self.served_models, name=self.name, profile=self.profile,
             price_msat=0 if self.free else self.price_msat,
             price_per_1k_tokens_msat=0 if self.free else self.price_per_1k_tokens_msat,
-            relays=self.pool.urls, max_tokens=self._announced_max_tokens(),
+            relays=live_relays(self.pool), max_tokens=self._announced_max_tokens(),
             delivery=[KEY_MODE] if not self.free and isinstance(self.wallet, SupportsPreimageInvoice) else [],
             context_lengths={m: n for m, n in self.context_lengths.items() if m in self.served_models},
             tools=self.tools,

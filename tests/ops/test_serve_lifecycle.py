@@ -217,3 +217,27 @@ async def test_log_format_json_keeps_stdout_json_only(relay_url, openai_double, 
     finally:
         await provider.stop()
     assert all(json.loads(line) for line in rest.splitlines() if line.strip())  # nothing but JSON on stdout
+
+
+async def test_identity_fields_in_the_announcement_and_a_kind0_profile(relay_url, openai_double, tmp_path):
+    keys, home = _home(tmp_path)
+    (home / "config.toml").write_text('[provider]\nname = "Acme GPUs"\nabout = "H100s in Lisbon"\n'
+                                      'picture = "https://acme.example/logo.png"\nlud16 = "tips@acme.example"\n')
+    provider = Proc("provider", [PYLON, "serve", "--relay", relay_url, "--backend", openai_double.base_url, "--free",
+                                 "--model", openai_double.model], env=cli_env(home))
+    await provider.start()
+    try:
+        await wait_for_async(lambda: _has_profile(relay_url, keys.public_key), want=True)
+        [announcement] = await stored(relay_url, kinds=[31990], authors=[keys.public_key])
+        content = json.loads(announcement.content)
+        assert content["name"] == "Acme GPUs" and content["about"] == "H100s in Lisbon"
+        assert content["picture"] == "https://acme.example/logo.png" and content["lud16"] == "tips@acme.example"
+        assert content["relays"] == [relay_url]  # connected relays only
+        [profile] = await stored(relay_url, kinds=[0], authors=[keys.public_key])
+        assert json.loads(profile.content)["lud16"] == "tips@acme.example"
+    finally:
+        await provider.stop()
+
+
+async def _has_profile(relay_url: str, pubkey: str) -> bool:
+    return bool(await stored(relay_url, kinds=[0], authors=[pubkey]))
