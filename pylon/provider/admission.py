@@ -4,7 +4,7 @@ Without it, 2,000 requests from fresh keys filled the 1,024-job queue and every 
 customer was told "busy". The policy (also in docs/HARDENING.md):
 
 * Queue: at most `max_pending` jobs in all. One customer (pubkey) holds at most
-  `per_customer_pending` of them (default: max(4, max_pending // 32, concurrency)).
+  `per_customer_pending` of them (default: max(4, max_pending // 32, 2 x concurrency)).
 * Fresh keys: customers this provider has never served (no `done` job in its store)
   together hold at most `fresh_share` of the queue (default half). A swarm of new keys
   fills its half; the other half stays open to returning customers. (A key is free to
@@ -33,8 +33,10 @@ class Admission:
                  fresh_share: float = 0.5) -> None:
         self.max_pending = max_pending
         self.concurrency = concurrency
-        # at least `concurrency`: a customer alone may fill every backend slot (a gateway is one key)
-        self.per_customer_pending = per_customer_pending or max(4, max_pending // 32, concurrency)
+        # at least twice `concurrency`: a customer alone may fill every backend slot and keep the
+        # next jobs queued (a gateway is one key; a client's next job can arrive before the
+        # provider has counted the previous one as finished)
+        self.per_customer_pending = per_customer_pending or max(4, max_pending // 32, 2 * concurrency)
         self.fresh_limit = max(1, int(max_pending * fresh_share))
         self.pending: dict[str, int] = {}  # customer -> jobs admitted and not finished
         self.fresh_pending = 0
