@@ -82,6 +82,8 @@ class ProviderInfo(BaseModel):
     event_id: str = ""
     expires_at: int | None = None  # NIP-40 expiration of the announcement, if any
     delivery: list[str] = Field(default_factory=list)  # "key": pay-for-the-key delivery (Pylon extension)
+    # NIP-90 params the provider documents (nostrdvm's "nip90Params": name -> {required, values})
+    params: dict[str, Any] = Field(default_factory=dict)
 
     def live(self, now: float | None = None, stale_after_s: int | None = None) -> bool:
         """Unexpired (NIP-40), or without expiration and announced within `stale_after_s`."""
@@ -244,11 +246,16 @@ def parse_announcement(event: Event) -> ProviderInfo:
     encryption = [x.lower() for x in _str_list(data.get("encryption"))]
     if data.get("nip44") is True and "nip44" not in encryption:
         encryption.append("nip44")
+    params = _nip90_params(data.get("nip90Params"))
+    models = _str_list(data.get("models")) or _str_list(params.get("model", {}).get("values"))
+    if data.get("supportsEncryption") is True:
+        # nostrdvm: decrypts requests with NIP-04, else NIP-44, and answers in NIP-44
+        encryption += [x for x in ("nip44", "nip04") if x not in encryption]
     return ProviderInfo(
         pubkey=event.pubkey,
         name=_str(data.get("name") or data.get("display_name"), 200),
         about=_str(data.get("about")),
-        models=_str_list(data.get("models")),
+        models=models,
         price_msat=price or 0,
         price_per_1k_tokens_msat=per_1k or 0,
         encryption=encryption,
@@ -262,8 +269,20 @@ def parse_announcement(event: Event) -> ProviderInfo:
         last_seen=event.created_at,
         expires_at=event.expiration(),
         delivery=[x.lower() for x in _str_list(data.get("delivery"), 8)],
+        params=params,
         event_id=event.id,
     )
+
+
+def _nip90_params(value: Any, limit: int = 64) -> dict[str, Any]:
+    """nostrdvm's `nip90Params` ({name: {"required": bool, "values": [str]}}), junk dropped."""
+    if not isinstance(value, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for name, spec in list(value.items())[:limit]:
+        if isinstance(name, str) and name and isinstance(spec, dict):
+            out[name[:64]] = {"required": spec.get("required") is True, "values": _str_list(spec.get("values"), 64)}
+    return out
 
 
 def discovery_filter(since: int | None = None) -> Filter:

@@ -1,0 +1,103 @@
+"""Pylon against nostrdvm (PyPI nostr-dvm 1.1.8), DVM software nobody here wrote.
+
+Both directions on the real embedded relay, with real processes:
+  - `pylon ask` -> nostrdvm's own kind-5050 TextGenerationLLMLite DVM (litellm -> the OpenAI
+    double): untargeted, targeted in clear, targeted encrypted; nostrdvm's feedback (encrypted
+    ones carry status inside the content as a tag array) parsed by pylon.jobs.nip90;
+  - a nostrdvm-style customer (nostr-sdk EventBuilder requests, replies read by nostrdvm's bot
+    rules: tests/peers/nostrdvm_client.py) -> `pylon serve`: the same three modes;
+  - discovery: `pylon providers` reads nostrdvm's NIP-89 announcement.
+Skipped when tests/peers/setup_nostrdvm.sh has not built .peers/nostrdvm-venv.
+Deviations found are recorded in docs/PROTOCOL.md "Interop with nostrdvm".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from pylon.jobs.nip90 import JobFeedback, JobResult
+from pylon.nostr.keys import Keys
+from tests.e2e.helpers import serving, stored
+from tests.peers import nostrdvm_peer
+
+pytestmark = [pytest.mark.timeout(240),
+              pytest.mark.skipif(not nostrdvm_peer.is_built(),
+                                 reason="nostrdvm test peer not built: run tests/peers/setup_nostrdvm.sh")]
+PYLON = str(Path(sys.executable).parent / "pylon")
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYLON_")}
+    env.update({"PYLON_HOME": str(home), "COLUMNS": "200"})
+    return env
+
+
+async def _ask(relay_url: str, home: Path, *args: str) -> dict:
+    proc = await asyncio.create_subprocess_exec(
+        PYLON, "ask", "--relay", relay_url, "--json", "--timeout", "60", *args, env=_env(home),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return json.loads(out)
+
+
+@pytest.fixture
+async def nostrdvm(relay_url, openai_double):
+    dvm = await asyncio.to_thread(nostrdvm_peer.NostrDVM.start, relay_url, base_url=openai_double.base_url,
+                                  model=openai_double.model)
+    try:
+        yield dvm
+    finally:
+        await asyncio.to_thread(dvm.stop)
+
+
+async def test_pylon_ask_gets_answers_from_nostrdvm(relay_url, nostrdvm, tmp_path):
+    home = tmp_path / "customer"
+    home.mkdir()
+    keys = Keys.generate()
+    keys.save(home / "identity.key")
+    expected = "This is the OpenAI double answering the prompt: {}"
+    modes = {
+        "untargeted": [],
+        "targeted in clear": ["--provider", nostrdvm.pubkey, "--no-encrypt"],
+        "targeted encrypted": ["--provider", nostrdvm.pubkey],
+    }
+    for mode, extra in modes.items():
+        prompt = f"hello nostrdvm, {mode}"
+        data = await _ask(relay_url, home, prompt, *extra)
+        # nostrdvm's post-processing keeps plain text as it is
+        assert data["text"] == expected.format(prompt), (mode, data)
+        assert data["provider"] == nostrdvm.pubkey
+        assert data["encrypted"] is (mode == "targeted encrypted")
+        # its result and its feedback, clear or sealed, are understood by Pylon's parser
+        request_id = data["job_id"]
+        [result_event] = await stored(relay_url, kinds=[6050], authors=[nostrdvm.pubkey], e=[request_id])
+        assert JobResult.from_event(result_event, keys).text == expected.format(prompt)
+        mine = [JobFeedback.from_event(ev, keys)
+                for ev in await stored(relay_url, kinds=[7000], authors=[nostrdvm.pubkey], e=[request_id])]
+        assert [f.status for f in mine] == ["processing"], (mode, mine)
+        assert mine[0].encrypted is (mode == "targeted encrypted")
+        if mode == "targeted encrypted":  # nostrdvm seals the status inside the content
+            assert mine[0].event is not None and mine[0].event.first_tag("status") is None
+
+
+async def test_pylon_providers_reads_nostrdvm_announcement(relay_url, nostrdvm, tmp_path):
+    proc = await asyncio.create_subprocess_exec(
+        PYLON, "providers", "--relay", relay_url, "--json", env=_env(tmp_path / "h"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    raw, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    out = raw.decode()
+    found = [p for p in json.loads(out) if p.get("pubkey") == nostrdvm.pubkey]
+    assert found, out[:2000]
+    entry = found[0]
+    assert entry["name"] == "nostrdvm LLM"
+    assert entry["encryption"] == ["nip44", "nip04"]  # from "supportsEncryption": true
+    assert entry["models"] == ["double-model"]  # from nip90Params.model.values
+    assert entry["params"] == {"model": {"required": False, "values": ["double-model"]}}
