@@ -61,7 +61,8 @@ async def _ask(prompt: str, settings: Any, *, system: str | None, model: str | N
         async with PylonClient(settings.relays, wallet=wallet, max_msat=settings.max_msat,
                                daily_budget_msat=settings.daily_budget_msat, route=settings.route,
                                avoid=settings.avoid, decision_window_s=settings.decision_window_ms / 1000,
-                               publish_reviews=settings.publish_reviews) as client:
+                               publish_reviews=settings.publish_reviews,
+                               key_delivery=settings.key_delivery) as client:
             progress.start()
             if progress.stream:
                 async with client.stream(messages, **kwargs) as job:  # Ctrl-C: the job is cancelled, not orphaned

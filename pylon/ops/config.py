@@ -57,6 +57,7 @@ class Settings(BaseModel):
     decision_window_ms: int = Field(300, ge=0, le=60_000)  # collect quotes this long from the first one
     # reputation (pylon.customer.reviews): publish signed NIP-32 reviews; read only these keys' reviews
     publish_reviews: bool = False
+    key_delivery: bool = True  # ask providers to sell the key to a sealed result (pylon.jobs.keyed)
     trusted_reviewers: list[str] = Field(default_factory=list)
     timeout_s: float = Field(120.0, gt=0)
     log_format: Literal["text", "json"] = "text"
