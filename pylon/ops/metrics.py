@@ -105,6 +105,19 @@ class ProviderMetrics:
             "pylon_provider_backend_errors", "Backend calls that failed", ["model"], registry=reg
         )
         self.in_flight = Gauge("pylon_provider_jobs_in_flight", "Jobs currently being worked on", registry=reg)
+        self.job_duration = Histogram(
+            "pylon_provider_job_duration_seconds", "End to end: request seen to result published (or failure)",
+            ["outcome"], buckets=_LATENCY_BUCKETS, registry=reg)
+        self.queue_wait = Histogram(
+            "pylon_provider_queue_wait_seconds", "Ready to run (paid, or quoted when free) to processing",
+            buckets=_LATENCY_BUCKETS, registry=reg)
+        self.payment_wait = Histogram(
+            "pylon_provider_payment_wait_seconds", "payment-required sent to invoice settled",
+            buckets=_LATENCY_BUCKETS, registry=reg)
+        self.ttft = Histogram(
+            "pylon_provider_time_to_first_token_seconds", "Backend call started to its first text",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=reg)
+        self._stages = JobStages(self)
         for status in ("success", "error"):  # so dashboards see 0 rather than no series
             self.jobs.labels(status=status)
         for kind in ("prompt", "completion"):
@@ -164,6 +177,13 @@ class ProviderMetrics:
         if isinstance(amount_msat, int) and amount_msat > 0:
             self.earned_msat.inc(amount_msat)
 
+    def job_event(self, job_id: str, status: str) -> None:
+        """A job's state change (the provider's log line): feeds the stage histograms."""
+        self._stages.event(job_id, status)
+
+    def first_token(self, model: str, seconds: float) -> None:
+        self.ttft.labels(model=model).observe(max(0.0, seconds))
+
     # -- backend ----------------------------------------------------------------------------
     def observe_backend(self, model: str, seconds: float, *, ok: bool = True) -> None:
         self.backend_latency.labels(model=model).observe(max(0.0, seconds))
@@ -183,6 +203,43 @@ class ProviderMetrics:
 
     def render(self) -> bytes:
         return render(self.registry)
+
+
+class JobStages:
+    """Per-job timestamps between state changes -> the stage histograms. Bounded: a job is
+    forgotten at its final state, and the oldest are dropped past MAX_TRACKED."""
+
+    MAX_TRACKED = 20_000
+    FINAL = {"done": "success", "error": "error", "cancelled": "cancelled"}
+
+    def __init__(self, metrics: "ProviderMetrics") -> None:
+        self._m = metrics
+        self._jobs: dict[str, dict[str, float]] = {}
+
+    def event(self, job_id: str, status: str) -> None:
+        now = time.monotonic()
+        marks = self._jobs.get(job_id)
+        if marks is None:
+            if status in self.FINAL:  # refused at intake: nothing was timed
+                return
+            if len(self._jobs) >= self.MAX_TRACKED:
+                self._jobs.pop(next(iter(self._jobs)))
+            marks = self._jobs[job_id] = {"start": now}
+        if status == "quoted":
+            marks["ready"] = now
+        elif status == "payment-required":
+            marks["invoiced"] = now
+            marks.pop("ready", None)
+        elif status == "paid":
+            if "invoiced" in marks:
+                self._m.payment_wait.observe(now - marks["invoiced"])
+            marks["ready"] = now
+        elif status == "processing":
+            if "ready" in marks:
+                self._m.queue_wait.observe(now - marks.pop("ready"))
+        elif status in self.FINAL:
+            self._jobs.pop(job_id, None)
+            self._m.job_duration.labels(outcome=self.FINAL[status]).observe(now - marks["start"])
 
 
 def _store_path(provider: Any) -> Any:

@@ -670,6 +670,8 @@ class Provider:
                     beat = time.monotonic()  # no partials in key mode: say we are alive (customers' stall check)
                     self._feedback_soon(req, "processing", extra="still generating (pay for the key)")
                 if chunk.text:
+                    if not parts and self.metrics is not None:
+                        self.metrics.first_token(job.model, time.perf_counter() - t0)
                     parts.append(chunk.text)
                     if partials is not None:
                         due = partials.push(chunk.text, time.monotonic())
@@ -855,6 +857,8 @@ class Provider:
 
     def _log(self, job_id: str, customer: str, model: str | None, status: str, *, job: Job | None = None,
              detail: str = "") -> None:
+        if self.metrics is not None:  # stage timings (queue wait, payment wait, end to end)
+            self.metrics.job_event(job_id, status)
         tokens = msat = duration = None
         if job is not None:
             if job.prompt_tokens is not None:

@@ -60,6 +60,11 @@ async def test_each_counter_equals_the_job_store(relay_url, openai_double, dev_l
                 while store.counts().get("error", 0) < 4:  # the expiry is the provider's to record
                     await asyncio.sleep(0.1)
             s = samples((await http.get(mon.url + "/metrics")).text)
+            # stage histograms: every timed job once, at its final state
+            assert s[("pylon_provider_job_duration_seconds_count", (("outcome", "success"),))] == 2
+            assert s[("pylon_provider_payment_wait_seconds_count", ())] == 3  # the three paid jobs
+            assert s[("pylon_provider_queue_wait_seconds_count", ())] == 3  # each paid job went to processing
+            assert s[("pylon_provider_time_to_first_token_seconds_count", (("model", model),))] == 2
             info = [k for k in s if k[0] == "pylon_provider_info"]
             assert info and dict(info[0][1])["npub"] == keys.npub
             assert s[("pylon_provider_price_msat", (("kind", "per_job"),))] == PRICE
