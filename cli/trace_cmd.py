@@ -70,10 +70,13 @@ def publish(
                                              help="With --include-content: NIP-44-encrypt the text to this npub/hex."),
     encrypt_to_self: bool = typer.Option(False, "--encrypt-to-self",
                                          help="With --include-content: encrypt the text to your own key."),
+    as_notes: bool = typer.Option(False, "--as-notes",
+                                  help="Publish as kind-1 notes (shows as a thread on followers' timelines) "
+                                       "instead of the dedicated trace kind 3571."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
-    """Sign and publish a trace as kind-1 notes; prints the root event id."""
-    from dsrs_bridge.nostr_trace import publish_trace
+    """Sign and publish a trace (kind 3571, or kind-1 notes with --as-notes); prints the root event id."""
+    from dsrs_bridge.nostr_trace import TRACE_KIND, publish_trace
     from pylon.nostr import Keys
 
     if (encrypt_to or encrypt_to_self) and not include_content:
@@ -83,7 +86,8 @@ def publish(
     keys = Keys.load_or_create(identity_path())
     recipient = keys.public_key if encrypt_to_self else encrypt_to
     relays = _relays(relay)
-    root_id = run(publish_trace(graph, relays, keys, include_content=include_content, encrypt_to=recipient))
+    root_id = run(publish_trace(graph, relays, keys, include_content=include_content, encrypt_to=recipient,
+                                kind=1 if as_notes else TRACE_KIND))
     prompt, completion = graph.total_tokens()
     data = {"root_event_id": root_id, "trace_id": graph.trace_id, "program": graph.program,
             "events": len(graph.nodes), "tokens": prompt + completion, "msat": graph.total_msat(),

@@ -1,11 +1,15 @@
 """Graph <-> signed Nostr events: a trace you can publish, fetch back and read as a thread.
 
-Every node becomes one kind-1 note, built parents-first so each can reference its
-parents' event ids:
+Every node becomes one signed event, built parents-first so each can reference its
+parents' event ids. The kind is TRACE_KIND (3571, a regular kind of Pylon's, with a NIP-31
+`alt` tag saying what it is) by default, so a published run stays off the author's
+followers' timelines; `kind=TEXT_NOTE` (1) still publishes the trace as a thread of
+notes, and readers accept both (TRACE_KINDS):
 
 - content: one human line (Root: the run's summary — program, nodes, tokens, msats,
   duration; others: what the node did), so any Nostr client shows the trace as a thread;
-- ["t", "pylon-trace"], ["trace", <trace id>], ["node", <node id>, <kind>, <role>];
+- ["t", "pylon-trace"], ["trace", <trace id>], ["node", <node id>, <kind>, <role>],
+  ["alt", "Pylon program trace node: ..."] (NIP-31);
 - ["meta", <JSON>]: the node's metadata without prompt/output text, which makes
   `fetch_trace` an exact round trip of structure and metadata;
 - edges as NIP-10 `e` tags: ["e", <root event>, "", "root"] on every node,
@@ -39,6 +43,9 @@ from pylon.nostr.kinds import TEXT_NOTE
 log = logging.getLogger(__name__)
 
 TRACE_TOPIC = "pylon-trace"
+TRACE_KIND = 3571  # regular (stored), not a text note: see docs/PROTOCOL.md "Program traces"
+TRACE_KINDS = (TRACE_KIND, TEXT_NOTE)  # what readers accept: the dedicated kind and the old kind-1 notes
+ALT_PREFIX = "Pylon program trace node: "
 FIELD_CONTENT_BUDGET = 16 * 1024  # bytes of text per field when content is published
 _FETCH_PAGE = 500  # what careful relays clamp `limit` to
 
@@ -128,10 +135,14 @@ def graph_to_nostr_events(
     *,
     include_content: bool = False,
     encrypt_to: str | None = None,
+    kind: int = TRACE_KIND,
 ) -> list[Event]:
-    """Signed kind-1 events for every node, parents first (the Root's event is first)."""
+    """Signed events for every node, parents first (the Root's event is first): kind
+    TRACE_KIND by default, or TEXT_NOTE to show the trace as a thread in social clients."""
     from pylon.nostr.crypto import encrypt_to as nip44_encrypt_to
 
+    if kind not in TRACE_KINDS:
+        raise ValueError(f"a trace is published as kind {TRACE_KIND} or {TEXT_NOTE}, not {kind}")
     graph.validate()
     recipient = normalize_pubkey(encrypt_to) if encrypt_to else None
     now = int(time.time())
@@ -177,7 +188,8 @@ def graph_to_nostr_events(
                     tags.append(["content", "nip44", nip44_encrypt_to(keys, recipient, text), recipient])
                 else:
                     tags.append(["content", "plain", text])
-        event = Event.build(keys, TEXT_NOTE, content, tags, created_at=_created_at(node, now))
+        tags.append(["alt", ALT_PREFIX + content[:200]])
+        event = Event.build(keys, kind, content, tags, created_at=_created_at(node, now))
         event_ids[node.id] = event.id
         events.append(event)
     return events
@@ -223,11 +235,11 @@ def events_to_graph(events: Sequence[Event], root_event_id: str, *, keys: Keys |
     if root_event is None:
         raise TraceFormatError(f"the trace's root event {root_event_id} is not among the events")
     trace_tag, root_node_tag = _tag(root_event, "trace"), _tag(root_event, "node")
-    if (root_event.kind != TEXT_NOTE or TRACE_TOPIC not in root_event.tag_values("t") or not trace_tag
+    if (root_event.kind not in TRACE_KINDS or TRACE_TOPIC not in root_event.tag_values("t") or not trace_tag
             or len(trace_tag) < 2 or not root_node_tag or len(root_node_tag) < 3 or root_node_tag[2] != "Root"):
         raise TraceFormatError(f"event {root_event_id} is not a Pylon trace root")
     trace_id, author = trace_tag[1], root_event.pubkey
-    mine = [e for e in events if e.pubkey == author and e.kind == TEXT_NOTE
+    mine = [e for e in events if e.pubkey == author and e.kind == root_event.kind
             and (_tag(e, "trace") or ["", ""])[1] == trace_id and _tag(e, "node")]
     for e in mine:
         try:
@@ -335,9 +347,10 @@ async def publish_events(events: Sequence[Event], relays: Sequence[str] | None =
 
 async def publish_trace(graph: Graph, relays: Sequence[str] | None, keys: Keys, *,
                         include_content: bool = False, encrypt_to: str | None = None,
-                        pool: Any = None) -> str:
+                        pool: Any = None, kind: int = TRACE_KIND) -> str:
     """Sign and publish the trace; returns the root event id (what `fetch_trace` takes)."""
-    events = graph_to_nostr_events(graph, keys, include_content=include_content, encrypt_to=encrypt_to)
+    events = graph_to_nostr_events(graph, keys, include_content=include_content, encrypt_to=encrypt_to,
+                                   kind=kind)
     await publish_events(events, relays, keys=keys, pool=pool)
     log.info("published trace %s as %d events, root %s", graph.trace_id, len(events), events[0].id)
     return events[0].id
@@ -361,7 +374,7 @@ async def fetch_trace(root_event_id: str, relays: Sequence[str] | None = None, *
         collected: dict[str, Event] = {root.id: root}
         until: int | None = None
         while True:
-            fields: dict[str, Any] = {"kinds": [TEXT_NOTE], "authors": [root.pubkey], "e": [root_event_id],
+            fields: dict[str, Any] = {"kinds": [root.kind], "authors": [root.pubkey], "e": [root_event_id],
                                       "limit": _FETCH_PAGE}
             if until is not None:
                 fields["until"] = until

@@ -10,7 +10,8 @@ import pytest
 
 from dsrs_bridge.dsrs_import import import_dsrs_jsonl
 from dsrs_bridge.graph import Graph, Node, TraceFormatError
-from dsrs_bridge.nostr_trace import events_to_graph, fetch_trace, graph_to_nostr_events, publish_trace
+from dsrs_bridge.nostr_trace import (TRACE_KIND, events_to_graph, fetch_trace, graph_to_nostr_events,
+                                     publish_trace)
 from pylon.nostr.event import Event
 from pylon.nostr.keys import Keys
 
@@ -27,12 +28,14 @@ def e_tags(event: Event) -> list[tuple[str, str]]:
     return [(t[1], t[3]) for t in event.tags if t[0] == "e"]
 
 
-def test_every_node_is_a_signed_kind_1_note_built_parents_first():
+def test_every_node_is_a_signed_trace_event_built_parents_first():
     g, keys = sample_graph(), Keys.generate()
     events = graph_to_nostr_events(g, keys)
     assert [e.first_tag("node")[1] for e in events] == [n.id for n in g.nodes]
-    assert all(e.kind == 1 and e.is_valid() and e.pubkey == keys.public_key for e in events)
+    # off the social timeline: the dedicated regular kind, each with a NIP-31 alt description
+    assert all(e.kind == TRACE_KIND == 3571 and e.is_valid() and e.pubkey == keys.public_key for e in events)
     assert all(e.tag_values("t") == ["pylon-trace"] and e.tag_values("trace") == ["t1"] for e in events)
+    assert all(e.first_tag("alt")[1].startswith("Pylon program trace node: ") for e in events)
     seen: set[str] = set()
     for e in events:  # every referenced parent was built earlier
         for ref, marker in e_tags(e):
@@ -67,7 +70,7 @@ def test_swarm_predict_references_its_job_and_never_republishes_it():
     g = sample_graph()
     events = graph_to_nostr_events(g, Keys.generate())
     lm = by_node(events)["l1"]
-    assert lm.kind == 1 and all(e.kind != 5050 for e in events)
+    assert lm.kind == TRACE_KIND and all(e.kind != 5050 for e in events)
     assert lm.tag_values("q") == ["a" * 64]
     assert lm.first_tag("job") == ["job", "a" * 64, "b" * 64, "42"]
     assert lm.first_tag("model") == ["model", "pylon/tiny"]
@@ -147,6 +150,19 @@ async def test_publish_and_fetch_round_trip_on_a_relay(relay_url):
     root_id = await publish_trace(g, [relay_url], keys)
     back = await fetch_trace(root_id, [relay_url])
     assert back.to_dict(with_content=False) == g.to_dict(with_content=False)
+
+
+async def test_kind_1_notes_on_request_and_both_kinds_read_back(relay_url):
+    g, keys = sample_graph(), Keys.generate()
+    notes = graph_to_nostr_events(g, keys, kind=1)
+    assert all(e.kind == 1 for e in notes)
+    with pytest.raises(ValueError):
+        graph_to_nostr_events(g, keys, kind=5050)
+    as_notes = await publish_trace(g, [relay_url], keys, kind=1)
+    as_traces = await publish_trace(g, [relay_url], keys)
+    for root_id in (as_notes, as_traces):  # same author, same trace id: each read stays within its kind
+        back = await fetch_trace(root_id, [relay_url])
+        assert back.to_dict(with_content=False) == g.to_dict(with_content=False)
 
 
 async def test_publish_and_fetch_a_dsrs_trace_with_encrypted_content(relay_url):
