@@ -1,7 +1,9 @@
 """The backend (a real process: the OpenAI-compatible double) dies before or during a run of
 paid asks. A provider quotes only while its backend is healthy; a paid job whose backend fails
 is retried until the job's deadline and, if it still fails, refunded (docs/PROTOCOL.md,
-"Refunds"). Every ask ends with an answer or a clean error; no msat is kept without an answer."""
+"Refunds"). Every ask ends with an answer or a clean error; no msat is kept without an answer.
+The customers pay first (`key_delivery=False`): in pay-for-the-key mode nothing is paid before
+the result exists, so there is nothing to refund."""
 
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ async def test_backend_dead_before_the_run_nothing_is_charged(relay_url, dev_led
     tally = Tally("backend killed before the run")
     async with paid_provider(relay_url, f"http://127.0.0.1:{port}/v1", tmp_path / "p.sqlite", pw, price_msat=PRICE,
                              models=["double-model"], max_tokens_cap=16) as provider:
-        async with paying_customer(relay_url, cw, max_msat=5_000) as client:
+        async with paying_customer(relay_url, cw, max_msat=5_000, key_delivery=False) as client:
             await ask_all(client, ASKS, tally, timeout=20, provider=provider.pubkey)
     await _money(tally, cw, pw)
     tally.check()
@@ -51,7 +53,7 @@ async def test_backend_killed_during_the_run_paid_jobs_are_refunded(relay_url, d
         async with paid_provider(relay_url, f"http://127.0.0.1:{port}/v1", tmp_path / "p.sqlite", pw,
                                  price_msat=PRICE, models=["double-model"], max_tokens_cap=16,
                                  paid_job_deadline_s=3.0) as provider:
-            async with paying_customer(relay_url, cw, max_msat=5_000) as client:
+            async with paying_customer(relay_url, cw, max_msat=5_000, key_delivery=False) as client:
                 asks = asyncio.ensure_future(ask_all(client, ASKS, tally, timeout=40, provider=provider.pubkey))
                 await wait_for(lambda: provider.stats.backend_in_flight >= ASKS // 2, what="jobs in the backend")
                 await backend.kill()
@@ -75,7 +77,7 @@ async def test_backend_back_within_the_deadline_every_paid_job_is_answered(relay
         async with paid_provider(relay_url, f"http://127.0.0.1:{port}/v1", tmp_path / "p.sqlite", pw,
                                  price_msat=PRICE, models=["double-model"], max_tokens_cap=16,
                                  paid_job_deadline_s=30.0) as provider:
-            async with paying_customer(relay_url, cw, max_msat=5_000) as client:
+            async with paying_customer(relay_url, cw, max_msat=5_000, key_delivery=False) as client:
                 asks = asyncio.ensure_future(ask_all(client, ASKS, tally, timeout=60, provider=provider.pubkey))
                 await wait_for(lambda: provider.stats.backend_in_flight >= ASKS // 2, what="jobs in the backend")
                 await backend.kill()

@@ -56,3 +56,55 @@ async def test_customer_killed_after_paying_gets_its_answer_after_restart(relay_
     tally.received_msat = await pw.balance()
     tally.answered_cost_msat = PRICE
     tally.check()
+
+
+async def test_customer_killed_after_paying_a_job_that_then_fails_is_refunded(relay_url, dev_ledger, tmp_path,
+                                                                              pylon_home):
+    """The worst pair: the customer dies after paying and the backend dies too. The provider
+    retries until the job's deadline, offers the refund on its `error`; the customer's next
+    `pylon result JOB_ID --wallet` finds the offer on the relays and gets the money back."""
+    from tests.faults.harness import backend_proc, free_port
+
+    dev_ledger.fund("customer", 50_000)
+    cw, pw = dev_ledger.wallet("customer"), dev_ledger.wallet("provider")
+    tally = Tally("customer killed after paying, backend dead")
+    port = free_port()
+    backend = await backend_proc(port, latency_ms=3000).start()
+    try:
+        async with paid_provider(relay_url, f"http://127.0.0.1:{port}/v1", tmp_path / "p.sqlite", pw,
+                                 price_msat=PRICE, models=["double-model"], paid_job_deadline_s=2.0) as provider:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tests.faults.crash_after_paying", relay_url, str(dev_ledger.path),
+                provider.pubkey, cwd=str(REPO), env=dict(os.environ), stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+            try:
+                line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+                assert line.startswith("PAID "), line
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                await proc.wait()
+            tally.asked = 1
+            await backend.kill()
+            with Ledger() as ledger:
+                (receipt,) = ledger.receipts()
+            try:
+                await wait_for(lambda: (provider.store.get(receipt.job_id) or receipt).refund_status == "offered",
+                               timeout=60, what="the refund offered")
+            except AssertionError:
+                raise AssertionError(f"job row: {provider.store.get(receipt.job_id)}") from None
+            run = await asyncio.create_subprocess_exec(
+                PYLON, "result", receipt.job_id, "--relay", relay_url, "--wallet", dev_ledger.uri("customer"),
+                env=cli_env(pylon_home), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(run.communicate(), 90)
+            assert provider.store.get(receipt.job_id).refund_status == "refunded"
+    finally:
+        await backend.kill()
+    assert run.returncode != 0 and "refunded" in err.decode() and "Traceback" not in err.decode(), err.decode()
+    tally.failed_cleanly = 1
+    with Ledger() as ledger:
+        (after,) = ledger.receipts()
+    assert (after.status, after.refund_status, after.refund_msat) == ("paid", "refunded", PRICE)
+    tally.refunded = 1
+    tally.paid_msat = 50_000 - await cw.balance()
+    tally.received_msat = await pw.balance()
+    tally.check()

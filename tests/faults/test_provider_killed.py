@@ -43,7 +43,7 @@ async def test_provider_killed_before_the_jobs_serves_them_after_restart(relay_u
     await provider.kill()  # down before any job is published
     tally = Tally("provider killed before the jobs")
     try:
-        async with paying_customer(relay_url, cw, max_msat=5_000) as client:
+        async with paying_customer(relay_url, cw, max_msat=5_000, key_delivery=False) as client:
             asks = asyncio.ensure_future(ask_all(client, ASKS, tally, timeout=60, provider=keys.public_key))
             await asyncio.sleep(2.0)  # the requests are on the relay while nobody serves
             await provider.start()
@@ -67,7 +67,7 @@ async def test_provider_killed_during_paid_jobs_serves_them_after_restart(relay_
     await provider.start()
     tally = Tally("provider killed during paid jobs")
     try:
-        async with paying_customer(relay_url, cw, max_msat=5_000) as client:
+        async with paying_customer(relay_url, cw, max_msat=5_000, key_delivery=False) as client:
             asks = asyncio.ensure_future(ask_all(client, ASKS, tally, timeout=60, provider=keys.public_key))
             await wait_for(lambda: len(openai_double.requests) >= ASKS, timeout=60, what="every paid job running")
             await provider.kill()

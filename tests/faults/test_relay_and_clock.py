@@ -32,7 +32,7 @@ async def test_relay_down_mid_run_every_paid_ask_is_answered(openai_double, dev_
     try:
         async with paid_provider(url, openai_double.base_url, tmp_path / "p.sqlite", pw, price_msat=PRICE,
                                  max_tokens_cap=16) as provider:
-            async with paying_customer(url, cw, max_msat=5_000) as client:
+            async with paying_customer(url, cw, max_msat=5_000, key_delivery=False) as client:  # pay first: money at risk
                 asks = asyncio.ensure_future(ask_all(client, asks_n, tally, timeout=60, provider=provider.pubkey))
                 await wait_for(lambda: provider.stats.backend_in_flight >= asks_n, what="every job paid and running")
                 await relay.kill()
