@@ -15,6 +15,7 @@ from cli import ask_cmd, serve_cmd, providers_cmd, demo_cmd
 from cli import gateway_cmd
 from cli import history_cmd, template_cmd
 from cli import earnings_cmd
+from cli import hub_cmd
 
 app = typer.Typer(
     name="pylon",
@@ -61,6 +62,7 @@ app.command("history")(history_cmd.history)
 app.command("earnings")(earnings_cmd.earnings)
 app.command("jobs")(earnings_cmd.jobs)
 app.add_typer(template_cmd.app, name="template")
+app.add_typer(hub_cmd.app, name="hub")
 
 
 def main() -> None:  # pragma: no cover - console entry

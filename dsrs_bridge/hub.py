@@ -352,3 +352,12 @@ def close_all_hubs() -> None:
     """Close every hub's background loop (registered with atexit by dsrs_bridge.lm)."""
     for hub in list(_HUBS):
         hub.close()
+
+
+def load(name: str, *, author: str, relays: Sequence[str], keys: Any = None, timeout: float = 5.0) -> dict[str, Any]:
+    """The program hub's `load` (the issue's `dsrs_bridge.hub.load`): the state of program
+    `name` by `author` for `program.load_state`. It lives in dsrs_bridge.programs; this module
+    is the clients/budget hub, and only forwards."""
+    from dsrs_bridge.programs import load as load_program
+
+    return load_program(name, author=author, relays=relays, keys=keys, timeout=timeout)

@@ -55,3 +55,9 @@ async def test_optimize_within_budget(swarm):
     out = await run_example("optimize", swarm, "--budget-msat", "5000")
     assert out["demos"] >= 1 and out["spent_msat"] <= 5000
     assert out["jobs"] >= 3  # two bootstrapped demos (it stops once it has them) + the final question
+
+
+async def test_program_hub(swarm):
+    out = await run_example("program_hub", swarm)
+    assert len(out["event_id"]) == 64 and out["demos"] == 2  # the published demos came back
+    assert out["answer"].startswith("answer-") and out["jobs"] == 1
