@@ -570,6 +570,12 @@ class JobFeedback:
         if offset is not None:
             tags.append(["offset", str(int(offset))])
         tags += extra_tags or []
+        if request.encrypted:
+            # Emit what both sides read: status/amount stay in clear (relays, Pylon, NIP-90) and
+            # the content is the tag array nostrdvm seals (its bot drops encrypted feedback whose
+            # content is not one); the text travels in its ["content", text] tag.
+            sealed = [status_tag, *_amount_tag(amount_msat, bolt11)] + ([["content", content]] if content else [])
+            return Event.build(keys, KIND_FEEDBACK, _seal(keys, request, json.dumps(sealed)), tags)
         return Event.build(keys, KIND_FEEDBACK, _seal(keys, request, content), tags)
 
     @classmethod
@@ -585,6 +591,10 @@ class JobFeedback:
                 # nostrdvm: status, amount and content sealed in the content as a JSON tag array
                 sealed = _sealed_tags(keys, event)
                 status_tag = sealed.first_tag("status")
+            elif encrypted and event.content:
+                # Pylon >= issue 14 seals the same tags beside the clear ones; older Pylon sent
+                # the bare text (kept: a content that is not such an array is the text itself)
+                sealed = _sealed_or_none(keys, event, status_tag)
             if not status_tag or len(status_tag) < 2:
                 raise JobParseError("feedback has no status tag")
             status = status_tag[1].strip().lower()
@@ -736,6 +746,26 @@ def _sealed_tags(keys: Keys | None, event: Event) -> Event:
         raise JobParseError("encrypted feedback has no status tag and its content is not a tag array") from None
     if not isinstance(data, list) or not all(isinstance(t, list) and all(isinstance(x, str) for x in t) for t in data):
         raise JobParseError("encrypted feedback has no status tag and its content is not a tag array")
+    return Event(id=event.id, pubkey=event.pubkey, created_at=event.created_at, kind=event.kind, tags=data,
+                 content="", sig=event.sig)
+
+
+def _sealed_or_none(keys: Keys | None, event: Event, status_tag: list[str] | None) -> Event | None:
+    """The sealed tag array of an encrypted feedback that also has a clear status, when its
+    content is one whose status matches the clear one; None when the content is plain text."""
+    plain = _open(keys, event, True)
+    if not plain.startswith("[["):
+        return None
+    try:
+        data = json.loads(plain)
+    except ValueError:
+        return None
+    if not isinstance(data, list) or not all(isinstance(t, list) and t and all(isinstance(x, str) for x in t)
+                                             for t in data):
+        return None
+    sealed_status = next((t for t in data if t[0] == "status" and len(t) > 1), None)
+    if sealed_status is None or status_tag is None or sealed_status[1] != status_tag[1]:
+        return None
     return Event(id=event.id, pubkey=event.pubkey, created_at=event.created_at, kind=event.kind, tags=data,
                  content="", sig=event.sig)
 

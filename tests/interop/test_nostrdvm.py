@@ -101,3 +101,16 @@ async def test_pylon_providers_reads_nostrdvm_announcement(relay_url, nostrdvm, 
     assert entry["encryption"] == ["nip44", "nip04"]  # from "supportsEncryption": true
     assert entry["models"] == ["double-model"]  # from nip90Params.model.values
     assert entry["params"] == {"model": {"required": False, "values": ["double-model"]}}
+
+
+async def test_nostrdvm_client_gets_answers_from_pylon_serve(relay_url, openai_double, tmp_path):
+    keys = Keys.generate()
+    async with serving(relay_url, openai_double.base_url, tmp_path / "jobs.sqlite", keys=keys):
+        for mode, kwargs in {"untargeted": {}, "targeted in clear": {"provider": keys.public_key},
+                             "targeted encrypted": {"provider": keys.public_key, "encrypt": True}}.items():
+            prompt = f"hello pylon, {mode}"
+            out = await asyncio.to_thread(nostrdvm_peer.run_client, relay_url, prompt=prompt, timeout=60, **kwargs)
+            assert out["errors"] == [], (mode, out)
+            # nostrdvm's bot reads our result and our feedback, encrypted ones included
+            assert out["result"] == f"This is the OpenAI double answering the prompt: {prompt}", (mode, out)
+            assert [f["status"] for f in out["feedback"]][:1] == ["processing"], (mode, out)

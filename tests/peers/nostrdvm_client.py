@@ -23,12 +23,15 @@ import time
 
 
 async def run(args: argparse.Namespace) -> dict:
-    from nostr_sdk import (Client, EventBuilder, Filter, HandleNotification, Keys, Kind, NostrSigner, PublicKey,
-                           RelayUrl, Tag, Timestamp, nip04_decrypt, nip44_decrypt, nip44_encrypt, Nip44Version)
+    from nostr_sdk import (ClientBuilder, EventBuilder, Filter, Keys, Kind, Nip44Version, PublicKey, RelayUrl,
+                           ReqTarget, SignerAuthenticator, Tag, Timestamp, nip04_decrypt, nip44_decrypt, nip44_encrypt)
 
+    from nostr_dvm.utils.sdk_utils import ensure_sdk_callback_loop, handle_notifications
+
+    ensure_sdk_callback_loop()
     keys = Keys.generate()
     me = keys.public_key().to_hex()
-    client = Client(NostrSigner.keys(keys))
+    client = ClientBuilder().authenticator(SignerAuthenticator(keys)).build()  # as nostrdvm's dvm.py
     await client.add_relay(RelayUrl.parse(args.relay))
     await client.connect()
 
@@ -43,7 +46,7 @@ async def run(args: argparse.Namespace) -> dict:
         tags = [["p", args.provider], ["encrypted"], *public]
     else:
         tags = [*private, *public] + ([["p", args.provider]] if args.provider else [])
-    request = EventBuilder(Kind(5050), content).tags([Tag.parse(t) for t in tags]).sign_with_keys(keys)
+    request = EventBuilder(Kind(5050), content).tags([Tag.parse(t) for t in tags]).finalize(keys)
     rid = request.id().to_hex()
     out: dict = {"request_id": rid, "feedback": [], "result": None, "paid": False, "errors": []}
     done = asyncio.Event()
@@ -55,7 +58,7 @@ async def run(args: argparse.Namespace) -> dict:
             return nip04_decrypt(keys.secret_key(), event.author(), event.content())
 
     async def on_feedback(event) -> None:
-        tags = [t.as_vec() for t in event.tags().to_vec()]
+        tags = [t.to_vec() for t in event.tags()]
         status, content, amount, bolt11 = "", event.content(), None, None
         encrypted = any(t[0] == "encrypted" for t in tags)
         ptag = next((t[1] for t in tags if t[0] == "p" and len(t) > 1), "")
@@ -93,7 +96,7 @@ async def run(args: argparse.Namespace) -> dict:
             done.set()
 
     async def on_result(event) -> None:
-        tags = [t.as_vec() for t in event.tags().to_vec()]
+        tags = [t.to_vec() for t in event.tags()]
         encrypted = any(t[0] == "encrypted" for t in tags)
         ptag = next((t[1] for t in tags if t[0] == "p" and len(t) > 1), "")
         text = event.content()
@@ -105,9 +108,9 @@ async def run(args: argparse.Namespace) -> dict:
         out["result_tags"] = [t for t in tags if t[0] in ("amount", "status", "e", "p", "encrypted")]
         done.set()
 
-    class Handler(HandleNotification):
+    class Handler:
         async def handle(self, relay_url, subscription_id, event):
-            e = next((t.as_vec()[1] for t in event.tags().to_vec() if t.as_vec()[0] == "e"), "")
+            e = next((t.to_vec()[1] for t in event.tags() if t.to_vec()[0] == "e"), "")
             if e != rid:
                 return
             try:
@@ -121,9 +124,9 @@ async def run(args: argparse.Namespace) -> dict:
         async def handle_msg(self, relay_url, msg):
             return
 
-    await client.subscribe(Filter().pubkey(keys.public_key()).kinds([Kind(7000), Kind(6050)])
-                           .since(Timestamp.from_secs(int(time.time()) - 5)), None)
-    task = asyncio.create_task(client.handle_notifications(Handler()))
+    await client.subscribe(ReqTarget.auto([Filter().pubkey(keys.public_key()).kinds([Kind(7000), Kind(6050)])
+                                           .since(Timestamp.from_secs(int(time.time()) - 5))]), None)
+    task = asyncio.create_task(handle_notifications(client, Handler()))
     await asyncio.sleep(0.3)
     await client.send_event(request)
     try:
