@@ -16,6 +16,7 @@ from cli import gateway_cmd
 from cli import history_cmd, template_cmd
 from cli import earnings_cmd
 from cli import hub_cmd
+from cli import trace_export_cmd
 
 app = typer.Typer(
     name="pylon",
@@ -63,6 +64,7 @@ app.command("earnings")(earnings_cmd.earnings)
 app.command("jobs")(earnings_cmd.jobs)
 app.add_typer(template_cmd.app, name="template")
 app.add_typer(hub_cmd.app, name="hub")
+trace_cmd.app.command("export")(trace_export_cmd.export)
 
 
 def main() -> None:  # pragma: no cover - console entry

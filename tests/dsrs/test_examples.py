@@ -61,3 +61,10 @@ async def test_program_hub(swarm):
     out = await run_example("program_hub", swarm)
     assert len(out["event_id"]) == 64 and out["demos"] == 2  # the published demos came back
     assert out["answer"].startswith("answer-") and out["jobs"] == 1
+
+
+async def test_learn_from_traces(swarm):
+    out = await run_example("learn_from_traces", swarm)
+    assert out["traces"] == 3 and out["jobs"] == 3
+    # the double answers a prompt deterministically: the repeated question is one example
+    assert out["questions"] == ["What is a relay?", "What is a zap?"] and out["examples"] == 2
