@@ -58,7 +58,8 @@ def _texts(node: Node) -> tuple[dict[str, str], dict[str, str]] | None:
     outs = node.output_fields or list(node.outputs)
     if not outs:
         return None
-    inputs, outputs = {}, {}
+    inputs: dict[str, str] = {}
+    outputs: dict[str, str] = {}
     for names, payloads, into in ((ins, node.inputs, inputs), (outs, node.outputs, outputs)):
         for name in names:
             payload = payloads.get(name)
