@@ -114,3 +114,48 @@ async def test_nostrdvm_client_gets_answers_from_pylon_serve(relay_url, openai_d
             # nostrdvm's bot reads our result and our feedback, encrypted ones included
             assert out["result"] == f"This is the OpenAI double answering the prompt: {prompt}", (mode, out)
             assert [f["status"] for f in out["feedback"]][:1] == ["processing"], (mode, out)
+
+
+async def test_pylon_pays_a_priced_nostrdvm_dvm_through_lnbits(relay_url, openai_double, lnbits, tmp_path):
+    """nostrdvm with its LNbits config (bob's keys) asks 5 sat in payment-required feedback with a
+    bolt11; `pylon ask` checks and pays it from alice's LNbits wallet; nostrdvm sees the invoice
+    paid (it polls LNbits) and delivers."""
+    dvm = await asyncio.to_thread(
+        nostrdvm_peer.NostrDVM.start, relay_url, base_url=openai_double.base_url, model=openai_double.model,
+        fix_cost_sat=5, lnbits_url=lnbits.base_url, lnbits_invoice_key=lnbits.bob["inkey"],
+        lnbits_admin_key=lnbits.bob["adminkey"])
+    try:
+        home = tmp_path / "customer"
+        home.mkdir()
+        for extra in (["--no-encrypt"], []):
+            prompt = f"paid hello {len(extra)}"
+            data = await _ask(relay_url, home, prompt, "--provider", dvm.pubkey, "--wallet",
+                              lnbits.uri(lnbits.alice), "--max-msat", "6000", *extra)
+            assert data["text"] == f"This is the OpenAI double answering the prompt: {prompt}", data
+            assert data["paid_msat"] == 5_000, data
+    finally:
+        await asyncio.to_thread(dvm.stop)
+
+
+async def test_nostrdvm_client_pays_a_priced_pylon_provider_through_lnbits(relay_url, openai_double, lnbits,
+                                                                          tmp_path):
+    """A priced Pylon provider (bob's LNbits wallet) asks 3 sat; the nostrdvm-style customer reads
+    the bolt11 by its bot's rules and pays it with nostrdvm's pay_bolt11_ln_bits from alice's."""
+    from wallet import open_wallet
+
+    keys = Keys.generate()
+    provider_wallet = open_wallet(lnbits.uri(lnbits.bob))
+    try:
+        async with serving(relay_url, openai_double.base_url, tmp_path / "jobs.sqlite", keys=keys,
+                           wallet=provider_wallet, price_msat=3_000):
+            for encrypt in (False, True):
+                prompt = f"paid pylon {encrypt}"
+                out = await asyncio.to_thread(
+                    nostrdvm_peer.run_client, relay_url, prompt=prompt, provider=keys.public_key, encrypt=encrypt,
+                    bid_msat=3_000, pay_with_lnbits=f"{lnbits.base_url}|{lnbits.alice['adminkey']}", timeout=60)
+                assert out["errors"] == [] and out["paid"] is True, out
+                quote = next(f for f in out["feedback"] if f["status"] == "payment-required")
+                assert quote["amount_msat"] == 3_000 and quote["bolt11"], out
+                assert out["result"] == f"This is the OpenAI double answering the prompt: {prompt}", out
+    finally:
+        await provider_wallet.aclose()
