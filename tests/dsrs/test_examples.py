@@ -68,3 +68,14 @@ async def test_learn_from_traces(swarm):
     assert out["traces"] == 3 and out["jobs"] == 3
     # the double answers a prompt deterministically: the repeated question is one example
     assert out["questions"] == ["What is a relay?", "What is a zap?"] and out["examples"] == 2
+
+
+async def test_refine(swarm):
+    out = await run_example("refine", swarm, "--n", "2")
+    # the double's answers are one word ("answer-<hash>"): the first attempt meets the threshold
+    assert out["answer"].startswith("answer-") and out["jobs"] == 1
+
+
+async def test_refine_spread(swarm):
+    out = await run_example("refine", swarm, "--n", "2", "--spread", swarm.provider_pubkey)
+    assert out["answer"].startswith("answer-") and out["jobs"] == 1 and out["msat"] == 0
