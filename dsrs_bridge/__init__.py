@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["Graph", "Node", "Edge", "record", "import_dsrs_jsonl", "graph_to_nostr_events",
-           "publish_trace", "fetch_trace", "pylon_lm"]
+           "publish_trace", "fetch_trace", "pylon_lm", "compile", "extract_examples", "spread_lm"]
 
 _LAZY = {
     "Graph": "dsrs_bridge.graph",
@@ -21,6 +21,9 @@ _LAZY = {
     "publish_trace": "dsrs_bridge.nostr_trace",
     "fetch_trace": "dsrs_bridge.nostr_trace",
     "pylon_lm": "dsrs_bridge.lm",
+    "compile": "dsrs_bridge.compiler",  # the SwarmCompiler (a module named compile would shadow it)
+    "extract_examples": "dsrs_bridge.extract",
+    "spread_lm": "dsrs_bridge.rollouts",
 }
 
 
