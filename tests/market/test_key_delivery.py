@@ -158,3 +158,16 @@ async def test_customer_killed_between_paying_and_opening_recovers_the_answer(re
             found = await lookup_job(client.pool, keys, after.job_id, provider=provider.pubkey, preimage=after.preimage)
     assert found.result is not None and found.result.text.endswith("crash after paying")
     assert await cw.balance() == FUNDS - 3_000 and await pw.balance() == 3_000
+
+
+@pytest.mark.vllm
+async def test_pay_for_the_key_on_the_real_vllm(vllm_server, relay_url, dev_ledger, tmp_path):
+    """The same flow in front of the real CPU vLLM: generated first, sealed, bought, opened."""
+    dev_ledger.fund("customer", FUNDS)
+    cw, pw = dev_ledger.wallet("customer"), dev_ledger.wallet("provider")
+    async with paid_provider(relay_url, vllm_server.base_url, tmp_path / "p.sqlite", pw, price_msat=1_000,
+                             price_per_1k_tokens_msat=1_000) as provider:
+        async with paying_customer(relay_url, cw, key_delivery=True) as client:
+            outcome = await client.ask("Say something.", provider=provider.pubkey, max_tokens=12, timeout=120)
+    assert outcome.delivery == KEY_MODE and outcome.text and outcome.paid_msat == 1_012
+    assert outcome.usage.completion_tokens and await pw.balance() == 1_012
