@@ -60,7 +60,7 @@ async def test_customer_clock_ten_minutes_off_is_still_served(relay_url, openai_
             proc = await asyncio.create_subprocess_exec(
                 PYLON, "ask", f"skewed {i}", "--relay", relay_url, "--provider", provider.keys.npub,
                 "--wallet", dev_ledger.uri("customer"), "--max-msat", "5000", "--timeout", "30",
-                env=cli_env(tmp_path / "customer", PYLON_CLOCK_OFFSET_S=str(offset_s)),
+                env=cli_env(tmp_path / "customer", PYLON_CLOCK_OFFSET_S=str(offset_s), PYLON_KEY_DELIVERY="false"),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             out, err = await asyncio.wait_for(proc.communicate(), 90)
             tally.asked += 1
