@@ -40,20 +40,20 @@ async def _serve_locked(settings: Any, overrides: dict[str, Any]) -> None:
     from pylon.nostr.keys import Keys
     from pylon.provider.provider import Provider
 
+    entries = settings.model_entries  # [[models]]: several models on several backends (pylon.provider.backends.router)
+    priced = settings.price_msat > 0 or settings.price_per_1k_tokens_msat > 0 or any(
+        (e.price_msat or 0) > 0 or (e.price_per_1k_tokens_msat or 0) > 0 for e in entries)
+    free = settings.free or not priced
+    if not free and not settings.wallet:  # before anything is created or said
+        raise ConfigError("a price needs a wallet to invoice with: pass --wallet URI (or --free)")
     path = identity_path()
     created = not path.exists()
     keys = Keys.load_or_create(path)
     if created:  # said once, on stderr: a new identity is a new provider to customers
         err_console.print(f"created a new identity {keys.npub} in {path} (back it up: it is this provider)",
                           highlight=False)
-    entries = settings.model_entries  # [[models]]: several models on several backends (pylon.provider.backends.router)
-    priced = settings.price_msat > 0 or settings.price_per_1k_tokens_msat > 0 or any(
-        (e.price_msat or 0) > 0 or (e.price_per_1k_tokens_msat or 0) > 0 for e in entries)
-    free = settings.free or not priced
     wallet = None
     if not free:
-        if not settings.wallet:
-            raise ConfigError("a price needs a wallet to invoice with: pass --wallet URI (or --free)")
         from wallet import connect_wallet
 
         wallet = await connect_wallet(settings.wallet)
