@@ -83,6 +83,10 @@ async def _serve_locked(settings: Any, overrides: dict[str, Any]) -> None:
     )
     from pylon.provider.identity import build_profile, clean_profile
 
+    if settings.provider_allow or settings.provider_deny:
+        from pylon.provider.access import CustomerAccess
+
+        provider.access = CustomerAccess(settings.provider_allow, settings.provider_deny)
     provider.profile = clean_profile({"about": settings.provider_about, "picture": settings.provider_picture,
                                       "lud16": settings.provider_lud16})
     stop, force = shutdown_signals()

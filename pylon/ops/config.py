@@ -70,6 +70,8 @@ class Settings(BaseModel):
     provider_about: str | None = Field(None, max_length=1000)
     provider_picture: str | None = Field(None, max_length=1000)
     provider_lud16: str | None = Field(None, max_length=320)  # Lightning address for zaps/tips
+    provider_allow: list[str] = Field(default_factory=list)  # [provider] allow: only these customers (npub/hex)
+    provider_deny: list[str] = Field(default_factory=list)  # [provider] deny: never these customers
     drain_timeout_s: float = Field(30.0, ge=0, le=86_400)  # provider: on SIGTERM, finish paid jobs this long
     history_save_text: bool = False  # [history] save_text: keep prompt/answer text in `pylon history`
 
@@ -110,7 +112,7 @@ def mask_secret(value: str) -> str:
     return f"{scheme}://***" if sep else "***"
 
 
-_LIST_FIELDS = {"relays", "models", "avoid", "trusted_reviewers"}
+_LIST_FIELDS = {"relays", "models", "avoid", "trusted_reviewers", "provider_allow", "provider_deny"}
 
 
 def _from_env(environ: dict[str, str]) -> dict[str, Any]:

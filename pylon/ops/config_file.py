@@ -48,6 +48,8 @@ DESCRIPTIONS: dict[str, str] = {
     "provider_about": "Provider: a line about it (announcement and profile).",
     "provider_picture": "Provider: picture URL (announcement and profile).",
     "provider_lud16": "Provider: Lightning address (user@domain) in its announcement and profile.",
+    "provider_allow": "Provider: serve only these customers (npub or hex; empty: everyone) ([provider] allow).",
+    "provider_deny": "Provider: never serve these customers ([provider] deny).",
     "drain_timeout_s": "Provider: on SIGTERM/Ctrl-C, seconds to finish paid and running jobs before exiting.",
     "history_save_text": "Keep prompt and answer text in `pylon history` (off: only sizes and metadata).",
 }

@@ -48,6 +48,7 @@ from pydantic import ValidationError
 
 from pylon.provider.backends import BackendHealth, BackendUnavailable, ChatRequest, OpenAIBackend
 from pylon.errors import BackendError, RelayError
+from pylon.provider.access import CustomerAccess
 from pylon.provider.admission import Admission
 from pylon.provider.drain import refuse_closed
 from pylon.provider.identity import live_relays
@@ -161,6 +162,7 @@ class Provider:
         self.db_path = db_path
         self.metrics = metrics
         self.name = name
+        self.access: CustomerAccess | None = None  # [provider] allow/deny (pylon.provider.access)
         self.profile: dict[str, str] = {}  # about, picture, lud16 in the announcement (pylon.provider.identity)
         self.tools = tools  # announce tool support: the backend accepts OpenAI `tools`
         self.partial_interval_s = partial_interval_s  # None: no partials at all
@@ -424,7 +426,8 @@ class Provider:
                               "try again later or another provider")
             self._check_health_now.set()
             return
-        refusal = self.admission.refuse(req.customer)
+        refusal = (self.access.refuse(req.customer) if self.access is not None else None) \
+            or self.admission.refuse(req.customer)
         if refusal is not None:
             self._reject(req, refusal)
             return

@@ -241,3 +241,29 @@ async def test_identity_fields_in_the_announcement_and_a_kind0_profile(relay_url
 
 async def _has_profile(relay_url: str, pubkey: str) -> bool:
     return bool(await stored(relay_url, kinds=[0], authors=[pubkey]))
+
+
+async def test_customer_allow_and_deny_lists(relay_url, openai_double, tmp_path):
+    from tests.e2e.helpers import customer
+
+    keys, home = _home(tmp_path)
+    friend, stranger, banned = Keys.generate(), Keys.generate(), Keys.generate()
+    (home / "config.toml").write_text(f'[provider]\nallow = ["{friend.npub}", "{banned.public_key}"]\n'
+                                      f'deny = ["{banned.npub}"]\n')
+    provider = Proc("provider", [PYLON, "serve", "--relay", relay_url, "--backend", openai_double.base_url, "--free",
+                                 "--model", openai_double.model], env=cli_env(home))
+    await provider.start()
+    try:
+        async with customer(relay_url, keys=friend) as client:
+            assert (await client.ask("hi", timeout=30, provider=keys.public_key)).text
+        for who in (stranger, banned):  # not on the allow list / on the deny list (which wins)
+            async with customer(relay_url, keys=who) as client:
+                with pytest.raises(Exception, match="private list"):
+                    await client.ask("hi", timeout=30, provider=keys.public_key)
+    finally:
+        await provider.stop()
+    assert len(openai_double.requests) == 1
+    (home / "config.toml").write_text('[provider]\nallow = ["npub1nonsense"]\n')
+    bad = await asyncio.to_thread(_pylon, home, "serve", "--relay", relay_url, "--free", "--backend",
+                                  openai_double.base_url)
+    assert bad.returncode == 2 and "allow list" in bad.stderr and "Traceback" not in bad.stderr
