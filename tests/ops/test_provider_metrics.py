@@ -107,7 +107,7 @@ async def test_pylon_serve_process_metrics_health_and_json_logs(relay_url, opena
     base = f"http://127.0.0.1:{unused_tcp_port}"
     try:
         line = (await asyncio.wait_for(serve.stdout.readline(), 60)).decode()
-        assert line.startswith("serving as "), line  # printed once the monitor is up
+        assert json.loads(line)["event"] == "serving", line  # JSON-only stdout; printed once the monitor is up
         async with httpx.AsyncClient(timeout=10) as http:
             assert (await http.get(base + "/health")).status_code == 200
             customer_keys = Keys.generate()
