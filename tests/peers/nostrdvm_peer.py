@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -83,13 +84,22 @@ class NostrDVM:
             if proc.poll() is not None:
                 break
             time.sleep(0.2)
-        cls(proc, "", secret, work, log_path).stop()
-        raise RuntimeError(f"nostrdvm did not start; log:\n{log_path.read_text(errors='replace')[-3000:]}")
+        failed = cls(proc, "", secret, work, log_path)
+        failed.stop(keep_files=True)
+        text = log_path.read_text(errors="replace")[-3000:]
+        shutil.rmtree(work, ignore_errors=True)
+        raise RuntimeError(f"nostrdvm did not start; log:\n{text}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self) -> None:
+    def stop(self, *, keep_files: bool = False) -> None:
+        """Stop the process group; its work folder (database, log) goes too unless kept."""
+        self._stop_process()
+        if not keep_files:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _stop_process(self) -> None:
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
