@@ -170,6 +170,9 @@ class Provider:
         self.announce_interval_s = announce_interval_s
         self.announce_ttl_s = announce_ttl_s if announce_ttl_s is not None else 3 * announce_interval_s
         self.announcing = False  # an unexpired announcement of ours is out (False while the backend is down)
+        # created_at of our last announcement or withdrawal: the next one must be later, or a relay keeps
+        # the old version (same-second replaceable tie) or applies the deletion to it (a reload, a resume)
+        self._announced_at = 0
         self.accepting = True  # False while draining or paused: no new jobs, no announcement (pylon.provider.drain)
         self.closed_reason: str | None = None
         self.health_interval_s = health_interval_s
@@ -294,8 +297,9 @@ class Provider:
         if self.backend_health is not None and not self.backend_health.ok:
             log.warning("not announcing: backend %s is down (%s)", self.backend.base_url, self.backend_health.error)
             return
+        self._announced_at = max(int(time.time()), self._announced_at + 1)
         event = build_announcement(
-            self.keys, expires_in_s=max(1, int(self.announce_ttl_s)),
+            self.keys, expires_in_s=max(1, int(self.announce_ttl_s)), created_at=self._announced_at,
             models=self.served_models, name=self.name, profile=self.profile,
             price_msat=0 if self.free else self.price_msat,
             price_per_1k_tokens_msat=0 if self.free else self.price_per_1k_tokens_msat,
@@ -315,6 +319,7 @@ class Provider:
         """Stop announcing: delete our announcement by its address (NIP-09) and say why."""
         assert self.pool is not None
         self.announcing = False
+        self._announced_at = max(int(time.time()), self._announced_at)
         log.warning("stopped announcing (announcement withdrawn): %s", reason)
         try:
             await self.pool.publish(build_withdrawal(self.keys, reason=reason))
