@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from pylon.errors import StorageError
+from pylon.storage import private_db_file
 
 
 def pylon_home() -> Path:
@@ -30,29 +31,17 @@ def pylon_home() -> Path:
     return home
 
 
-SQLITE_SIBLINGS = ("-wal", "-shm", "-journal")
-
-
 def private_file(path: Path) -> Path:
     """Make `path` a file only its owner can read (0600) before SQLite opens it.
 
     A missing file is created empty with mode 0600 (SQLite gives its -wal/-shm the mode of
     the database file); an existing one and its -wal/-shm/-journal are tightened if group
-    or others have any bit. Best effort on filesystems without modes."""
+    or others have any bit, by path: an existing database is never opened here, because
+    closing any descriptor of it drops this process's SQLite locks (pylon.storage)."""
     if str(path) == ":memory:" or str(path).startswith("file:"):
         return Path(path)
     path = Path(path)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
-        os.close(fd)
-    except OSError:
-        return path  # SQLite will report what is wrong with the path
-    for name in (str(path), *(str(path) + suffix for suffix in SQLITE_SIBLINGS)):
-        try:
-            if os.stat(name).st_mode & 0o077:
-                os.chmod(name, 0o600)
-        except OSError:
-            pass
+    private_db_file(path)  # never opens an existing database: see pylon.storage
     return path
 
 

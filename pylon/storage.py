@@ -7,9 +7,39 @@ transaction, written once. `wallet` may import it (docs/ARCHITECTURE.md, the arr
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from types import TracebackType
 from typing import Protocol
+
+
+SQLITE_SIBLINGS = ("-wal", "-shm", "-journal")
+
+
+def private_db_file(path: str | os.PathLike[str]) -> None:
+    """Make a database file 0600 before SQLite opens it, without ever opening an existing one.
+
+    Why never open: SQLite's locks are POSIX advisory locks, which belong to the process and
+    are dropped when *any* descriptor of that file is closed in it. Opening and closing an
+    existing database (to tighten its mode) while a connection of this process has it open
+    silently drops that connection's locks; another process may then checkpoint and delete
+    the WAL under it, and writes become invisible (seen as "no route" for an invoice that was
+    in the dev ledger). So: a missing file is created with O_EXCL (no connection can have it
+    open yet); an existing file and its -wal/-shm/-journal are tightened with chmod by path.
+    SQLite gives a new -wal/-shm the mode of the database file."""
+    name = os.fspath(path)
+    try:
+        os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:
+        return  # SQLite will report what is wrong with the path
+    for candidate in (name, *(name + suffix for suffix in SQLITE_SIBLINGS)):
+        try:
+            if os.stat(candidate).st_mode & 0o077:
+                os.chmod(candidate, 0o600)
+        except OSError:
+            pass
 
 
 class Lock(Protocol):

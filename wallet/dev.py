@@ -36,7 +36,7 @@ from typing import Any, Callable, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pylon.errors import ConfigError
-from pylon.storage import WriteTransaction
+from pylon.storage import WriteTransaction, private_db_file
 from wallet.base import Invoice, InvoiceState, Payment
 from wallet.bolt11_codec import MAX_BOLT11_LEN, DecodedInvoice, decode_bolt11, encode_bolt11
 from wallet.errors import (
@@ -136,22 +136,6 @@ def _check_hash(payment_hash: str) -> str:
     return payment_hash.lower()
 
 
-def _private_file(path: Path) -> None:
-    """Create the ledger 0600 before SQLite does (its -wal/-shm inherit the mode), and tighten
-    an existing ledger and its siblings: it holds balances and the node secret. (wallet may
-    not import pylon.home, which does the same for Pylon's own databases.)"""
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600))
-    except OSError:
-        return
-    for name in (str(path), str(path) + "-wal", str(path) + "-shm", str(path) + "-journal"):
-        try:
-            if os.stat(name).st_mode & 0o077:
-                os.chmod(name, 0o600)
-        except OSError:
-            pass
-
-
 class DevLedger:
     """One ledger file: accounts, invoices, payments and the node key. Thread-safe.
 
@@ -166,7 +150,7 @@ class DevLedger:
             raise ConfigError(f"dev wallet folder {self.path.parent} does not exist",
                               hint="create it first, or point the dev:// URI at a file in an existing folder")
         try:
-            _private_file(self.path)
+            private_db_file(self.path)  # 0600: it holds balances and the node secret
             self._db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
                                        isolation_level=None, check_same_thread=False)
             self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
