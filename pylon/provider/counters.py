@@ -12,7 +12,7 @@ Counters (table `job_counters`, name + label -> value):
 
     received                       every request recorded (INSERT)
     finished   outcome\\x1fmodel    success | error | paid_error | expired | rejected | cancelled
-    paid       model               invoices settled (count)
+    paid       model               invoices settled (count; a key-mode job when its key is bought)
     paid_msat  model               msat of settled invoices
     earned_msat model              msat of paid jobs that were delivered (`done`)
     refunded_msat                  msat refunded (refund_status -> refunded)
@@ -60,6 +60,18 @@ WHEN NEW.status = 'paid' AND OLD.status != 'paid' BEGIN
 END;
 """
 
+# Pay for the key: the job is delivered (`done`) first and bought afterwards (paid_at set later).
+KEY_PAID_SCHEMA = f"""
+CREATE TRIGGER IF NOT EXISTS job_counters_key_paid AFTER UPDATE OF paid_at ON jobs
+WHEN NEW.status = 'done' AND OLD.paid_at IS NULL AND NEW.paid_at IS NOT NULL BEGIN
+    INSERT INTO job_counters(name, label, value) VALUES ('paid', {_MODEL}, 1) {_BUMP};
+    INSERT INTO job_counters(name, label, value) SELECT 'paid_msat', {_MODEL}, NEW.amount_msat
+        WHERE NEW.amount_msat > 0 {_BUMP};
+    INSERT INTO job_counters(name, label, value) SELECT 'earned_msat', {_MODEL}, NEW.amount_msat
+        WHERE NEW.amount_msat > 0 {_BUMP};
+END;
+"""
+
 REFUND_SCHEMA = f"""
 CREATE TRIGGER IF NOT EXISTS job_counters_refunded AFTER UPDATE OF refund_status ON jobs
 WHEN NEW.refund_status = 'refunded' AND OLD.refund_status IS NOT 'refunded' BEGIN
@@ -72,6 +84,7 @@ END;
 def install(db: sqlite3.Connection) -> None:
     """Create the counters table and its triggers (idempotent; call after the jobs table exists)."""
     db.executescript(SCHEMA)
+    db.executescript(KEY_PAID_SCHEMA)
     columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
     if "refund_status" in columns:
         db.executescript(REFUND_SCHEMA)

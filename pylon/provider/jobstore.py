@@ -272,6 +272,29 @@ class JobStore:
             (result_event_id, prompt_tokens, completion_tokens, amount_msat, time.time(), request_id),
         )
 
+    # -- pay for the key (pylon.jobs.keyed): the job is `done` before it is paid ------------
+    def record_key_invoice(self, request_id: str, invoice: str, payment_hash: str, expires_at: int) -> None:
+        """The invoice whose preimage opens the sealed result, kept before the result goes out."""
+        self._db.execute(
+            "UPDATE jobs SET invoice = ?, payment_hash = ?, invoice_expires_at = ?, updated_at = ? WHERE request_id = ?",
+            (invoice, payment_hash, int(expires_at), time.time(), request_id))
+
+    def mark_key_paid(self, request_id: str, paid_at: float | None = None) -> bool:
+        """The key was bought: the delivered job is now paid (once; counters follow by trigger)."""
+        cur = self._db.execute(
+            "UPDATE jobs SET paid_at = ?, updated_at = ? WHERE request_id = ? AND paid_at IS NULL"
+            " AND payment_hash IS NOT NULL",
+            (paid_at or time.time(), time.time(), request_id))
+        return cur.rowcount == 1
+
+    def unpaid_key_invoices(self, now: float | None = None) -> list[tuple[str, str, int]]:
+        """(request id, payment hash, expiry) of delivered key-mode jobs still waiting to be bought."""
+        rows = self._db.execute(
+            "SELECT request_id, payment_hash, invoice_expires_at FROM jobs WHERE status = 'done'"
+            " AND result_published = 1 AND payment_hash IS NOT NULL AND paid_at IS NULL AND invoice_expires_at > ?",
+            (int(now if now is not None else time.time()),)).fetchall()
+        return [(r[0], r[1], int(r[2])) for r in rows]
+
     def recover(self) -> list[JobRow]:
         """After a restart: settle what the last process left and return jobs to (re)run.
 

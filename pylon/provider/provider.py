@@ -255,6 +255,9 @@ class Provider:
             await sub.open()
             for row in recovered:
                 self._resume(row)
+            if self.wallet is not None:  # delivered key-mode jobs whose key may still be bought
+                for request_id, payment_hash, expires_at in self.store.unpaid_key_invoices():
+                    self._spawn(self._watch_key_payment_of(request_id, payment_hash, expires_at))
             tasks.append(asyncio.create_task(self._listen(sub), name="provider:listen"))
             with contextlib.suppress(asyncio.TimeoutError):
                 await sub.wait_eose(10.0)
@@ -725,14 +728,19 @@ class Provider:
             self._fail(job, f"provider could not create an invoice: {type(exc).__name__}")
             return None
         job.bolt11 = invoice.bolt11
+        assert self.store is not None
+        self.store.record_key_invoice(job.id, invoice.bolt11, invoice.payment_hash, invoice.expires_at)
         tags = [t for t in event.tags if t[:1] != ["amount"]]
         tags += [["amount", str(job.amount_msat), invoice.bolt11], [DELIVERY_TAG, KEY_MODE, key_hash(key)]]
         self._log(job.id, job.customer, job.model, "payment-required", job=job, detail="pay for the key")
-        self._spawn(self._watch_key_payment(job, invoice.payment_hash, invoice.expires_at))
+        self._spawn(self._watch_key_payment_of(job.id, invoice.payment_hash, invoice.expires_at, job))
         return Event.build(self.keys, event.kind, seal(key, event.content), tags)
 
-    async def _watch_key_payment(self, job: Job, payment_hash: str, expires_at: int) -> None:
-        """Log when the key is bought (the job itself is done either way: nothing to deliver later)."""
+    async def _watch_key_payment_of(self, job_id: str, payment_hash: str, expires_at: int,
+                                    job: Job | None = None) -> None:
+        """Record when the key is bought (the job itself is done either way: nothing to deliver
+        later): the store's paid_at, so earnings and the paid/earned counters include it.
+        Restarted with the invoice still open, the provider watches it again."""
         wallet = self.wallet
         while wallet is not None and time.time() < expires_at:
             try:
@@ -746,7 +754,10 @@ class Provider:
                 await asyncio.sleep(1.0)
                 continue
             if state == InvoiceState.SETTLED:
-                self._log(job.id, job.customer, job.model, "paid", job=job, detail="the key was bought")
+                if self.store is not None:
+                    self.store.mark_key_paid(job_id)  # earnings and the paid/earned counters count it now
+                self._log(job_id, job.customer if job else "", job.model if job else None, "paid", job=job,
+                          detail="the key was bought")
                 return
             if state != InvoiceState.PENDING:
                 return

@@ -22,6 +22,7 @@ from pylon.jobs.keyed import (
 )
 from pylon.jobs.nip89 import discover
 from pylon.jobs.nip90 import JobResult
+from pylon.provider.counters import read as read_counters
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.relay.pool import RelayPool
@@ -55,6 +56,11 @@ async def test_pay_for_the_key_happy_path(relay_url, openai_double, dev_ledger, 
                                        on_progress=lambda p: seen_partials.append(p.text or "")
                                        if p.stage == "partial" else None)
             assert provider.store.status(outcome.job_id) == "done"  # ran first, result published before payment
+            # the provider sees the key bought: paid_at in its store, so earnings and counters count it
+            await wait_for(lambda: provider.store.get(outcome.job_id).paid_at is not None, 20, "the key sale recorded")
+            counters = read_counters(provider.store._db)
+            assert sum(v for (name, _), v in counters.items() if name == "earned_msat") == 2_000
+            assert sum(v for (name, _), v in counters.items() if name == "paid") == 1
     assert outcome.delivery == KEY_MODE and outcome.text.endswith("sealed please") and outcome.paid_msat == 2_000
     assert outcome.receipt is not None and key_hash(outcome.receipt["preimage"]) == outcome.receipt["payment_hash"]
     assert not seen_partials  # nothing readable before payment
