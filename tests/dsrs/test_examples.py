@@ -79,3 +79,10 @@ async def test_refine(swarm):
 async def test_refine_spread(swarm):
     out = await run_example("refine", swarm, "--n", "2", "--spread", swarm.provider_pubkey)
     assert out["answer"].startswith("answer-") and out["jobs"] == 1 and out["msat"] == 0
+
+
+async def test_swarm_compile(swarm):
+    out = await run_example("swarm_compile", swarm, "--premium-provider", swarm.provider_pubkey)
+    cost = out["cost"]
+    assert cost["optimize"]["calls"] >= 1 and cost["validate"]["calls"] == 6  # 2 candidates x 3 examples
+    assert [c["index"] for c in cost["candidates"]] == [0, 1] and cost["total_msat"] == 0  # a free provider
