@@ -45,8 +45,8 @@ async def test_counters_move_with_real_jobs(relay_url, openai_double, tmp_path):
             async with customer(relay_url) as client:
                 outcomes = [await client.ask(f"question {i}", max_tokens=20, timeout=30) for i in range(3)]
                 openai_double.fail_next()
-                with pytest.raises(ProviderError):
-                    await client.ask("this one fails", max_tokens=20, timeout=30)
+                with pytest.raises(ProviderError):  # targeted: an untargeted ask would be re-offered (failover)
+                    await client.ask("this one fails", max_tokens=20, timeout=30, provider=provider.pubkey)
             after = samples((await http.get(mon.url + "/metrics")).text)
 
     assert jobs(after, "received") == 4
