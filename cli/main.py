@@ -17,6 +17,7 @@ from cli import history_cmd, template_cmd
 from cli import earnings_cmd
 from cli import hub_cmd
 from cli import trace_export_cmd
+from cli import trace_otel_cmd
 
 app = typer.Typer(
     name="pylon",
@@ -65,6 +66,7 @@ app.command("jobs")(earnings_cmd.jobs)
 app.add_typer(template_cmd.app, name="template")
 app.add_typer(hub_cmd.app, name="hub")
 trace_cmd.app.command("export")(trace_export_cmd.export)
+trace_cmd.app.command("otel")(trace_otel_cmd.otel)
 
 
 def main() -> None:  # pragma: no cover - console entry

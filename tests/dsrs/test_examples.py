@@ -86,3 +86,12 @@ async def test_swarm_compile(swarm):
     cost = out["cost"]
     assert cost["optimize"]["calls"] >= 1 and cost["validate"]["calls"] == 6  # 2 candidates x 3 examples
     assert [c["index"] for c in cost["candidates"]] == [0, 1] and cost["total_msat"] == 0  # a free provider
+
+
+async def test_otel_export(swarm, tmp_path):
+    import json
+
+    out = await run_example("otel_export", swarm, "--out", str(tmp_path / "t.json"))
+    spans = json.loads((tmp_path / "t.json").read_text())["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert out["spans"] == len(spans) >= 5 and out["jobs"] == 2
+    assert sum(1 for s in spans if s["name"].startswith("chat ")) == 2
