@@ -159,3 +159,18 @@ async def test_nostrdvm_client_pays_a_priced_pylon_provider_through_lnbits(relay
                 assert out["result"] == f"This is the OpenAI double answering the prompt: {prompt}", out
     finally:
         await provider_wallet.aclose()
+
+
+async def test_pylon_ask_to_nostrdvm_on_the_real_cpu_vllm(relay_url, vllm_server, tmp_path):
+    """The same path with nostrdvm's litellm calling the real vLLM (tiny random Llama): an
+    encrypted targeted ask gets its generated text back through nostrdvm."""
+    dvm = await asyncio.to_thread(nostrdvm_peer.NostrDVM.start, relay_url, base_url=vllm_server.base_url,
+                                  model=vllm_server.model)
+    try:
+        home = tmp_path / "customer"
+        home.mkdir()
+        data = await _ask(relay_url, home, "count to three", "--provider", dvm.pubkey)
+        assert data["provider"] == dvm.pubkey and data["encrypted"] is True
+        assert data["text"].strip(), data  # random weights: some text, whatever it says
+    finally:
+        await asyncio.to_thread(dvm.stop)
