@@ -18,6 +18,7 @@ from cli import earnings_cmd
 from cli import hub_cmd
 from cli import trace_export_cmd
 from cli import trace_otel_cmd
+from cli import trace_watch_cmd
 
 app = typer.Typer(
     name="pylon",
@@ -67,6 +68,7 @@ app.add_typer(template_cmd.app, name="template")
 app.add_typer(hub_cmd.app, name="hub")
 trace_cmd.app.command("export")(trace_export_cmd.export)
 trace_cmd.app.command("otel")(trace_otel_cmd.otel)
+trace_cmd.app.command("watch")(trace_watch_cmd.watch)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -95,3 +95,24 @@ async def test_otel_export(swarm, tmp_path):
     spans = json.loads((tmp_path / "t.json").read_text())["resourceSpans"][0]["scopeSpans"][0]["spans"]
     assert out["spans"] == len(spans) >= 5 and out["jobs"] == 2
     assert sum(1 for s in spans if s["name"].startswith("chat ")) == 2
+
+
+async def test_live_trace(swarm):
+    from dsrs_bridge.live import LIVE_KIND, LiveModel
+    from pylon.nostr.filters import Filter
+    from pylon.relay.pool import RelayPool
+
+    live = LiveModel()
+    async with RelayPool([swarm.relay_url]) as pool:
+        await pool.wait_connected()
+        sub = pool.subscribe([Filter.of(kinds=[LIVE_KIND])])
+        await sub.open()
+        out = await run_example("live_trace", swarm)
+        while True:
+            try:
+                live.apply(await sub.next(timeout=2))
+            except asyncio.TimeoutError:
+                break
+    assert out["answer"].startswith("answer-") and out["jobs"] == 1
+    (trace,) = live.traces.values()
+    assert len(trace.nodes) == out["nodes"] and all(n.ended_at_us for n in trace.nodes.values())
