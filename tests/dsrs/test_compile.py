@@ -82,3 +82,28 @@ def test_a_foreign_premium_lm_needs_a_price():
     lm = dspy.LM("openai/x", api_base="http://127.0.0.1:9", api_key="k")
     with pytest.raises(ValueError, match="premium_msat_per_1k_tokens"):
         dsrs_bridge.compile(dspy.Predict("q -> a"), [], any_answer, swarm_lm=lm, premium_lm=lm, budget_msat=1)
+
+
+async def test_premium_on_an_openai_compatible_url(swarm, priced, dev_ledger):
+    cheap = await priced(100)
+    swarm_lm = paid_lm(swarm, dev_ledger, cheap, max_msat_per_call=100)
+    premium_lm = dspy.LM("openai/double-model", api_base=swarm.double.base_url, api_key="k", cache=False)
+    trainset = [dspy.Example(question=q, answer=a).with_inputs("question") for q, a in TRAIN]
+    optimizer = dspy.BootstrapFewShot(metric=any_answer, max_bootstrapped_demos=1, max_labeled_demos=1,
+                                      max_rounds=1)
+
+    def go():
+        with dspy.context(adapter=dspy.ChatAdapter()):
+            return dsrs_bridge.compile(dspy.Predict("question -> answer"), trainset, any_answer, swarm_lm=swarm_lm,
+                                       premium_lm=premium_lm, budget_msat=50_000, optimizer=optimizer,
+                                       premium_msat_per_1k_tokens=3_000)
+
+    try:
+        _, report = await asyncio.to_thread(go)
+    finally:
+        await asyncio.to_thread(close, swarm_lm)
+    assert report.optimize.msat == receipts_by_provider()[cheap.keys.public_key] == 100 * report.optimize.calls
+    assert report.validate.calls == 6 and report.validate.tokens > 0
+    assert report.validate.msat == sum(round(c["msat"]) for c in report.candidates)
+    assert abs(report.validate.msat - report.validate.tokens * 3) <= 2  # priced per token, rounded per candidate
+    assert report.premium_only_msat == round(report.optimize.tokens * 3) + report.validate.msat
