@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -228,22 +229,24 @@ async def publish_program(keys: Keys, relays: Sequence[str], name: str, state: d
     """Sign and publish a version; refuses one not above the version already published (unless force)."""
     from pylon.relay.pool import RelayPool
 
-    event = build_program_event(keys, name, state, version=version, **tags)
+    from pylon.nostr.filters import Filter
+
     async with RelayPool(list(relays), keys=keys) as pool:
         await pool.wait_connected()
-        if not force:
-            from pylon.nostr.filters import Filter
-
-            current = []
-            for e in await pool.query([Filter.of(kinds=[PROGRAM_KIND], authors=[keys.public_key], d=[name])],
-                                      timeout=timeout):
-                try:
-                    current.append(parse_program_event(e, author=keys.public_key, name=name))
-                except ProgramHubError:
-                    continue
-            if current and version_key(version) <= version_key(newest(current)[0].version):
-                raise ProgramHubError(f"{name} version {newest(current)[0].version} is already published; "
-                                      f"publish a higher version than {version} (or force)")
+        current = []
+        for e in await pool.query([Filter.of(kinds=[PROGRAM_KIND], authors=[keys.public_key], d=[name])],
+                                  timeout=timeout):
+            try:
+                current.append(parse_program_event(e, author=keys.public_key, name=name))
+            except ProgramHubError:
+                continue
+        if not force and current and version_key(version) <= version_key(newest(current)[0].version):
+            raise ProgramHubError(f"{name} version {newest(current)[0].version} is already published; "
+                                  f"publish a higher version than {version} (or force)")
+        # An addressable event replaces another only when newer (a tie goes to the lower id):
+        # two versions published within one second must still be strictly ordered.
+        created_at = max([int(time.time())] + [r.created_at + 1 for r in current])
+        event = build_program_event(keys, name, state, version=version, created_at=created_at, **tags)
         await pool.publish(event)
     return parse_program_event(event, keys=keys)
 
