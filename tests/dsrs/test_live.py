@@ -89,7 +89,9 @@ async def test_trace_watch_shows_the_nodes_of_a_running_program(relay_url, chat_
             return graph
 
         graph = await asyncio.to_thread(run_program)
-        screen = await asyncio.to_thread(term.wait_for, "Outer", "inner.summarize", "answer.predict", "done")
+        # every node's end event, not only the root's "done": the events arrive in any order
+        screen = await asyncio.to_thread(term.wait_for, "Outer", "inner.summarize", "answer.predict", "done",
+                                         f"{len(graph.nodes)} nodes")
         assert "Outer" in screen and "inner.summarize" in screen and "done" in screen, screen
         lines = [line for line in screen.splitlines() if "tokens" in line]
         assert f"{len(graph.nodes)} nodes" in lines[0] and "0 tokens" not in lines[0]
