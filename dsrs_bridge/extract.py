@@ -105,10 +105,14 @@ def extract_examples(graphs: Iterable[Graph], *, metric: Metric | None = None, s
 
 async def fetch_examples(root_event_ids: Sequence[str], relays: Sequence[str], *, keys: Any = None,
                          metric: Metric | None = None, signature: Any = None) -> list[Any]:
-    """Fetch published traces (decrypting what was encrypted to `keys`) and extract from them."""
+    """Fetch published traces (decrypting what was encrypted to `keys`) and extract from them;
+    one relay connection serves every trace."""
     from dsrs_bridge.nostr_trace import fetch_trace
+    from pylon.relay.pool import RelayPool
 
-    graphs = [await fetch_trace(root_id, relays, keys=keys) for root_id in root_event_ids]
+    async with RelayPool(list(relays), keys=keys) as pool:
+        await pool.wait_connected()
+        graphs = [await fetch_trace(root_id, keys=keys, pool=pool) for root_id in root_event_ids]
     return extract_examples(graphs, metric=metric, signature=signature)
 
 
