@@ -22,13 +22,10 @@ log = logging.getLogger("pylon.gateway")
 
 async def _gateway(settings: Any, *, host: str, port: int, api_key: str | None) -> None:
     from pylon.customer.client import PylonClient
-    from pylon.gateway import Gateway, GatewayServer, is_loopback
+    from pylon.gateway import Gateway, GatewayServer, require_safe_bind
     from pylon.jobs.nip89 import discover
-    from pylon.errors import ConfigError
 
-    if not is_loopback(host) and not api_key:  # checked before any relay or wallet is touched
-        raise ConfigError(f"binding the gateway to {host} exposes your wallet to the network: "
-                          "pass --api-key KEY (or bind to 127.0.0.1)")
+    require_safe_bind(host, api_key)  # before any relay or wallet is touched
     wallet = None
     if settings.wallet:
         from wallet import open_wallet

@@ -6,6 +6,6 @@ error shapes; `server.py` runs it on aiohttp until a signal.
 """
 
 from pylon.gateway.app import Gateway, GatewayError
-from pylon.gateway.server import GatewayServer, is_loopback
+from pylon.gateway.server import GatewayServer, is_loopback, require_safe_bind
 
-__all__ = ["Gateway", "GatewayError", "GatewayServer", "is_loopback"]
+__all__ = ["Gateway", "GatewayError", "GatewayServer", "is_loopback", "require_safe_bind"]

@@ -28,7 +28,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pylon.gateway.responses import (
     chat_chunk, chat_completion, error_body, finish_reason, pylon_info, sse, status_for, text_completion, usage_of,
 )
-from pylon.errors import PylonError
+from pylon.customer.offers import ROUTES
+from pylon.errors import NostrError, PylonError
+from pylon.nostr.keys import normalize_pubkey
 from pylon.gateway.schema import ChatCompletionRequest, CompletionRequest, RequestInvalid, parse_body
 from pylon.ops.metrics import CONTENT_TYPE_LATEST, render
 
@@ -50,6 +52,15 @@ class GatewayError(Exception):
     def response(self) -> web.Response:
         return web.json_response(error_body(str(self), kind=self.kind, code=self.code, param=self.param),
                                  status=self.status)
+
+
+def _pubkeys(values: list[str], param: str) -> list[str]:
+    """npubs or hex keys -> hex; a 400 naming the parameter for anything else."""
+    try:
+        return [normalize_pubkey(v) for v in values]
+    except NostrError:
+        raise GatewayError(400, f"{param}: not a provider public key (npub or hex): {values[0][:80]!r}",
+                           kind="invalid_request_error", param=param) from None
 
 
 class _Metrics:
@@ -165,29 +176,16 @@ class Gateway:
                                    kind="invalid_request_error", param="X-Pylon-Max-Msat") from None
         elif prefs is not None and prefs.max_msat is not None:
             cap = prefs.max_msat
-        if provider is not None:
-            from pylon.nostr.keys import normalize_pubkey
-
-            try:
-                provider = normalize_pubkey(provider)
-            except Exception:
-                raise GatewayError(400, f"not a provider public key (npub or hex): {provider[:80]!r}",
-                                   kind="invalid_request_error", param="provider") from None
-        routing: dict[str, Any] = {"provider": provider, "bid_msat": cap}
+        routing: dict[str, Any] = {"provider": _pubkeys([provider], "provider")[0] if provider else None,
+                                   "bid_msat": cap}
         route = request.headers.get("X-Pylon-Route") or (prefs.route if prefs is not None else None)
         if route is not None:
-            if route not in ("cheapest", "fastest", "best"):
-                raise GatewayError(400, "X-Pylon-Route must be cheapest, fastest or best",
+            if route not in ROUTES:
+                raise GatewayError(400, f"X-Pylon-Route must be one of {', '.join(ROUTES)}",
                                    kind="invalid_request_error", param="X-Pylon-Route")
             routing["route"] = route
         if prefs is not None and prefs.ignore:
-            from pylon.nostr.keys import normalize_pubkey
-
-            try:
-                routing["avoid"] = [normalize_pubkey(p) for p in prefs.ignore]
-            except Exception:
-                raise GatewayError(400, "provider.ignore must list npubs or hex public keys",
-                                   kind="invalid_request_error", param="provider.ignore") from None
+            routing["avoid"] = _pubkeys(prefs.ignore, "provider.ignore")
         return routing
 
     async def live_providers(self) -> list[Any]:
@@ -225,15 +223,17 @@ class Gateway:
 
     # ------------------------------------------------------------------ jobs
     async def _ask_all(self, prompts: list[Any], params: dict[str, Any], routing: dict[str, Any]) -> list[Any]:
-        """One job per prompt, concurrently; the first failure fails the request."""
+        """One job per prompt, concurrently; the first failure fails the request (as an HTTP error)."""
         tasks = [asyncio.ensure_future(self.client.ask(p, **params, **routing, timeout=self.timeout))
                  for p in prompts]
         try:
             outcomes = await asyncio.gather(*tasks)
-        except BaseException:
+        except BaseException as exc:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if isinstance(exc, Exception):
+                raise self._as_gateway_error(exc) from None
             raise
         self._account(outcomes)
         return list(outcomes)
@@ -282,12 +282,7 @@ class Gateway:
         if body.stream:
             return await self._stream_chat(request, completion_id, model, [messages] * body.n, params, routing,
                                            include_usage=body.include_usage)
-        try:
-            outcomes = await self._ask_all([messages] * body.n, params, routing)
-        except Exception as exc:
-            if isinstance(exc, GatewayError):
-                raise
-            raise self._as_gateway_error(exc) from None
+        outcomes = await self._ask_all([messages] * body.n, params, routing)
         return web.json_response(chat_completion(completion_id, model, outcomes))
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
@@ -302,10 +297,7 @@ class Gateway:
             raise GatewayError(400, "stream is supported on /v1/chat/completions only", kind="invalid_request_error",
                                param="stream")
         params = {k: v for k, v in body.job_params().items() if v is not None}
-        try:
-            outcomes = await self._ask_all(prompts, params, routing)
-        except Exception as exc:
-            raise self._as_gateway_error(exc) from None
+        outcomes = await self._ask_all(prompts, params, routing)
         completion_id = f"cmpl-{secrets.token_hex(12)}"
         return web.json_response(text_completion(completion_id, body.model or "pylon", outcomes))
 

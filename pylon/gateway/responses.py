@@ -11,9 +11,12 @@ import json
 import time
 from typing import Any
 
+from pylon.customer.payments import PaidNoResult
 from pylon.errors import (
-    BackendError, ConfigError, JobError, NostrError, PaymentError, PylonError, RelayError,
+    BackendError, ConfigError, JobCancelled, JobError, JobTimeout, NoProviderAnswered, NostrError, PaymentError,
+    PaymentRefused, ProviderError, PylonError, RelayError,
 )
+from pylon.jobs.nip90 import JobParseError
 
 __all__ = ["chat_completion", "chat_chunk", "text_completion", "pylon_info", "usage_of", "error_body",
            "status_for", "sse"]
@@ -114,29 +117,27 @@ def error_body(message: str, *, kind: str, code: str | None = None, param: str |
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def status_for(exc: BaseException) -> tuple[int, str, str]:
-    """HTTP status, OpenAI error type and code for one of our errors.
+# The error tree (pylon.errors) to HTTP, most specific first: 402 for money (a refused quote,
+# a budget used up), 503 when nobody answered, 504 for a timeout, 502 when the provider
+# reported an error, 400 for what the caller sent wrong.
+_STATUS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int, str, str], ...] = (
+    (PaymentRefused, 402, "payment_required", "payment_refused"),
+    (PaidNoResult, 504, "timeout", "job_timeout"),  # paid, no result in time (receipt kept)
+    (PaymentError, 402, "payment_required", "payment_error"),
+    (NoProviderAnswered, 503, "service_unavailable", "no_provider_answered"),
+    (JobTimeout, 504, "timeout", "job_timeout"),
+    (ProviderError, 502, "provider_error", "provider_error"),
+    (JobCancelled, 499, "cancelled", "job_cancelled"),
+    ((ConfigError, NostrError, JobParseError), 400, "invalid_request_error", "invalid_request"),
+    (RelayError, 503, "service_unavailable", "relay_unavailable"),
+    ((JobError, BackendError), 502, "provider_error", "job_failed"),
+    (PylonError, 500, "server_error", "pylon_error"),
+)
 
-    402 for money (a refused quote, a budget used up), 503 when nobody answered, 504 for a
-    timeout, 502 when the provider reported an error, 400 for what the caller sent wrong.
-    """
-    name = type(exc).__name__
-    if isinstance(exc, PaymentError):
-        return 402, "payment_required", "payment_refused" if "Refused" in name else "payment_error"
-    if name == "NoProviderAnswered":
-        return 503, "service_unavailable", "no_provider_answered"
-    if name in ("JobTimeout", "PaidNoResult"):
-        return 504, "timeout", "job_timeout"
-    if name == "ProviderError":
-        return 502, "provider_error", "provider_error"
-    if name in ("JobCancelled",):
-        return 499, "cancelled", "job_cancelled"
-    if isinstance(exc, (ConfigError, NostrError)) or name in ("JobParseError",):
-        return 400, "invalid_request_error", "invalid_request"
-    if isinstance(exc, RelayError):
-        return 503, "service_unavailable", "relay_unavailable"
-    if isinstance(exc, (JobError, BackendError)):
-        return 502, "provider_error", "job_failed"
-    if isinstance(exc, PylonError):
-        return 500, "server_error", "pylon_error"
+
+def status_for(exc: BaseException) -> tuple[int, str, str]:
+    """HTTP status, OpenAI error type and code for one of our errors (500 for anything else)."""
+    for kinds, status, kind, code in _STATUS:
+        if isinstance(exc, kinds):
+            return status, kind, code
     return 500, "server_error", "internal_error"

@@ -13,7 +13,7 @@ from aiohttp import web
 from pylon.errors import ConfigError, listen_error
 from pylon.gateway.app import Gateway
 
-__all__ = ["GatewayServer", "is_loopback"]
+__all__ = ["GatewayServer", "is_loopback", "require_safe_bind"]
 
 
 def is_loopback(host: str) -> bool:
@@ -26,13 +26,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def require_safe_bind(host: str, api_key: str | None) -> None:
+    """Anything but loopback reaches the wallet from the network: only with an API key."""
+    if not is_loopback(host) and not api_key:
+        raise ConfigError(f"binding the gateway to {host} exposes your wallet to the network: "
+                          "pass --api-key KEY (or bind to 127.0.0.1)")
+
+
 class GatewayServer:
     """`async with GatewayServer(gateway, host, port) as server: server.base_url`."""
 
     def __init__(self, gateway: Gateway, *, host: str = "127.0.0.1", port: int = 8080) -> None:
-        if not is_loopback(host) and not gateway.api_key:
-            raise ConfigError(f"binding the gateway to {host} exposes your wallet to the network: "
-                              "pass --api-key KEY (or bind to 127.0.0.1)")
+        require_safe_bind(host, gateway.api_key)
         self.gateway = gateway
         self.host = host
         self.port = port
