@@ -76,7 +76,6 @@ def export_graph(graph: Graph, exporter: Any, *, service_name: str = "pylon-prog
         context = trace.set_span_in_context(spans[parent]) if parent in spans else None
         links = [Link(spans[p].get_span_context()) for p in graph.parents(node.id, "data") if p in spans]
         start_us = node.started_at_us if node.started_at_us is not None else origin
-        end_us = node.ended_at_us if node.ended_at_us is not None else start_us
         span = tracer.start_span(_span_name(node), context=context, links=links,
                                  attributes=_attributes(node, graph), start_time=start_us * 1000)
         if node.error:
