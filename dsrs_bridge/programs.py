@@ -186,30 +186,33 @@ def newest(records: Sequence[ProgramRecord]) -> list[ProgramRecord]:
     return sorted(best.values(), key=lambda r: (r.name, r.author))
 
 
-async def _query(relays: Sequence[str], fields: dict[str, Any], keys: Keys | None, timeout: float) -> list[Event]:
+async def _records(pool: Any, *, author: str | None, name: str | None, keys: Keys | None,
+                   timeout: float) -> list[ProgramRecord]:
+    """Every trusted program event on the pool's relays (all versions); others are skipped."""
     from pylon.nostr.filters import Filter
-    from pylon.relay.pool import RelayPool
 
-    async with RelayPool(list(relays), keys=keys) as pool:
-        await pool.wait_connected()
-        return await pool.query([Filter.of(kinds=[PROGRAM_KIND], t=[PROGRAM_TOPIC], **fields)], timeout=timeout)
-
-
-async def list_programs(relays: Sequence[str], *, author: str | None = None, name: str | None = None,
-                        keys: Keys | None = None, timeout: float = 5.0) -> list[ProgramRecord]:
-    """Published programs (newest version per author and name); untrusted events are skipped."""
     fields: dict[str, Any] = {}
     if author:
         fields["authors"] = [normalize_pubkey(author)]
     if name:
         fields["d"] = [_check_name(name)]
     records = []
-    for event in await _query(relays, fields, keys, timeout):
+    for event in await pool.query([Filter.of(kinds=[PROGRAM_KIND], t=[PROGRAM_TOPIC], **fields)], timeout=timeout):
         try:
             records.append(parse_program_event(event, author=author, name=name, keys=keys))
         except ProgramHubError:
             continue  # someone else's data under our kind, or a tampered copy: not a program
-    return newest(records)
+    return records
+
+
+async def list_programs(relays: Sequence[str], *, author: str | None = None, name: str | None = None,
+                        keys: Keys | None = None, timeout: float = 5.0) -> list[ProgramRecord]:
+    """Published programs (newest version per author and name); untrusted events are skipped."""
+    from pylon.relay.pool import RelayPool
+
+    async with RelayPool(list(relays), keys=keys) as pool:
+        await pool.wait_connected()
+        return newest(await _records(pool, author=author, name=name, keys=keys, timeout=timeout))
 
 
 async def pull_program(name: str, relays: Sequence[str], *, author: str, keys: Keys | None = None,
@@ -229,19 +232,12 @@ async def publish_program(keys: Keys, relays: Sequence[str], name: str, state: d
     """Sign and publish a version; refuses one not above the version already published (unless force)."""
     from pylon.relay.pool import RelayPool
 
-    from pylon.nostr.filters import Filter
-
     async with RelayPool(list(relays), keys=keys) as pool:
         await pool.wait_connected()
-        current = []
-        for e in await pool.query([Filter.of(kinds=[PROGRAM_KIND], authors=[keys.public_key], d=[name])],
-                                  timeout=timeout):
-            try:
-                current.append(parse_program_event(e, author=keys.public_key, name=name))
-            except ProgramHubError:
-                continue
-        if not force and current and version_key(version) <= version_key(newest(current)[0].version):
-            raise ProgramHubError(f"{name} version {newest(current)[0].version} is already published; "
+        current = await _records(pool, author=keys.public_key, name=name, keys=None, timeout=timeout)
+        latest = newest(current)[0].version if current else None
+        if not force and latest is not None and version_key(version) <= version_key(latest):
+            raise ProgramHubError(f"{name} version {latest} is already published; "
                                   f"publish a higher version than {version} (or force)")
         # An addressable event replaces another only when newer (a tie goes to the lower id):
         # two versions published within one second must still be strictly ordered.
