@@ -250,10 +250,8 @@ async def publish_program(keys: Keys, relays: Sequence[str], name: str, state: d
 def load(name: str, *, author: str, relays: Sequence[str], keys: Keys | None = None,
          timeout: float = 5.0) -> dict[str, Any]:
     """The state to hand to `program.load_state`, from the hub (sync; from a thread when a loop runs)."""
-    coro_args = (name, relays)
-
     async def go() -> dict[str, Any]:
-        record = await pull_program(*coro_args, author=author, keys=keys, timeout=timeout)
+        record = await pull_program(name, relays, author=author, keys=keys, timeout=timeout)
         return without_metadata(record.state or {})
 
     try:
