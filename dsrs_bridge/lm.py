@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
     from wallet.base import Wallet
 
 from dsrs_bridge.errors import to_lm15_error
-from dsrs_bridge.hub import JobOptions, SwarmHub, close_all_hubs
+from dsrs_bridge.hub import JobOptions, SwarmHub, close_all_hubs, lm_closed_error
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ class PylonEngine(_EngineBase):
         future = bg.submit(pump())
         def _on_done(f: Any) -> None:
             if f.cancelled():
-                items.put(("error", _closed()))
+                items.put(("error", lm_closed_error()))
 
         future.add_done_callback(_on_done)
         try:
@@ -264,7 +264,7 @@ class PylonEngine(_EngineBase):
                     yield value
                 elif kind == "error":
                     if isinstance(value, BaseException) and not isinstance(value, Exception):
-                        raise _closed() from None  # the loop was stopped under us (close(lm))
+                        raise lm_closed_error() from None  # the loop was stopped under us (close(lm))
                     raise value
                 else:
                     return
@@ -288,12 +288,6 @@ class AsyncPylonEngine(_EngineBase):
 
     async def aclose(self) -> None:
         """Borrowed by dspy.LM: see PylonLM.aclose()."""
-
-
-def _closed() -> BaseException:
-    from dsrs_bridge.hub import lm_closed_error
-
-    return lm_closed_error()
 
 
 # -- the LM ---------------------------------------------------------------------------------------------
