@@ -32,6 +32,21 @@ async def in_thread(lm, fn, adapter=None):
         await asyncio.to_thread(close, lm)
 
 
+async def stream_answer(lm, question: str):
+    """Stream a `question -> answer` Predict through dspy.streamify with a listener on the
+    answer field: (the answer's chunks, the final Prediction or None)."""
+    prog = dspy.streamify(dspy.Predict("question -> answer"),
+                          stream_listeners=[dspy.streaming.StreamListener(signature_field_name="answer")])
+    chunks, final = [], None
+    with dspy.context(lm=lm, adapter=dspy.ChatAdapter()):
+        async for item in prog(question=question):
+            if isinstance(item, dspy.streaming.StreamResponse):
+                chunks.append(item.chunk)
+            elif isinstance(item, dspy.Prediction):
+                final = item
+    return chunks, final
+
+
 class TwoStep(dspy.Module):
     def __init__(self):
         super().__init__()
@@ -213,15 +228,7 @@ async def test_paid_program_receipts_match_the_history(swarm, tmp_path, dev_ledg
 async def test_streamify_yields_tokens_from_partial_feedback(swarm):
     swarm.double.token_delay_s = 0.1  # several `partial` feedback events before the result
     lm = make_lm(swarm)
-    prog = dspy.streamify(dspy.Predict("question -> answer"),
-                          stream_listeners=[dspy.streaming.StreamListener(signature_field_name="answer")])
-    chunks, final = [], None
-    with dspy.context(lm=lm, adapter=dspy.ChatAdapter()):
-        async for item in prog(question="stream please"):
-            if isinstance(item, dspy.streaming.StreamResponse):
-                chunks.append(item.chunk)
-            elif isinstance(item, dspy.Prediction):
-                final = item
+    chunks, final = await stream_answer(lm, "stream please")
     assert final is not None and final.answer.startswith("answer-")
     assert chunks and "".join(chunks).strip() == final.answer
     await aclose(lm)

@@ -14,7 +14,7 @@ import pytest
 from dsrs_bridge.lm import close, history_msat, hub_of, pylon_lm
 from pylon.nostr.keys import Keys
 
-from test_lm import in_thread
+from test_lm import in_thread, stream_answer
 
 
 def make_lm(swarm, **kw):
@@ -139,15 +139,7 @@ async def test_stream_listener_sees_a_field_in_several_chunks(swarm):
     swarm.double.reply = lambda body: f"[[ ## answer ## ]]\n{words}\n\n[[ ## completed ## ]]"
     swarm.double.token_delay_s = 0.08  # slower than the partial interval: each token its own partial
     lm = make_lm(swarm)
-    prog = dspy.streamify(dspy.Predict("question -> answer"),
-                          stream_listeners=[dspy.streaming.StreamListener(signature_field_name="answer")])
-    chunks, final = [], None
-    with dspy.context(lm=lm, adapter=dspy.ChatAdapter()):
-        async for item in prog(question="stream in pieces"):
-            if isinstance(item, dspy.streaming.StreamResponse):
-                chunks.append(item.chunk)
-            elif isinstance(item, dspy.Prediction):
-                final = item
+    chunks, final = await stream_answer(lm, "stream in pieces")
     assert final is not None and final.answer == words
     assert len(chunks) >= 4 and "".join(chunks).strip() == words
     await lm.aclose()
