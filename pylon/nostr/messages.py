@@ -14,6 +14,8 @@ from typing import Any, Union
 from pylon.nostr.errors import InvalidEvent, InvalidMessage
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
+from pylon.nostr.keys import Keys
+from pylon.nostr.kinds import AUTH
 
 MAX_SUB_ID_LEN = 64
 
@@ -60,6 +62,11 @@ class ClientClose:
 @dataclass(slots=True)
 class ClientAuth:
     event: Event
+
+    @classmethod
+    def answer(cls, keys: Keys, relay_url: str, challenge: str) -> "ClientAuth":
+        """NIP-42: the AUTH answering `challenge` from `relay_url` (a signed kind-22242 event)."""
+        return cls(Event.build(keys, AUTH, "", [["relay", relay_url], ["challenge", challenge]]))
 
     def to_json(self) -> str:
         return _dumps(["AUTH", self.event.to_dict()])

@@ -12,7 +12,6 @@ URIs go through `wallet.redact_uri`, API keys are never read back.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from pylon.home import config_path, identity_path
 from pylon.nostr import Event, Filter, Keys
 from pylon.nostr.errors import InvalidMessage, NostrError
 from pylon.nostr.messages import (
+    ClientAuth,
     ClientClose,
     ClientEvent,
     ClientReq,
@@ -194,10 +194,6 @@ async def _recv(ws: Any, deadline: float) -> Any:
     return parse_relay_message(frame)
 
 
-def _auth_event(keys: Keys, url: str, challenge: str) -> Event:
-    return Event.build(keys, 22242, "", [["relay", url], ["challenge", challenge]])
-
-
 class _AuthState:
     """NIP-42 on one connection: answer the challenge once; remember what to resend after."""
 
@@ -246,9 +242,9 @@ async def _round_trip(ws: Any, url: str, keys: Keys, timeout: float) -> Finding:
                 await ws.send(event_frame)
                 sent = True
             elif isinstance(msg, RelayAuth) and auth.sent_id is None:
-                auth_event = _auth_event(keys, url, msg.challenge)
-                auth.sent_id = auth_event.id
-                await ws.send(json.dumps(["AUTH", auth_event.to_dict()]))
+                answer = ClientAuth.answer(keys, url, msg.challenge)
+                auth.sent_id = answer.event.id
+                await ws.send(answer.to_json())
             elif isinstance(msg, RelayOk) and auth.sent_id is not None and msg.event_id == auth.sent_id:
                 if not msg.accepted:
                     return Finding("relay", url, "round trip", Level.FAIL,

@@ -47,7 +47,6 @@ from pylon.nostr.messages import (
     split_prefix,
 )
 
-KIND_CLIENT_AUTH = 22242
 BACKOFF_BASE_S = 0.25          # first reconnect delay (seconds, before jitter)
 SEEN_PER_SUB = 200_000         # ids remembered per subscription for dedupe
 VERIFIED_CACHE = 50_000        # (id -> sig) already verified, shared by subscriptions
@@ -387,10 +386,10 @@ class RelaySession:
         keys, without a challenge, or while an answer is pending."""
         if self.keys is None or self.challenge is None or self.auth is AuthState.PENDING:
             return None
-        auth = Event.build(self.keys, KIND_CLIENT_AUTH, "", [["relay", self.url], ["challenge", self.challenge]])
-        self._auth_event_id = auth.id
+        auth = ClientAuth.answer(self.keys, self.url, self.challenge)
+        self._auth_event_id = auth.event.id
         self.auth = AuthState.PENDING
-        return ClientAuth(auth).to_json()
+        return auth.to_json()
 
     # -- relay frames --------------------------------------------------------------------
     def receive(self, frame: str | bytes) -> list[SessionEvent]:

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from pylon.nostr import Event, Filter, Keys
+from pylon.nostr.kinds import AUTH as KIND_CLIENT_AUTH
 from pylon.relay.session import (
-    KIND_CLIENT_AUTH,
     Admit,
     AuthChallenged,
     AuthFinished,
