@@ -34,7 +34,6 @@ from pylon.nostr.messages import (
     ClientAuth,
     ClientClose,
     ClientCount,
-    ClientEvent,
     ClientReq,
     RelayAuth,
     RelayClosed,
@@ -369,10 +368,6 @@ class RelaySession:
             return None
         self._reqs.discard(sub_id)
         return ClientClose(sub_id).to_json()
-
-    @staticmethod
-    def event(event: Event) -> str:
-        return ClientEvent(event).to_json()
 
     def count(self, sub_id: str, filters: Sequence[Filter]) -> str:
         self._counts.add(sub_id)
