@@ -38,6 +38,12 @@ class PhaseCost:
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def add(self, other: "PhaseCost") -> None:
+        self.msat += other.msat
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.calls += other.calls
+
 
 @dataclass
 class CostReport:
@@ -88,11 +94,18 @@ def _spent(lm: Any) -> int | None:
         return None
 
 
-def _phase(tracker: Any, calls: int) -> PhaseCost:
-    cost = PhaseCost(calls=calls)
+def _phase(tracker: Any, lm: Any, spent_before: int | None, msat_per_1k_tokens: float | None) -> PhaseCost:
+    """One phase's calls and tokens (from DSPy's usage tracker) and msats: what the pylon_lm
+    paid since `spent_before`, or, for another LM, its tokens at `msat_per_1k_tokens`."""
+    cost = PhaseCost(calls=_calls(tracker))
     for usage in tracker.get_total_tokens().values():
         cost.prompt_tokens += int(usage.get("prompt_tokens") or 0)
         cost.completion_tokens += int(usage.get("completion_tokens") or 0)
+    spent_after = _spent(lm)
+    if spent_before is not None and spent_after is not None:
+        cost.msat = spent_after - spent_before
+    else:
+        cost.msat = round(cost.tokens * (msat_per_1k_tokens or 0) / 1000)
     return cost
 
 
@@ -115,13 +128,10 @@ def compile(program: Any, trainset: Sequence[Any], metric: Callable[..., Any], *
     optimizer = optimizer or dspy.BootstrapFewShot(metric=metric, max_bootstrapped_demos=2,
                                                    max_labeled_demos=2, max_rounds=1)
 
-    swarm_before = _spent(swarm_lm) or 0
+    swarm_before = _spent(swarm_lm)
     with dspy.context(lm=swarm_lm), dspy.track_usage() as tracker:
         compiled = optimizer.compile(program.deepcopy(), trainset=list(trainset))
-    optimize = _phase(tracker, _calls(tracker))
-    swarm_spent = _spent(swarm_lm)
-    optimize.msat = (swarm_spent - swarm_before) if swarm_spent is not None else round(
-        optimize.tokens * (premium_msat_per_1k_tokens or 0) / 1000)
+    optimize = _phase(tracker, swarm_lm, swarm_before, premium_msat_per_1k_tokens)
 
     candidates = [program.deepcopy(), compiled]
     for extra in getattr(compiled, "candidate_programs", None) or []:
@@ -141,15 +151,9 @@ def compile(program: Any, trainset: Sequence[Any], metric: Callable[..., Any], *
         before = _spent(premium_lm)
         with dspy.context(lm=premium_lm), dspy.track_usage() as tracker:
             result = evaluate(candidate)
-        phase = _phase(tracker, _calls(tracker))
-        after = _spent(premium_lm)
-        if before is not None and after is not None:
-            phase.msat = after - before
-        else:
-            phase.msat = round(phase.tokens * (premium_msat_per_1k_tokens or 0) / 1000)
+        phase = _phase(tracker, premium_lm, before, premium_msat_per_1k_tokens)
         last_cost = phase.msat
-        for name in ("msat", "prompt_tokens", "completion_tokens", "calls"):
-            setattr(validate, name, getattr(validate, name) + getattr(phase, name))
+        validate.add(phase)
         scored.append({"index": index, "score": float(getattr(result, "score", result)), "msat": phase.msat,
                        "demos": sum(len(p.demos) for p in candidate.predictors())})
 
