@@ -649,20 +649,7 @@ class PylonClient:
             log.info("unusable feedback from %s: %s", event.pubkey[:12], exc)
             return
         if fb.status == "payment-required":
-            state.mark("quoted")
-            state.progress("quoted", fb.extra, provider=fb.provider, amount_msat=fb.amount_msat)
-            if state.target is None and fb.amount_msat:
-                self._offer_quote(state, fb)  # decided when the window closes (pylon.customer.offers)
-                return
-            try:
-                await self._on_payment_required(state, fb)
-            except PaymentError as exc:
-                state.progress("error", str(exc), provider=fb.provider)
-                if state.target is not None:
-                    await self._cancel_quietly(state)
-                    raise
-                state.refusals.append(exc)
-                state.finished.add(fb.provider)
+            await self._quoted(state, fb, fb.extra)
         elif fb.status == "processing":
             state.mark("processing")
             state.progress("processing", fb.extra, provider=fb.provider)
@@ -680,12 +667,7 @@ class PylonClient:
         elif fb.status == "error":
             above = self._above_bid(state, fb)
             if above is not None:  # "price is N msat, above your bid": our limit, said as ours
-                state.progress("error", str(above), provider=fb.provider)
-                if state.target is not None:
-                    await self._cancel_quietly(state)
-                    raise above
-                state.refusals.append(above)
-                state.finished.add(fb.provider)
+                await self._refused(state, above, fb.provider)
                 return
             reason = fb.extra or fb.content or "unspecified error"
             state.errors[fb.provider] = reason
@@ -750,6 +732,30 @@ class PylonClient:
         )
 
     # -------------------------------------------------------------------- payment hook
+    async def _quoted(self, state: _JobState, fb: JobFeedback, detail: str) -> None:
+        """A quote, whether `payment-required` (pay first) or a sealed result (pay for the key):
+        an untargeted job's priced quote waits for the decision window (pylon.customer.offers);
+        otherwise it is paid now, or refused."""
+        state.mark("quoted")
+        state.progress("quoted", detail, provider=fb.provider, amount_msat=fb.amount_msat)
+        if state.target is None and fb.amount_msat:
+            self._offer_quote(state, fb)
+            return
+        try:
+            await self._on_payment_required(state, fb)
+        except PaymentError as exc:
+            await self._refused(state, exc, fb.provider)
+
+    async def _refused(self, state: _JobState, exc: PaymentError, provider: str) -> None:
+        """A quote we do not pay: final for a targeted job (cancelled, raised); an untargeted one
+        records it and waits for the other providers."""
+        state.progress("error", str(exc), provider=provider)
+        if state.target is not None:
+            await self._cancel_quietly(state)
+            raise exc
+        state.refusals.append(exc)
+        state.finished.add(provider)
+
     async def _on_payment_required(self, state: _JobState, fb: JobFeedback) -> None:
         """The payment step between `payment-required` and `processing`.
 
@@ -807,33 +813,22 @@ class PylonClient:
         state.finished.add(event.pubkey)
         fb = JobFeedback("payment-required", state.job_id, self.pubkey, event.pubkey, "pay for the key", "",
                          result.amount_msat, result.bolt11, None, result.encrypted, event.created_at, event)
+        refusal: InvoiceRefused | None = None
         try:
             if not fb.bolt11 or decode_bolt11(fb.bolt11).payment_hash.lower() != delivery_hash(event):
-                raise InvoiceRefused(MALFORMED, f"provider {event.pubkey[:12]}…'s sealed result names a key hash "
-                                                "its invoice does not have: paying would not open it")
-        except (InvoiceRefused, InvoiceInvalid) as exc:
-            refusal = exc if isinstance(exc, InvoiceRefused) else InvoiceRefused(
-                MALFORMED, f"sealed result's invoice does not decode: {exc}")
-            state.progress("error", str(refusal), provider=event.pubkey)
-            if state.target is not None:
-                await self._cancel_quietly(state)
-                raise refusal from None
-            state.refusals.append(refusal)
+                refusal = InvoiceRefused(MALFORMED, f"provider {event.pubkey[:12]}…'s sealed result names a key hash "
+                                                    "its invoice does not have: paying would not open it")
+        except InvoiceInvalid as exc:
+            refusal = InvoiceRefused(MALFORMED, f"sealed result's invoice does not decode: {exc}")
+        if refusal is not None:
+            await self._refused(state, refusal, event.pubkey)
             return
-        state.mark("quoted")
-        state.progress("quoted", "pay for the key", provider=fb.provider, amount_msat=fb.amount_msat)
         if state.payment.paid:  # paid already (this provider's sealed result is its answer)
+            state.mark("quoted")
+            state.progress("quoted", "pay for the key", provider=fb.provider, amount_msat=fb.amount_msat)
             await self._open_paid(state, event.pubkey, state.payment.receipt.preimage if state.payment.receipt else None)
-        elif state.target is None and fb.amount_msat:
-            self._offer_quote(state, fb)
-        else:
-            try:
-                await self._on_payment_required(state, fb)
-            except PaymentError as exc:
-                state.progress("error", str(exc), provider=fb.provider)
-                if state.target is not None:
-                    await self._cancel_quietly(state)
-                raise
+            return
+        await self._quoted(state, fb, "pay for the key")  # the same payment step as payment-required
 
     async def _open_paid(self, state: _JobState, provider: str, preimage: str | None) -> None:
         """Paying revealed the key: open the sealed result, or publish the fraud proof."""
