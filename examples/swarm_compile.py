@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return report("swarm_compile", swarm_lm, sw.seconds, cost=out, demos=len(compiled.demos))
     finally:
         close(swarm_lm)
-        if hasattr(premium_lm, "_engine_spec") and not args.premium_url:
+        if not args.premium_url:  # a pylon_lm of its own
             close(premium_lm)
 
 
