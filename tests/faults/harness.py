@@ -15,7 +15,11 @@ without answer (after refunds). Print it with `-s` to read the figures of a run.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +59,12 @@ class Tally:
                 f"{self.failed_cleanly} / paid without answer {self.paid_without_answer_msat} msat "
                 f"(refunds {self.refunded}; customer paid {self.paid_msat}, provider received {self.received_msat})")
 
+    async def settle(self, customer_wallet, provider_wallet, *, fund: int, price: int) -> None:
+        """Read the money figures: the customer was funded `fund`, each answer was quoted `price`."""
+        self.paid_msat = fund - await customer_wallet.balance()
+        self.received_msat = await provider_wallet.balance()
+        self.answered_cost_msat = self.answered * price
+
     def check(self) -> None:
         """The three rules every scenario asserts."""
         print(self.line())
@@ -70,12 +80,6 @@ def clean_cli_failure(code: int, err: str) -> bool:
 
 
 # --------------------------------------------------------------------------- real processes
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,6 +110,12 @@ class Proc:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             await self.proc.wait()
+
+    async def outage(self, down_s: float) -> None:
+        """SIGKILL, stay down `down_s` seconds, start again with the same arguments."""
+        await self.kill()
+        await asyncio.sleep(down_s)
+        await self.start()
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -151,3 +161,40 @@ async def ask_all(client, n: int, tally: Tally, *, timeout: float, **kwargs) -> 
         return out
     tally.asked += n
     return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+async def cli_ask(tally: Tally, i: int, argv: list[str], env: dict[str, str], *, timeout: float) -> None:
+    """One `pylon ask` process (argv after `pylon`), sorted into `tally`: answered, failed with
+    a clean red line, or unclean (a traceback, an empty failure, a hang)."""
+    tally.asked += 1
+    proc = await asyncio.create_subprocess_exec(PYLON, *argv, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        tally.unclean.append(f"ask {i} hung")
+        return
+    if proc.returncode == 0 and out.strip():
+        tally.answered += 1
+    elif clean_cli_failure(proc.returncode, err.decode()):
+        tally.failed_cleanly += 1
+        print(f"[faults] {tally.scenario}: ask {i} failed cleanly: {err.decode().strip()[-600:]!r}")
+    else:
+        tally.unclean.append(err.decode()[-500:])
+
+
+async def pay_then_sigkill(module: str, relay: str, ledger_path: Path, provider: str) -> None:
+    """Run a customer process (`python -m module RELAY LEDGER PROVIDER`) that prints "PAID ..."
+    once its wallet paid and then hangs; SIGKILL it right there, like a crash."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, relay, str(ledger_path), provider, cwd=str(REPO), env=dict(os.environ),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        assert line.startswith("PAID "), line
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from tests.faults.harness import PYLON, Tally, clean_cli_failure, cli_env
+from tests.faults.harness import Tally, cli_ask, cli_env
 from tests.payments.helpers import paid_provider
 
 pytestmark = pytest.mark.timeout(240)
@@ -27,28 +27,11 @@ async def test_forty_concurrent_cli_asks_on_one_pylon_home(relay_url, openai_dou
     tally = Tally(f"{ASKS} concurrent CLI asks, one PYLON_HOME")
     async with paid_provider(relay_url, openai_double.base_url, tmp_path / "p.sqlite", pw, price_msat=PRICE,
                              max_tokens_cap=16) as provider:
-        async def one(i: int) -> None:
-            proc = await asyncio.create_subprocess_exec(
-                PYLON, "ask", f"question {i}", "--relay", relay_url, "--provider", provider.keys.npub,
-                "--wallet", dev_ledger.uri("customer"), "--max-msat", "5000", "--timeout", "120",
-                env=cli_env(home), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            try:
-                out, err = await asyncio.wait_for(proc.communicate(), 180)
-            except asyncio.TimeoutError:
-                proc.kill()
-                tally.unclean.append(f"ask {i} hung")
-                return
-            tally.asked += 1
-            if proc.returncode == 0 and out.strip():
-                tally.answered += 1
-            elif clean_cli_failure(proc.returncode, err.decode()):
-                tally.failed_cleanly += 1
-                print(f"ask {i} failed: {err.decode().strip()[:300]}")
-            else:
-                tally.unclean.append(err.decode()[-500:])
-        await asyncio.gather(*(one(i) for i in range(ASKS)))
-    tally.paid_msat = 1_000_000 - await cw.balance()
-    tally.received_msat = await pw.balance()
-    tally.answered_cost_msat = tally.answered * PRICE
+        await asyncio.gather(*(
+            cli_ask(tally, i, ["ask", f"question {i}", "--relay", relay_url, "--provider", provider.keys.npub,
+                               "--wallet", dev_ledger.uri("customer"), "--max-msat", "5000", "--timeout", "120"],
+                    cli_env(home), timeout=180)
+            for i in range(ASKS)))
+    await tally.settle(cw, pw, fund=1_000_000, price=PRICE)
     tally.check()
     assert tally.answered == ASKS  # no fault injected: nobody fails

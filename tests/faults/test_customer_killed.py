@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import sys
 
 import pytest
 
 from pylon.customer.ledger import Ledger
 from tests.e2e.helpers import wait_for
-from tests.faults.harness import PYLON, REPO, Tally, cli_env
+from tests.faults.harness import PYLON, Tally, backend_proc, cli_env, free_port, pay_then_sigkill
 from tests.payments.helpers import paid_provider
 
 pytestmark = pytest.mark.timeout(120)
@@ -27,15 +24,7 @@ async def test_customer_killed_after_paying_gets_its_answer_after_restart(relay_
     pw = dev_ledger.wallet("provider")
     tally = Tally("customer killed after paying")
     async with paid_provider(relay_url, openai_double.base_url, tmp_path / "p.sqlite", pw, price_msat=PRICE) as provider:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.payments.crashing_client", relay_url, str(dev_ledger.path), provider.pubkey,
-            cwd=str(REPO), env=dict(os.environ), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        try:
-            line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
-            assert line.startswith("PAID "), line
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            await proc.wait()
+        await pay_then_sigkill("tests.payments.crashing_client", relay_url, dev_ledger.path, provider.pubkey)
         tally.asked = 1
         with Ledger() as ledger:
             (receipt,) = ledger.receipts()
@@ -52,9 +41,7 @@ async def test_customer_killed_after_paying_gets_its_answer_after_restart(relay_
     with Ledger() as ledger:
         (after,) = ledger.receipts()
     assert after.status == "paid" and after.result_event_id == data["result_event_id"]
-    tally.paid_msat = 50_000 - await dev_ledger.wallet("customer").balance()
-    tally.received_msat = await pw.balance()
-    tally.answered_cost_msat = PRICE
+    await tally.settle(dev_ledger.wallet("customer"), pw, fund=50_000, price=PRICE)
     tally.check()
 
 
@@ -63,8 +50,6 @@ async def test_customer_killed_after_paying_a_job_that_then_fails_is_refunded(re
     """The worst pair: the customer dies after paying and the backend dies too. The provider
     retries until the job's deadline, offers the refund on its `error`; the customer's next
     `pylon result JOB_ID --wallet` finds the offer on the relays and gets the money back."""
-    from tests.faults.harness import backend_proc, free_port
-
     dev_ledger.fund("customer", 50_000)
     cw, pw = dev_ledger.wallet("customer"), dev_ledger.wallet("provider")
     tally = Tally("customer killed after paying, backend dead")
@@ -73,16 +58,7 @@ async def test_customer_killed_after_paying_a_job_that_then_fails_is_refunded(re
     try:
         async with paid_provider(relay_url, f"http://127.0.0.1:{port}/v1", tmp_path / "p.sqlite", pw,
                                  price_msat=PRICE, models=["double-model"], paid_job_deadline_s=2.0) as provider:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tests.faults.crash_after_paying", relay_url, str(dev_ledger.path),
-                provider.pubkey, cwd=str(REPO), env=dict(os.environ), stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE)
-            try:
-                line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
-                assert line.startswith("PAID "), line
-            finally:
-                proc.send_signal(signal.SIGKILL)
-                await proc.wait()
+            await pay_then_sigkill("tests.faults.crash_after_paying", relay_url, dev_ledger.path, provider.pubkey)
             tally.asked = 1
             await backend.kill()
             with Ledger() as ledger:
@@ -105,6 +81,5 @@ async def test_customer_killed_after_paying_a_job_that_then_fails_is_refunded(re
         (after,) = ledger.receipts()
     assert (after.status, after.refund_status, after.refund_msat) == ("paid", "refunded", PRICE)
     tally.refunded = 1
-    tally.paid_msat = 50_000 - await cw.balance()
-    tally.received_msat = await pw.balance()
+    await tally.settle(cw, pw, fund=50_000, price=PRICE)
     tally.check()

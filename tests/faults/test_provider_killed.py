@@ -6,11 +6,12 @@ error, and what the customer paid is what the provider received for answers."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from pylon.nostr.keys import Keys
-from tests.e2e.helpers import wait_for
+from tests.e2e.helpers import wait_for, wait_stored
 from tests.faults.harness import PYLON, Proc, Tally, ask_all, cli_env
 from tests.payments.helpers import paying_customer
 
@@ -20,12 +21,12 @@ FUND = 100_000
 ASKS = 4
 
 
-def _serve(relay_url: str, backend_url: str, home, wallet_uri: str) -> Proc:
+def _serve(relay_url: str, backend_url: str, home: Path, wallet_uri: str) -> Proc:
     return Proc("provider", [PYLON, "serve", "--relay", relay_url, "--backend", backend_url, "--price-msat",
                              str(PRICE), "--max-tokens-cap", "16", "--wallet", wallet_uri], env=cli_env(home))
 
 
-async def _provider_home(tmp_path) -> tuple[Keys, object]:
+def _provider_home(tmp_path: Path) -> tuple[Keys, Path]:
     home = tmp_path / "provider-home"
     home.mkdir()
     keys = Keys.generate()
@@ -37,7 +38,7 @@ async def test_provider_killed_before_the_jobs_serves_them_after_restart(relay_u
                                                                          tmp_path):
     dev_ledger.fund("customer", FUND)
     cw, pw = dev_ledger.wallet("customer"), dev_ledger.wallet("provider")
-    keys, home = await _provider_home(tmp_path)
+    keys, home = _provider_home(tmp_path)
     provider = _serve(relay_url, openai_double.base_url, home, dev_ledger.uri("provider"))
     await provider.start()
     await provider.kill()  # down before any job is published
@@ -45,14 +46,12 @@ async def test_provider_killed_before_the_jobs_serves_them_after_restart(relay_u
     try:
         async with paying_customer(relay_url, cw, max_msat=5_000, key_delivery=False) as client:
             asks = asyncio.ensure_future(ask_all(client, ASKS, tally, timeout=60, provider=keys.public_key))
-            await asyncio.sleep(2.0)  # the requests are on the relay while nobody serves
+            await wait_stored(relay_url, ASKS, kinds=[5050], authors=[client.pubkey])  # published while nobody serves
             await provider.start()
             await asks
     finally:
         await provider.stop()
-    tally.paid_msat = FUND - await cw.balance()
-    tally.received_msat = await pw.balance()
-    tally.answered_cost_msat = tally.answered * PRICE
+    await tally.settle(cw, pw, fund=FUND, price=PRICE)
     tally.check()
     assert tally.answered == ASKS
 
@@ -61,7 +60,7 @@ async def test_provider_killed_during_paid_jobs_serves_them_after_restart(relay_
                                                                           tmp_path):
     dev_ledger.fund("customer", FUND)
     cw, pw = dev_ledger.wallet("customer"), dev_ledger.wallet("provider")
-    keys, home = await _provider_home(tmp_path)
+    keys, home = _provider_home(tmp_path)
     openai_double.latency_s = 2.0  # every paid job is in the backend when the provider dies
     provider = _serve(relay_url, openai_double.base_url, home, dev_ledger.uri("provider"))
     await provider.start()
@@ -70,14 +69,10 @@ async def test_provider_killed_during_paid_jobs_serves_them_after_restart(relay_
         async with paying_customer(relay_url, cw, max_msat=5_000, key_delivery=False) as client:
             asks = asyncio.ensure_future(ask_all(client, ASKS, tally, timeout=60, provider=keys.public_key))
             await wait_for(lambda: len(openai_double.requests) >= ASKS, timeout=60, what="every paid job running")
-            await provider.kill()
-            await asyncio.sleep(1.0)
-            await provider.start()
+            await provider.outage(1.0)
             await asks
     finally:
         await provider.stop()
-    tally.paid_msat = FUND - await cw.balance()
-    tally.received_msat = await pw.balance()
-    tally.answered_cost_msat = tally.answered * PRICE
+    await tally.settle(cw, pw, fund=FUND, price=PRICE)
     tally.check()
     assert tally.answered == ASKS

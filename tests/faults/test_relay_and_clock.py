@@ -11,7 +11,7 @@ import os
 import pytest
 
 from tests.e2e.helpers import wait_for
-from tests.faults.harness import PYLON, Tally, ask_all, clean_cli_failure, cli_env, free_port, relay_proc
+from tests.faults.harness import Tally, ask_all, cli_ask, cli_env, free_port, relay_proc
 from tests.payments.helpers import paid_provider, paying_customer
 
 pytestmark = pytest.mark.timeout(150)
@@ -35,15 +35,11 @@ async def test_relay_down_mid_run_every_paid_ask_is_answered(openai_double, dev_
             async with paying_customer(url, cw, max_msat=5_000, key_delivery=False) as client:  # pay first: money at risk
                 asks = asyncio.ensure_future(ask_all(client, asks_n, tally, timeout=60, provider=provider.pubkey))
                 await wait_for(lambda: provider.stats.backend_in_flight >= asks_n, what="every job paid and running")
-                await relay.kill()
-                await asyncio.sleep(OUTAGE_S)
-                await relay.start()
+                await relay.outage(OUTAGE_S)
                 await asks
     finally:
         await relay.kill()
-    tally.paid_msat = FUND - await cw.balance()
-    tally.received_msat = await pw.balance()
-    tally.answered_cost_msat = tally.answered * PRICE
+    await tally.settle(cw, pw, fund=FUND, price=PRICE)
     tally.check()
     assert tally.answered == asks_n
 
@@ -56,24 +52,12 @@ async def test_customer_clock_ten_minutes_off_is_still_served(relay_url, openai_
     tally = Tally(f"customer clock {offset_s:+d} s")
     async with paid_provider(relay_url, openai_double.base_url, tmp_path / "p.sqlite", pw, price_msat=PRICE,
                              max_tokens_cap=16) as provider:
-        async def one(i: int) -> None:
-            proc = await asyncio.create_subprocess_exec(
-                PYLON, "ask", f"skewed {i}", "--relay", relay_url, "--provider", provider.keys.npub,
-                "--wallet", dev_ledger.uri("customer"), "--max-msat", "5000", "--timeout", "30",
-                env=cli_env(tmp_path / "customer", PYLON_CLOCK_OFFSET_S=str(offset_s), PYLON_KEY_DELIVERY="false"),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            out, err = await asyncio.wait_for(proc.communicate(), 90)
-            tally.asked += 1
-            if proc.returncode == 0 and out.strip():
-                tally.answered += 1
-            elif clean_cli_failure(proc.returncode, err.decode()):
-                tally.failed_cleanly += 1
-                print(f"[faults] skewed ask {i}: {err.decode().strip()[-600:]!r}")
-            else:
-                tally.unclean.append(err.decode()[-400:])
-        await asyncio.gather(*(one(i) for i in range(3)))
-    tally.paid_msat = FUND - await cw.balance()
-    tally.received_msat = await pw.balance()
-    tally.answered_cost_msat = tally.answered * PRICE
+        await asyncio.gather(*(
+            cli_ask(tally, i, ["ask", f"skewed {i}", "--relay", relay_url, "--provider", provider.keys.npub,
+                               "--wallet", dev_ledger.uri("customer"), "--max-msat", "5000", "--timeout", "30"],
+                    cli_env(tmp_path / "customer", PYLON_CLOCK_OFFSET_S=str(offset_s), PYLON_KEY_DELIVERY="false"),
+                    timeout=90)
+            for i in range(3)))
+    await tally.settle(cw, pw, fund=FUND, price=PRICE)
     tally.check()
     assert tally.answered == 3
