@@ -167,15 +167,6 @@ def resolve_wallet(wallet: Wallet | str | None) -> Wallet | None:
     return wallet
 
 
-def _money_safe_defaults() -> tuple[int | None, int | None]:
-    """The per-job cap and daily budget a PylonClient applies when none is given."""
-    try:
-        from pylon.customer.defaults import DEFAULT_DAILY_BUDGET_MSAT, DEFAULT_MAX_MSAT
-    except ImportError:  # a core without money-safe defaults: unlimited, as its PylonClient
-        return None, None
-    return DEFAULT_MAX_MSAT, DEFAULT_DAILY_BUDGET_MSAT
-
-
 class SwarmHub:
     """Shared PylonClients (one per event loop), single-flight, the Budget, and closing."""
 
@@ -212,11 +203,12 @@ class SwarmHub:
         with self._lock:
             if self._budget is None:
                 from pylon.customer.budget import Budget
+                from pylon.customer.defaults import DEFAULT_DAILY_BUDGET_MSAT, DEFAULT_MAX_MSAT
                 from pylon.customer.ledger import Ledger
 
-                default_max, default_daily = _money_safe_defaults()
-                per_job = default_max if self.max_msat_per_call is None else self.max_msat_per_call
-                self._budget = Budget(Ledger(), per_job_msat=per_job, daily_msat=default_daily,
+                # the money-safe defaults a PylonClient applies when none is given
+                per_job = DEFAULT_MAX_MSAT if self.max_msat_per_call is None else self.max_msat_per_call
+                self._budget = Budget(Ledger(), per_job_msat=per_job, daily_msat=DEFAULT_DAILY_BUDGET_MSAT,
                                       session_msat=self.budget_msat)
             return self._budget
 
