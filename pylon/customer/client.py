@@ -206,6 +206,13 @@ class _JobState:
             except Exception:  # a display bug must not break the job
                 log.exception("progress callback failed")
 
+    def add_other(self, result: JobResult, event: Event) -> None:
+        """A result that is not the answer: recorded once per provider (`AskOutcome.other_results`)."""
+        if all(o.provider != result.provider for o in self.others):
+            self.others.append(OtherResult(
+                provider=result.provider, text=result.text, event_id=event.id, amount_msat=result.amount_msat,
+                usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)))
+
     def accept_partial(self, fb: JobFeedback) -> str:
         """New text from a `partial` (deltas placed by offset; duplicates and gaps handled)."""
         if self.stream_from is None:
@@ -691,10 +698,7 @@ class PylonClient:
             return
         state.finished.add(result.provider)
         if state.payment.paid and result.provider != state.payment.provider:
-            if all(o.provider != result.provider for o in state.others):  # only the paid provider's result counts
-                state.others.append(OtherResult(
-                    provider=result.provider, text=result.text, event_id=event.id, amount_msat=result.amount_msat,
-                    usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)))
+            state.add_other(result, event)  # only the paid provider's result counts
             return
         if state.winner is None:
             state.winner = result
@@ -710,10 +714,8 @@ class PylonClient:
                     state.streamed += rest
                     state.on_delta(rest)
             state.progress("done", provider=result.provider)
-        elif result.provider != state.winner.provider and all(o.provider != result.provider for o in state.others):
-            state.others.append(OtherResult(
-                provider=result.provider, text=result.text, event_id=event.id, amount_msat=result.amount_msat,
-                usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)))
+        elif result.provider != state.winner.provider:
+            state.add_other(result, event)
 
     def _outcome(self, state: _JobState) -> AskOutcome:
         result = state.winner
