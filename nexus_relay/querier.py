@@ -92,19 +92,17 @@ class Querier:
             self._db = None
 
     # ------------------------------------------------------------------ loop side
-    def submit(self, job: QueryJob) -> bool:
-        """Queue a job; False when its connection already has `max_pending_queries` queued."""
+    def submit(self, job: QueryJob) -> None:
+        """Queue a job. The caller bounds how many a connection may have waiting (the relay
+        refuses a REQ/COUNT past `max_pending_queries` before it gets here)."""
         with self._cv:
             queue = self._queues.get(job.owner)
             if queue is None:
                 queue = self._queues[job.owner] = deque()
                 if job.owner not in self._parked:
                     self._ready.append(job.owner)
-            elif len(queue) >= self.config.max_pending_queries:
-                return False
             queue.append(job)
             self._cv.notify()
-        return True
 
     def resume(self, owner: Any) -> None:
         """The owner's output drained: give it turns again."""

@@ -470,10 +470,7 @@ class NexusRelay:
         self.index.add(sub)
         self.stats.subscriptions += 1
         job = QueryJob(conn, False, filters, int(time.time()), functools.partial(self._on_req_result, conn, sub))
-        if not self.querier.submit(job):
-            self._drop_sub(conn, sub)
-            self._refuse_sub(conn, sub_id, f"rate-limited: more than {cfg.max_pending_queries} queries waiting")
-            return
+        self.querier.submit(job)
         conn.pending_queries += 1
 
     def _on_req_result(self, conn: Connection, sub: Subscription, result: QueryResult) -> None:
@@ -503,9 +500,7 @@ class NexusRelay:
             return
         job = QueryJob(conn, True, msg.filters, int(time.time()),
                        functools.partial(self._on_count_result, conn, msg.sub_id))
-        if not self.querier.submit(job):
-            self._refuse_sub(conn, msg.sub_id, f"rate-limited: more than {self.config.max_pending_queries} queries waiting")
-            return
+        self.querier.submit(job)
         conn.pending_queries += 1
 
     def _on_count_result(self, conn: Connection, sub_id: str, result: QueryResult) -> None:

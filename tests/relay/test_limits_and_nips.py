@@ -137,6 +137,21 @@ async def test_req_rate_limit():
         assert end[0] == "CLOSED" and end[2].startswith("rate-limited:")
 
 
+async def test_pending_query_limit_per_connection():
+    """Past `max_pending_queries` REQ/COUNT still waiting for the querier, the next is refused
+    (CLOSED rate-limited:) and the waiting ones are answered. The querier thread is held at its
+    lock (an RLock: the loop thread may still queue work) so the first query stays pending."""
+    cfg = RelayConfig(max_pending_queries=1)
+    async with running_relay(config=cfg) as relay, RawClient(relay.url) as c:
+        with relay.querier._cv:
+            await c.send(["REQ", "first", {"kinds": [1]}])
+            await _wait_for(lambda: any(conn.pending_queries == 1 for conn in relay.connections))
+            _, end = await c.req("second", {"kinds": [1]})
+            assert end[0] == "CLOSED" and end[1] == "second" and end[2].startswith("rate-limited:")
+        assert await c.recv_type("EOSE") == ["EOSE", "first"]
+        assert (await c.req("third", {"kinds": [1]}))[1] == ["EOSE", "third"]
+
+
 def _mine(keys: Keys, bits: int) -> Event:
     """NIP-13 proof of work: bump a nonce tag until the id has `bits` leading zero bits."""
     created = int(time.time())
