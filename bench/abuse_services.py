@@ -27,16 +27,17 @@ sys.path.insert(0, str(REPO))
 from nexus_relay import running_relay  # noqa: E402
 from pylon.customer.client import PylonClient  # noqa: E402
 from pylon.jobs.nip90 import JobRequest  # noqa: E402
-from pylon.nostr.event import Event  # noqa: E402
 from pylon.nostr.filters import Filter  # noqa: E402
 from pylon.nostr.keys import Keys  # noqa: E402
 from pylon.provider.backends import OpenAIBackend  # noqa: E402
 from pylon.provider.provider import Provider  # noqa: E402
 from pylon.relay.pool import RelayPool  # noqa: E402
+from tests.abuse.harness import count_until_quiet, nwc_strangers  # noqa: E402
+from tests.e2e.helpers import wait_for  # noqa: E402
 from tests.peers.openai_double import OpenAIDouble  # noqa: E402
 from wallet import connect_wallet  # noqa: E402
 from wallet.dev import DevWallet, fund  # noqa: E402
-from wallet.nwc_proto import NIP44, REQUEST_KIND, RESPONSE_KIND, encrypt  # noqa: E402
+from wallet.nwc_proto import RESPONSE_KIND  # noqa: E402
 from wallet.nwc_service import NwcService  # noqa: E402
 
 ROUNDS = 20
@@ -103,25 +104,15 @@ async def nwc_bench(relay_url: str, tmp: Path) -> None:
                 return out
 
             quiet = await rounds()
-            strangers = []
-            for _ in range(SWARM):
-                k = Keys.generate()
-                content = encrypt(k, service.pubkey, {"method": "get_balance", "params": {}}, NIP44)
-                strangers.append(Event.build(k, REQUEST_KIND, content, [["p", service.pubkey], ["encryption", NIP44]]))
+            strangers = nwc_strangers(service.pubkey, SWARM)
             async with RelayPool([relay_url]) as pool:
                 replies = pool.subscribe([Filter.of(kinds=[RESPONSE_KIND], authors=[service.pubkey], limit=0)])
                 await replies.open()
                 flood = asyncio.gather(*(pool.publish(ev, timeout=30) for ev in strangers))
                 loud = await rounds()
                 await flood
-                await asyncio.sleep(1.0)
-                answered = 0
-                while True:
-                    try:
-                        await asyncio.wait_for(replies.__anext__(), 0.5)
-                        answered += 1
-                    except (asyncio.TimeoutError, StopAsyncIteration):
-                        break
+                await wait_for(lambda: service.stats["unauthorized"] >= SWARM, what="the service to see the swarm")
+                answered = await count_until_quiet(replies)
             line("NWC owner vs 500 fresh keys", quiet, loud,
                  f"(signed replies sent to the swarm: {answered - ROUNDS}, of {SWARM} requests)")
         finally:

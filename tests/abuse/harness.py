@@ -1,6 +1,7 @@
-"""Shared pieces of the abuse suite and bench/abuse.py: a relay in its own process (so its
-RSS can be read), an RSS sampler, an honest client that keeps publishing and reading back
-while an attack runs, and attackers that never read their socket.
+"""Shared pieces of the abuse suite and bench/abuse.py, bench/abuse_services.py: a relay in
+its own process (so its RSS can be read), an RSS sampler, an honest client that keeps
+publishing and reading back while an attack runs, attackers that never read their socket,
+and a swarm of strangers for an NWC service.
 
 Everything is on 127.0.0.1 and bounded: every wait has a timeout.
 """
@@ -117,6 +118,29 @@ async def stalled_reader(url: str):
     await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
     return await websockets.connect(url, sock=sock, max_size=None, compression=None, max_queue=1,
                                     open_timeout=TIMEOUT)
+
+
+def nwc_strangers(service_pubkey: str, n: int) -> list[Event]:
+    """n NWC get_balance requests to the service, each signed by a fresh key it does not know."""
+    from wallet.nwc_proto import NIP44, REQUEST_KIND, encrypt
+
+    out = []
+    for _ in range(n):
+        k = Keys.generate()
+        content = encrypt(k, service_pubkey, {"method": "get_balance", "params": {}}, NIP44)
+        out.append(Event.build(k, REQUEST_KIND, content, [["p", service_pubkey], ["encryption", NIP44]]))
+    return out
+
+
+async def count_until_quiet(sub: Any, idle_s: float = 0.5) -> int:
+    """How many events a subscription delivers until none arrives for `idle_s` seconds."""
+    count = 0
+    while True:
+        try:
+            await asyncio.wait_for(sub.__anext__(), idle_s)
+        except (asyncio.TimeoutError, StopAsyncIteration):
+            return count
+        count += 1
 
 
 def note(keys: Keys, content: str = "hi", kind: int = 1, tags=(), created_at: int | None = None) -> Event:

@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
-from pylon.nostr.keys import Keys
 from pylon.relay.pool import RelayPool
+from tests.abuse.harness import count_until_quiet, nwc_strangers
+from tests.e2e.helpers import wait_for
 from wallet import connect_wallet
-from wallet.nwc_proto import NIP44, REQUEST_KIND, RESPONSE_KIND, encrypt
+from wallet.nwc_proto import RESPONSE_KIND
 from wallet.nwc_service import NwcService
 from wallet.replay import ReplayWindow
 
@@ -47,24 +47,13 @@ async def test_stranger_swarm_gets_bounded_replies_and_the_owner_is_still_served
             async with RelayPool([relay_url]) as pool:
                 replies = pool.subscribe([Filter.of(kinds=[RESPONSE_KIND], authors=[service.pubkey], limit=0)])
                 await replies.open()
-                strangers = []
-                for _ in range(300):
-                    k = Keys.generate()
-                    content = encrypt(k, service.pubkey, {"method": "get_balance", "params": {}}, NIP44)
-                    strangers.append(Event.build(k, REQUEST_KIND, content,
-                                                 [["p", service.pubkey], ["encryption", NIP44]]))
+                strangers = nwc_strangers(service.pubkey, 300)
                 started = time.monotonic()
                 await asyncio.gather(*(pool.publish(ev, timeout=10) for ev in strangers))
                 assert await owner.balance() == 50_000  # the owner is answered during the swarm
-                await asyncio.sleep(1.0)  # let the service finish with the swarm
+                await wait_for(lambda: service.stats["unauthorized"] >= 300, what="the service to see the swarm")
                 elapsed = time.monotonic() - started
-                answered = 0
-                while True:
-                    try:
-                        await asyncio.wait_for(replies.__anext__(), 0.5)
-                        answered += 1
-                    except (asyncio.TimeoutError, StopAsyncIteration):
-                        break
+                answered = await count_until_quiet(replies)
             # burst 20 + 2/s; the owner's own reply is one more
             assert answered <= 20 + 2 * elapsed + 2, answered
             assert service.stats["unauthorized"] == 300
