@@ -48,6 +48,7 @@ POLL_GROWTH = 1.5
 WAIT_SLICE_S = 30.0  # a wallet with wait_invoice is re-asked at least this often (logs, cancellation)
 EXPIRED_REASON = "invoice expired"
 RESEND_MAX_DELAY_S = 30.0
+EXPIRY_GRACE_S = 60.0  # a wallet that has not said "expired" this long after expiry: treated as expired
 
 
 class FeedbackPublisher(Protocol):
@@ -164,36 +165,16 @@ class PaymentCollector:
             delay = min(delay * 2, RESEND_MAX_DELAY_S)
 
     async def _wait(self, job: Job, payment_hash: str, expires_at: int) -> bool:
-        """Poll the wallet until the invoice settles (record `paid`, True) or expires (close, False)."""
-        delay = self.poll_first_s
-        wallet = self.wallet
-        if wallet is None:  # restarted without a wallet: nothing here can see the payment
+        """Wait until the invoice settles (record `paid`, True) or expires (close, False)."""
+        if self.wallet is None:  # restarted without a wallet: nothing here can see the payment
             self._fail(job, "this provider has no wallet to check the payment with")
             return False
-        waits = isinstance(wallet, SupportsWaitInvoice)  # event-driven wallets (dev): no polling
-        while True:
-            left = expires_at - time.time()
-            try:
-                if isinstance(wallet, SupportsWaitInvoice) and left > 0:
-                    state = await wallet.wait_invoice(payment_hash, timeout=min(left + 0.05, WAIT_SLICE_S))
-                else:
-                    state = await wallet.lookup_invoice(payment_hash)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("job %s: invoice lookup failed (%s); retrying", job.id[:12], type(exc).__name__)
-                state = None
-            if state == InvoiceState.SETTLED:
-                return self._settled(job)
-            if state in (InvoiceState.EXPIRED, InvoiceState.FAILED) or (
-                    state is None and time.time() > expires_at + 60):
-                self._expired(job, state)
-                return False
-            if waits and state is not None and left > 0:
-                continue  # it already waited (up to its slice)
-            left = expires_at - time.time()
-            await asyncio.sleep(min(delay, max(left, 0.0) + 0.05) if left > 0 else delay)
-            delay = min(delay * POLL_GROWTH, self.poll_max_s)
+        state = await wait_for_invoice(self.wallet, payment_hash, expires_at, label=f"job {job.id[:12]}",
+                                       poll_first_s=self.poll_first_s, poll_max_s=self.poll_max_s)
+        if state == InvoiceState.SETTLED:
+            return self._settled(job)
+        self._expired(job, state)
+        return False
 
     def _settled(self, job: Job) -> bool:
         if not self.store.transition(job.id, "paid", paid_at=time.time()):
@@ -212,3 +193,36 @@ class PaymentCollector:
         if row.amount_msat is not None:
             job.amount_msat = int(row.amount_msat)
         job.bolt11 = row.invoice
+
+
+async def wait_for_invoice(wallet: Wallet, payment_hash: str, expires_at: int, *, label: str,
+                           poll_first_s: float = POLL_FIRST_S, poll_max_s: float = POLL_MAX_S) -> InvoiceState | None:
+    """Wait for an invoice we issued to settle: SETTLED, EXPIRED or FAILED as the wallet says,
+    or None when it still has no answer (errors, or still pending) `EXPIRY_GRACE_S` after the
+    invoice's expiry. The one way the provider waits for money (the payment step and the
+    pay-for-the-key watcher): `wait_invoice` where the wallet has it, else polls that thin out.
+    A wallet error is logged and retried (the money may still arrive)."""
+    delay = poll_first_s
+    waits = isinstance(wallet, SupportsWaitInvoice)  # event-driven wallets (dev): no polling
+    while True:
+        left = expires_at - time.time()
+        state: InvoiceState | None
+        try:
+            if isinstance(wallet, SupportsWaitInvoice) and left > 0:
+                state = await wallet.wait_invoice(payment_hash, timeout=min(left + 0.05, WAIT_SLICE_S))
+            else:
+                state = await wallet.lookup_invoice(payment_hash)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("%s: invoice lookup failed (%s); retrying", label, type(exc).__name__)
+            state = None
+        if state in (InvoiceState.SETTLED, InvoiceState.EXPIRED, InvoiceState.FAILED):
+            return state
+        if time.time() > expires_at + EXPIRY_GRACE_S:
+            return None
+        if waits and state is not None and left > 0:
+            continue  # it already waited (up to its slice)
+        left = expires_at - time.time()
+        await asyncio.sleep(min(delay, max(left, 0.0) + 0.05) if left > 0 else delay)
+        delay = min(delay * POLL_GROWTH, poll_max_s)

@@ -69,11 +69,11 @@ from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
 from pylon.jobs.pricing import invoice_unit_msat, quote_msat
 from pylon.provider.job import Job
-from pylon.provider.payments import PaymentCollector, PaymentSeams
+from pylon.provider.payments import PaymentCollector, PaymentSeams, wait_for_invoice
 from pylon.provider.reporting import ProviderMetricsSink
 from pylon.relay.pool import RelayPool
 from pylon.jobs.refund import KIND_REFUND_REQUEST, REFUND_TAG
-from wallet.base import InvoiceState, SupportsPreimageInvoice, SupportsWaitInvoice, Wallet
+from wallet.base import InvoiceState, SupportsPreimageInvoice, Wallet
 from pylon.provider.refunds import RefundDesk, job_deadline
 
 #: how far before its start a provider looks for requests it has not seen (and how far a
@@ -741,26 +741,14 @@ class Provider:
         """Record when the key is bought (the job itself is done either way: nothing to deliver
         later): the store's paid_at, so earnings and the paid/earned counters include it.
         Restarted with the invoice still open, the provider watches it again."""
-        wallet = self.wallet
-        while wallet is not None and time.time() < expires_at:
-            try:
-                if isinstance(wallet, SupportsWaitInvoice):
-                    state = await wallet.wait_invoice(payment_hash, timeout=min(30.0, expires_at - time.time() + 0.05))
-                else:
-                    state = await wallet.lookup_invoice(payment_hash)
-                    if state == InvoiceState.PENDING:
-                        await asyncio.sleep(1.0)
-            except Exception:  # the money may still arrive; this is only a log line
-                await asyncio.sleep(1.0)
-                continue
-            if state == InvoiceState.SETTLED:
-                if self.store is not None:
-                    self.store.mark_key_paid(job_id)  # earnings and the paid/earned counters count it now
-                self._log(job_id, job.customer if job else "", job.model if job else None, "paid", job=job,
-                          detail="the key was bought")
-                return
-            if state != InvoiceState.PENDING:
-                return
+        if self.wallet is None:
+            return
+        state = await wait_for_invoice(self.wallet, payment_hash, expires_at, label=f"job {job_id[:12]} (key)")
+        if state == InvoiceState.SETTLED:
+            if self.store is not None:
+                self.store.mark_key_paid(job_id)  # earnings and the paid/earned counters count it now
+            self._log(job_id, job.customer if job else "", job.model if job else None, "paid", job=job,
+                      detail="the key was bought")
 
     async def _republish(self, job: Job, result_json: str) -> None:
         try:
