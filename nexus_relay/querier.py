@@ -40,7 +40,6 @@ _rlog = RateLimitedLog(log)
 class QueryResult:
     rows: list[tuple[str, str]] = field(default_factory=list)  # REQ: (id, raw), newest first
     count: int = 0  # COUNT
-    truncated: bool = False  # the row/byte budget cut the answer short
     error: str = ""  # a reply-ready reason ("error: ...") when the query did not finish
     seconds: float = 0.0  # wall time spent, charged to the connection's query budget
 
@@ -172,8 +171,8 @@ class Querier:
             if job.counting:
                 result.count = run_count(db, job.filters, job.now)
             else:
-                result.rows, result.truncated = run_query(
-                    db, job.filters, job.now, cfg.max_limit, cfg.max_limit, cfg.query_max_rows, cfg.query_max_bytes)
+                result.rows = run_query(db, job.filters, job.now, cfg.max_limit, cfg.query_max_rows,
+                                        cfg.query_max_bytes)
         except sqlite3.OperationalError as exc:
             if "interrupt" in str(exc):
                 self.timeouts += 1

@@ -9,8 +9,8 @@ alone and never takes the other clients' events of its batch with it.
 
 Reads: the event loop keeps a connection for the cheap id lookup on ingest; REQ and COUNT
 queries run elsewhere (nexus_relay.querier) through `run_query` / `run_count`, which take
-the connection to use and a row/byte budget. WAL lets all of them read while the writer
-commits.
+the connection to use (and `run_query` a row/byte budget). WAL lets all of them read while
+the writer commits.
 
 Replaceable/addressable resolution, NIP-09 deletions and tombstones are decided inside the
 writer transaction, so concurrent submissions can never both win.
@@ -393,38 +393,23 @@ class EventStore:
         assert self._r is not None
         return self._r.execute("SELECT 1 FROM events WHERE id=?", (event_id,)).fetchone() is not None
 
-    def query(self, filters: Iterable[Filter], now: int, default_limit: int, max_limit: int) -> list[str]:
-        """Stored events matching any filter, newest first (id ascending on ties), deduped.
-
-        On the caller's thread with the loop's connection: for tools and tests. The relay
-        itself answers REQs through nexus_relay.querier."""
-        assert self._r is not None
-        return [raw for _, raw in run_query(self._r, filters, now, default_limit, max_limit)[0]]
-
-    def count(self, filters: Iterable[Filter], now: int) -> int:
-        assert self._r is not None
-        return run_count(self._r, filters, now)
-
     def stored_count(self) -> int:
         assert self._r is not None
         return int(self._r.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
 
-def run_query(db: sqlite3.Connection, filters: Iterable[Filter], now: int, default_limit: int, max_limit: int,
-              max_rows: int = 1 << 62, max_bytes: int = 1 << 62) -> tuple[list[tuple[str, str]], bool]:
-    """Stored events matching any filter as (id, raw), newest first (id ascending on ties),
-    deduped; and whether the row/byte budget cut the answer short.
+def run_query(db: sqlite3.Connection, filters: Iterable[Filter], now: int, max_limit: int,
+              max_rows: int, max_bytes: int) -> list[tuple[str, str]]:
+    """Stored events matching any filter as (id, raw), newest first (id ascending on ties), deduped.
 
-    Each filter's own `limit` (clamped to `max_limit`) still applies; the budgets bound
-    the whole REQ, whose 200 filters x 500 rows would otherwise be 100,000 events."""
+    Each filter's own `limit` (clamped to `max_limit`, which is also the default) still
+    applies; the row and byte budgets bound the whole REQ, whose 200 filters x 500 rows
+    would otherwise be 100,000 events: past either, the rest is cut."""
     found: dict[str, tuple[int, str]] = {}
-    rows = size = 0
-    truncated = False
+    size = 0
     for flt in filters:
-        limit = default_limit if flt.limit is None else flt.limit
-        limit = min(limit, max_limit, max_rows - rows)
+        limit = min(max_limit if flt.limit is None else flt.limit, max_limit, max_rows - len(found))
         if limit <= 0:
-            truncated = truncated or rows >= max_rows
             continue
         built = _where(flt, now)
         if built is None:
@@ -435,15 +420,13 @@ def run_query(db: sqlite3.Connection, filters: Iterable[Filter], now: int, defau
             if event_id in found:
                 continue
             found[event_id] = (created_at, raw)
-            rows += 1
             size += len(raw)
             if size >= max_bytes:
-                truncated = True
                 break
-        if truncated:
+        if size >= max_bytes:
             break
     ordered = sorted(found.items(), key=lambda item: (-item[1][0], item[0]))
-    return [(event_id, raw) for event_id, (_, raw) in ordered], truncated
+    return [(event_id, raw) for event_id, (_, raw) in ordered]
 
 
 def run_count(db: sqlite3.Connection, filters: Iterable[Filter], now: int) -> int:

@@ -108,6 +108,24 @@ async def test_limit_is_clamped():
         assert count[2] == {"count": 5}  # COUNT is not clamped
 
 
+async def test_row_and_byte_budgets_cut_a_req_over_all_its_filters():
+    keys = Keys.generate()
+    now = int(time.time())
+    events = [note(keys, f"b{i}" + "x" * 200, created_at=now - i) for i in range(6)]
+    async with running_relay(config=RelayConfig(query_max_rows=4)) as relay, RawClient(relay.url) as c:
+        for ev in events:
+            assert (await c.publish(ev))[2] is True
+        halves = ({"ids": [e.id for e in events[:3]]}, {"ids": [e.id for e in events[3:]]})
+        got, end = await c.req("rows", *halves)
+        assert end == ["EOSE", "rows"] and [e["id"] for e in got] == [e.id for e in events[:4]]
+    size = len(events[0].to_json())
+    async with running_relay(config=RelayConfig(query_max_bytes=2 * size)) as relay, RawClient(relay.url) as c:
+        for ev in events:
+            assert (await c.publish(ev))[2] is True
+        got, end = await c.req("bytes", {"authors": [keys.public_key]})
+        assert end == ["EOSE", "bytes"] and [e["id"] for e in got] == [e.id for e in events[:2]]
+
+
 async def test_old_ephemeral_rejected():
     keys = Keys.generate()
     async with running_relay() as relay, RawClient(relay.url) as c:
