@@ -5,13 +5,19 @@ honest event lost, and the attacker answered with a reason. Latency figures are 
 
 from __future__ import annotations
 
+import asyncio
+import json
+from typing import Any, Awaitable, Callable
+
 import pytest
 
+from nexus_relay import RelayConfig, running_relay
 from nexus_relay.store import EventStore, PendingWrite
 from pylon.nostr import Keys
 
 from tests.abuse import relay_attacks
-from tests.abuse.harness import RelayProcess, note
+from tests.abuse.harness import RelayProcess, note, publish_many, stalled_reader
+from tests.e2e.helpers import wait_for
 
 pytestmark = [pytest.mark.embedded_relay, pytest.mark.timeout(120)]
 
@@ -21,51 +27,44 @@ pytestmark = [pytest.mark.embedded_relay, pytest.mark.timeout(120)]
 RSS_CEILING_MB = 160
 
 
-def _clean_log(relay: RelayProcess) -> None:
+def _clean_log(relay: RelayProcess) -> str:
     log = relay.log()
     assert "Traceback" not in log, log[-3000:]
+    return log
+
+
+async def _under_attack(name: str, attack: Callable[[RelayProcess], Awaitable[dict[str, Any]]]) -> tuple[dict, str]:
+    """Run one attack against a fresh relay process; assert what holds for every attack (no
+    honest event lost, RSS under the ceiling, no traceback); return its figures and log."""
+    async with RelayProcess() as relay:
+        figures = await attack(relay)
+        print(f"{name}:", figures)
+        assert figures["honest_lost"] == 0, figures
+        assert figures["peak_rss_mb"] < RSS_CEILING_MB, figures
+        return figures, _clean_log(relay)
 
 
 async def test_slow_consumer_is_disconnected_and_memory_stays_bounded():
-    async with RelayProcess() as relay:
-        figures = await relay_attacks.slow_consumer(relay)
-        print("slow consumer:", figures)
-        assert figures["honest_lost"] == 0
-        assert figures["flood_accepted"] == 300
-        assert figures["peak_rss_mb"] < RSS_CEILING_MB
-        assert "slow consumer" in relay.log()
-        _clean_log(relay)
+    figures, log = await _under_attack("slow consumer", relay_attacks.slow_consumer)
+    assert figures["flood_accepted"] == 300
+    assert "slow consumer" in log
 
 
 async def test_subscription_index_amplification_is_refused():
-    async with RelayProcess() as relay:
-        figures = await relay_attacks.index_amplification(relay)
-        print("index amplification:", figures)
-        assert figures["honest_lost"] == 0
-        assert figures["peak_rss_mb"] < RSS_CEILING_MB
-        assert figures["attacker_answers"] == 4 * 200  # every REQ answered
-        # two filters of 1,000 values = 2,000 per REQ: the 5,000-value budget admits 2 per connection
-        assert figures["attacker_accepted"] == 4 * 2
-        _clean_log(relay)
+    figures, _ = await _under_attack("index amplification", relay_attacks.index_amplification)
+    assert figures["attacker_answers"] == 4 * 200  # every REQ answered
+    # two filters of 1,000 values = 2,000 per REQ: the 5,000-value budget admits 2 per connection
+    assert figures["attacker_accepted"] == 4 * 2
 
 
 async def test_expensive_queries_do_not_stall_other_clients():
-    async with RelayProcess() as relay:
-        figures = await relay_attacks.query_stall(relay)
-        print("query stall:", figures)
-        assert figures["honest_lost"] == 0
-        assert figures["attacker_answers"] == figures["attacker_sent"]  # each REQ/COUNT got an answer
-        assert figures["peak_rss_mb"] < RSS_CEILING_MB
-        _clean_log(relay)
+    figures, _ = await _under_attack("query stall", relay_attacks.query_stall)
+    assert figures["attacker_answers"] == figures["attacker_sent"]  # each REQ/COUNT got an answer
 
 
 async def test_poisoned_events_never_fail_honest_ones():
-    async with RelayProcess() as relay:
-        figures = await relay_attacks.poison_batch(relay)
-        print("poison batch:", figures)
-        assert figures["honest_lost"] == 0, figures
-        assert figures["poison_accepted"] == 0  # refused at parse time with invalid:
-        _clean_log(relay)
+    figures, _ = await _under_attack("poison batch", relay_attacks.poison_batch)
+    assert figures["poison_accepted"] == 0  # refused at parse time with invalid:
 
 
 async def test_far_future_since_always_gets_a_terminal_answer():
@@ -81,8 +80,6 @@ def test_one_failing_event_never_rolls_back_its_batch(tmp_path):
     """The writer's per-event savepoint: an event that SQLite cannot store (here an
     expiration past 2^63, which only the relay's parse-time check would refuse) fails alone;
     the honest events committed in the same transaction are stored."""
-    import asyncio
-
     store = EventStore(tmp_path / "r.sqlite", fsync=False)
     store.open()
     loop = asyncio.new_event_loop()
@@ -106,12 +103,6 @@ def test_one_failing_event_never_rolls_back_its_batch(tmp_path):
 async def test_slow_consumer_is_counted_and_told_why():
     """In process, with a 256 KB budget: the stalled subscriber is closed and counted under
     the `slow-consumer` reason (exported as a rejection reason in /metrics)."""
-    import asyncio
-    import json
-
-    from nexus_relay import RelayConfig, running_relay
-    from tests.abuse.harness import publish_many, stalled_reader
-
     async with running_relay(config=RelayConfig(max_outbox_bytes=256 << 10)) as relay:
         stalled = await stalled_reader(relay.url)
         try:
@@ -121,12 +112,10 @@ async def test_slow_consumer_is_counted_and_told_why():
             # 10 subs x 100 x 30 KB = 30 MB: more than loopback's socket buffers can absorb
             events = [note(keys, f"{i:05d}" + "x" * 30_000) for i in range(100)]
             assert await publish_many(relay.url, events, window=20) == 100
-            for _ in range(200):
-                if relay.stats.rejections.get("slow-consumer"):
-                    break
-                await asyncio.sleep(0.05)
+            await wait_for(lambda: relay.stats.rejections.get("slow-consumer"), timeout=10,
+                           what="the stalled subscriber counted as a slow consumer")
             assert relay.stats.rejections["slow-consumer"] == 1
             stalled_conns = [c for c in relay.connections if len(c.subs) == 10]
-            assert all(c.closed for c in stalled_conns)  # closing (its close handshake cannot finish)
+            assert stalled_conns and all(c.closed for c in stalled_conns)  # closing (its close handshake cannot finish)
         finally:
             stalled.transport.abort()
