@@ -24,7 +24,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from pylon.errors import listen_error
-from pylon.nostr import Event, InvalidMessage
+from pylon.nostr import Event, InvalidEvent, InvalidMessage
 from pylon.nostr.kinds import AUTH as AUTH_KIND
 from pylon.nostr.kinds import is_ephemeral
 from pylon.nostr.keys import verify_schnorr
@@ -285,7 +285,7 @@ class NexusRelay:
             raw = ev.to_json()
             computed = ev.compute_id()
             raw_size = len(raw) if len(raw) * 4 <= cfg.max_event_bytes else len(raw.encode())
-        except UnicodeEncodeError:
+        except (UnicodeEncodeError, InvalidEvent):  # compute_id: InvalidEvent for a lone surrogate
             self._refuse_event(conn, eid, "invalid: event contains invalid unicode (lone surrogate)")
             return
         if raw_size > cfg.max_event_bytes:

@@ -59,6 +59,18 @@ async def test_too_many_tags():
         assert (await c.publish(note(keys, tags=[["t", str(i)] for i in range(5)])))[2] is True
 
 
+async def test_an_event_with_a_lone_surrogate_gets_ok_false_not_an_internal_error():
+    keys = Keys.generate()
+    event = note(keys, "fine")
+    async with running_relay() as relay, RawClient(relay.url) as c:
+        for field, value in (("content", "\ud800 lone"), ("tags", [["t", "\udfff"]])):
+            await c.send(json.dumps(["EVENT", {**event.to_dict(), field: value}]))  # ASCII-escaped
+            ok = await c.recv()
+            assert ok[:3] == ["OK", event.id, False] and "surrogate" in ok[3] and ok[3].startswith("invalid:")
+        assert relay.stats.rejections.get("error", 0) == 0
+        assert (await c.publish(event))[2] is True
+
+
 async def test_default_tag_limit_is_2000():
     keys = Keys.generate()
     async with running_relay() as relay, RawClient(relay.url) as c:
