@@ -52,9 +52,12 @@ def test_existing_loose_databases_are_tightened(tmp_path, loose_umask):
         os.chmod(tmp_path / name, 0o644)
         (tmp_path / (name + "-wal")).touch()
         os.chmod(tmp_path / (name + "-wal"), 0o644)
-    JobStore(tmp_path / "provider.sqlite").close()
-    Ledger(tmp_path / "ledger.sqlite").close()
-    DevLedger(tmp_path / "dev.sqlite").close()
+    for name, opener in (("provider.sqlite", JobStore), ("ledger.sqlite", Ledger), ("dev.sqlite", DevLedger)):
+        db = opener(tmp_path / name)
+        try:  # SQLite removes the -wal on the last close: check it while the database is open
+            _check_sqlite_files(tmp_path / name)
+        finally:
+            db.close()
     for name in ("provider.sqlite", "ledger.sqlite", "dev.sqlite"):
         assert _mode(tmp_path / name) == 0o600
         if (tmp_path / (name + "-wal")).exists():
