@@ -4,7 +4,8 @@ the job ends with ProviderFlood (one clear error), whatever order the partials c
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import os
 
 import pytest
 
@@ -71,7 +72,7 @@ async def test_flooding_provider_ends_the_job_with_a_clear_error(relay_url, in_o
     flood = asyncio.create_task(_flooding_provider(relay_url, keys, in_order=in_order, count=400,
                                                    size=30_000, ready=ready))
     await asyncio.wait_for(ready.wait(), 10)
-    before = rss_mb(__import__("os").getpid())
+    before = rss_mb(os.getpid())
     try:
         async with customer(relay_url) as client:
             with pytest.raises(ProviderFlood) as err:
@@ -79,8 +80,8 @@ async def test_flooding_provider_ends_the_job_with_a_clear_error(relay_url, in_o
         assert keys.public_key[:12] in str(err.value)
     finally:
         flood.cancel()
-        with __import__("contextlib").suppress(asyncio.CancelledError, Exception):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await flood
-    grown = rss_mb(__import__("os").getpid()) - before
+    grown = rss_mb(os.getpid()) - before
     print(f"client RSS growth during the flood: {grown:.1f} MB")
     assert grown < 120  # bounded (the unbounded client grew by ~300 MB on 10k x 30 KB)
