@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Coroutine, Final, Literal, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -87,6 +88,10 @@ class JobStalled(JobTimeout):
         self.providers = providers
         self.job_id = job_id
 
+
+# ask()'s arguments that go into the request (JobRequest.from_prompt); the others steer the run
+JOB_PARAMS: Final = ("model", "max_tokens", "temperature", "top_p", "top_k", "frequency_penalty",
+                     "response_format", "stop", "seed", "tools", "tool_choice")
 
 DEFAULT_STALL_S = 30.0  # silence from a provider at work that counts as a stall
 DEFAULT_FAILOVER = 2  # new requests after an error or a stall (untargeted jobs, nothing paid)
@@ -401,14 +406,7 @@ class PylonClient:
         `encrypted=False`. `collect_s` keeps listening that long after the first result to
         record other providers' results (stopping early at `collect_max` results in all).
         """
-        return await self._run(
-            prompt, dict(model=model, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                         frequency_penalty=frequency_penalty, response_format=response_format, stop=stop,
-                         seed=seed, tools=tools, tool_choice=tool_choice),
-            provider=provider, bid_msat=bid_msat, timeout=timeout, encrypted=encrypted,
-            on_progress=on_progress, on_delta=None, error_grace_s=error_grace_s, collect_s=collect_s,
-            collect_max=collect_max, route=route, avoid=avoid,
-        )
+        return await self._ask(prompt, locals(), on_delta=None)
 
     def stream(self, prompt: str | list[dict], **kwargs: Any) -> "JobStream":
         """Like ask(), as an async iterator of text as it arrives; `.outcome` when done."""
@@ -450,6 +448,14 @@ class PylonClient:
             log.warning("cancellation of %s not accepted: %s", job_id[:12], exc)
 
     # -------------------------------------------------------------------- the job
+    def _ask(self, prompt: str | list[dict], args: dict[str, Any],
+             on_delta: Callable[[str], None] | None) -> Coroutine[Any, Any, AskOutcome]:
+        """ask()'s keyword arguments (`args`: every one of them, e.g. its locals()) as one `_run`;
+        stream() comes here too, with ask()'s defaults filled in (`_ASK_DEFAULTS`)."""
+        params = {k: args[k] for k in JOB_PARAMS}
+        steer = {k: args[k] for k in _ASK_DEFAULTS if k not in JOB_PARAMS}
+        return self._run(prompt, params, on_delta=on_delta, **steer)
+
     async def _run(self, prompt: str | list[dict], params: dict[str, Any], *, bid_msat: int | None,
                    **kwargs: Any) -> AskOutcome:
         """One job within the session budget: its bid is held (Budget.hold) before it is sent,
@@ -1117,6 +1123,9 @@ class PylonClient:
 
 # ------------------------------------------------------------------------------ streaming
 _DONE = object()
+# ask()'s keyword arguments and their defaults: stream() takes the same ones (one list, in ask's signature)
+_ASK_DEFAULTS: dict[str, Any] = {name: p.default for name, p in inspect.signature(PylonClient.ask).parameters.items()
+                                 if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
 class JobStream:
@@ -1134,20 +1143,10 @@ class JobStream:
         self.outcome: AskOutcome | None = None
 
     def _start(self) -> None:
-        kw = dict(self._kwargs)
-        params = {k: kw.pop(k, None) for k in ("model", "max_tokens", "temperature", "top_p", "top_k",
-                                                "frequency_penalty", "response_format", "stop", "seed",
-                                                "tools", "tool_choice")}
-        coro = self._client._run(
-            self._prompt, params, provider=kw.pop("provider", None), bid_msat=kw.pop("bid_msat", None),
-            timeout=kw.pop("timeout", 60.0), encrypted=kw.pop("encrypted", None),
-            on_progress=kw.pop("on_progress", None), on_delta=self._queue.put_nowait,
-            error_grace_s=kw.pop("error_grace_s", 3.0), collect_s=kw.pop("collect_s", 0.0),
-            collect_max=kw.pop("collect_max", None), route=kw.pop("route", None), avoid=kw.pop("avoid", ()),
-        )
-        if kw:
-            coro.close()
-            raise TypeError(f"unexpected arguments for stream(): {', '.join(kw)}")
+        unknown = [k for k in self._kwargs if k not in _ASK_DEFAULTS]
+        if unknown:
+            raise TypeError(f"unexpected arguments for stream(): {', '.join(unknown)}")
+        coro = self._client._ask(self._prompt, {**_ASK_DEFAULTS, **self._kwargs}, on_delta=self._queue.put_nowait)
         self._task = asyncio.create_task(coro)
         self._task.add_done_callback(lambda _t: self._queue.put_nowait(_DONE))
 
