@@ -35,7 +35,7 @@ from cli.progress import JobProgressView, short
 from cli.prompts import build_messages, load_template, read_prompt
 from pylon.errors import ConfigError, PylonError
 from pylon.jobs.params import check_params
-from pylon.ops.config import load_settings
+from cli.defaults import load_settings
 from pylon.ops.secrets import wallet_from_flags
 
 

@@ -29,8 +29,9 @@ from typing import Any, Awaitable, Callable, NoReturn, TypeVar
 
 import typer
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
+from cli.defaults import fill_effective
 from cli.term import make_console
 from pylon.errors import EXIT_BUG, EXIT_INTERRUPTED, ConfigError, PylonError
 
@@ -165,6 +166,18 @@ class PylonGroup(TyperGroup):
             if _ours(exc):
                 raise
             exit_for(exc)
+
+
+class PylonCommand(TyperCommand):
+    """A command whose help may show effective defaults (cli.defaults.effective): they are
+    filled in when help is printed, so running the command never reads the settings for them."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        for param in self.params:
+            help_text = getattr(param, "help", None)
+            if help_text:
+                param.help = fill_effective(help_text)  # type: ignore[attr-defined]
+        super().format_help(ctx, formatter)
 
 
 def run(coro: Awaitable[T]) -> T:

@@ -17,9 +17,10 @@ import typer
 from rich.table import Table
 
 from cli.common import console, fail, handle_errors, print_json
-from pylon.ops.config import Settings, flatten_tables, load_settings
-from pylon.ops.config_file import init_file, set_value
 from pylon.home import config_path
+
+# pylon.ops.config / config_file are imported inside the commands: they build pydantic models on
+# import, which every `pylon` invocation would pay for otherwise (cli.defaults)
 
 app = typer.Typer(help="Show the effective configuration and where it lives.", no_args_is_help=True)
 
@@ -28,6 +29,8 @@ _LIST_FIELDS = {"relays", "models", "avoid", "trusted_reviewers"}
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
     """`--set key=value` pairs (lists comma-separated) into Settings overrides."""
+    from pylon.ops.config import Settings
+
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -42,6 +45,8 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 
 def _sources(overrides: dict[str, Any]) -> dict[str, str]:
     """Which layer each setting's value came from: default, file, env (PYLON_X) or flag."""
+    from pylon.ops.config import Settings, flatten_tables
+
     file_keys: set[str] = set()
     path = config_path()
     if path.exists():
@@ -83,6 +88,8 @@ def show(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ) -> None:
     """Print the effective configuration (defaults < config.toml < PYLON_* < flags), secrets masked."""
+    from pylon.ops.config import load_settings
+
     overrides: dict[str, Any] = _parse_sets(set_)
     overrides.update({k: v for k, v in (("relays", relay or None), ("backend", backend),
                                           ("wallet", wallet)) if v})
@@ -108,6 +115,8 @@ def show(
 @handle_errors
 def init_cmd(force: bool = typer.Option(False, "--force", "-f", help="Replace an existing config file.")) -> None:
     """Write a commented config.toml: every setting at its default, ready to uncomment."""
+    from pylon.ops.config_file import init_file
+
     path = config_path()
     init_file(path, force=force)
     console.print(f"wrote {path}", highlight=False, markup=False)
@@ -120,6 +129,9 @@ def set_cmd(
     value: str = typer.Argument(..., help="Its value (lists comma-separated; true/false)."),
 ) -> None:
     """Set one setting in config.toml after validating it (secrets are not echoed)."""
+    from pylon.ops.config import Settings
+    from pylon.ops.config_file import set_value
+
     path = config_path()
     name, parsed = set_value(path, key, value)
     shown = Settings.model_validate({name: parsed}).masked()[name] if name in Settings.SECRET_FIELDS else parsed

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.markup import escape
 
 from cli.common import console, handle_errors, print_json, run
-from pylon.ops.doctor import Level, Report, run_doctor
 
-_MARK = {
-    Level.OK: "[green]✓[/]",
-    Level.WARN: "[yellow]![/]",
-    Level.FAIL: "[bold red]✗[/]",
-    Level.SKIP: "[dim]-[/]",
-}
+if TYPE_CHECKING:  # imported when the command runs: pylon.ops.doctor loads the settings' pydantic models
+    from pylon.ops.doctor import Report
+
+_MARK = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[bold red]✗[/]", "skip": "[dim]-[/]"}  # by Level value
 
 
 def _render(report: Report) -> None:
+    from pylon.ops.doctor import Level
+
     for f in report.findings:  # findings quote what the user gave (URLs, paths): escaped, never markup
         timing = f" [dim]({f.ms:.0f} ms)[/]" if f.ms is not None and f.level is Level.OK else ""
-        console.print(f"{_MARK[f.level]} {escape(f.check)} {escape(f.target)} [bold]{escape(f.step)}[/]: "
+        console.print(f"{_MARK[f.level.value]} {escape(f.check)} {escape(f.target)} [bold]{escape(f.step)}[/]: "
                       f"{escape(f.detail)}{timing}", highlight=False, markup=True, soft_wrap=True)
         if f.fix and f.level in (Level.FAIL, Level.WARN):
             console.print(f"    [dim]fix:[/] {escape(f.fix)}", highlight=False, soft_wrap=True)
@@ -40,6 +41,8 @@ def doctor(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON report."),
 ) -> None:
     """Check the configuration, each relay (connect, NIP-11, publish/read), the backend and the wallet."""
+    from pylon.ops.doctor import run_doctor
+
     report = run(run_doctor(relays=relay or None, backend=backend, wallet=wallet, timeout=timeout,
                             check_backend_too=not no_backend))
     if json_out:

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import typer
 
 from cli.common import handle_errors, run, setup_logging, stop_on_signals
-from pylon.ops.config import load_settings
+from cli.defaults import load_settings
 from pylon.ops.secrets import wallet_from_flags
 
 log = logging.getLogger("pylon.gateway")

@@ -11,7 +11,7 @@ import typer
 
 from cli.common import console, fail, handle_errors, print_json, pubkey_option, run
 from pylon.home import identity_path
-from pylon.ops.config import load_settings
+from cli.defaults import load_settings
 
 app = typer.Typer(help="Share optimized DSPy programs on Nostr (NIP-78 kind 30078).", no_args_is_help=True)
 

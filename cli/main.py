@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli.common import PylonGroup, set_verbose
+from cli.common import PylonCommand, PylonGroup, set_verbose
 from cli import keys_cmd
 from cli import relay_cmd
 from cli import config_cmd, doctor_cmd
@@ -56,8 +56,8 @@ app.add_typer(trace_cmd.app, name="trace")
 app.add_typer(wallet_cmd.app, name="wallet")
 app.command("receipts")(receipts_cmd.receipts)
 app.command("result")(result_cmd.result)
-app.command("ask")(ask_cmd.ask)
-app.command("serve")(serve_cmd.serve)
+app.command("ask", cls=PylonCommand)(ask_cmd.ask)  # help shows effective defaults
+app.command("serve", cls=PylonCommand)(serve_cmd.serve)
 app.command("providers")(providers_cmd.providers)
 app.command("demo")(demo_cmd.demo)
 app.command("gateway")(gateway_cmd.gateway)

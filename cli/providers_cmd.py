@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from cli.common import console, handle_errors, print_json, run
-from pylon.ops.config import load_settings
+from cli.defaults import load_settings
 
 
 def _ago(ts: float) -> str:

@@ -17,7 +17,7 @@ import typer
 
 from cli.common import handle_errors, print_json, run
 from pylon.errors import JobError, ProviderError
-from pylon.ops.config import load_settings
+from cli.defaults import load_settings
 
 
 async def _fetch(relays: list[str], job_id: str, wallet_uri: str | None, timeout: float) -> dict:

@@ -17,7 +17,7 @@ from cli.common import err_console, handle_errors, run, setup_logging
 from cli.serve_control import ServeControl, signal_running
 from pylon.provider.drain import drain, shutdown_signals
 from cli.defaults import effective
-from pylon.ops.config import load_settings
+from cli.defaults import load_settings
 from pylon.ops.secrets import wallet_from_flags
 from pylon.errors import ConfigError
 

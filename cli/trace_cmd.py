@@ -10,7 +10,7 @@ import typer
 from rich.tree import Tree
 
 from cli.common import console, fail, handle_errors, print_json, pubkey_option, run
-from pylon.ops.config import load_settings
+from cli.defaults import load_settings
 from pylon.home import identity_path
 
 app = typer.Typer(help="Publish and show program traces (execution DAGs) on Nostr.", no_args_is_help=True)

@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 import typer
 
 from cli.common import console, err_console, fail, handle_errors, print_json, run
-from pylon.ops.config import load_settings
+from cli.defaults import load_settings
 from pylon.ops.secrets import wallet_from_flags
 
 app = typer.Typer(help="Lightning wallet: balance, invoices, payments, NWC service.", no_args_is_help=True)
