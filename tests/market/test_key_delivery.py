@@ -6,10 +6,7 @@ third party from the events alone) and an invoice that would not reveal the key 
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,11 +24,11 @@ from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.relay.pool import RelayPool
 from tests.e2e.helpers import wait_for
+from tests.faults.harness import pay_then_sigkill
 from tests.payments.helpers import ScriptedProvider, paid_provider, paying_customer
 
 pytestmark = pytest.mark.timeout(120)
 FUNDS = 50_000
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_seal_opens_only_with_its_key():
@@ -144,15 +141,7 @@ async def test_customer_killed_between_paying_and_opening_recovers_the_answer(re
     keys = Keys.generate()
     keys.save(Path(os.environ["PYLON_HOME"]) / "identity.key")
     async with paid_provider(relay_url, openai_double.base_url, tmp_path / "p.sqlite", pw, price_msat=3_000) as provider:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.payments.crashing_client", relay_url, str(dev_ledger.path), provider.pubkey,
-            cwd=str(REPO), env=dict(os.environ), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        try:
-            line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
-            assert line.startswith("PAID "), line + (await proc.stderr.read()).decode()[-2000:]
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            await proc.wait()
+        await pay_then_sigkill("tests.payments.crashing_client", relay_url, dev_ledger.path, provider.pubkey)
         with Ledger() as ledger:
             (receipt,) = ledger.receipts()
         assert receipt.status == "pending" and receipt.preimage is None  # died before anything was recorded
