@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Protocol
 
-from pylon.errors import RelayError
 from pylon.jobs.nip90 import FeedbackStatus, JobRequest
+from pylon.provider.delivery import until_accepted
 from pylon.provider.job import Job
 from pylon.provider.jobstore import JobRow, JobStore
 from wallet.base import InvoiceState, SupportsWaitInvoice, Wallet
@@ -47,7 +47,6 @@ POLL_MAX_S = 1.0
 POLL_GROWTH = 1.5
 WAIT_SLICE_S = 30.0  # a wallet with wait_invoice is re-asked at least this often (logs, cancellation)
 EXPIRED_REASON = "invoice expired"
-RESEND_MAX_DELAY_S = 30.0
 EXPIRY_GRACE_S = 60.0  # a wallet that has not said "expired" this long after expiry: treated as expired
 
 
@@ -149,20 +148,11 @@ class PaymentCollector:
         """Delivery until acknowledged: a quote sent while the relays are down is sent again
         with backoff (0.5 s doubling to 30 s) until a relay accepts it or the invoice expires;
         the job waits for its payment meanwhile."""
-        delay = 0.5
-        while True:
-            try:
-                await self._publish_feedback(job.request, "payment-required",
-                                             extra=f"pay {job.amount_msat} msat to run this job",
-                                             amount_msat=job.amount_msat, bolt11=job.bolt11)
-                return
-            except RelayError as exc:
-                log.warning("job %s: payment-required not accepted yet (%s); retrying in %.1f s", job.id[:12], exc,
-                            delay)
-            if time.time() + delay >= expires_at:
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RESEND_MAX_DELAY_S)
+        await until_accepted(
+            lambda: self._publish_feedback(job.request, "payment-required",
+                                           extra=f"pay {job.amount_msat} msat to run this job",
+                                           amount_msat=job.amount_msat, bolt11=job.bolt11),
+            f"job {job.id[:12]}: payment-required", give_up_at=expires_at)
 
     async def _wait(self, job: Job, payment_hash: str, expires_at: int) -> bool:
         """Wait until the invoice settles (record `paid`, True) or expires (close, False)."""

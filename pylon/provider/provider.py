@@ -50,6 +50,7 @@ from pylon.provider.backends import BackendHealth, BackendUnavailable, ChatReque
 from pylon.errors import BackendError, RelayError
 from pylon.provider.access import CustomerAccess
 from pylon.provider.admission import Admission
+from pylon.provider.delivery import until_accepted
 from pylon.provider.drain import refuse_closed
 from pylon.provider.identity import live_relays
 from pylon.provider.jobstore import LIVE, JobStore
@@ -82,7 +83,6 @@ LOOKBACK_S = 900
 INTAKE_SKEW_S = 900
 #: a paid job whose request has no NIP-40 expiration is retried on backend failures this long
 PAID_JOB_DEADLINE_S = 120.0
-REPUBLISH_MAX_DELAY_S = 30.0
 
 
 log = logging.getLogger("pylon.provider")
@@ -764,19 +764,12 @@ class Provider:
 
     async def _publish_stored_result(self, job: Job, event: Event) -> None:
         assert self.store is not None and self.pool is not None
-        # Delivery until acknowledged: the signed result is in the store; it is published until
-        # a relay says OK (backoff to REPUBLISH_MAX_DELAY_S), across reconnects; a stop leaves
+        # Delivery until acknowledged (pylon.provider.delivery): the signed result is in the store;
+        # it is published until a relay says OK, across reconnects; a stop leaves
         # the job `processing` with its result, and the next start republishes it. A job is
         # never marked failed while its result exists.
-        delay = 0.5
-        while True:
-            try:
-                await self.pool.publish(event)
-                break
-            except RelayError as exc:
-                log.warning("job %s: result not accepted yet (%s); retrying in %.1f s", job.id[:12], exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, REPUBLISH_MAX_DELAY_S)
+        pool = self.pool
+        await until_accepted(lambda: pool.publish(event), f"job {job.id[:12]}: result")
         self.store.mark_result_published(job.id, event.id, prompt_tokens=job.prompt_tokens,
                                          completion_tokens=job.completion_tokens, amount_msat=job.amount_msat)
         self.stats.done += 1
@@ -821,21 +814,14 @@ class Provider:
         await self._publish_quietly(event, status)
 
     async def _publish_quietly(self, event: Event, what: str) -> None:
-        if self.pool is None:
+        pool = self.pool
+        if pool is None:
             return
         if event.first_tag(REFUND_TAG) is not None:  # a refund offer is delivered until acknowledged
-            delay = 0.5
-            while self.pool is not None:
-                try:
-                    await self.pool.publish(event)
-                    return
-                except RelayError as exc:
-                    log.info("refund offer not accepted yet (%s); retrying in %.1f s", exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, REPUBLISH_MAX_DELAY_S)
+            await until_accepted(lambda: pool.publish(event), "refund offer", level=logging.INFO)
             return
         try:
-            await self.pool.publish(event)
+            await pool.publish(event)
         except RelayError as exc:
             log.debug("%s feedback not accepted: %s", what, exc)
 
