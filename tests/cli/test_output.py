@@ -81,6 +81,18 @@ async def test_version_help_and_completion(tmp_path):
     assert code == 0 and "ws://10.1.2.3:7000" in out and "http://127.0.0.1:8000/v1" in out
 
 
+def test_start_up_does_not_load_the_settings_models():
+    """Every `pylon` run (even --version) imports all command modules: none may import
+    pylon.ops.config (pydantic models) at module level; commands load it when they run."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cli.main; bad = sorted(m for m in ('pydantic', 'pylon.ops.config', 'pylon.ops.doctor')"
+            " if m in sys.modules); assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
 async def test_config_init_and_set(tmp_path):
     home = tmp_path / "home"
     code, out, err = await pylon("config", "init", home=home)
