@@ -8,7 +8,7 @@
   makes a valid configuration;
 - every `pylon ...` command line in it (commands and health checks) parses against the real CLI;
 - the Dockerfile passes hadolint, copies only paths that exist and that the build context
-  (Dockerfile.dockerignore) lets through, and its final stage is slim, non-root, PYLON_HOME=/data;
+  (the root .dockerignore) lets through, and its final stage is slim, non-root, PYLON_HOME=/data;
 - strfry.conf binds 0.0.0.0:7777 with AUTH off, at the paths compose mounts.
 
 Not checked here (no engine): building the image, running any container or health check.
@@ -375,7 +375,7 @@ def test_python_version_matches_pyproject():
 
 
 def test_copied_paths_exist_and_pass_the_dockerignore():
-    ignore = [line.strip() for line in (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+    ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
               if line.strip() and not line.startswith("#")]
     assert ignore[0] == "*", "the build context is an allow-list"
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
@@ -386,7 +386,7 @@ def test_copied_paths_exist_and_pass_the_dockerignore():
             copied += [s.rstrip("/") for s in sources]
     for src in copied:
         assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
-        assert src in allowed, f"COPY {src}: excluded by Dockerfile.dockerignore"
+        assert src in allowed, f"COPY {src}: excluded by .dockerignore"
     # every first-party package the distribution ships is in the image
     import tomllib
 
