@@ -33,7 +33,6 @@ _KEYS: dict[str, str] = {
     "model": "COALESCE(model, '-')",
     "customer": "customer",
 }
-EXPIRED_REASON = "invoice expired"  # pylon.provider.payments.EXPIRED_REASON (the store's wording)
 
 
 @dataclass(slots=True)
@@ -143,6 +142,9 @@ class JobReport:
             return [], total
         refunded = "CASE WHEN refund_status = 'refunded' THEN refund_msat END" if self._refunds else "NULL"
         owed = "CASE WHEN refund_status IN ('offered', 'paying') THEN refund_msat END" if self._refunds else "NULL"
+        # imported here, not at module level: every `pylon` start-up imports this module (cli.earnings_cmd)
+        from pylon.provider.payments import EXPIRED_REASON  # the job store's wording for an expired invoice
+
         where, params = self._where(since, model, customer)
         sql = f"""
             SELECT {_KEYS[by]} AS k, COUNT(*),
