@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,23 +22,17 @@ import pytest
 from pylon.jobs.nip90 import JobFeedback, JobResult
 from pylon.nostr.keys import Keys
 from tests.e2e.helpers import serving, stored
+from tests.faults.harness import PYLON, cli_env
 from tests.peers import nostrdvm_peer
 
 pytestmark = [pytest.mark.timeout(240),
               pytest.mark.skipif(not nostrdvm_peer.is_built(),
                                  reason="nostrdvm test peer not built: run tests/peers/setup_nostrdvm.sh")]
-PYLON = str(Path(sys.executable).parent / "pylon")
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYLON_")}
-    env.update({"PYLON_HOME": str(home), "COLUMNS": "200"})
-    return env
 
 
 async def _ask(relay_url: str, home: Path, *args: str) -> dict:
     proc = await asyncio.create_subprocess_exec(
-        PYLON, "ask", "--relay", relay_url, "--json", "--timeout", "60", *args, env=_env(home),
+        PYLON, "ask", "--relay", relay_url, "--json", "--timeout", "60", *args, env=cli_env(home),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, err.decode()[-2000:]
@@ -89,7 +81,7 @@ async def test_pylon_ask_gets_answers_from_nostrdvm(relay_url, nostrdvm, tmp_pat
 
 async def test_pylon_providers_reads_nostrdvm_announcement(relay_url, nostrdvm, tmp_path):
     proc = await asyncio.create_subprocess_exec(
-        PYLON, "providers", "--relay", relay_url, "--json", env=_env(tmp_path / "h"),
+        PYLON, "providers", "--relay", relay_url, "--json", env=cli_env(tmp_path / "h"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     raw, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
