@@ -23,6 +23,7 @@ class Job:
     max_tokens: int
     amount_msat: int = 0
     bolt11: str | None = None
+    paid_at: float | None = None  # when its invoice settled (a paid job's retry deadline counts from it)
     started: float = field(default_factory=time.monotonic)
     cancelled_by_customer: bool = False
     task: asyncio.Task | None = None

@@ -167,8 +167,10 @@ class PaymentCollector:
         return False
 
     def _settled(self, job: Job) -> bool:
-        if not self.store.transition(job.id, "paid", paid_at=time.time()):
+        paid_at = time.time()
+        if not self.store.transition(job.id, "paid", paid_at=paid_at):
             return self.store.status(job.id) == "paid"
+        job.paid_at = paid_at
         self._progress(job, "paid")
         return True
 

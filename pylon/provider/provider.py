@@ -481,7 +481,8 @@ class Provider:
             self.store.transition(row.request_id, "error", error=f"cannot resume: {exc}")
             return
         model = req.model or row.model or (self.served_models[0] if self.served_models else "")
-        job = Job(request=req, model=model, max_tokens=self._capped_max_tokens(req, model), amount_msat=row.amount_msat or 0)
+        job = Job(request=req, model=model, max_tokens=self._capped_max_tokens(req, model), amount_msat=row.amount_msat or 0,
+                  paid_at=row.paid_at)
         self._log(req.id, req.customer, model, "resumed", detail=f"was {row.status}")
         if row.status == "processing":
             self._start(job, self._republish(job, row.result_json) if row.result_json else self._run(job, rerun=True))
@@ -630,10 +631,7 @@ class Provider:
         """A paid job's generation: a backend that cannot be reached is tried again with backoff
         until the job's deadline (its NIP-40 expiration, else `paid_job_deadline_s` after the
         payment); then the error goes up and `_fail` offers the refund."""
-        assert self.store is not None
-        row = self.store.get(job.id)
-        paid_at = row.paid_at if row is not None else None
-        deadline = (job_deadline(job.request.event, paid_at, default_s=self.paid_job_deadline_s)
+        deadline = (job_deadline(job.request.event, job.paid_at, default_s=self.paid_job_deadline_s)
                     if job.request.event is not None else time.time() + self.paid_job_deadline_s)
         delay = 0.25
         while True:
