@@ -11,18 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
+
+from tests.faults.harness import PYLON, cli_env
 
 METRICS = os.environ.get("PYLON_DOCKER_PROVIDER_METRICS", "")
 NWC_URI = os.environ.get("PYLON_DOCKER_NWC_URI", "")
 pytestmark = [pytest.mark.timeout(120),
               pytest.mark.skipif(not (METRICS and os.environ.get("PYLON_TEST_RELAY")),
                                  reason="needs the docker stack (.ci/docker)")]
-PYLON = str(Path(sys.executable).parent / "pylon")
 
 
 def test_provider_in_a_container_is_healthy():
@@ -31,11 +30,9 @@ def test_provider_in_a_container_is_healthy():
 
 
 async def test_ask_the_provider_in_a_container(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYLON_")}
-    env["PYLON_HOME"] = str(tmp_path)
     proc = await asyncio.create_subprocess_exec(
         PYLON, "ask", "hello from the host", "--relay", os.environ["PYLON_TEST_RELAY"], "--json", "--timeout", "60",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        env=cli_env(tmp_path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 90)
     assert proc.returncode == 0, err.decode()[-2000:]
     assert json.loads(out)["text"] == "This is the OpenAI double answering the prompt: hello from the host"
