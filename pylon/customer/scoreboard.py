@@ -28,7 +28,8 @@ import sqlite3
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections import deque
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -95,7 +96,12 @@ class Scoreboard:
         self._buffer: list[tuple] = []
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._cache: dict[str, ProviderScore] | None = None
+        self._cache: dict[str, ProviderScore] | None = None  # the last snapshot scores() returned
+        # every row up to id `_read_to`, folded in: counts per provider and their recent timings
+        self._read_to = 0
+        self._board: dict[str, ProviderScore] = {}
+        self._replies: dict[str, deque[float]] = {}
+        self._speeds: dict[str, deque[float]] = {}
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -136,7 +142,10 @@ class Scoreboard:
         self._buffer.clear()
 
     def scores(self) -> dict[str, ProviderScore]:
-        """Every provider this client has evidence about (cached until the next record)."""
+        """Every provider this client has evidence about (cached until the next record).
+
+        Only the rows written since the last call are read (also other processes' rows) and
+        folded into running counts: a decision on a paid quote must not re-read the whole file."""
         with self._lock:
             if self._cache is not None:
                 return self._cache
@@ -145,28 +154,32 @@ class Scoreboard:
                 self._cache = {}
                 return self._cache
             rows = self._db().execute(
-                "SELECT provider, outcome, first_reply_s, tokens_per_s, paid_msat, at FROM outcomes "
-                "ORDER BY id").fetchall()
-        board: dict[str, ProviderScore] = {}
-        replies: dict[str, list[float]] = {}
-        speeds: dict[str, list[float]] = {}
-        for provider, outcome, first_reply, tps, paid, at in rows:
-            s = board.setdefault(provider, ProviderScore(provider))
-            setattr(s, outcome, getattr(s, outcome) + 1)
-            s.paid_msat += paid or 0
-            s.last_at = at
-            if first_reply is not None:
-                replies.setdefault(provider, []).append(first_reply)
-            if tps is not None:
-                speeds.setdefault(provider, []).append(tps)
-        for provider, s in board.items():
-            if replies.get(provider):
-                s.first_reply_s = round(statistics.median(replies[provider][-_RECENT:]), 4)
-            if speeds.get(provider):
-                s.tokens_per_s = round(statistics.median(speeds[provider][-_RECENT:]), 2)
-        with self._lock:
-            self._cache = board
-        return board
+                "SELECT id, provider, outcome, first_reply_s, tokens_per_s, paid_msat, at FROM outcomes "
+                "WHERE id > ? ORDER BY id", (self._read_to,)).fetchall()
+            board, replies, speeds = self._board, self._replies, self._speeds
+            for _, provider, outcome, first_reply, tps, paid, at in rows:
+                s = board.get(provider)
+                if s is None:
+                    s = board[provider] = ProviderScore(provider)
+                    replies[provider], speeds[provider] = deque(maxlen=_RECENT), deque(maxlen=_RECENT)
+                setattr(s, outcome, getattr(s, outcome) + 1)
+                s.paid_msat += paid or 0
+                s.last_at = at
+                if first_reply is not None:
+                    replies[provider].append(first_reply)
+                if tps is not None:
+                    speeds[provider].append(tps)
+            if rows:
+                self._read_to = rows[-1][0]
+            for provider in {row[1] for row in rows}:
+                s = board[provider]
+                if replies[provider]:
+                    s.first_reply_s = round(statistics.median(replies[provider]), 4)
+                if speeds[provider]:
+                    s.tokens_per_s = round(statistics.median(speeds[provider]), 2)
+            # a snapshot: a caller's dict does not change under it when later rows are folded in
+            self._cache = {p: replace(s) for p, s in board.items()}
+            return self._cache
 
     def score_of(self, provider: str) -> ProviderScore:
         return self.scores().get(provider) or ProviderScore(provider)

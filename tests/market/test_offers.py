@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from pylon.customer.scoreboard import Scoreboard
+from pylon.customer.scoreboard import ProviderScore, Scoreboard
 from tests.e2e.helpers import serving
 from tests.payments.helpers import ScriptedProvider, paid_provider, paying_customer
 
@@ -115,3 +115,26 @@ async def test_cli_avoid_and_json_offers(relay_url, openai_double, dev_ledger, t
     assert by_provider[cheap.pubkey]["action"] == "left" and "avoid" in by_provider[cheap.pubkey]["reason"]
     assert by_provider[dear.pubkey]["action"] == "taken"
     assert await dev_ledger.wallet("cheap").balance() == 0
+
+
+def test_scoreboard_reads_only_new_rows_and_sees_other_writers(tmp_path):
+    """scores() folds in the rows written since its last read, this board's and another
+    process's on the same file (a second Scoreboard stands in for it), with the same counts
+    and medians a full read of the file gives."""
+    path = tmp_path / "scores.sqlite"
+    mine, other = Scoreboard(path, flush_every=1), Scoreboard(path, flush_every=1)
+    mine.record("j1", "a", "delivered", first_reply_s=1.0, tokens_per_s=10.0, paid_msat=5)
+    first = mine.scores()
+    assert first["a"].delivered == 1 and first["a"].first_reply_s == 1.0
+    other.record("j2", "a", "failed", first_reply_s=3.0)
+    other.record("j2", "b", "paid_not_delivered", paid_msat=7)
+    mine.record("j3", "a", "delivered", first_reply_s=2.0, tokens_per_s=30.0, paid_msat=5)
+    now = mine.scores()
+    assert first["a"].delivered == 1  # an earlier snapshot does not change under its reader
+    assert (now["a"].delivered, now["a"].failed, now["a"].paid_msat) == (2, 1, 10)
+    assert now["a"].first_reply_s == 2.0 and now["a"].tokens_per_s == 20.0
+    assert now["b"].paid_not_delivered == 1 and now["b"].score == ProviderScore("b", paid_not_delivered=1).score
+    fresh = Scoreboard(path)  # a full read of the file
+    assert {p: s.to_dict() for p, s in fresh.scores().items()} == {p: s.to_dict() for p, s in now.items()}
+    for board in (mine, other, fresh):
+        board.close()
