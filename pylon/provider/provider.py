@@ -439,7 +439,8 @@ class Provider:
         if refusal is not None:
             self._reject(req, refusal)
             return
-        job = Job(request=req, model=model, max_tokens=self._capped_max_tokens(req, model))
+        # max_tokens as asked (capped); `_process` fits it to the model's context before quoting
+        job = Job(request=req, model=model, max_tokens=wanted_max_tokens(req.max_tokens, self.max_tokens_cap))
         self._log(req.id, req.customer, model, "seen", detail="encrypted" if req.encrypted else "")
         self._start(job, self._process(job, fresh=True))
 
