@@ -29,7 +29,7 @@ import typer
 from rich.markup import escape
 
 from cli.common import err_console, handle_errors, print_json, run, setup_logging
-from cli.common import pubkey_option
+from cli.common import WalletFileOpt, pubkey_option
 from cli.defaults import effective
 from cli.progress import JobProgressView, short
 from cli.prompts import build_messages, load_template, read_prompt
@@ -156,8 +156,7 @@ def ask(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr (errors still shown)."),
     plain: bool = typer.Option(False, "--no-encrypt", help="Send a targeted job unencrypted."),
     wallet: Optional[str] = typer.Option(None, "--wallet", metavar="URI", help="Wallet URI to pay with (or PYLON_WALLET)."),
-    wallet_file: Optional[Path] = typer.Option(None, "--wallet-file", metavar="PATH",
-                                               help="File holding the wallet URI (keeps it out of ps)."),
+    wallet_file: Optional[Path] = WalletFileOpt,
     max_msat: Optional[int] = typer.Option(None, "--max-msat", metavar="MSAT",
                                            help=f"Most msat to pay for this job [default: {effective('max_msat')}]."),
     bid_msat: Optional[int] = typer.Option(None, "--bid-msat", metavar="MSAT", help="Bid tag sent with the job "

@@ -121,6 +121,12 @@ def _ours(exc: BaseException) -> bool:
     return isinstance(exc, _PASS_THROUGH)
 
 
+# Options several commands share: one definition each (a typer OptionInfo may be reused).
+RelayOpt = typer.Option(None, "--relay", "-r", help="Relay URL (repeatable).")
+WalletFileOpt = typer.Option(None, "--wallet-file", metavar="PATH", show_default=False,
+                             help="File holding the wallet URI (keeps it out of ps).")
+
+
 def pubkey_option(flag: str, value: str | None) -> str | None:
     """A public key given on the command line (npub or hex) as hex, or a ConfigError naming the
     flag: a mistyped npub or an nsec in the wrong place is one line, before any relay is contacted."""

@@ -33,6 +33,11 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
     return load(overrides)
 
 
+def configured_relays(relay: list[str] | None) -> list[str]:
+    """The `--relay` flags, else the configured relays."""
+    return load_settings({"relays": relay or None}).relays
+
+
 @functools.lru_cache(maxsize=1)
 def _settings() -> dict[str, Any]:
     from pylon.ops.config import Settings

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from cli.common import handle_errors, run, setup_logging, stop_on_signals
+from cli.common import RelayOpt, WalletFileOpt, handle_errors, run, setup_logging, stop_on_signals
 from cli.defaults import load_settings
 from pylon.ops.secrets import wallet_from_flags
 
@@ -52,10 +52,9 @@ async def _gateway(settings: Any, *, host: str, port: int, api_key: str | None) 
 def gateway(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (non-loopback needs --api-key)."),
     port: int = typer.Option(8080, "--port", "-p", min=0, max=65535, help="Port (0 picks a free one)."),
-    relay: Optional[list[str]] = typer.Option(None, "--relay", "-r", help="Relay URL (repeatable)."),
+    relay: Optional[list[str]] = RelayOpt,
     wallet: Optional[str] = typer.Option(None, "--wallet", help="Wallet URI to pay with (or PYLON_WALLET)."),
-    wallet_file: Optional[Path] = typer.Option(None, "--wallet-file", metavar="PATH",
-                                               help="File holding the wallet URI (keeps it out of ps)."),
+    wallet_file: Optional[Path] = WalletFileOpt,
     max_msat: Optional[int] = typer.Option(None, "--max-msat", min=0, help="Most one job may cost, msat."),
     daily_budget_msat: Optional[int] = typer.Option(None, "--daily-budget-msat", min=0,
                                                     help="Most all jobs may cost per UTC day, msat."),

@@ -9,17 +9,11 @@ from typing import Optional
 
 import typer
 
-from cli.common import console, fail, handle_errors, print_json, pubkey_option, run
+from cli.common import RelayOpt, console, fail, handle_errors, print_json, pubkey_option, run
 from pylon.home import identity_path
-from cli.defaults import load_settings
+from cli.defaults import configured_relays
 
 app = typer.Typer(help="Share optimized DSPy programs on Nostr (NIP-78 kind 30078).", no_args_is_help=True)
-
-RelayOpt = typer.Option(None, "--relay", "-r", help="Relay URL (repeatable).")
-
-
-def _relays(relay: list[str] | None) -> list[str]:
-    return load_settings({"relays": relay or None}).relays
 
 
 def _keys():
@@ -55,7 +49,7 @@ def publish(
         fail(f"{file} is not JSON (save the program with program.save('x.json'))")
     if not isinstance(state, dict):
         fail(f"{file} is not a saved program state (a JSON object)")
-    record = run(publish_program(_keys(), _relays(relay), name, state, version=version, force=force,
+    record = run(publish_program(_keys(), configured_relays(relay), name, state, version=version, force=force,
                                  metric=metric, score=score, models=model or [], cost_msat=cost_msat,
                                  trace=trace, encrypt=encrypt))
     if json_out:
@@ -77,7 +71,7 @@ def list_(
     from pylon.nostr import bech32
 
     author = pubkey_option("--author", author)
-    records = run(list_programs(_relays(relay), author=author, keys=_keys()))
+    records = run(list_programs(configured_relays(relay), author=author, keys=_keys()))
     if json_out:
         print_json([r.summary() for r in records])
         return
@@ -104,6 +98,6 @@ def pull(
 
     keys = _keys()
     who = pubkey_option("--author", author) or keys.public_key
-    record = run(pull_program(name, _relays(relay), author=who, keys=keys))
+    record = run(pull_program(name, configured_relays(relay), author=who, keys=keys))
     output.write_text(json.dumps(record.state, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     console.print(f"{name} {record.version} -> {output}", highlight=False)

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from cli.common import console, handle_errors, print_json, run
+from cli.common import RelayOpt, console, handle_errors, print_json, run
 from cli.defaults import load_settings
 
 
@@ -61,7 +61,7 @@ def _rows(found: list, show_all: bool, reviews: dict | None = None) -> list[dict
 
 @handle_errors
 def providers(
-    relay: Optional[list[str]] = typer.Option(None, "--relay", "-r", help="Relay URL (repeatable)."),
+    relay: Optional[list[str]] = RelayOpt,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Only providers announcing this model."),
     timeout: float = typer.Option(5.0, "--timeout", min=0.1, help="Seconds to wait for the relays."),
     show_all: bool = typer.Option(False, "--all", help="Include stale providers (expired announcements)."),

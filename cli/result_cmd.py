@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import handle_errors, print_json, run
+from cli.common import RelayOpt, handle_errors, print_json, run
 from pylon.errors import JobError, ProviderError
 from cli.defaults import load_settings
 
@@ -59,7 +59,7 @@ async def _fetch(relays: list[str], job_id: str, wallet_uri: str | None, timeout
 @handle_errors
 def result(
     job_id: str = typer.Argument(..., metavar="JOB_ID", help="The job's id (64 hex characters)."),
-    relay: Optional[list[str]] = typer.Option(None, "--relay", "-r", help="Relay URL (repeatable)."),
+    relay: Optional[list[str]] = RelayOpt,
     wallet: Optional[str] = typer.Option(None, "--wallet", help="Wallet to receive an offered refund with."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to keep asking the relays."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),

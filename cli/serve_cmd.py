@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from cli.common import err_console, handle_errors, run, setup_logging
+from cli.common import WalletFileOpt, err_console, handle_errors, run, setup_logging
 from cli.serve_control import ServeControl, signal_running
 from pylon.provider.drain import drain, shutdown_signals
 from cli.defaults import effective
@@ -185,8 +185,7 @@ def serve(
         f"[default: {effective('max_tokens_cap')}]."),
     free: bool = typer.Option(False, "--free", help="Serve without payment whatever the price."),
     wallet: Optional[str] = typer.Option(None, "--wallet", help="Wallet URI to invoice with (or PYLON_WALLET)."),
-    wallet_file: Optional[Path] = typer.Option(None, "--wallet-file", metavar="PATH",
-                                               help="File holding the wallet URI (keeps it out of ps)."),
+    wallet_file: Optional[Path] = WalletFileOpt,
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", min=0, max=65535,
                                                help="Serve /metrics and /health on this port."),
     metrics_host: Optional[str] = typer.Option(None, "--metrics-host",

@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 from rich.tree import Tree
 
-from cli.common import console, fail, handle_errors, print_json, pubkey_option, run
-from cli.defaults import load_settings
+from cli.common import RelayOpt, console, fail, handle_errors, print_json, pubkey_option, run
+from cli.defaults import configured_relays
 from pylon.home import identity_path
 
 app = typer.Typer(help="Publish and show program traces (execution DAGs) on Nostr.", no_args_is_help=True)
@@ -55,15 +55,11 @@ def _event_id(value: str) -> str:
     return value
 
 
-def _relays(relay: list[str] | None) -> list[str]:
-    return load_settings({"relays": relay or None}).relays
-
-
 @app.command("publish")
 @handle_errors
 def publish(
     file: Path = typer.Argument(..., help="A recorded graph (.json) or a dsrs JSONL trace."),
-    relay: Optional[list[str]] = typer.Option(None, "--relay", "-r", help="Relay URL (repeatable)."),
+    relay: Optional[list[str]] = RelayOpt,
     include_content: bool = typer.Option(False, "--include-content",
                                          help="Publish prompt/output text too (default: sha256 + length only)."),
     encrypt_to: Optional[str] = typer.Option(None, "--encrypt-to",
@@ -85,7 +81,7 @@ def publish(
     graph = _load_trace_file(file)
     keys = Keys.load_or_create(identity_path())
     recipient = keys.public_key if encrypt_to_self else encrypt_to
-    relays = _relays(relay)
+    relays = configured_relays(relay)
     root_id = run(publish_trace(graph, relays, keys, include_content=include_content, encrypt_to=recipient,
                                 kind=1 if as_notes else TRACE_KIND))
     prompt, completion = graph.total_tokens()
@@ -143,7 +139,7 @@ def render_tree(graph) -> Tree:
 @handle_errors
 def show(
     event_id: str = typer.Argument(..., help="The trace's root event id (hex or note1…), or a local trace file."),
-    relay: Optional[list[str]] = typer.Option(None, "--relay", "-r", help="Relay URL (repeatable)."),
+    relay: Optional[list[str]] = RelayOpt,
     json_out: bool = typer.Option(False, "--json", help="Print the graph as JSON."),
 ) -> None:
     """Fetch a trace and show it as a tree with timings, tokens and msats."""
@@ -156,7 +152,7 @@ def show(
         root_id = _event_id(event_id)
         path = identity_path()
         keys = Keys.load(path) if path.exists() else None  # decrypts content encrypted to us
-        graph = run(fetch_trace(root_id, _relays(relay), keys=keys))
+        graph = run(fetch_trace(root_id, configured_relays(relay), keys=keys))
     if json_out:
         print_json(graph.to_dict())
     else:

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import console, fail, handle_errors, run
+from cli.common import RelayOpt, console, fail, handle_errors, run
 from pylon.home import identity_path
 
 
@@ -19,10 +19,11 @@ def export(
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the examples (JSON lines)."),
     signature: Optional[str] = typer.Option(None, "--signature",
                                             help="Only this predictor: a signature ('question -> answer') or name."),
-    relay: Optional[list[str]] = typer.Option(None, "--relay", "-r", help="Relay URL (repeatable)."),
+    relay: Optional[list[str]] = RelayOpt,
 ) -> None:
     """Extract the successful predictor calls of traces as deduplicated DSPy examples."""
-    from cli.trace_cmd import _event_id, _load_trace_file, _relays
+    from cli.defaults import configured_relays
+    from cli.trace_cmd import _event_id, _load_trace_file
     from dsrs_bridge.extract import extract_examples, save_jsonl
     from dsrs_bridge.nostr_trace import fetch_trace
     from pylon.nostr import Keys
@@ -33,7 +34,7 @@ def export(
         if Path(item).is_file():
             graphs.append(_load_trace_file(Path(item)))
         else:
-            graphs.append(run(fetch_trace(_event_id(item), _relays(relay), keys=keys)))
+            graphs.append(run(fetch_trace(_event_id(item), configured_relays(relay), keys=keys)))
     examples = extract_examples(graphs, signature=signature)
     if not examples:
         fail("no examples: the traces have no successful predictor calls with their text "

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import console, fail, handle_errors, run
+from cli.common import RelayOpt, console, fail, handle_errors, run
 from pylon.home import identity_path
 
 
@@ -18,10 +18,11 @@ def otel(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Append the spans to this OTLP/JSON file."),
     endpoint: Optional[str] = typer.Option(None, "--endpoint",
                                            help="Send to an OTLP/HTTP endpoint (needs opentelemetry-exporter-otlp)."),
-    relay: Optional[list[str]] = typer.Option(None, "--relay", "-r", help="Relay URL (repeatable)."),
+    relay: Optional[list[str]] = RelayOpt,
 ) -> None:
     """Export a program trace as OpenTelemetry spans."""
-    from cli.trace_cmd import _event_id, _load_trace_file, _relays
+    from cli.defaults import configured_relays
+    from cli.trace_cmd import _event_id, _load_trace_file
     from dsrs_bridge.nostr_trace import fetch_trace
     from dsrs_bridge.otel import export_graph, write_otlp_json
     from pylon.nostr import Keys
@@ -31,7 +32,7 @@ def otel(
     if Path(trace).is_file():
         graph = _load_trace_file(Path(trace))
     else:
-        graph = run(fetch_trace(_event_id(trace), _relays(relay), keys=Keys.load_or_create(identity_path())))
+        graph = run(fetch_trace(_event_id(trace), configured_relays(relay), keys=Keys.load_or_create(identity_path())))
     if output is not None:
         count = write_otlp_json(graph, output)
         console.print(f"{count} spans -> {output}", highlight=False)

@@ -13,7 +13,7 @@ from rich.console import Group
 from rich.markup import escape
 from rich.tree import Tree
 
-from cli.common import console, handle_errors, pubkey_option, run
+from cli.common import RelayOpt, console, handle_errors, pubkey_option, run
 
 
 def render(model) -> Group:
@@ -50,19 +50,19 @@ def render(model) -> Group:
 @handle_errors
 def watch(
     author: Optional[str] = typer.Option(None, "--author", help="Only this author's runs (npub or hex)."),
-    relay: Optional[list[str]] = typer.Option(None, "--relay", "-r", help="Relay URL (repeatable)."),
+    relay: Optional[list[str]] = RelayOpt,
     seconds: Optional[float] = typer.Option(None, "--seconds", help="Stop after this long (default: Ctrl-C)."),
 ) -> None:
     """Watch running programs' traces live (they publish with dsrs_bridge.live.record_live)."""
     from rich.live import Live
 
-    from cli.trace_cmd import _relays
+    from cli.defaults import configured_relays
     from dsrs_bridge.live import LIVE_KIND, LiveModel
     from pylon.nostr.filters import Filter
     from pylon.relay.pool import RelayPool
 
     who = pubkey_option("--author", author)
-    relays = _relays(relay)
+    relays = configured_relays(relay)
     model = LiveModel()
     fields: dict = {"kinds": [LIVE_KIND]}
     if who:

@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import typer
 
-from cli.common import console, err_console, fail, handle_errors, print_json, run
+from cli.common import WalletFileOpt, console, err_console, fail, handle_errors, print_json, run
 from cli.defaults import load_settings
 from pylon.ops.secrets import wallet_from_flags
 
@@ -23,8 +23,6 @@ T = TypeVar("T")
 
 WalletOpt = typer.Option(None, "--wallet", "-w", help="Wallet URI (default: PYLON_WALLET or config).",
                          show_default=False)
-WalletFileOpt = typer.Option(None, "--wallet-file", metavar="PATH",
-                             help="File holding the wallet URI (keeps it out of ps).", show_default=False)
 JsonOpt = typer.Option(False, "--json", help="Print a JSON object.")
 
 
