@@ -72,6 +72,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS receipts_one_per_job ON receipts(job_id) WHERE
 CREATE UNIQUE INDEX IF NOT EXISTS receipts_one_per_hash ON receipts(payment_hash) WHERE status != 'failed';
 CREATE INDEX IF NOT EXISTS receipts_by_time ON receipts(created_at);
 CREATE INDEX IF NOT EXISTS receipts_by_status ON receipts(status);
+-- the session budget's sum (Budget.hold before every job, and twice per payment): no table scan
+CREATE INDEX IF NOT EXISTS receipts_by_session ON receipts(session_id);
 """
 
 _COLS = ("id, job_id, provider, payment_hash, amount_msat, fee_msat, bolt11, preimage, status, "
