@@ -39,6 +39,7 @@ class Admission:
         self.per_customer_pending = per_customer_pending or max(4, max_pending // 32, 2 * concurrency)
         self.fresh_limit = max(1, int(max_pending * fresh_share))
         self.pending: dict[str, int] = {}  # customer -> jobs admitted and not finished
+        self._total = 0  # sum of `pending` (checked on every request: not summed each time)
         self.fresh_pending = 0
         self._fresh_of: dict[str, bool] = {}  # customer -> counted as fresh while pending
         self.returning: OrderedDict[str, None] = OrderedDict()
@@ -56,7 +57,7 @@ class Admission:
             self.returning.popitem(last=False)
 
     def total_pending(self) -> int:
-        return sum(self.pending.values())
+        return self._total
 
     def refuse(self, customer: str) -> str | None:
         """Why `customer`'s new job may not be queued now (None: admit it)."""
@@ -78,9 +79,13 @@ class Admission:
             self._fresh_of[customer] = fresh
             self.fresh_pending += fresh
         self.pending[customer] = mine + 1
+        self._total += 1
 
     def release(self, customer: str) -> None:
-        mine = self.pending.get(customer, 0) - 1
+        if customer not in self.pending:
+            return
+        self._total -= 1
+        mine = self.pending[customer] - 1
         if mine > 0:
             self.pending[customer] = mine
             return
