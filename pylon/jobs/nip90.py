@@ -492,15 +492,22 @@ def _decrypt_tags(keys: Keys, peer: str, content: str) -> list[list[str]]:
         plain = decrypt_from(keys, peer, content)
     except Exception as exc:
         raise JobParseError(f"could not decrypt the job request: {exc}") from None
+    data = _tag_array(plain)
+    if data is None:
+        raise JobParseError("decrypted job request is not a JSON array of tags")
+    return [t for t in data if t and t[0] in ("i", "param")]
+
+
+def _tag_array(plain: str) -> list[list[str]] | None:
+    """`plain` read as a JSON array of tags (arrays of strings), as encrypted requests and
+    feedback carry them; None when it is not one."""
     try:
         data = json.loads(plain)
     except ValueError:
-        raise JobParseError("decrypted job request is not a JSON array of tags") from None
-    if not isinstance(data, list) or not all(
-        isinstance(t, list) and all(isinstance(x, str) for x in t) for t in data
-    ):
-        raise JobParseError("decrypted job request is not a JSON array of tags")
-    return [t for t in data if t and t[0] in ("i", "param")]
+        return None
+    if not isinstance(data, list) or not all(isinstance(t, list) and all(isinstance(x, str) for x in t) for t in data):
+        return None
+    return data
 
 
 # ----------------------------------------------------------------------------------------
@@ -739,34 +746,28 @@ def _parse_amount(event: Event) -> tuple[int | None, str | None]:
 def _sealed_tags(keys: Keys | None, event: Event) -> Event:
     """The tags nostrdvm seals into an encrypted feedback's content (`[["status", …], ["amount",
     msat, bolt11?], ["content", text], …]`), as an unsigned stand-in event to read them from."""
-    plain = _open(keys, event, True)
-    try:
-        data = json.loads(plain)
-    except ValueError:
-        raise JobParseError("encrypted feedback has no status tag and its content is not a tag array") from None
-    if not isinstance(data, list) or not all(isinstance(t, list) and all(isinstance(x, str) for x in t) for t in data):
+    data = _tag_array(_open(keys, event, True))
+    if data is None:
         raise JobParseError("encrypted feedback has no status tag and its content is not a tag array")
-    return Event(id=event.id, pubkey=event.pubkey, created_at=event.created_at, kind=event.kind, tags=data,
-                 content="", sig=event.sig)
+    return _stand_in(event, data)
 
 
 def _sealed_or_none(keys: Keys | None, event: Event, status_tag: list[str] | None) -> Event | None:
     """The sealed tag array of an encrypted feedback that also has a clear status, when its
     content is one whose status matches the clear one; None when the content is plain text."""
     plain = _open(keys, event, True)
-    if not plain.startswith("[["):
-        return None
-    try:
-        data = json.loads(plain)
-    except ValueError:
-        return None
-    if not isinstance(data, list) or not all(isinstance(t, list) and t and all(isinstance(x, str) for x in t)
-                                             for t in data):
+    data = _tag_array(plain) if plain.startswith("[[") else None
+    if data is None or not all(data):
         return None
     sealed_status = next((t for t in data if t[0] == "status" and len(t) > 1), None)
     if sealed_status is None or status_tag is None or sealed_status[1] != status_tag[1]:
         return None
-    return Event(id=event.id, pubkey=event.pubkey, created_at=event.created_at, kind=event.kind, tags=data,
+    return _stand_in(event, data)
+
+
+def _stand_in(event: Event, tags: list[list[str]]) -> Event:
+    """An unsigned stand-in for `event` carrying its sealed `tags`, to read them with first_tag."""
+    return Event(id=event.id, pubkey=event.pubkey, created_at=event.created_at, kind=event.kind, tags=tags,
                  content="", sig=event.sig)
 
 
