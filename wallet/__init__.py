@@ -45,7 +45,11 @@ from wallet.errors import (
 )
 from wallet.uri import redact_uri, scheme_of
 
-SCHEMES = ("dev", "lnbits", "nostr+walletconnect")
+SCHEMES = ("dev", "lnbits", "nostr+walletconnect")  # the spellings error messages suggest
+_LNBITS_SCHEMES = ("lnbits", "lnbits+https", "lnbits+http")
+_NWC_SCHEMES = ("nostr+walletconnect", "nostrwalletconnect")
+#: Every scheme open_wallet accepts (aliases included): callers refuse others before opening.
+KNOWN_SCHEMES = frozenset(("dev", *_LNBITS_SCHEMES, *_NWC_SCHEMES))
 
 
 def open_wallet(uri: str) -> Wallet:
@@ -61,11 +65,11 @@ def open_wallet(uri: str) -> Wallet:
         from wallet.dev import DevWallet
 
         return DevWallet.from_uri(uri)
-    if scheme in ("lnbits", "lnbits+https", "lnbits+http"):
+    if scheme in _LNBITS_SCHEMES:
         from wallet.lnbits import LNbitsWallet
 
         return LNbitsWallet.from_uri(uri)
-    if scheme in ("nostr+walletconnect", "nostrwalletconnect"):
+    if scheme in _NWC_SCHEMES:
         from wallet.nwc import NwcWallet
 
         return NwcWallet.from_uri(uri)
@@ -90,7 +94,7 @@ async def connect_wallet(uri: str) -> Wallet:
 
 __all__ = [
     "AlreadyPaid", "AmountAboveMax", "InsufficientBalance", "Invoice", "InvoiceExpired",
-    "InvoiceInvalid", "InvoiceNotFound", "InvoiceState", "NotImplementedByWallet", "Payment",
+    "InvoiceInvalid", "InvoiceNotFound", "InvoiceState", "KNOWN_SCHEMES", "NotImplementedByWallet", "Payment",
     "PaymentFailed", "QuotaExceeded", "SupportsConnect", "SupportsHoldInvoice", "SupportsNodePubkey",
     "SupportsPaymentDetails", "SupportsPreimageInvoice", "SupportsWaitInvoice",
     "Unauthorized", "Wallet",

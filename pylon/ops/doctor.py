@@ -47,10 +47,6 @@ from pylon.nostr.messages import (
 # relay stores ephemeral events anyway.
 ROUND_TRIP_KIND = 20_777
 
-# Schemes open_wallet() knows (wallet/__init__.py); anything else is refused before opening.
-_WALLET_SCHEMES = frozenset({"dev", "lnbits", "lnbits+https", "lnbits+http", "nostr+walletconnect",
-                             "nostrwalletconnect"})
-
 
 class Level(str, Enum):
     OK = "ok"
@@ -405,7 +401,7 @@ async def check_wallet(uri: str | None, *, timeout: float = 10.0) -> list[Findin
                             "(dev:///path/ledger.sqlite?account=NAME for local work)")]
     start = time.perf_counter()
     scheme = wallet_pkg.scheme_of(uri)
-    if scheme not in _WALLET_SCHEMES:
+    if scheme not in wallet_pkg.KNOWN_SCHEMES:  # refused before opening
         # Nothing of an unknown URI is shown: we cannot know which part of it is the secret.
         return [Finding("wallet", mask_secret(uri), "open", Level.FAIL,
                         f"bad wallet URI: unknown scheme {scheme + '://' if scheme else '(none)'}",
