@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pylon.jobs.pricing import capped_max_tokens
+
 TEMPLATE_TOKENS_PER_MESSAGE = 8  # role markers and separators of a chat template
 TEMPLATE_TOKENS_FIXED = 16  # begin-of-text, generation prompt
 
@@ -38,8 +40,9 @@ def prompt_tokens_upper_bound(messages: list[dict[str, Any]]) -> int:
 
 def wanted_max_tokens(requested: int | None, cap: int) -> int:
     """The job's max_tokens before the context is considered: the request's, at most `cap`
-    (the cap itself when the request names none)."""
-    return min(requested, cap) if requested else cap
+    (the cap itself when the request names none). The pricing rule's own cap, so the provider
+    runs and quotes exactly what a customer computes from the announcement."""
+    return capped_max_tokens(requested, cap)
 
 
 def fit_max_tokens(wanted: int, context_length: int | None, prompt_tokens: int) -> int:
