@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from pydantic import BaseModel, Field
 
@@ -133,6 +133,16 @@ class ProviderInfo(BaseModel):
         return data
 
 
+PROFILE_FIELDS = ("about", "picture", "lud16", "website")
+
+
+def clean_profile(profile: Mapping[str, Any] | None) -> dict[str, str]:
+    """The operator's identity fields (announcement and kind-0 profile): only the known ones,
+    non-empty strings, bounded."""
+    profile = profile or {}
+    return {k: v[:1000] for k in PROFILE_FIELDS if isinstance(v := profile.get(k), str) and v}
+
+
 def build_announcement(
     keys: Keys,
     *,
@@ -165,10 +175,7 @@ def build_announcement(
     data = info.content()
     if delivery:
         data["delivery"] = list(delivery)
-    for key in ("about", "picture", "lud16", "website"):  # the operator's identity fields (issue 18)
-        value = (profile or {}).get(key)
-        if isinstance(value, str) and value:
-            data[key] = value[:1000]
+    data.update(clean_profile(profile))  # the operator's identity fields (issue 18)
     content = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     tags = [["d", d], ["k", JOB_KIND]]
     if expires_in_s is not None:

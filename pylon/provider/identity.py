@@ -12,16 +12,12 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from pylon.jobs.nip89 import clean_profile
 from pylon.nostr import kinds
 from pylon.nostr.event import Event
 from pylon.nostr.keys import Keys
 
-PROFILE_FIELDS = ("about", "picture", "lud16", "website")
-
-
-def clean_profile(profile: Mapping[str, Any] | None) -> dict[str, str]:
-    """Only the known fields, non-empty strings, bounded."""
-    return {k: str(v)[:1000] for k, v in (profile or {}).items() if k in PROFILE_FIELDS and isinstance(v, str) and v}
+__all__ = ["build_profile", "clean_profile", "live_relays"]  # clean_profile: pylon.jobs.nip89
 
 
 def build_profile(keys: Keys, name: str, profile: Mapping[str, Any] | None = None) -> Event:
