@@ -271,9 +271,10 @@ class OpenAIBackend:
                         if payload.strip() == b"[DONE]":
                             done = True
                             break
-                        text, chunk_finish, chunk_usage = _parse_stream_event(payload)
+                        data = _decode_stream_event(payload)
+                        text, chunk_finish, chunk_usage = _parse_stream_event(data, payload)
                         if calls is not None:
-                            calls.feed(payload)
+                            calls.feed(data)
                         if chunk_usage is not None:
                             usage = chunk_usage
                         if chunk_finish:
@@ -296,11 +297,8 @@ class _ToolCallAssembler:
     def __init__(self) -> None:
         self._calls: dict[int, dict[str, Any]] = {}
 
-    def feed(self, payload: bytes) -> None:
-        try:
-            data = _decode_event(payload)
-        except ValueError:
-            return  # _parse_stream_event already refused it
+    def feed(self, data: Any) -> None:
+        """One decoded stream event (the same object the text was read from)."""
         for choice in (data.get("choices") or []) if isinstance(data, dict) else []:
             delta = choice.get("delta") if isinstance(choice, dict) else None
             for piece in (delta or {}).get("tool_calls") or [] if isinstance(delta, dict) else []:
@@ -354,18 +352,23 @@ def _decode_event(payload: bytes) -> Any:
         return json.loads(payload.decode("utf-8", errors="replace"))
 
 
-def _parse_stream_event(payload: bytes) -> tuple[str | None, str | None, tuple[int, int] | None]:
-    """(text delta, finish_reason, usage) of one streamed chunk; typed errors for bad ones.
+def _decode_stream_event(payload: bytes) -> Any:
+    """One streamed chunk's JSON, decoded once for the text and the tool calls."""
+    try:
+        return _decode_event(payload)
+    except ValueError as exc:
+        raise BackendProtocolError(f"bad stream event: {_shown(payload)!r}") from exc
+
+
+def _parse_stream_event(data: Any, payload: bytes) -> tuple[str | None, str | None, tuple[int, int] | None]:
+    """(text delta, finish_reason, usage) of one decoded streamed chunk (`payload`: its bytes,
+    for the error message); typed errors for bad ones.
 
     Why not always WireCompletion: a pydantic model per token was the largest single cost of
     a streamed job in the provider. Well-typed chunks (all of vLLM's, llama.cpp's, ...) take a
     plain-dict path; anything else goes through the pydantic model exactly as before, so odd
     but acceptable shapes are coerced and bad ones are refused the same way.
     """
-    try:
-        data = _decode_event(payload)
-    except ValueError as exc:
-        raise BackendProtocolError(f"bad stream event: {_shown(payload)!r}") from exc
     if isinstance(data, dict) and "error" in data and "choices" not in data:
         raise _stream_error(data)
     fast = _fast_event(data)
