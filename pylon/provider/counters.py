@@ -82,12 +82,11 @@ END;
 
 
 def install(db: sqlite3.Connection) -> None:
-    """Create the counters table and its triggers (idempotent; call after the jobs table exists)."""
+    """Create the counters table and its triggers (idempotent; call once the jobs table has
+    its refund columns: JobStore adds them to an older store first)."""
     db.executescript(SCHEMA)
     db.executescript(KEY_PAID_SCHEMA)
-    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-    if "refund_status" in columns:
-        db.executescript(REFUND_SCHEMA)
+    db.executescript(REFUND_SCHEMA)
 
 
 def read(db: sqlite3.Connection) -> dict[tuple[str, str], int]:

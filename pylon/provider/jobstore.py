@@ -423,13 +423,12 @@ def prune_finished(db: sqlite3.Connection, retention_s: float) -> int:
     that a relay delivers again would look new, so retention must stay far above the
     look-back of the provider's subscription (minutes); a refund still owed keeps its row."""
     cutoff = time.time() - retention_s
-    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-    owed = " AND (refund_status IS NULL OR refund_status = 'refunded')" if "refund_status" in columns else ""
     total = 0
-    while True:
+    while True:  # (JobStore adds the refund columns to an older store before anything prunes)
         cur = db.execute(
             "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE status IN ('done','error','cancelled')"
-            f" AND updated_at < ?{owed} LIMIT ?)", (cutoff, PRUNE_BATCH))
+            " AND updated_at < ? AND (refund_status IS NULL OR refund_status = 'refunded') LIMIT ?)",
+            (cutoff, PRUNE_BATCH))
         total += cur.rowcount
         if cur.rowcount < PRUNE_BATCH:
             return total
