@@ -791,38 +791,36 @@ class Provider:
             extra_tags = [[REFUND_TAG, str(refund)]] if refund else None
             self._feedback_soon(job.request, "error", extra=reason + (f"; {refund} msat will be refunded on request"
                                                                       if refund else ""),
-                                amount_msat=amount_msat, extra_tags=extra_tags)
+                                amount_msat=amount_msat, extra_tags=extra_tags,
+                                deliver_as="refund offer" if refund else None)  # owed: until acknowledged
 
     # ------------------------------------------------------------------ publishing helpers
-    def _feedback_soon(self, req: JobRequest, status: Any, **kwargs: Any) -> None:
-        """Sign and publish feedback without holding up the job (failures are logged).
+    def _feedback_soon(self, req: JobRequest, status: Any, *, deliver_as: str | None = None, **kwargs: Any) -> None:
+        """Sign and publish feedback without holding up the job (failures are logged; with
+        `deliver_as`, published until a relay accepts it, pylon.provider.delivery).
 
         Building and signing happen in the spawned task too, so e.g. the `processing` feedback
         costs the job nothing before its backend call starts; tasks run in creation order, so
         feedback events still go out in the order they were asked for."""
-        self._spawn(self._build_and_publish(req, status, kwargs))
+        self._spawn(self._build_and_publish(req, status, kwargs, deliver_as))
 
-    async def _build_and_publish(self, req: JobRequest, status: Any, kwargs: dict[str, Any]) -> None:
-        if self.pool is None:
+    async def _build_and_publish(self, req: JobRequest, status: Any, kwargs: dict[str, Any],
+                                 deliver_as: str | None) -> None:
+        pool = self.pool
+        if pool is None:
             return
         try:
             event = JobFeedback.build(self.keys, req, status, **kwargs)
         except Exception as exc:
             log.warning("could not build %s feedback for %s: %s", status, req.id[:12], exc)
             return
-        await self._publish_quietly(event, status)
-
-    async def _publish_quietly(self, event: Event, what: str) -> None:
-        pool = self.pool
-        if pool is None:
-            return
-        if event.first_tag(REFUND_TAG) is not None:  # a refund offer is delivered until acknowledged
-            await until_accepted(lambda: pool.publish(event), "refund offer", level=logging.INFO)
+        if deliver_as is not None:
+            await until_accepted(lambda: pool.publish(event), deliver_as, level=logging.INFO)
             return
         try:
             await pool.publish(event)
         except RelayError as exc:
-            log.debug("%s feedback not accepted: %s", what, exc)
+            log.debug("%s feedback not accepted: %s", status, exc)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
