@@ -10,7 +10,6 @@ The file is created with mode 0600 (prompts can be private) and written once per
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from dataclasses import asdict, dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pylon.errors import StorageError
+from pylon.home import private_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS asks (
@@ -79,9 +79,7 @@ class History:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if not path.exists():  # created 0600 before SQLite writes anything into it
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            self._db = sqlite3.connect(path, timeout=10.0)
+            self._db = sqlite3.connect(private_file(path), timeout=10.0)  # 0600 before SQLite writes to it
             self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open the ask history {path}: {exc}") from exc

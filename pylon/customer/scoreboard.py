@@ -23,7 +23,6 @@ and flushed every `flush_every` outcomes and on close, so a job never waits for 
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import statistics
 import threading
@@ -33,7 +32,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pylon.home import db_path
+from pylon.home import db_path, private_file
 
 Outcome = Literal["delivered", "failed", "stalled", "paid_not_delivered"]
 OUTCOMES: Final = ("delivered", "failed", "stalled", "paid_not_delivered")
@@ -105,10 +104,7 @@ class Scoreboard:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            new = not self.path.exists()
-            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
-            if new:
-                os.chmod(self.path, 0o600)
+            conn = sqlite3.connect(private_file(self.path), check_same_thread=False, timeout=10.0)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)

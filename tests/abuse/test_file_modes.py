@@ -79,3 +79,22 @@ def test_new_pylon_home_is_0700(tmp_path, monkeypatch, loose_umask):
 
     assert home_mod.pylon_home() == target
     assert _mode(target) == 0o700
+
+
+def test_ask_history_and_scoreboard_are_0600_new_or_loose(tmp_path, loose_umask):
+    """The client's own databases (prompts may be private) go through the same mode helper."""
+    from pylon.customer.history import History
+    from pylon.customer.scoreboard import Scoreboard
+
+    (tmp_path / "old-history.sqlite").touch()
+    os.chmod(tmp_path / "old-history.sqlite", 0o644)
+    for name in ("history.sqlite", "old-history.sqlite"):
+        History(tmp_path / name).close()
+        assert _mode(tmp_path / name) == 0o600, name
+    board = Scoreboard(tmp_path / "scores.sqlite")
+    try:
+        board.record("ab" * 32, "cd" * 32, "delivered")
+        board.flush()  # creates and writes the file
+        _check_sqlite_files(tmp_path / "scores.sqlite")
+    finally:
+        board.close()
