@@ -96,24 +96,28 @@ class PaymentCollector:
         self.poll_max_s = poll_max_s
 
     # ------------------------------------------------------------------ the step
-    async def collect(self, job: Job) -> bool:
-        """Run the payment step for `job` from wherever the store says it is; True when it may run."""
+    async def collect(self, job: Job, status: str | None = None) -> bool:
+        """Run the payment step for `job` from wherever the store says it is; True when it may run.
+
+        `status` "quoted": the caller has just quoted the job, so the store is not read again
+        (the `awaiting_payment` transition still checks it)."""
         store = self.store
-        row = store.get(job.id)
-        if row is None:
-            return False
-        if row.status == "paid":
-            self._restore(job, row)
-            return True
-        if row.status == "awaiting_payment":
-            self._restore(job, row)
-            if not row.payment_hash or not row.invoice_expires_at:
-                self._fail(job, "payment state lost (no invoice recorded)")
+        if status != "quoted":
+            row = store.get(job.id)
+            if row is None:
                 return False
-            # resumed after a restart: the quote may never have reached a relay; send it again
-            return await self._wait_resending(job, row.payment_hash, int(row.invoice_expires_at))
-        if row.status != "quoted":
-            return False
+            if row.status == "paid":
+                self._restore(job, row)
+                return True
+            if row.status == "awaiting_payment":
+                self._restore(job, row)
+                if not row.payment_hash or not row.invoice_expires_at:
+                    self._fail(job, "payment state lost (no invoice recorded)")
+                    return False
+                # resumed after a restart: the quote may never have reached a relay; send it again
+                return await self._wait_resending(job, row.payment_hash, int(row.invoice_expires_at))
+            if row.status != "quoted":
+                return False
         if job.amount_msat == 0:
             return True
         if self.wallet is None:

@@ -553,7 +553,7 @@ class Provider:
                           price_per_1k_tokens_msat=per_1k,
                           unit_msat=invoice_unit_msat(self.wallet))
 
-    async def _collect_payment(self, job: Job) -> bool:
+    async def _collect_payment(self, job: Job, status: str | None = None) -> bool:
         """The payment step between `quoted` and `processing`; True when the job may run.
 
         Free jobs (amount 0) pass at once. The payments step replaces this: publish
@@ -562,7 +562,7 @@ class Provider:
         `error`/`cancelled`, send feedback and return False.
         """
         if self.payments is not None:
-            return await self.payments.collect(job)
+            return await self.payments.collect(job, status)
         if job.amount_msat == 0 or (self.store is not None and self.store.status(job.id) == "paid"):
             return True
         reason = "this provider charges for jobs but has no wallet to invoice with"
@@ -592,7 +592,8 @@ class Provider:
                 job.key_delivery = True  # pay for the key: run first, the sealed result is the invoice
                 await self._run(job)
                 return
-            if not await self._collect_payment(job):
+            # "seen" was just moved to "quoted" above: the payment step need not read it back
+            if not await self._collect_payment(job, "quoted" if status == "seen" else None):
                 return
             await self._run(job)
         except asyncio.CancelledError:
