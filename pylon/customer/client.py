@@ -69,6 +69,7 @@ from pylon.customer.payments import ClientPayments, JobPayment, PaidNoResult, Qu
 from pylon.customer.scoreboard import ProviderScore, Scoreboard
 from pylon.customer.clock import SkewWatch, default_clock
 from pylon.customer.fetch import JobLookup, lookup_job, recover_paid_jobs
+from pylon.customer.live import LiveProviders
 from pylon.customer.refunds import request_refund
 from pylon.jobs.refund import refund_offer
 from pylon.customer.inbox import MAX_STREAM_CHARS, JobInbox, PartialBuffer, ProviderFlood
@@ -94,7 +95,7 @@ JOB_PARAMS: Final = ("model", "max_tokens", "temperature", "top_p", "top_k", "fr
                      "response_format", "stop", "seed", "tools", "tool_choice")
 
 DEFAULT_STALL_S = 30.0  # silence from a provider at work that counts as a stall
-DEFAULT_FAILOVER = 2  # new requests after an error or a stall (untargeted jobs, nothing paid)
+DEFAULT_FAILOVER = 2  # new requests after an error or a stall (nothing paid; targeted jobs only with failover=True)
 FAILOVER_FIRST_REPLY_S = 5.0  # a re-offered job nobody replies to within this ends with the first failure
 
 
@@ -192,6 +193,7 @@ class _JobState:
     stall_s: float | None = None  # a provider working for us that is silent this long has stalled
     first_reply_s: float | None = None  # give up this soon when nobody replies (failover attempts)
     stalled: set[str] = field(default_factory=set)
+    watch_silent: bool = False  # a targeted job that may fail over: a provider that never replies has stalled too
     held_msat: int | None = None  # the session budget held for this job (Budget.hold)
 
     @property
@@ -293,6 +295,7 @@ class PylonClient:
         self._own_pool = pool is None
         self._routes: dict[str, JobInbox] = {}
         self._recent_ids: OrderedDict[str, None] = OrderedDict()
+        self._live: LiveProviders | None = None  # who else is there, for failover (pylon.customer.live)
         self._sub: Any = None
         self._dispatcher: asyncio.Task | None = None
         self._recovery: asyncio.Task | None = None
@@ -318,6 +321,7 @@ class PylonClient:
         if self._own_pool:
             await self.pool.__aenter__()
         await self.pool.wait_connected(fail_fast=True)  # a refused relay is reported at once
+        self._live = LiveProviders(self.pool)
         # Live replies only (`limit: 0`): earlier sessions' replies are not replayed, and no `since`
         # from our clock, which may be off (replies are routed by their job id, `e`). After a
         # reconnect the pool resubscribes from the last event seen; an ask that ends without its
@@ -354,6 +358,9 @@ class PylonClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._recovery
             self._recovery = None
+        if self._live is not None:
+            await self._live.close()
+            self._live = None
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -399,11 +406,14 @@ class PylonClient:
         collect_max: int | None = None,
         route: str | None = None,
         avoid: Sequence[str] = (),
+        failover: bool | None = None,
     ) -> AskOutcome:
         """Run one job and return the first valid result.
 
         `provider` (npub or hex) targets one provider; the job is then encrypted unless
-        `encrypted=False`. `collect_s` keeps listening that long after the first result to
+        `encrypted=False`. `failover`: ask again elsewhere when the provider at work errors or
+        stalls, nothing paid (None: yes for an untargeted job, no for a targeted one; a targeted
+        job fails over encrypted to another live provider, or untargeted if it was sent in clear). `collect_s` keeps listening that long after the first result to
         record other providers' results (stopping early at `collect_max` results in all).
         """
         return await self._ask(prompt, locals(), on_delta=None)
@@ -476,7 +486,7 @@ class PylonClient:
         timeout: float, encrypted: bool | None, on_progress: ProgressCallback | None,
         on_delta: Callable[[str], None] | None, error_grace_s: float, collect_s: float, collect_max: int | None,
         hold: Hold | None = None, route: str | None = None, avoid: Sequence[str] = (),
-        first_reply_s: float | None = None,
+        first_reply_s: float | None = None, watch_silent: bool = False,
     ) -> AskOutcome:
         if self.pool is None or self._sub is None:
             raise RelayError("PylonClient is not started: use `async with PylonClient(...)`")
@@ -487,9 +497,14 @@ class PylonClient:
         # without a wallet pays nothing, so only an explicit bid is sent)
         caps = [v for v in (bid_msat, self.max_msat if self.wallet is not None else None) if v is not None]
         bid_msat = min(caps) if caps else None
+        avoided = self.avoid | frozenset(normalize_pubkey(p) for p in avoid)
+        if (target is None or watch_silent) and self._live is not None:
+            self._live.refresh()  # who else is there, should this job fail (pylon.customer.live)
         request = JobRequest.from_prompt(
             prompt, **{k: v for k, v in params.items() if v is not None},
             bid_msat=bid_msat, providers=[target] if target else [], relays=self.pool.urls,
+            avoid=sorted(avoided) if target is None else [],  # the avoided skip it (pylon.jobs.nip90 AVOID_TAG)
+            stream=on_delta is not None,  # partials are asked for only by a reader of them (stream())
         )
         if self.wallet is not None and self.key_delivery:
             request.extra_params[DELIVERY_PARAM] = KEY_MODE  # pay for the key where the provider can (pylon.jobs.keyed)
@@ -513,7 +528,8 @@ class PylonClient:
         state.window_s = self.decision_window_s
         state.stall_s = self.stall_s
         state.first_reply_s = first_reply_s
-        state.avoid = self.avoid | frozenset(normalize_pubkey(p) for p in avoid)
+        state.watch_silent = watch_silent
+        state.avoid = avoided
         state.held_msat = hold.msat if hold is not None else None
         queue = JobInbox()
         self._routes[event.id] = queue
@@ -551,13 +567,19 @@ class PylonClient:
                     raise incoming
                 await self._handle(state, incoming)
                 if state.winner is None and (state.errors or state.refusals) and state.responders <= state.finished:
-                    # a targeted job has no one else to wait for: its provider's error is final
-                    grace_deadline = grace_deadline or time.monotonic() + (0.0 if target else error_grace_s)
+                    # a targeted job, or one no other live provider could take, has no one else to
+                    # wait for: the error is final at once
+                    if grace_deadline is None:
+                        alone = target is not None or await self._nobody_else(state)
+                        grace_deadline = time.monotonic() + (0.0 if alone else error_grace_s)
                 elif grace_deadline is not None and not state.responders <= state.finished:
                     grace_deadline = None  # someone new is working on it
             if state.winner is None:
                 await self._give_up(state, timeout)
             await self._collect_others(state, queue, collect_s, collect_max)
+        except ProviderError as exc:
+            setattr(exc, "job_id", event.id)  # the failover history names the job
+            raise
         except asyncio.CancelledError:
             await self._cancel_quietly(state)
             state.progress("cancelled", "job cancelled; a cancellation (kind 5) was published")
@@ -983,8 +1005,9 @@ class PylonClient:
         if state.stall_s is None or state.winner is not None or state.payment.paid:
             return None  # after a payment the job is not re-offered (never two payments for one answer)
         watched = set(state.book.free_working)
-        if state.target is not None and state.target in state.last_seen and state.target not in state.finished:
-            watched.add(state.target)
+        if (state.target is not None and state.target not in state.finished
+                and (state.target in state.last_seen or state.watch_silent)):
+            watched.add(state.target)  # silent since the request (watch_silent) or since its last word
         if not watched:
             return None
         return max(state.last_seen.get(p, state.started) for p in watched) + state.stall_s
@@ -1008,21 +1031,60 @@ class PylonClient:
         raise JobStalled(f"job {state.job_id[:12]}…: provider(s) {', '.join(p[:12] + '…' for p in stalled)} went "
                          f"silent for {state.stall_s:g}s", sorted(stalled), state.job_id)
 
+    async def _nobody_else(self, state: _JobState) -> bool:
+        """True when evidently no other provider could take this job: no live announcement from
+        one serving the model beyond those that already answered it or are avoided
+        (pylon.customer.live). False when unknown."""
+        if self._live is None:
+            return False
+        others = await self._live.others(state.request.model, state.responders | state.avoid)
+        return others is not None and not others
+
+    async def _next_provider(self, model: str | None, excluded: Sequence[str], max_tokens: int | None) -> str | None:
+        """For a targeted job that failed: the live provider to re-send it to, encrypted (NIP-44),
+        best score first, then cheapest; None when there is none (or who is live is unknown)."""
+        if self._live is None:
+            return None
+        others = await self._live.others(model, [*excluded, *self.avoid])
+        candidates = [p for p in others or [] if p.supports_nip44]
+        if not candidates:
+            return None
+        scores = self.scoreboard.scores() if self.scoreboard is not None else {}
+
+        def key(p: Any) -> tuple[float, int, str]:
+            s = scores.get(p.pubkey)
+            return (-(s.score if s is not None else ProviderScore("").score), p.quote_msat(max_tokens), p.pubkey)
+        return min(candidates, key=key).pubkey
+
     async def _run_with_failover(self, prompt: str | list[dict], params: dict[str, Any], *, provider: str | None,
-                                 timeout: float, **kwargs: Any) -> AskOutcome:
-        """An untargeted job whose provider errors or stalls (nothing paid) is asked again, as a
-        new request, avoiding the providers that failed, within the same timeout and budget."""
-        if provider is not None or self.failover == 0:
+                                 timeout: float, failover: bool | None = None, **kwargs: Any) -> AskOutcome:
+        """A job whose provider errors or stalls (nothing paid) is asked again, as a new request
+        that avoids the providers that failed (and tells them so: pylon.jobs.nip90 AVOID_TAG),
+        within the same timeout and budget.
+
+        Untargeted jobs fail over by default, targeted ones only with `failover=True`: the user
+        chose that provider, and a targeted prompt is encrypted to it. So a targeted job is
+        re-sent encrypted to another live provider (pylon.customer.live), never in clear; one
+        sent in clear (`encrypted=False`) is re-sent untargeted. No failover when evidently
+        nobody else is there (no other live provider): the failure is reported at once."""
+        allowed = (provider is None) if failover is None else failover
+        if not allowed or self.failover == 0:
             return await self._run_job(prompt, params, provider=provider, timeout=timeout, **kwargs)
         avoid = list(kwargs.pop("avoid", ()) or ())
+        encrypted = kwargs.pop("encrypted", None)
+        target = normalize_pubkey(provider) if provider else None
+        sealed = target is not None and encrypted is not False  # the prompt is for one provider's eyes only
+        model = params.get("model")
         deadline = time.monotonic() + timeout
         history: list[dict[str, Any]] = []
         first_error: JobError | None = None
         for attempt in range(self.failover + 1):
             try:
-                outcome = await self._run_job(prompt, params, provider=None, timeout=deadline - time.monotonic(),
+                outcome = await self._run_job(prompt, params, provider=target, timeout=deadline - time.monotonic(),
+                                              encrypted=encrypted if target is not None else
+                                              (None if encrypted is not False else False),
                                               avoid=avoid, first_reply_s=FAILOVER_FIRST_REPLY_S if attempt else None,
-                                              **kwargs)
+                                              watch_silent=target is not None, **kwargs)
             except NoProviderAnswered:
                 if first_error is None:
                     raise
@@ -1033,10 +1095,20 @@ class PylonClient:
                 left = deadline - time.monotonic()
                 if attempt == self.failover or left < 1.0 or not failed or (kwargs.get("on_delta") and history):
                     raise
+                avoid += [p for p in failed if p not in avoid]
+                if sealed:
+                    target = await self._next_provider(model, avoid, params.get("max_tokens"))
+                    if target is None:
+                        raise  # no other live provider to encrypt it to: never re-sent in clear
+                else:
+                    target = None
+                    if self._live is not None and await self._live.others(model, [*avoid, *self.avoid]) == []:
+                        raise  # evidently nobody else (no other live provider): no re-send, no wait
                 history.append({"job_id": getattr(exc, "job_id", ""), "providers": failed,
-                                "reason": "stalled" if isinstance(exc, JobStalled) else "error", "detail": str(exc)})
-                avoid += failed
-                log.info("failover: asking again without %s (%.1fs left)", ", ".join(p[:12] for p in failed), left)
+                                "reason": "stalled" if isinstance(exc, JobStalled) else "error", "detail": str(exc),
+                                "resent_to": target or "any provider", "paid_msat": 0})
+                log.info("failover: asking %s without %s (%.1fs left)", (target or "anyone")[:12],
+                         ", ".join(p[:12] for p in failed), left)
                 continue
             outcome.failover = history
             return outcome

@@ -42,6 +42,16 @@ Wire decisions (the specs leave these open; this is what Pylon writes and reads)
   and providers dedupe it, so DSPy's `n>1` and retries would collapse into one job. The
   name is ours on purpose: NIP-13's `nonce` tag means proof of work, and a peer checking
   PoW must not mistake this for a difficulty claim. Peers ignore the unknown tag.
+* Avoided providers: `["pylon-avoid", <hex pubkey>]`, one tag per provider (at most
+  MAX_AVOID), in clear. The customer will not take this provider's answer (a failover re-send
+  after it failed, or the user's `--avoid`): a Pylon provider named there skips the request
+  without a word (`avoids`), so it does not run the job again for nothing. Why a tag of our
+  own and not `["param", "avoid", ...]` or a `p`-like tag: NIP-90's `param` is defined per job
+  kind as a job parameter (some DVMs pass unknown params on to their backend, and Pylon
+  encrypts params for one provider), and `p` means "providers the customer is interested in";
+  neither NIP-90 nor the data-vending-machines kind pages define an exclusion. An unknown tag
+  is ignored by every other DVM (NIP-01), so they still see a plain job; the cost is that the
+  list is public.
 * Payments: a bid is `["bid", msat]`; `payment-required` feedback carries
   `["amount", msat, bolt11]`; a bid below the price gets `error` feedback whose status
   extra says the price and `["amount", price]` (see pylon.provider.payments).
@@ -77,6 +87,9 @@ MAX_INPUT_CHARS = 1_000_000
 MAX_FINISH_REASON = 32
 #: a random tag on every request we sign, so identical asks are distinct events (see above)
 NONCE_TAG = "pylon-nonce"
+#: providers the customer will not take an answer from (see above); at most MAX_AVOID are sent
+AVOID_TAG = "pylon-avoid"
+MAX_AVOID = 64
 #: the most an encrypted (targeted) request's tags may take as JSON: NIP-44 v2's plaintext limit
 MAX_ENCRYPTED_BYTES = 65_535
 
@@ -132,6 +145,17 @@ def _pubkey(value: str, what: str) -> str:
         return normalize_pubkey(value)
     except Exception:
         raise JobParseError(f"{what} is not a valid public key: {str(value)[:20]!r}") from None
+
+
+def _is_hex_pubkey(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdefABCDEF" for c in value)
+
+
+def avoids(event: Event, pubkey: str) -> bool:
+    """True when the request names `pubkey` (hex, lower case) in an AVOID_TAG: the customer will
+    not take its answer, so that provider skips the job. Read from the public tags before any
+    parsing or decryption (a cheap check on every request a provider sees)."""
+    return any(len(t) >= 2 and t[0] == AVOID_TAG and t[1].lower() == pubkey for t in event.tags)
 
 
 # ----------------------------------------------------------------------------------------
@@ -221,8 +245,10 @@ class JobRequest:
     bid_msat: int | None = None
     relays: list[str] = field(default_factory=list)
     providers: list[str] = field(default_factory=list)  # p tags (hex)
+    avoid: list[str] = field(default_factory=list)  # AVOID_TAG tags (hex): providers that should skip it
     extra_params: dict[str, str] = field(default_factory=dict)
     encrypted: bool = False
+    stream: bool = False  # ["param", "stream", "true"]: the customer reads `partial` feedback as it comes
     # filled from the event
     id: str = ""
     customer: str = ""
@@ -275,6 +301,8 @@ class JobRequest:
             choice = self.tool_choice
             tags.append(["param", "tool_choice",
                          choice if isinstance(choice, str) else json.dumps(choice, separators=(",", ":"))])
+        if self.stream:
+            tags.append(["param", "stream", "true"])
         for key, value in self.extra_params.items():
             tags.append(["param", key, value])
         return tags
@@ -290,6 +318,7 @@ class JobRequest:
         if self.relays:
             public.append(["relays", *self.relays])
         public.append([NONCE_TAG, secrets.token_hex(8)])
+        public += [[AVOID_TAG, p] for p in dict.fromkeys(_pubkey(a, "avoided provider") for a in self.avoid[:MAX_AVOID])]
         providers = [_pubkey(p, "provider") for p in self.providers]
         if encrypt:
             if len(providers) != 1:
@@ -380,6 +409,8 @@ class JobRequest:
                 req.bid_msat = parse_int(t[1], "bid")
             elif name == "relays":
                 req.relays = [u for u in t[1:] if u.startswith(("ws://", "wss://"))]
+            elif name == AVOID_TAG and len(req.avoid) < MAX_AVOID:
+                req.avoid += [v.lower() for v in t[1:2] if _is_hex_pubkey(v)]
 
         if req.messages:  # a messages param wins: it is the unflattened form
             pass
@@ -432,6 +463,8 @@ class JobRequest:
             self.tools = _parse_tools(value)
         elif lkey in ("tool_choice", "tool-choice"):
             self.tool_choice = _parse_tool_choice(value)
+        elif lkey == "stream":
+            self.stream = value.strip().lower() in ("true", "1", "yes")
         else:
             self.extra_params[key] = value
 

@@ -63,7 +63,8 @@ from pylon.provider.context import (
 from pylon.jobs.keyed import DELIVERY_TAG, KEY_MODE, key_hash, new_key, seal, wants_key
 from pylon.jobs.nip89 import build_announcement, build_withdrawal
 from pylon.jobs.nip90 import (
-    KIND_DELETION, KIND_REQUEST, FeedbackStatus, JobFeedback, JobParseError, JobRequest, JobResult, parse_cancellation,
+    KIND_DELETION, KIND_REQUEST, FeedbackStatus, JobFeedback, JobParseError, JobRequest, JobResult, avoids,
+    parse_cancellation,
 )
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
@@ -87,7 +88,7 @@ PAID_JOB_DEADLINE_S = 120.0
 
 log = logging.getLogger("pylon.provider")
 
-KEY_HEARTBEAT_S = 10.0  # key mode sends no partials: a `processing` this often instead
+HEARTBEAT_S = 10.0  # a job sending no partials (not streamed, or key mode) sends a `processing` this often
 _CANCEL_MEMORY = 4096  # cancellations seen before their request arrived
 
 
@@ -386,6 +387,9 @@ class Provider:
         if targets and self.pubkey not in targets:
             self.stats.ignored += 1  # addressed to another provider
             return
+        if avoids(event, self.pubkey):
+            self.stats.ignored += 1  # the customer re-sent it without us (failover, --avoid): no reply, no run
+            return
         if event.id in self._jobs:
             return
         if not self.accepting:  # draining or paused (pylon.provider.drain)
@@ -666,8 +670,10 @@ class Provider:
             tools=req.tools, tool_choice=req.tool_choice,
         )
         parts: list[str] = []
+        # partials only for a customer who asked to stream (each is a signed event through the
+        # relay); never in key mode, where nothing is readable before payment
         partials = (PartialCoalescer(self.partial_interval_s, self.partial_max_chars)
-                    if self.partial_interval_s is not None and not job.key_delivery else None)  # key mode: nothing readable before payment
+                    if req.stream and self.partial_interval_s is not None and not job.key_delivery else None)
         stats = self.stats
         stats.generations += 1
         stats.backend_in_flight += 1
@@ -677,9 +683,9 @@ class Provider:
         beat = time.monotonic()
         try:
             async for chunk in self.backend.stream_chat(chat):
-                if job.key_delivery and time.monotonic() - beat >= KEY_HEARTBEAT_S:
-                    beat = time.monotonic()  # no partials in key mode: say we are alive (customers' stall check)
-                    self._feedback_soon(req, "processing", extra="still generating (pay for the key)")
+                if partials is None and time.monotonic() - beat >= HEARTBEAT_S:
+                    beat = time.monotonic()  # no partials: say we are alive (customers' stall check)
+                    self._feedback_soon(req, "processing", extra="still generating")
                 if chunk.text:
                     if not parts and self.metrics is not None:
                         self.metrics.first_token(job.model, time.perf_counter() - t0)

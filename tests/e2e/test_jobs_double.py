@@ -16,6 +16,7 @@ from pylon.customer.client import JobCancelled, NoProviderAnswered, PaymentRefus
 from pylon.provider.jobstore import JobStore
 from pylon.jobs.nip90 import JobFeedback, JobRequest
 from pylon.nostr.event import Event
+from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
 from pylon.relay.pool import RelayPool
 from tests.e2e.helpers import customer, serving, stored, wait_for, wait_stored
@@ -52,6 +53,24 @@ async def test_stream_yields_partials_in_order(relay_url, openai_double, tmp_pat
             pieces = [piece async for piece in stream]
     assert "".join(pieces) == "".join(words) == stream.outcome.text
     assert len(pieces) > 2  # arrived in several pieces, before the result
+
+
+async def test_partials_are_sent_only_to_a_customer_who_streams(relay_url, openai_double, tmp_path):
+    """A partial is a signed event through the relay: ask() does not read them, so none are
+    sent for it (the request carries no stream param); stream() asks for them."""
+    openai_double.reply = lambda req: "".join(f"w{i} " for i in range(20))
+    openai_double.token_delay_s = 0.01
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite", partial_interval_s=0.0):
+        async with customer(relay_url) as client:
+            asked = await client.ask("not streamed", timeout=30)
+            stream = client.stream("streamed", timeout=30)
+            pieces = [piece async for piece in stream]
+        async with RelayPool([relay_url]) as pool:
+            feedback = await pool.query([Filter.parse({"kinds": [7000], "#e": [asked.job_id, stream.outcome.job_id]})],
+                                        timeout=5)
+    statuses = {(ev.first_tag("e")[1], ev.first_tag("status")[1]) for ev in feedback}
+    assert (asked.job_id, "partial") not in statuses and (asked.job_id, "processing") in statuses
+    assert (stream.outcome.job_id, "partial") in statuses and len(pieces) > 1
 
 
 async def test_chat_messages_reach_the_backend_unflattened(relay_url, openai_double, tmp_path):
