@@ -1,0 +1,95 @@
+"""Who else is there: the live providers a failing job could go to (NIP-89 announcements).
+
+Failover (pylon.customer.client) waits for others: after a provider's `error` an untargeted
+job waits `error_grace_s` for another provider's answer, and a re-sent job waits a few
+seconds for anyone to take it. That wait is right when other providers are about and pure
+delay when the failed provider was the only one: an ask whose only provider says `error`
+(a backend HTTP 400, a model it does not serve) used to be reported after ~8 s instead of at
+once. So the client looks at the live announcements (kind 31990 for kind 5050, unexpired by
+NIP-40, pylon.jobs.nip89) while the job runs, and skips the waits when no provider other than
+the failed and avoided ones is live and serves the model.
+
+"Evidently nobody else" is judged from announcements only: a DVM that never announces is not
+counted (the job's own replies are: a provider that answered this job is somebody). When the
+announcements cannot be read (relay slow or refusing the query), nothing is skipped. One query
+per `ttl_s` per client, started in the background when a job starts, so it costs the ask
+nothing unless the job fails before it is back (then at most `wait_s` more).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Final, Iterable
+
+from pylon.jobs.nip89 import ProviderInfo, discovery_filter, newest_per_pubkey
+
+if TYPE_CHECKING:
+    from pylon.relay.pool import RelayPool
+
+log = logging.getLogger("pylon.customer.live")
+
+LIVE_TTL_S: Final = 30.0  # announcements are refreshed every 120 s and expire after 3 intervals
+LIVE_QUERY_S: Final = 3.0  # the most one announcement query may take
+LIVE_WAIT_S: Final = 1.0  # the most a failing job waits for a query still in flight
+
+
+class LiveProviders:
+    """A cached view of the live kind-5050 providers on the client's relays."""
+
+    def __init__(self, pool: "RelayPool", *, ttl_s: float = LIVE_TTL_S, query_s: float = LIVE_QUERY_S) -> None:
+        self.pool = pool
+        self.ttl_s = ttl_s
+        self.query_s = query_s
+        self._task: asyncio.Task[list[ProviderInfo] | None] | None = None
+        self._at = 0.0
+
+    def refresh(self) -> None:
+        """Start a query unless a fresh one is done or in flight (never blocks)."""
+        task = self._task
+        if task is not None and (not task.done() or time.monotonic() - self._at < self.ttl_s):
+            return
+        self._at = time.monotonic()
+        self._task = asyncio.create_task(self._query(), name="pylon-client:live-providers")
+
+    async def _query(self) -> list[ProviderInfo] | None:
+        try:
+            sub = self.pool.subscribe([discovery_filter()])
+            async with sub:
+                await sub.wait_eose(self.query_s)  # no EOSE in time: unknown (a partial list is no evidence)
+                found = newest_per_pubkey(sub.drain())
+        except Exception as exc:  # unknown, not "nobody": the waits stay
+            log.info("live providers unknown: %s: %s", type(exc).__name__, exc)
+            return None
+        now = time.time()
+        return [p for p in found if p.live(now)]
+
+    async def get(self, wait_s: float = LIVE_WAIT_S) -> list[ProviderInfo] | None:
+        """The live providers, or None when unknown (no query yet, or not back within `wait_s`)."""
+        task = self._task
+        if task is None:
+            return None
+        if not task.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), wait_s)
+            if not task.done():
+                return None
+        return task.result()
+
+    async def others(self, model: str | None, excluded: Iterable[str], *,
+                     wait_s: float = LIVE_WAIT_S) -> list[ProviderInfo] | None:
+        """Live providers serving `model` other than `excluded` (None: unknown)."""
+        live = await self.get(wait_s)
+        if live is None:
+            return None
+        skip = set(excluded)
+        return [p for p in live if p.pubkey not in skip and p.serves(model)]
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
