@@ -23,9 +23,11 @@ class InvoiceState(str, Enum):
     """Where an invoice (incoming) or a payment (outgoing) stands."""
 
     PENDING = "pending"    # issued / in flight, not settled yet
+    ACCEPTED = "accepted"  # hold invoices only: the payer's money is locked, the payee has not settled yet
     SETTLED = "settled"    # paid: the preimage was revealed
     EXPIRED = "expired"    # unpaid and past its expiry: it can no longer be paid
-    FAILED = "failed"      # no money moved (for lookup_payment: we have no payment for that hash)
+    FAILED = "failed"      # no money moved (for lookup_payment: we have no payment for that hash;
+                           # for a hold invoice: cancelled, the payer refunded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,17 +167,32 @@ class SupportsHoldInvoice(Protocol):
     """Wallets that issue hold invoices (NIP-47 make/settle/cancel_hold_invoice).
 
     The payer's HTLC is held until the payee settles with the preimage or cancels it; the
-    payee learns the preimage only from the caller, never by itself."""
+    payee learns the preimage only from the caller, never by itself. States of a hold invoice
+    (`lookup_invoice`): PENDING (unpaid) -> ACCEPTED (the payer's money is locked) -> SETTLED
+    (the payee revealed the preimage and has the money) or FAILED (cancelled, or not settled
+    in time: the payer is refunded); an unpaid one past its expiry is EXPIRED.
+
+    Having the methods is not having the feature: an NWC service may not list them, an LNbits
+    funding source may lack them. `hold_invoices_offered` is the answer to act on."""
+
+    async def hold_invoices_offered(self) -> bool:
+        """Whether this wallet, as connected, really issues hold invoices (may do I/O once)."""
+        ...
 
     async def make_hold_invoice(self, amount_msat: int, payment_hash: str, memo: str = "",
                                 expiry_s: int = 600) -> Invoice:
         """Issue a hold invoice for `payment_hash` (the wallet does not know the preimage)."""
         ...
 
+    async def wait_hold_invoice(self, payment_hash: str, timeout: float) -> InvoiceState:
+        """Wait up to `timeout` seconds for the hold invoice to leave PENDING (NIP-47's
+        `hold_invoice_accepted` where the wallet sends it); its state then (PENDING on timeout)."""
+        ...
+
     async def settle_hold_invoice(self, preimage: str) -> None:
-        """Claim a held payment by revealing its preimage."""
+        """Claim a held payment by revealing its preimage (idempotent once settled)."""
         ...
 
     async def cancel_hold_invoice(self, payment_hash: str) -> None:
-        """Give a held payment back to the payer."""
+        """Give a held payment back to the payer, or make an unpaid hold invoice unpayable."""
         ...

@@ -11,6 +11,15 @@ ledger can be paid — there is no network behind it.
 
 Blocking SQLite calls run in a worker thread so a contended ledger never stalls the event loop.
 
+Hold invoices (NIP-47 `make_hold_invoice`, what pay-for-the-key uses over NWC): the payee
+names the payment hash and the ledger never learns the preimage until the payee settles. A
+payment to one is *locked*: the payer's balance is debited and the invoice turns `accepted`
+(the payer's `pay_invoice` keeps waiting, as a Lightning payment to a held HTLC does); then
+either `settle_hold_invoice(preimage)` credits the payee and hands the preimage to the payer,
+or `cancel_hold_invoice` (or the settle deadline, `hold_settle_s` after the lock, checked by
+whoever looks next) gives the money back and the payer's call fails. Each step is one
+transaction, so money is always in exactly one place: the payer, the hold, or the payee.
+
 Settlement is event-driven (`DevWallet.wait_invoice`): a payee waiting for its invoices has
 one watcher per wallet instead of one poller per invoice. The watcher reads
 `PRAGMA data_version` (a counter of commits by other connections, answered from shared
@@ -31,6 +40,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -61,6 +71,9 @@ MAX_AMOUNT_MSAT = 21_000_000 * 100_000_000 * 1000
 _ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 WATCH_TICK_S = 0.005  # how often a waiting payee checks for payments made by other processes
 _WATCH_CHUNK = 500    # hashes per IN (...) query
+HOLD_SETTLE_S = 600.0  # a locked hold payment not settled this long after the lock is refunded
+_HOLD_COLUMNS = (("hold", "INTEGER NOT NULL DEFAULT 0"), ("held_by", "TEXT"), ("accepted_at", "REAL"),
+                 ("settle_deadline", "REAL"))
 
 # same-process wake-ups: resolved ledger path -> watchers waiting on that ledger
 _watchers: dict[str, set["_SettleWatcher"]] = {}
@@ -100,9 +113,13 @@ CREATE TABLE IF NOT EXISTS invoices (
     preimage TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',   -- 'pending' | 'settled'
+    state TEXT NOT NULL DEFAULT 'pending',   -- 'pending' | 'accepted' (hold, money locked) | 'settled' | 'cancelled'
     settled_at REAL,
-    paid_by TEXT
+    paid_by TEXT,
+    hold INTEGER NOT NULL DEFAULT 0,         -- 1: a hold invoice (preimage '' until settled)
+    held_by TEXT,                            -- hold invoices: the payer whose money is locked
+    accepted_at REAL,
+    settle_deadline REAL                     -- hold invoices: refunded if not settled by then
 );
 CREATE TABLE IF NOT EXISTS payments (
     payment_hash TEXT PRIMARY KEY,           -- an invoice is paid at most once in this ledger
@@ -130,6 +147,26 @@ def _check_account(name: str) -> str:
     return name
 
 
+def _state_of(state: str, expires_at: float, now: float) -> InvoiceState:
+    """An invoice row's state as the Wallet protocol names it."""
+    if state == "settled":
+        return InvoiceState.SETTLED
+    if state == "accepted":
+        return InvoiceState.ACCEPTED
+    if state == "cancelled":
+        return InvoiceState.FAILED
+    return InvoiceState.EXPIRED if now >= expires_at else InvoiceState.PENDING
+
+
+@dataclass(frozen=True, slots=True)
+class HeldPayment:
+    """A payment to a hold invoice, locked and waiting for the payee to settle or cancel."""
+
+    payment_hash: str
+    amount_msat: int
+    settle_deadline: float
+
+
 def _check_hash(payment_hash: str) -> str:
     if not isinstance(payment_hash, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", payment_hash):
         raise InvoiceInvalid("payment hash must be 64 hex characters")
@@ -142,8 +179,9 @@ class DevLedger:
     Every process opens its own DevLedger on the same file; SQLite (WAL, BEGIN IMMEDIATE,
     busy_timeout) serialises the writers."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, hold_settle_s: float = HOLD_SETTLE_S):
         self.path = Path(path).expanduser()
+        self.hold_settle_s = hold_settle_s  # set by the payer's process when it locks a hold payment
         self.key = str(self.path.resolve())
         self._wlock = _path_write_lock(self.key)
         if not self.path.parent.is_dir():  # never create folders from a URI: a typo would go unnoticed
@@ -160,6 +198,12 @@ class DevLedger:
             self._lock = threading.Lock()
             with self._lock:
                 self._db.executescript(_SCHEMA)
+                have = {row[1] for row in self._db.execute("PRAGMA table_info(invoices)")}
+            for name, decl in _HOLD_COLUMNS:
+                if name not in have:  # a ledger from before hold invoices
+                    with self._tx() as db:
+                        if name not in {row[1] for row in db.execute("PRAGMA table_info(invoices)")}:
+                            db.execute(f"ALTER TABLE invoices ADD COLUMN {name} {decl}")
             with self._tx() as db:
                 db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('node_secret', ?)",
                            (secrets.token_bytes(32).hex(),))
@@ -215,13 +259,6 @@ class DevLedger:
                      preimage_hex: str | None = None) -> Invoice:
         """Issue an invoice; `preimage_hex` (32 bytes, hex) is the caller's chosen preimage, else random
         (pay-for-the-key delivery: the payment hash is sha256 of the key to a published result)."""
-        if not isinstance(amount_msat, int) or isinstance(amount_msat, bool) or not 0 < amount_msat <= MAX_AMOUNT_MSAT:
-            raise InvoiceInvalid("invoice amount must be a positive integer number of millisats")
-        if not isinstance(expiry_s, int) or not 0 < expiry_s <= MAX_EXPIRY_S:
-            raise InvoiceInvalid(f"invoice expiry must be 1..{MAX_EXPIRY_S} seconds")
-        memo = str(memo or "")
-        if len(memo.encode()) > 639:  # BOLT11 'd' field limit
-            raise InvoiceInvalid("invoice memo must be at most 639 bytes")
         if preimage_hex is None:
             preimage = secrets.token_bytes(32)
         else:
@@ -231,22 +268,60 @@ class DevLedger:
                 raise InvoiceInvalid("preimage must be 32 bytes of hex") from None
             if len(preimage) != 32:
                 raise InvoiceInvalid("preimage must be 32 bytes of hex")
-        payment_hash = hashlib.sha256(preimage).hexdigest()
+        return self._issue(account, amount_msat, memo, expiry_s, hashlib.sha256(preimage).hexdigest(),
+                           preimage.hex(), hold=False)
+
+    def make_hold_invoice(self, account: str, amount_msat: int, payment_hash: str, memo: str,
+                          expiry_s: int) -> Invoice:
+        """Issue a hold invoice for a payment hash the caller chose; the ledger never sees the
+        preimage before `settle_hold`. A payment to it is locked, not settled (module doc)."""
+        return self._issue(account, amount_msat, memo, expiry_s, _check_hash(payment_hash), "", hold=True)
+
+    def _issue(self, account: str, amount_msat: int, memo: str, expiry_s: int, payment_hash: str,
+               preimage_hex: str, *, hold: bool) -> Invoice:
+        if not isinstance(amount_msat, int) or isinstance(amount_msat, bool) or not 0 < amount_msat <= MAX_AMOUNT_MSAT:
+            raise InvoiceInvalid("invoice amount must be a positive integer number of millisats")
+        if not isinstance(expiry_s, int) or not 0 < expiry_s <= MAX_EXPIRY_S:
+            raise InvoiceInvalid(f"invoice expiry must be 1..{MAX_EXPIRY_S} seconds")
+        memo = str(memo or "")
+        if len(memo.encode()) > 639:  # BOLT11 'd' field limit
+            raise InvoiceInvalid("invoice memo must be at most 639 bytes")
         created = int(time.time())
         text = encode_bolt11(node_secret_hex=self._node_secret, network=NETWORK, amount_msat=amount_msat,
                              payment_hash=payment_hash, payment_secret=secrets.token_bytes(32).hex(),
                              memo=memo, expiry_s=expiry_s, created_at=created)
-        with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO accounts(name, balance_msat, created_at) VALUES (?, 0, ?)",
-                       (account, created))
-            db.execute(
-                "INSERT INTO invoices(payment_hash, account, bolt11, amount_msat, memo, preimage, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (payment_hash, account, text, amount_msat, memo, preimage.hex(), created, created + expiry_s))
+        try:
+            with self._tx() as db:
+                db.execute("INSERT OR IGNORE INTO accounts(name, balance_msat, created_at) VALUES (?, 0, ?)",
+                           (account, created))
+                db.execute(
+                    "INSERT INTO invoices(payment_hash, account, bolt11, amount_msat, memo, preimage, created_at,"
+                    " expires_at, hold) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (payment_hash, account, text, amount_msat, memo, preimage_hex, created, created + expiry_s,
+                     int(hold)))
+        except sqlite3.IntegrityError:
+            raise InvoiceInvalid("this ledger already issued an invoice for that payment hash") from None
         return Invoice(bolt11=text, payment_hash=payment_hash, amount_msat=amount_msat, expires_at=created + expiry_s)
 
     def pay_invoice(self, account: str, bolt11: str, max_msat: int, now: float | None = None) -> Payment:
-        """Check and settle in one transaction; raises a typed error and moves nothing otherwise."""
+        """Check and settle in one transaction; raises a typed error and moves nothing otherwise.
+
+        A hold invoice's payment is locked and this call blocks (polling) until the payee
+        settles or cancels it: for synchronous callers; `DevWallet.pay_invoice` waits without
+        holding a thread."""
+        started = self.begin_payment(account, bolt11, max_msat, now)
+        while isinstance(started, HeldPayment):
+            time.sleep(0.05)
+            outcome = self.held_outcome(account, started)
+            if outcome is not None:
+                return outcome
+        return started
+
+    def begin_payment(self, account: str, bolt11: str, max_msat: int,
+                      now: float | None = None) -> Payment | HeldPayment:
+        """Pay in one transaction: settled (a Payment), or, for a hold invoice, locked (a
+        HeldPayment: the payer's money is debited and held for the payee). Raises a typed
+        error and moves nothing otherwise."""
         if not isinstance(max_msat, int) or isinstance(max_msat, bool) or max_msat < 0:
             raise PaymentFailed("max_msat must be a non-negative integer")
         decoded = self._issued_here(bolt11) or decode_bolt11(bolt11)
@@ -258,15 +333,20 @@ class DevLedger:
             raise AmountAboveMax(f"invoice asks {decoded.amount_msat} msat, above the allowed {max_msat} msat")
         with self._tx() as db:
             row = db.execute(
-                "SELECT account, bolt11, amount_msat, preimage, expires_at, state, paid_by FROM invoices"
+                "SELECT account, bolt11, amount_msat, preimage, expires_at, state, paid_by, hold, held_by FROM invoices"
                 " WHERE payment_hash = ?", (decoded.payment_hash,)).fetchone()
             if row is None:
                 raise PaymentFailed("no route: the dev wallet can only pay invoices issued by the same dev ledger")
-            payee, stored_bolt11, amount, preimage, expires_at, state, paid_by = row
+            payee, stored_bolt11, amount, preimage, expires_at, state, paid_by, hold, held_by = row
             if stored_bolt11 != decoded.bolt11:
                 raise PaymentFailed("invoice does not match the one issued for this payment hash")
             if state == "settled":
                 raise AlreadyPaid(f"invoice already paid{' by this account' if paid_by == account else ''}")
+            if state == "accepted":
+                raise AlreadyPaid(f"invoice already paid{' by this account' if held_by == account else ''}"
+                                  " (held until the payee settles it)")
+            if state == "cancelled":
+                raise PaymentFailed("the payee cancelled this invoice; ask for a new one")
             t = time.time() if now is None else now
             if t >= expires_at:
                 raise InvoiceExpired("invoice expired; ask the payee for a new one")
@@ -278,12 +358,20 @@ class DevLedger:
                     f"balance {bal[0] if bal else 0} msat is below the invoice amount {amount} msat"
                     " (fund it with `pylon wallet fund`)")
             db.execute("UPDATE accounts SET balance_msat = balance_msat - ? WHERE name = ?", (amount, account))
-            db.execute("UPDATE accounts SET balance_msat = balance_msat + ? WHERE name = ?", (amount, payee))
-            db.execute("UPDATE invoices SET state = 'settled', settled_at = ?, paid_by = ? WHERE payment_hash = ?",
-                       (t, account, decoded.payment_hash))
-            db.execute("INSERT INTO payments(payment_hash, payer, payee, amount_msat, fee_msat, preimage, paid_at)"
-                       " VALUES (?, ?, ?, ?, 0, ?, ?)", (decoded.payment_hash, account, payee, amount, preimage, t))
+            if hold:  # locked: the payee gets it when it settles with the preimage, the payer if it cancels
+                deadline = t + self.hold_settle_s
+                db.execute("UPDATE invoices SET state = 'accepted', held_by = ?, accepted_at = ?, settle_deadline = ?"
+                           " WHERE payment_hash = ?", (account, t, deadline, decoded.payment_hash))
+            else:
+                db.execute("UPDATE accounts SET balance_msat = balance_msat + ? WHERE name = ?", (amount, payee))
+                db.execute("UPDATE invoices SET state = 'settled', settled_at = ?, paid_by = ? WHERE payment_hash = ?",
+                           (t, account, decoded.payment_hash))
+                db.execute("INSERT INTO payments(payment_hash, payer, payee, amount_msat, fee_msat, preimage, paid_at)"
+                           " VALUES (?, ?, ?, ?, 0, ?, ?)", (decoded.payment_hash, account, payee, amount, preimage, t))
         _notify_settled(self.key)
+        if hold:
+            log.debug("dev wallet: %s locked %s msat for hold invoice %s", account, amount, decoded.payment_hash[:12])
+            return HeldPayment(decoded.payment_hash, amount, deadline)
         log.debug("dev wallet: %s paid %s msat for %s", account, amount, decoded.payment_hash[:12])
         return Payment(preimage=preimage, fee_msat=0, payment_hash=decoded.payment_hash, amount_msat=amount)
 
@@ -310,13 +398,116 @@ class DevLedger:
 
     def lookup_invoice(self, account: str, payment_hash: str, now: float | None = None) -> InvoiceState:
         ph = _check_hash(payment_hash)
-        rows = self._read("SELECT state, expires_at FROM invoices WHERE payment_hash = ? AND account = ?", (ph, account))
+        rows = self._read("SELECT state, expires_at, settle_deadline FROM invoices WHERE payment_hash = ? AND account = ?",
+                          (ph, account))
         if not rows:
             raise InvoiceNotFound(f"no invoice {ph[:16]}… issued by this account")
-        state, expires_at = rows[0]
-        if state == "settled":
+        state, expires_at, deadline = rows[0]
+        t = time.time() if now is None else now
+        if state == "accepted" and deadline is not None and t > deadline and self.cancel_overdue(ph, t):
+            return InvoiceState.FAILED
+        return _state_of(state, expires_at, t)
+
+    # -- hold invoices --------------------------------------------------------------------
+    def settle_hold(self, account: str, preimage_hex: str, now: float | None = None) -> None:
+        """The payee reveals the preimage: the locked money is credited to it and the payer's
+        payment completes with that preimage. Settling twice is a no-op."""
+        try:
+            preimage = bytes.fromhex(preimage_hex)
+        except (TypeError, ValueError):
+            raise InvoiceInvalid("preimage must be 32 bytes of hex") from None
+        if len(preimage) != 32:
+            raise InvoiceInvalid("preimage must be 32 bytes of hex")
+        ph = hashlib.sha256(preimage).hexdigest()
+        t = time.time() if now is None else now
+        overdue = False
+        with self._tx() as db:
+            row = db.execute("SELECT account, amount_msat, state, held_by, settle_deadline FROM invoices"
+                             " WHERE payment_hash = ? AND hold = 1", (ph,)).fetchone()
+            if row is None or row[0] != account:
+                raise InvoiceNotFound(f"no hold invoice {ph[:16]}… issued by this account")
+            _, amount, state, payer, deadline = row
+            if state == "settled":
+                return
+            if state == "cancelled":
+                raise PaymentFailed("the hold invoice was cancelled (its payer was refunded): nothing to settle")
+            if state != "accepted":
+                raise PaymentFailed("no payment is held for this hold invoice yet")
+            if deadline is not None and t > deadline:
+                self._refund_hold(db, ph, payer, amount)
+                overdue = True
+            else:
+                db.execute("UPDATE accounts SET balance_msat = balance_msat + ? WHERE name = ?", (amount, account))
+                db.execute("UPDATE invoices SET state = 'settled', preimage = ?, settled_at = ?, paid_by = ?"
+                           " WHERE payment_hash = ?", (preimage.hex(), t, payer, ph))
+                db.execute("INSERT INTO payments(payment_hash, payer, payee, amount_msat, fee_msat, preimage, paid_at)"
+                           " VALUES (?, ?, ?, ?, 0, ?, ?)", (ph, payer, account, amount, preimage.hex(), t))
+        _notify_settled(self.key)
+        if overdue:
+            raise PaymentFailed("the held payment was not settled before its deadline and went back to the payer")
+
+    def cancel_hold(self, account: str, payment_hash: str) -> None:
+        """The payee gives up: a locked payment goes back to the payer; an unpaid hold invoice
+        can no longer be paid. Cancelling twice is a no-op; a settled one cannot be cancelled."""
+        ph = _check_hash(payment_hash)
+        with self._tx() as db:
+            row = db.execute("SELECT account, amount_msat, state, held_by FROM invoices"
+                             " WHERE payment_hash = ? AND hold = 1", (ph,)).fetchone()
+            if row is None or row[0] != account:
+                raise InvoiceNotFound(f"no hold invoice {ph[:16]}… issued by this account")
+            _, amount, state, payer = row
+            if state == "settled":
+                raise AlreadyPaid("the hold invoice is settled already; it cannot be cancelled")
+            if state == "accepted":
+                self._refund_hold(db, ph, payer, amount)
+            elif state == "pending":
+                db.execute("UPDATE invoices SET state = 'cancelled' WHERE payment_hash = ?", (ph,))
+        _notify_settled(self.key)
+
+    def cancel_overdue(self, payment_hash: str, now: float | None = None) -> bool:
+        """Refund a locked payment whose settle deadline has passed; True if this call did."""
+        t = time.time() if now is None else now
+        with self._tx() as db:
+            row = db.execute("SELECT amount_msat, held_by FROM invoices WHERE payment_hash = ? AND hold = 1"
+                             " AND state = 'accepted' AND settle_deadline < ?", (payment_hash, t)).fetchone()
+            if row is None:
+                return False
+            self._refund_hold(db, payment_hash, row[1], row[0])
+        _notify_settled(self.key)
+        log.info("dev wallet: hold payment %s not settled in time; refunded", payment_hash[:12])
+        return True
+
+    @staticmethod
+    def _refund_hold(db: sqlite3.Connection, payment_hash: str, payer: str, amount: int) -> None:
+        db.execute("UPDATE accounts SET balance_msat = balance_msat + ? WHERE name = ?", (amount, payer))
+        db.execute("UPDATE invoices SET state = 'cancelled' WHERE payment_hash = ?", (payment_hash,))
+
+    def held_outcome(self, account: str, held: HeldPayment, now: float | None = None) -> Payment | None:
+        """Where `account`'s locked payment stands: its Payment once settled, None while still
+        held; PaymentFailed once cancelled or refunded (past the settle deadline)."""
+        details = self.payment_details(account, held.payment_hash)
+        if details is not None:
+            return details
+        rows = self._read("SELECT state, held_by FROM invoices WHERE payment_hash = ?", (held.payment_hash,))
+        if not rows or rows[0][1] != account or rows[0][0] == "cancelled":
+            raise PaymentFailed("the payee cancelled the hold invoice; the payment went back to this wallet")
+        if rows[0][0] == "accepted" and (time.time() if now is None else now) > held.settle_deadline:
+            self.cancel_overdue(held.payment_hash, now)
+            raise PaymentFailed("the payee did not settle the held payment in time; it went back to this wallet")
+        return None
+
+    def payment_state(self, account: str, payment_hash: str) -> InvoiceState:
+        """lookup_payment: SETTLED (paid), PENDING (locked in a hold invoice), FAILED (no payment)."""
+        ph = _check_hash(payment_hash)
+        if self.payment_details(account, ph) is not None:
             return InvoiceState.SETTLED
-        return InvoiceState.EXPIRED if (time.time() if now is None else now) >= expires_at else InvoiceState.PENDING
+        rows = self._read("SELECT settle_deadline FROM invoices WHERE payment_hash = ? AND held_by = ?"
+                          " AND state = 'accepted'", (ph, account))
+        if not rows:
+            return InvoiceState.FAILED
+        if rows[0][0] is not None and time.time() > rows[0][0] and self.cancel_overdue(ph):
+            return InvoiceState.FAILED
+        return InvoiceState.PENDING
 
     def payment_details(self, account: str, payment_hash: str) -> Payment | None:
         ph = _check_hash(payment_hash)
@@ -329,14 +520,17 @@ class DevLedger:
 
 
 class _SettleWatcher:
-    """One payee account's invoices being waited on, checked together (see the module doc).
+    """One account's invoices being waited on, checked together (see the module doc): the
+    payee's own invoices (`account` set), or, for a payer waiting on held payments, invoices
+    of any account (`account` None). Each waiter waits for the state to differ from the one
+    it names (PENDING for a payee, ACCEPTED for a payer whose payment is held).
 
     Lives on one event loop; its read connection is used from that loop's thread only."""
 
-    def __init__(self, ledger: DevLedger, account: str) -> None:
+    def __init__(self, ledger: DevLedger, account: str | None) -> None:
         self.ledger = ledger
         self.account = account
-        self._waiters: dict[str, list[asyncio.Future[InvoiceState]]] = {}
+        self._waiters: dict[str, list[tuple[InvoiceState, asyncio.Future[InvoiceState]]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -353,13 +547,15 @@ class _SettleWatcher:
         except RuntimeError:  # loop closed
             pass
 
-    async def wait(self, payment_hash: str, timeout: float) -> InvoiceState:
+    async def wait(self, payment_hash: str, timeout: float, leave: InvoiceState = InvoiceState.PENDING) -> InvoiceState:
+        """The invoice's state once it is no longer `leave`; `leave` itself on timeout."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # first use, or a new loop (tests): start over on this one
             self._stop_db()
             self._loop, self._wake, self._task = loop, asyncio.Event(), None
         fut: asyncio.Future[InvoiceState] = loop.create_future()
-        self._waiters.setdefault(payment_hash, []).append(fut)
+        entry = (leave, fut)
+        self._waiters.setdefault(payment_hash, []).append(entry)
         self._fresh = True
         assert self._wake is not None
         self._wake.set()
@@ -370,13 +566,13 @@ class _SettleWatcher:
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
-            return InvoiceState.PENDING
+            return leave
         finally:
-            futs = self._waiters.get(payment_hash)
-            if futs is not None:
-                if fut in futs:
-                    futs.remove(fut)
-                if not futs:
+            entries = self._waiters.get(payment_hash)
+            if entries is not None:
+                if entry in entries:
+                    entries.remove(entry)
+                if not entries:
                     del self._waiters[payment_hash]
 
     async def _run(self) -> None:
@@ -412,22 +608,24 @@ class _SettleWatcher:
             now = time.time()
             for i in range(0, len(hashes), _WATCH_CHUNK):
                 chunk = hashes[i:i + _WATCH_CHUNK]
-                rows = self._db.execute(
-                    f"SELECT payment_hash, state, expires_at FROM invoices WHERE account = ? AND payment_hash IN"
-                    f" ({','.join('?' * len(chunk))})", (self.account, *chunk)).fetchall()
+                marks = ','.join('?' * len(chunk))
+                if self.account is None:
+                    rows = self._db.execute(f"SELECT payment_hash, state, expires_at FROM invoices WHERE payment_hash"
+                                            f" IN ({marks})", chunk).fetchall()
+                else:
+                    rows = self._db.execute(
+                        f"SELECT payment_hash, state, expires_at FROM invoices WHERE account = ? AND payment_hash IN"
+                        f" ({marks})", (self.account, *chunk)).fetchall()
                 for ph, state, expires_at in rows:
-                    if state == "settled":
-                        self._resolve(ph, InvoiceState.SETTLED)
-                    elif now >= expires_at:
-                        self._resolve(ph, InvoiceState.EXPIRED)
+                    self._resolve(ph, _state_of(state, expires_at, now))
             self._version = version
         except sqlite3.Error as exc:  # busy or briefly unreadable: the next tick tries again
             log.debug("dev wallet watcher: %s", exc)
             self._fresh = True
 
     def _resolve(self, payment_hash: str, state: InvoiceState) -> None:
-        for fut in self._waiters.get(payment_hash, ()):
-            if not fut.done():
+        for leave, fut in self._waiters.get(payment_hash, ()):
+            if state != leave and not fut.done():
                 fut.set_result(state)
 
     def _stop_db(self) -> None:
@@ -441,8 +639,8 @@ class _SettleWatcher:
 
     async def aclose(self) -> None:
         task = self._task
-        for futs in self._waiters.values():
-            for fut in futs:
+        for entries in self._waiters.values():
+            for _, fut in entries:
                 if not fut.done():
                     fut.cancel()
         self._waiters.clear()
@@ -482,6 +680,7 @@ class DevWallet:
         self.ledger.ensure_account(self.account)
         self._closed = False
         self._watcher = _SettleWatcher(self.ledger, self.account)
+        self._payer_watcher = _SettleWatcher(self.ledger, None)  # our payments held by hold invoices
 
     @classmethod
     def from_uri(cls, uri: str) -> "DevWallet":
@@ -509,7 +708,19 @@ class DevWallet:
             raise WalletUnreachable(f"dev ledger {self.path} failed: {exc}") from None
 
     async def pay_invoice(self, bolt11: str, *, max_msat: int) -> Payment:
-        return await self._call(self.ledger.pay_invoice, self.account, bolt11, max_msat)
+        """Pay; for a hold invoice, the money is locked and this waits (as a Lightning payment
+        to a held HTLC does) until the payee settles (the preimage comes back) or cancels
+        (PaymentFailed, the money is back). Cancelled meanwhile: the payment stays locked and
+        `lookup_payment` says PENDING until it is decided."""
+        started = await self._call(self.ledger.begin_payment, self.account, bolt11, max_msat)
+        while isinstance(started, HeldPayment):
+            outcome = await self._call(self.ledger.held_outcome, self.account, started)
+            if outcome is not None:
+                return outcome
+            left = started.settle_deadline - time.time()
+            await self._payer_watcher.wait(started.payment_hash, max(min(left + 0.05, 30.0), 0.05),
+                                           leave=InvoiceState.ACCEPTED)
+        return started
 
     async def make_invoice(self, amount_msat: int, memo: str = "", expiry_s: int = 600) -> Invoice:
         return await self._call(self.ledger.make_invoice, self.account, amount_msat, memo, expiry_s)
@@ -518,6 +729,25 @@ class DevWallet:
                                          expiry_s: int = 600) -> Invoice:
         """wallet.base.SupportsPreimageInvoice: an invoice whose hash is sha256(preimage)."""
         return await self._call(self.ledger.make_invoice, self.account, amount_msat, memo, expiry_s, preimage)
+
+    async def make_hold_invoice(self, amount_msat: int, payment_hash: str, memo: str = "",
+                                expiry_s: int = 600) -> Invoice:
+        """wallet.base.SupportsHoldInvoice: an invoice for a hash whose preimage only the caller knows."""
+        return await self._call(self.ledger.make_hold_invoice, self.account, amount_msat, payment_hash, memo, expiry_s)
+
+    async def hold_invoices_offered(self) -> bool:
+        return True
+
+    async def wait_hold_invoice(self, payment_hash: str, timeout: float) -> InvoiceState:
+        """Wait until a payment to this hold invoice is locked (ACCEPTED), or it settles, expires
+        or is cancelled; PENDING on timeout."""
+        return await self.wait_invoice(payment_hash, timeout)
+
+    async def settle_hold_invoice(self, preimage: str) -> None:
+        await self._call(self.ledger.settle_hold, self.account, preimage)
+
+    async def cancel_hold_invoice(self, payment_hash: str) -> None:
+        await self._call(self.ledger.cancel_hold, self.account, payment_hash)
 
     async def lookup_invoice(self, payment_hash: str) -> InvoiceState:
         return await self._call(self.ledger.lookup_invoice, self.account, payment_hash)
@@ -535,8 +765,7 @@ class DevWallet:
         return await self._watcher.wait(_check_hash(payment_hash), timeout)
 
     async def lookup_payment(self, payment_hash: str) -> InvoiceState:
-        details = await self.payment_details(payment_hash)
-        return InvoiceState.SETTLED if details else InvoiceState.FAILED
+        return await self._call(self.ledger.payment_state, self.account, payment_hash)
 
     async def payment_details(self, payment_hash: str) -> Payment | None:
         return await self._call(self.ledger.payment_details, self.account, payment_hash)
@@ -552,6 +781,7 @@ class DevWallet:
         if not self._closed:
             self._closed = True
             await self._watcher.aclose()
+            await self._payer_watcher.aclose()
             self.ledger.close()
 
     async def __aenter__(self) -> "DevWallet":

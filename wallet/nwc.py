@@ -14,12 +14,20 @@ Encryption: NIP-44 v2, unless the wallet's info event (kind 13194) exists and do
 "nip44_v2" in its `encryption` tag — then NIP-04, as NIP-47 prescribes for old wallets.
 `await wallet.connect()` (or `wallet.connect_wallet(uri)`) fetches the info event and, via
 get_info, the wallet's network; until then `network` is the URI's `network=` value or "bitcoin".
+
+Hold invoices (NIP-47 make/settle/cancel_hold_invoice): offered when the wallet's info event
+(or get_info) lists all three methods — `hold_invoices_offered()`. The same subscription also
+takes the wallet's notifications (kinds 23197 and 23196, `#p` = us); `hold_invoice_accepted`
+wakes `wait_hold_invoice` at once. Notifications are ephemeral (one missed while no relay was
+connected is gone), so `wait_hold_invoice` also asks `lookup_invoice` at the start and every
+`hold_poll_s` — the notification makes it fast, the lookup makes it certain.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from typing import Any
@@ -43,15 +51,20 @@ from wallet.errors import (
     WalletUnreachable,
 )
 from wallet.nwc_proto import (
+    HOLD_ACCEPTED,
+    HOLD_METHODS,
     INFO_KIND,
+    LEGACY_NOTIFICATION_KIND,
     NIP04,
     NIP44,
+    NOTIFICATION_KIND,
     REQUEST_KIND,
     RESPONSE_KIND,
     ConnectionUri,
     decrypt,
     encrypt,
     error_from_response,
+    info_notifications,
     info_schemes,
 )
 from wallet.uri import redact_uri
@@ -74,6 +87,10 @@ class NwcWallet:
         self.network = network if network in NETWORKS else "bitcoin"
         self.encryption: str = NIP44
         self.methods: set[str] | None = None   # from the info event, when found
+        self.notifications: set[str] = set()     # notification types the wallet sends
+        self.hold_poll_s = 5.0                   # wait_hold_invoice asks lookup_invoice this often
+        self._accepted: set[str] = set()         # payment hashes named by hold_invoice_accepted
+        self._accepted_wake: dict[str, asyncio.Event] = {}
         self._pool = pool
         self._own_pool = pool is None
         self._sub: Subscription | None = None
@@ -117,7 +134,9 @@ class NwcWallet:
                 raise WalletUnreachable(f"no NWC relay reachable: {exc}") from None
             flt = Filter.of(kinds=[RESPONSE_KIND], authors=[self.conn.wallet_pubkey], p=[self.keys.public_key],
                             since=int(time.time()) - 60)
-            self._sub = self._pool.subscribe([flt])
+            notes = Filter.of(kinds=[NOTIFICATION_KIND, LEGACY_NOTIFICATION_KIND], authors=[self.conn.wallet_pubkey],
+                              p=[self.keys.public_key], since=int(time.time()) - 60)
+            self._sub = self._pool.subscribe([flt, notes])
             await self._sub.open()
             with contextlib.suppress(asyncio.TimeoutError):
                 await self._sub.wait_eose(self.connect_timeout)
@@ -138,6 +157,7 @@ class NwcWallet:
         if infos:
             info = infos[0]
             self.methods = set(info.content.split())
+            self.notifications = set(info_notifications(info.tags))
             self.encryption = NIP44 if NIP44 in info_schemes(info.tags) else NIP04
         else:
             log.warning("NWC wallet %s… published no info event; using NIP-44 v2", self.conn.wallet_pubkey[:12])
@@ -154,6 +174,8 @@ class NwcWallet:
                     self.network = net
                 if isinstance(result.get("methods"), list) and self.methods is None:
                     self.methods = {str(m) for m in result["methods"]}
+                if isinstance(result.get("notifications"), list) and not self.notifications:
+                    self.notifications = {str(n) for n in result["notifications"]}
         self._connected = True
         return self
 
@@ -161,7 +183,10 @@ class NwcWallet:
         assert self._sub is not None
         try:
             async for event in self._sub:
-                self._on_response(event)
+                if event.kind in (NOTIFICATION_KIND, LEGACY_NOTIFICATION_KIND):
+                    self._on_notification(event)
+                else:
+                    self._on_response(event)
         except Exception as exc:  # subscription closed by the relays: fail everything waiting
             for fut in self._pending.values():
                 if not fut.done():
@@ -180,6 +205,27 @@ class NwcWallet:
                 continue
             fut.set_result(payload)
             return
+
+    def _on_notification(self, event: Event) -> None:
+        if not any(t[:2] == ["p", self.keys.public_key] for t in event.tags):
+            return
+        try:
+            payload = decrypt(self.keys, self.conn.wallet_pubkey, event.content)
+        except (DecryptionError, InvalidKey, ValueError) as exc:
+            log.debug("undecryptable NWC notification %s: %s", event.id[:12], type(exc).__name__)
+            return
+        note = payload.get("notification")
+        if payload.get("notification_type") != HOLD_ACCEPTED or not isinstance(note, dict):
+            return  # other notifications (payment_received, payment_sent): nothing here waits on them
+        ph = str(note.get("payment_hash") or "").lower()
+        if len(ph) != 64:
+            return
+        if len(self._accepted) > 100_000:
+            self._accepted.clear()
+        self._accepted.add(ph)
+        wake = self._accepted_wake.get(ph)
+        if wake is not None:
+            wake.set()
 
     # -- requests ------------------------------------------------------------------------------------
     async def request(self, method: str, params: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
@@ -246,6 +292,61 @@ class NwcWallet:
         return Invoice(bolt11=bolt11, payment_hash=decoded.payment_hash, amount_msat=amount_msat,
                        expires_at=decoded.expires_at)
 
+    # -- hold invoices (wallet.base.SupportsHoldInvoice) ------------------------------------------------
+    async def hold_invoices_offered(self) -> bool:
+        """True when the wallet lists make/settle/cancel_hold_invoice (info event or get_info)."""
+        await self.connect()
+        return self.methods is not None and set(HOLD_METHODS) <= self.methods
+
+    async def make_hold_invoice(self, amount_msat: int, payment_hash: str, memo: str = "",
+                                expiry_s: int = 600) -> Invoice:
+        if not isinstance(amount_msat, int) or isinstance(amount_msat, bool) or amount_msat <= 0:
+            raise InvoiceInvalid("invoice amount must be a positive integer number of millisats")
+        ph = _hash(payment_hash)
+        result = await self.request("make_hold_invoice", {"amount": amount_msat, "payment_hash": ph,
+                                                          "description": memo or "", "expiry": int(expiry_s)})
+        bolt11 = result.get("invoice")
+        if not isinstance(bolt11, str):
+            raise WalletError("NWC make_hold_invoice answer has no invoice")
+        decoded = decode_bolt11(bolt11)
+        if decoded.payment_hash != ph:
+            raise WalletError("NWC wallet issued a hold invoice for another payment hash")
+        if decoded.amount_msat != amount_msat:
+            raise WalletError(f"NWC wallet issued an invoice for {decoded.amount_msat} msat, asked {amount_msat}")
+        return Invoice(bolt11=bolt11, payment_hash=ph, amount_msat=amount_msat, expires_at=decoded.expires_at)
+
+    async def wait_hold_invoice(self, payment_hash: str, timeout: float) -> InvoiceState:
+        """Until a payment to the hold invoice is locked (the `hold_invoice_accepted` notification,
+        or `lookup_invoice` saying accepted) or it settles/expires/fails; PENDING on timeout."""
+        ph = _hash(payment_hash)
+        await self._start()
+        deadline = time.monotonic() + max(timeout, 0.0)
+        wake = self._accepted_wake.setdefault(ph, asyncio.Event())
+        try:
+            while True:
+                if ph in self._accepted:
+                    return InvoiceState.ACCEPTED
+                state = await self.lookup_invoice(ph)
+                if state != InvoiceState.PENDING:
+                    return state
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return InvoiceState.PENDING
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), min(left, self.hold_poll_s))
+        finally:
+            self._accepted_wake.pop(ph, None)
+
+    async def settle_hold_invoice(self, preimage: str) -> None:
+        key = _hash(preimage)  # 32 bytes of hex, like a hash
+        await self.request("settle_hold_invoice", {"preimage": key})
+        self._accepted.discard(hashlib.sha256(bytes.fromhex(key)).hexdigest())
+
+    async def cancel_hold_invoice(self, payment_hash: str) -> None:
+        ph = _hash(payment_hash)
+        await self.request("cancel_hold_invoice", {"payment_hash": ph})
+        self._accepted.discard(ph)
+
     async def _lookup(self, payment_hash: str) -> dict[str, Any] | None:
         ph = payment_hash.lower()
         if len(ph) != 64 or any(c not in "0123456789abcdef" for c in ph):
@@ -258,7 +359,7 @@ class NwcWallet:
     @staticmethod
     def _state(tx: dict[str, Any]) -> InvoiceState:
         state = str(tx.get("state") or "").lower()
-        if state in ("settled", "pending", "expired", "failed"):
+        if state in ("settled", "pending", "accepted", "expired", "failed"):
             return InvoiceState(state)
         if tx.get("settled_at") or tx.get("preimage") and tx.get("type") == "outgoing":
             return InvoiceState.SETTLED
@@ -312,6 +413,14 @@ class NwcWallet:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _hash(value: Any) -> str:
+    """32 bytes of lowercase hex (a payment hash or a preimage), else InvoiceInvalid."""
+    text = str(value or "").lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise InvoiceInvalid("payment hash and preimage must be 64 hex characters")
+    return text
 
 
 def _int(value: Any) -> int:

@@ -3,7 +3,9 @@
 - the connection URI `nostr+walletconnect://<wallet pubkey>?relay=<url>&relay=…&secret=<hex>`;
 - payload encryption: NIP-44 v2 (request tagged `["encryption", "nip44_v2"]`) or the legacy
   NIP-04 (no tag), chosen per request and mirrored by the response;
-- the error codes and their mapping to/from wallet.errors.
+- the error codes and their mapping to/from wallet.errors;
+- notification kinds and the hold-invoice method names (NIP-47 `make_hold_invoice`,
+  `settle_hold_invoice`, `cancel_hold_invoice`, notification `hold_invoice_accepted`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from wallet import errors as E
 
 SCHEME = "nostr+walletconnect"
 INFO_KIND, REQUEST_KIND, RESPONSE_KIND = 13194, 23194, 23195
+#: Notifications (NIP-47 "Notification Events"): 23197 is NIP-44 encrypted, 23196 the NIP-04
+#: twin a service that speaks both also publishes (for legacy clients).
+NOTIFICATION_KIND, LEGACY_NOTIFICATION_KIND = 23197, 23196
+HOLD_METHODS = ("make_hold_invoice", "settle_hold_invoice", "cancel_hold_invoice")
+HOLD_ACCEPTED = "hold_invoice_accepted"  # the notification that a payment to a hold invoice is locked
 NIP44 = "nip44_v2"
 NIP04 = "nip04"
 MAX_CONTENT = 64 * 1024
@@ -134,3 +141,13 @@ def info_schemes(tags: list[list[str]]) -> list[str]:
             for v in t[1:]:
                 out.extend(v.split())
     return out or [NIP04]
+
+
+def info_notifications(tags: list[list[str]]) -> list[str]:
+    """Notification types an info event advertises (`["notifications", "hold_invoice_accepted …"]`)."""
+    out: list[str] = []
+    for t in tags:
+        if t and t[0] == "notifications":
+            for v in t[1:]:
+                out.extend(v.split())
+    return out

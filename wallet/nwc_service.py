@@ -20,7 +20,14 @@ Rules it enforces:
   amount is reserved before paying, so concurrent requests cannot overspend together;
 - requests past their `expiration` tag are ignored; answers mirror the request's encryption
   (NIP-44 v2 when tagged `["encryption","nip44_v2"]`, else NIP-04).
-Methods: pay_invoice, make_invoice, lookup_invoice, get_balance, get_info. Client secrets are
+Methods: pay_invoice, make_invoice, lookup_invoice, get_balance, get_info; and, when the
+wallet issues hold invoices (`SupportsHoldInvoice.hold_invoices_offered`, the dev wallet does),
+make_hold_invoice, settle_hold_invoice, cancel_hold_invoice with the `hold_invoice_accepted`
+notification (kind 23197, NIP-44, and its NIP-04 twin 23196) sent to the connection that made
+the invoice as soon as a payment to it is locked. A hold invoice can be settled or cancelled
+only by the connection that made it (while this service runs; after a restart, by any of its
+connections: the wallet still checks it is its own invoice). settle/cancel skip the request
+semaphore: they are what frees the held payments that may be filling it. Client secrets are
 not kept: only their pubkeys (NIP-47: the service must not rely on knowing them).
 """
 
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -40,14 +48,25 @@ from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
 from pylon.relay.pool import RelayPool
-from wallet.base import InvoiceState, SupportsNodePubkey, SupportsPaymentDetails, Wallet
+from wallet.base import InvoiceState, SupportsHoldInvoice, SupportsNodePubkey, SupportsPaymentDetails, Wallet
 from wallet.bolt11_codec import decode_bolt11
 from wallet.replay import ReplayWindow
-from wallet.errors import InvoiceInvalid, InvoiceNotFound, NotImplementedByWallet, QuotaExceeded, WalletError
+from wallet.errors import (
+    InvoiceInvalid,
+    InvoiceNotFound,
+    NotImplementedByWallet,
+    QuotaExceeded,
+    Unauthorized,
+    WalletError,
+)
 from wallet.nwc_proto import (
+    HOLD_ACCEPTED,
+    HOLD_METHODS,
     INFO_KIND,
+    LEGACY_NOTIFICATION_KIND,
     NIP04,
     NIP44,
+    NOTIFICATION_KIND,
     REQUEST_KIND,
     RESPONSE_KIND,
     ConnectionUri,
@@ -64,6 +83,7 @@ _UNAUTH_WINDOW_S = 60.0
 _UNAUTH_REPLIES_PER_WINDOW = 10
 _UNAUTH_PER_SECOND = 2.0  # UNAUTHORIZED replies over all unknown keys together
 _UNAUTH_BURST = 20
+HOLD_WATCH_SLICE_S = 30.0  # a hold invoice's watcher re-asks the wallet at least this often
 
 
 @dataclass
@@ -103,6 +123,9 @@ class NwcService:
         self._unauth_tokens = float(_UNAUTH_BURST)
         self._unauth_stamp = time.monotonic()
         self._issued: dict[str, dict[str, Any]] = {}  # payment_hash -> invoice fields, for lookups
+        self._hold_owner: dict[str, str] = {}  # payment_hash -> client pubkey that made the hold invoice
+        self.methods: tuple[str, ...] = METHODS  # + HOLD_METHODS once run() found the wallet offers them
+        self.notifications: tuple[str, ...] = ()
         self.ready = asyncio.Event()
         self.stats: dict[str, Any] = {"requests": 0, "unauthorized": 0, "errors": 0, "paid_msat": 0, "by_scheme": {}}
 
@@ -158,6 +181,9 @@ class NwcService:
         if self._pool is None:
             self._pool = RelayPool(self.relays, keys=self.keys)
         pool = self._pool
+        if isinstance(self.wallet, SupportsHoldInvoice) and await self.wallet.hold_invoices_offered():
+            self.methods = METHODS + HOLD_METHODS + ("notifications",)
+            self.notifications = (HOLD_ACCEPTED,)
         try:
             await pool.start()
             try:
@@ -182,7 +208,10 @@ class NwcService:
 
     async def publish_info(self) -> None:
         assert self._pool is not None
-        info = Event.build(self.keys, INFO_KIND, " ".join(METHODS), [["encryption", f"{NIP44} {NIP04}"]])
+        tags = [["encryption", f"{NIP44} {NIP04}"]]
+        if self.notifications:
+            tags.append(["notifications", " ".join(self.notifications)])
+        info = Event.build(self.keys, INFO_KIND, " ".join(self.methods), tags)
         await self._pool.publish(info)
 
     def _spawn(self, coro: Any) -> None:
@@ -224,7 +253,9 @@ class NwcService:
             return
         self.stats["requests"] += 1
         self.stats["by_scheme"][scheme] = self.stats["by_scheme"].get(scheme, 0) + 1
-        async with self._sem:
+        # settling/cancelling a hold frees a held payment that may be holding a slot: never queue it
+        gate: Any = contextlib.nullcontext() if method in ("settle_hold_invoice", "cancel_hold_invoice") else self._sem
+        async with gate:
             try:
                 result = await self._dispatch(conn, method, params)
             except WalletError as exc:
@@ -272,6 +303,8 @@ class NwcService:
                 self._issued.clear()
             self._issued[inv.payment_hash] = tx
             return {**tx, "state": "pending"}
+        if method in HOLD_METHODS and method in self.methods:
+            return await self._hold(conn, method, params)
         if method == "lookup_invoice":
             return await self._lookup(params)
         if method == "get_balance":
@@ -281,8 +314,89 @@ class NwcService:
             pubkey = self.wallet.node_pubkey if isinstance(self.wallet, SupportsNodePubkey) else ""
             return {"alias": "pylon-nwc", "color": "", "pubkey": pubkey,
                     "network": "mainnet" if net == "bitcoin" else net, "block_height": 0, "block_hash": "",
-                    "methods": list(METHODS), "notifications": []}
+                    "methods": list(self.methods), "notifications": list(self.notifications)}
         raise NotImplementedByWallet(f"method {method!r} is not implemented")
+
+    # -- hold invoices ---------------------------------------------------------------------------------------
+    async def _hold(self, conn: NwcConnection, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        wallet = self.wallet
+        assert isinstance(wallet, SupportsHoldInvoice)  # self.methods lists these only then
+        if method == "make_hold_invoice":
+            amount, ph = params.get("amount"), params.get("payment_hash")
+            if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+                raise InvoiceInvalid("amount (msat) must be a positive integer")
+            if not isinstance(ph, str) or len(ph) != 64:
+                raise InvoiceInvalid("make_hold_invoice needs payment_hash (64 hex)")
+            expiry = params.get("expiry")
+            inv = await wallet.make_hold_invoice(amount, ph.lower(), str(params.get("description") or ""),
+                                                 int(expiry) if isinstance(expiry, int) and expiry > 0 else 600)
+            d = decode_bolt11(inv.bolt11)
+            tx = {"type": "incoming", "invoice": inv.bolt11, "payment_hash": inv.payment_hash,
+                  "amount": inv.amount_msat, "description": d.description or "", "fees_paid": 0,
+                  "created_at": d.created_at, "expires_at": inv.expires_at}
+            if len(self._issued) > 100_000:
+                self._issued.clear()
+            self._issued[inv.payment_hash] = tx
+            self._hold_owner[inv.payment_hash] = conn.client_pubkey
+            self._spawn(self._watch_hold(conn.client_pubkey, inv.payment_hash, inv.expires_at))
+            return {**tx, "state": "pending"}
+        if method == "settle_hold_invoice":
+            preimage = params.get("preimage")
+            if not isinstance(preimage, str) or len(preimage) != 64:
+                raise InvoiceInvalid("settle_hold_invoice needs preimage (64 hex)")
+            try:
+                ph = hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
+            except ValueError:
+                raise InvoiceInvalid("preimage must be hex") from None
+            self._check_hold_owner(conn, ph)
+            await wallet.settle_hold_invoice(preimage.lower())
+            return {}
+        ph = params.get("payment_hash")
+        if not isinstance(ph, str) or len(ph) != 64:
+            raise InvoiceInvalid("cancel_hold_invoice needs payment_hash (64 hex)")
+        self._check_hold_owner(conn, ph.lower())
+        await wallet.cancel_hold_invoice(ph.lower())
+        return {}
+
+    def _check_hold_owner(self, conn: NwcConnection, payment_hash: str) -> None:
+        owner = self._hold_owner.get(payment_hash)
+        if owner is not None and owner != conn.client_pubkey:
+            raise Unauthorized("this hold invoice was made by another connection")
+
+    async def _watch_hold(self, client_pubkey: str, payment_hash: str, expires_at: int) -> None:
+        """Send `hold_invoice_accepted` to the connection that made the invoice once a payment
+        to it is locked; stop when it settles, is cancelled or expires unpaid."""
+        wallet = self.wallet
+        assert isinstance(wallet, SupportsHoldInvoice)
+        while True:
+            left = expires_at - time.time()
+            try:
+                state = await wallet.wait_hold_invoice(payment_hash, min(max(left, 0.0) + 0.05, HOLD_WATCH_SLICE_S))
+            except WalletError as exc:
+                log.warning("NWC hold invoice %s…: %s; watching again", payment_hash[:12], type(exc).__name__)
+                await asyncio.sleep(1.0)
+                continue
+            if state == InvoiceState.ACCEPTED:
+                await self._notify(client_pubkey, HOLD_ACCEPTED, {**self._issued.get(payment_hash, {}),
+                                                                   "payment_hash": payment_hash, "state": "accepted"})
+                return
+            if state != InvoiceState.PENDING or left <= 0:
+                return
+
+    async def _notify(self, client_pubkey: str, kind: str, notification: dict[str, Any]) -> None:
+        """Publish one notification twice: NIP-44 (23197) and NIP-04 (23196), as NIP-47 asks of a
+        service that speaks both."""
+        if client_pubkey not in self.connections:
+            return
+        payload = {"notification_type": kind, "notification": notification}
+        assert self._pool is not None
+        for event_kind, scheme in ((NOTIFICATION_KIND, NIP44), (LEGACY_NOTIFICATION_KIND, NIP04)):
+            try:
+                content = encrypt(self.keys, client_pubkey, payload, scheme)
+                await self._pool.publish(Event.build(self.keys, event_kind, content, [["p", client_pubkey]]))
+            except (RelayError, InvalidKey) as exc:
+                log.warning("NWC %s notification not delivered: %s", kind, exc)
+        self.stats["notifications"] = self.stats.get("notifications", 0) + 1
 
     async def _pay(self, conn: NwcConnection, params: dict[str, Any]) -> dict[str, Any]:
         bolt11 = params.get("invoice")

@@ -70,9 +70,11 @@ async def test_each_wallet_declares_what_it_can(dev_ledger) -> None:
     try:
         for w in (dev, lnbits, nwc, BareWalletDouble(dev)):
             assert isinstance(w, Wallet)
-        assert _caps(dev) == {SupportsPaymentDetails, SupportsWaitInvoice, SupportsNodePubkey, SupportsPreimageInvoice}
+        assert _caps(dev) == {SupportsPaymentDetails, SupportsWaitInvoice, SupportsNodePubkey, SupportsPreimageInvoice,
+                              SupportsHoldInvoice}
         assert _caps(lnbits) == {SupportsPaymentDetails}
-        assert _caps(nwc) == {SupportsPaymentDetails, SupportsConnect}
+        # NWC has the hold-invoice methods; whether the service offers them is hold_invoices_offered()
+        assert _caps(nwc) == {SupportsPaymentDetails, SupportsConnect, SupportsHoldInvoice}
         assert _caps(BareWalletDouble(dev)) == set()
     finally:
         await lnbits.aclose()
