@@ -7,13 +7,15 @@ it is settled (pylon.provider.payments). `--free` serves everything without paym
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from cli.common import WalletFileOpt, err_console, handle_errors, run, setup_logging
+from cli.common import WalletFileOpt, err_console, fail, handle_errors, run, setup_logging
 from cli.serve_control import ServeControl, signal_running
 from pylon.provider.drain import drain, shutdown_signals
 from cli.defaults import effective
@@ -34,10 +36,57 @@ async def _serve(settings: Any, overrides: dict[str, Any] | None = None) -> None
         lock.release()
 
 
-async def _serve_locked(settings: Any, overrides: dict[str, Any]) -> None:
-    from pylon.provider.backends import OpenAIBackend
+def parse_workers(value: str | None) -> int | None:
+    """--workers N: a whole number from 1 to 64, else one clear line (exit 2)."""
+    if value is None:
+        return None
+    try:
+        n = int(value.strip())
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 64:
+        fail(f"--workers must be a whole number from 1 to 64 (one process per core), not {value!r}", code=2)
+    return n
+
+
+def _identity() -> Any:
+    """The provider's keys, created (and said so, once, on stderr) on the first start."""
     from pylon.home import identity_path
     from pylon.nostr.keys import Keys
+
+    path = identity_path()
+    created = not path.exists()
+    keys = Keys.load_or_create(path)
+    if created:  # said once, on stderr: a new identity is a new provider to customers
+        err_console.print(f"created a new identity {keys.npub} in {path} (back it up: it is this provider)",
+                          highlight=False)
+    return keys
+
+
+async def _supervise(settings: Any, overrides: dict[str, Any], verbose: bool) -> int:
+    """`--workers N` (N > 1): this process holds the home lock and the identity and runs N
+    worker processes (pylon.provider.workers); each reads its settings from stdin."""
+    import json
+    import sys
+
+    from pylon.ops.home_lock import HomeLock
+    from pylon.provider.workers import Supervisor
+
+    lock = HomeLock().acquire()
+    try:
+        _identity()  # before the workers: they must all load the same one
+        payload = json.dumps({"overrides": overrides, "verbose": verbose, "count": settings.workers}).encode()
+        supervisor = Supervisor(settings.workers, [sys.executable, "-m", "cli.serve_worker"], payload)
+        log.info("starting %d workers", settings.workers)
+        return await supervisor.run()
+    finally:
+        lock.release()
+
+
+async def _serve_locked(settings: Any, overrides: dict[str, Any], worker: tuple[int, int] | None = None) -> None:
+    """One provider process: the only one (`pylon serve`), or worker `worker` = (slot, count)
+    of `pylon serve --workers N` (cli.serve_worker), which holds no lock of its own."""
+    from pylon.provider.backends import OpenAIBackend
     from pylon.provider.provider import Provider
 
     entries = settings.model_entries  # [[models]]: several models on several backends (pylon.provider.backends.router)
@@ -46,12 +95,7 @@ async def _serve_locked(settings: Any, overrides: dict[str, Any]) -> None:
     free = settings.free or not priced
     if not free and not settings.wallet:  # before anything is created or said
         raise ConfigError("a price needs a wallet to invoice with: pass --wallet URI (or --free)")
-    path = identity_path()
-    created = not path.exists()
-    keys = Keys.load_or_create(path)
-    if created:  # said once, on stderr: a new identity is a new provider to customers
-        err_console.print(f"created a new identity {keys.npub} in {path} (back it up: it is this provider)",
-                          highlight=False)
+    keys = _identity()
     wallet = None
     if not free:
         from wallet import connect_wallet
@@ -87,6 +131,13 @@ async def _serve_locked(settings: Any, overrides: dict[str, Any]) -> None:
         from pylon.provider.access import CustomerAccess
 
         provider.access = CustomerAccess(settings.provider_allow, settings.provider_deny)
+    metrics_port = settings.metrics_port
+    if worker is not None:  # the claim hook: jobs are claimed for (and resumed by) this worker
+        from pylon.provider.claims import worker_id
+
+        provider.worker_id = worker_id(worker[0])
+        if metrics_port:  # worker k serves /metrics on the port + k
+            metrics_port += worker[0]
     provider.profile = clean_profile({"about": settings.provider_about, "picture": settings.provider_picture,
                                       "lud16": settings.provider_lud16})
     stop, force = shutdown_signals()
@@ -112,13 +163,18 @@ async def _serve_locked(settings: Any, overrides: dict[str, Any]) -> None:
     control.install()
     monitor = None
     try:
-        if settings.metrics_port is not None:  # before anything is announced: a busy port is one line
+        if metrics_port is not None:  # before anything is announced: a busy port is one line
             from pylon.ops.health import serve_monitor
 
-            monitor = serve_monitor(provider, host=settings.metrics_host, port=settings.metrics_port)
+            monitor = serve_monitor(provider, host=settings.metrics_host, port=metrics_port)
             await monitor.start()
             log.info("metrics and health on %s", monitor.url)
-        async with provider.running():
+        from pylon.provider.workers import signal_ready, worker_duties
+
+        duties = worker_duties(provider, parent_pid=os.getppid()) if worker else contextlib.nullcontext()
+        async with provider.running(), duties:
+            signal_ready()
+            tag = f" [worker {worker[0] + 1}/{worker[1]}]" if worker else ""
             price = ("free" if free else f"{settings.price_msat} msat per job + "
                      f"{settings.price_per_1k_tokens_msat} msat per 1k max_tokens")
             if settings.log_format == "json":  # stdout stays JSON only: one object per line
@@ -127,12 +183,14 @@ async def _serve_locked(settings: Any, overrides: dict[str, Any]) -> None:
                 print(json.dumps({"event": "serving", "npub": keys.npub, "relays": list(settings.relays),
                                   "backend": backend.base_url, "models": provider.served_models, "free": free,
                                   "price_msat": provider.price_msat, "price_per_1k_tokens_msat":
-                                  provider.price_per_1k_tokens_msat}), flush=True)
+                                  provider.price_per_1k_tokens_msat, "worker": worker[0] if worker else None}),
+                      flush=True)
             else:
                 print(f"serving as {keys.npub} on {', '.join(settings.relays)} "
-                      f"(backend {backend.base_url}, models {', '.join(provider.served_models) or '?'}, {price})",
+                      f"(backend {backend.base_url}, models {', '.join(provider.served_models) or '?'}, {price}){tag}",
                       flush=True)
-            if provider.profile or settings.provider_name != "Pylon provider":  # only what the operator set:
+            first = worker is None or worker[0] == 0  # one kind-0 profile, not one per worker
+            if first and (provider.profile or settings.provider_name != "Pylon provider"):  # only what the operator set:
                 try:  # an imported personal key keeps its own kind-0 profile otherwise
                     assert provider.pool is not None
                     await provider.pool.publish(build_profile(keys, settings.provider_name, provider.profile))
@@ -195,6 +253,10 @@ def serve(
         help="Streaming: send the first token at once, then the new text every N ms (default 50; 0: every token)."),
     tools: bool = typer.Option(False, "--tools", help="Announce tool support and pass OpenAI `tools` to the "
                                "backend (vLLM needs --enable-auto-tool-choice --tool-call-parser …)."),
+    workers: Optional[str] = typer.Option(
+        None, "--workers", metavar="N",
+        help="Run N provider processes (one per core) under this identity; they share the jobs and the "
+        "job store, and one that dies is restarted with its jobs taken over (default 1)."),
     drain_timeout: Optional[float] = typer.Option(
         None, "--drain-timeout", min=0, metavar="SECONDS",
         help="On SIGTERM/Ctrl-C: stop taking jobs and finish paid ones for up to this long (default 30)."),
@@ -210,9 +272,14 @@ def serve(
         "price_msat": price_msat, "price_per_1k_tokens_msat": price_per_1k, "max_tokens_cap": max_tokens_cap,
         "free": True if free else None, "wallet": wallet_from_flags(wallet, wallet_file), "metrics_port": metrics_port, "metrics_host": metrics_host,
         "log_format": log_format, "partial_interval_ms": partial_interval_ms,
-        "drain_timeout_s": drain_timeout, "tools": True if tools else None,
+        "drain_timeout_s": drain_timeout, "tools": True if tools else None, "workers": parse_workers(workers),
     }
     settings = load_settings(overrides)
     setup_logging(verbose, settings.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if settings.workers > 1:  # pylon.provider.workers: a supervisor and N worker processes
+        code = run(_supervise(settings, overrides, verbose))
+        if code:
+            raise typer.Exit(code)
+        return
     run(_serve(settings, overrides))

@@ -73,6 +73,7 @@ class Settings(BaseModel):
     provider_allow: list[str] = Field(default_factory=list)  # [provider] allow: only these customers (npub/hex)
     provider_deny: list[str] = Field(default_factory=list)  # [provider] deny: never these customers
     drain_timeout_s: float = Field(30.0, ge=0, le=86_400)  # provider: on SIGTERM, finish paid jobs this long
+    workers: int = Field(1, ge=1, le=64)  # provider: processes sharing the jobs (pylon.provider.workers)
     history_save_text: bool = False  # [history] save_text: keep prompt/answer text in `pylon history`
 
     @field_validator("relays")

@@ -18,6 +18,14 @@ Every state change is committed *before* the provider acts on it:
   Jobs still `seen` or `quoted` are handed back to be processed; `awaiting_payment`/`paid` are left to the
   payments step, which owns those states (the invoice, payment hash and amount columns are
   here already so it needs no migration).
+* Several worker processes may share one store (`pylon serve --workers N`, each a JobStore
+  with `owner=` its worker id, pylon.provider.claims): `record_seen` is the claim (the worker
+  whose insert lands owns the job, `claimed_by`), recovery and the resume lists see only the
+  worker's own rows, and `take_over` moves the rows of a worker that has exited (its pid is
+  gone; never on a timeout, so a slow worker's job is not run twice) to a live one, in one
+  write transaction, so exactly one worker resumes them: jobs, payments being waited for, keys
+  still for sale and refunds whose outcome is unknown. The `workers` table lists the workers
+  that have used the store.
 * `last_request_created_at` gives the `since` for the next subscription, so requests sent
   while the provider was down are picked up.
 
@@ -43,6 +51,7 @@ from pathlib import Path
 from typing import Iterable
 
 from pylon.errors import StorageError
+from pylon.provider.claims import worker_alive
 from pylon.provider.counters import install as install_counters
 from pylon.home import db_path as home_db_path
 from pylon.home import private_file
@@ -103,6 +112,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE INDEX IF NOT EXISTS jobs_payment_hash ON jobs(payment_hash);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS workers (worker_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, started_at REAL NOT NULL);
 """
 
 
@@ -135,10 +145,24 @@ class JobRow:
     refund_status: str | None = None  # None | 'offered' | 'paying' | 'refunded'
     refund_hash: str | None = None    # payment hash of the customer's refund invoice we pay
     refunded_at: float | None = None
+    claimed_by: str | None = None     # the worker running it (`pylon serve --workers`, pylon.provider.claims)
+
+
+@dataclass(slots=True)
+class Takeover:
+    """What a worker took over from workers that exited (`JobStore.take_over`)."""
+
+    rows: list[JobRow]                    # unfinished jobs to resume (as `recover()` returns them)
+    key_invoices: list[tuple[str, str, int]]  # delivered key-mode jobs whose key may still be bought
+    refunds_paying: bool                  # a refund whose payment outcome is unknown (RefundDesk.resume)
 
 
 _COLUMNS = [f for f in JobRow.__slots__]  # type: ignore[attr-defined]
-_ADDED = (("refund_msat", "INTEGER"), ("refund_status", "TEXT"), ("refund_hash", "TEXT"), ("refunded_at", "REAL"))
+_ADDED = (("refund_msat", "INTEGER"), ("refund_status", "TEXT"), ("refund_hash", "TEXT"), ("refunded_at", "REAL"),
+          ("claimed_by", "TEXT"))
+#: rows a worker must look after besides unfinished jobs: a key still for sale, a refund being paid
+_NEEDS_CARE = ("(status IN ('seen','quoted','awaiting_payment','paid','processing') OR refund_status = 'paying'"
+               " OR (status = 'done' AND payment_hash IS NOT NULL AND paid_at IS NULL))")
 _SETTABLE = frozenset({"model", "amount_msat", "invoice", "payment_hash", "invoice_expires_at", "paid_at",
                        "result_event_id", "prompt_tokens", "completion_tokens", "error", "encrypted"})
 
@@ -146,8 +170,13 @@ _SETTABLE = frozenset({"model", "amount_msat", "invoice", "payment_hash", "invoi
 class JobStore:
     """SQLite-backed job states for one provider identity."""
 
-    def __init__(self, path: Path | str | None = None, *, retention_s: float = RETENTION_S) -> None:
+    def __init__(self, path: Path | str | None = None, *, retention_s: float = RETENTION_S,
+                 owner: str | None = None) -> None:
+        """`owner`: this worker's id when several processes share the store (`pylon serve
+        --workers`, pylon.provider.claims): new jobs are claimed for it, start-up recovery and
+        the resume lists see only its own jobs (after taking over those of exited workers)."""
         self.path = Path(path) if path is not None else home_db_path("provider")
+        self.owner = owner
         try:  # a corrupt, foreign or unwritable file is the user's to fix: one StorageError line
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(private_file(self.path), isolation_level=None, check_same_thread=False)
@@ -160,6 +189,7 @@ class JobStore:
             for name, decl in _ADDED:
                 if name not in have:  # a job store from before refunds
                     self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+            self._db.execute("CREATE INDEX IF NOT EXISTS jobs_claimed_by ON jobs(claimed_by)")
             install_counters(self._db)  # lifetime outcome counters for /metrics (pylon.provider.counters)
             self._db.execute("PRAGMA wal_autocheckpoint=0")  # see the module docstring
         except (sqlite3.Error, OSError) as exc:
@@ -194,12 +224,16 @@ class JobStore:
     # -- writes -------------------------------------------------------------------------
     def record_seen(self, request_id: str, customer: str, created_at: int, request_json: str,
                     *, model: str | None = None, encrypted: bool = False) -> bool:
-        """Insert a new request as `seen`; False if it was already known (any state)."""
+        """Insert a new request as `seen`; False if it was already known (any state).
+
+        With several workers on one store this is the claim: every worker sees every request,
+        the one whose insert lands owns (`claimed_by`) and runs the job, the others get False."""
         now = time.time()
         cur = self._db.execute(
             "INSERT OR IGNORE INTO jobs (request_id, customer, request_created_at, request_json, status, model,"
-            " encrypted, seen_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            (request_id, customer, int(created_at), request_json, "seen", model, int(encrypted), now, now),
+            " encrypted, seen_at, updated_at, claimed_by) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (request_id, customer, int(created_at), request_json, "seen", model, int(encrypted), now, now,
+             self.owner),
         )
         self._bump_last_seen(created_at)
         return cur.rowcount == 1
@@ -291,8 +325,8 @@ class JobStore:
         """(request id, payment hash, expiry) of delivered key-mode jobs still waiting to be bought."""
         rows = self._db.execute(
             "SELECT request_id, payment_hash, invoice_expires_at FROM jobs WHERE status = 'done'"
-            " AND result_published = 1 AND payment_hash IS NOT NULL AND paid_at IS NULL AND invoice_expires_at > ?",
-            (int(now if now is not None else time.time()),)).fetchall()
+            " AND result_published = 1 AND payment_hash IS NOT NULL AND paid_at IS NULL AND invoice_expires_at > ?"
+            + self._own_sql, (int(now if now is not None else time.time()), *self._own)).fetchall()
         return [(r[0], r[1], int(r[2])) for r in rows]
 
     def recover(self) -> list[JobRow]:
@@ -302,20 +336,83 @@ class JobStore:
         or republish `result_json` when set) plus rows still `seen`/`quoted` (never
         started); oldest first.
         """
-        now = time.time()
+        if self.owner is not None:  # a worker: register, take over what exited workers left
+            self._db.execute("INSERT OR REPLACE INTO workers(worker_id, pid, started_at) VALUES (?,?,?)",
+                             (self.owner, _pid_of(self.owner), time.time()))
+            self._adopt(unowned=True)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute(
-                "UPDATE jobs SET status = 'done', updated_at = ? WHERE status = 'processing' AND result_published = 1",
-                (now,),
-            )
-            self._db.execute(
-                "UPDATE jobs SET status = 'error', error = 'interrupted twice by provider restarts', updated_at = ?"
-                " WHERE status = 'processing' AND attempts >= ? AND result_json IS NULL",
-                (now, MAX_ATTEMPTS),
-            )
+            self._settle(self._own_sql, self._own)
         rows = self.jobs_in(("processing", "seen", "quoted"))
         return sorted(rows, key=lambda r: (r.request_created_at, r.seen_at))
+
+    def _settle(self, where: str, params: tuple) -> None:
+        """What a dead process left `processing`: done when its result was published, an error
+        when it was interrupted twice (only rows matching `where`, an `AND ...` fragment)."""
+        now = time.time()
+        self._db.execute(
+            "UPDATE jobs SET status = 'done', updated_at = ? WHERE status = 'processing' AND result_published = 1"
+            + where, (now, *params))
+        self._db.execute(
+            "UPDATE jobs SET status = 'error', error = 'interrupted twice by provider restarts', updated_at = ?"
+            " WHERE status = 'processing' AND attempts >= ? AND result_json IS NULL" + where,
+            (now, MAX_ATTEMPTS, *params))
+
+    # -- several workers on one store (pylon.provider.claims, pylon.provider.workers) --------
+    @property
+    def _own_sql(self) -> str:
+        return " AND claimed_by = ?" if self.owner is not None else ""
+
+    @property
+    def _own(self) -> tuple[str, ...]:
+        return (self.owner,) if self.owner is not None else ()
+
+    def _adopt(self, *, unowned: bool = False) -> list[str]:
+        """Claim every row of the workers that have exited (and, with `unowned`, the rows a
+        single-process provider left that still need care); returns the ids of the rows taken
+        that need care. One worker wins each dead worker: the claim is one write transaction."""
+        assert self.owner is not None
+        others = [r[0] for r in self._db.execute("SELECT worker_id FROM workers WHERE worker_id != ?", (self.owner,))]
+        if not any(not worker_alive(w) for w in others) and not unowned:
+            return []  # the usual case: everyone alive, no write lock taken
+        taken: list[str] = []
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")  # re-read under the lock: another worker may have won
+            others = [r[0] for r in self._db.execute("SELECT worker_id FROM workers WHERE worker_id != ?",
+                                                     (self.owner,))]
+            for dead in (w for w in others if not worker_alive(w)):
+                taken += [r[0] for r in self._db.execute(
+                    f"UPDATE jobs SET claimed_by = ? WHERE claimed_by = ? AND {_NEEDS_CARE} RETURNING request_id",
+                    (self.owner, dead))]
+                self._db.execute("UPDATE jobs SET claimed_by = ? WHERE claimed_by = ?", (self.owner, dead))
+                self._db.execute("DELETE FROM workers WHERE worker_id = ?", (dead,))
+                log.info("worker %s took over the jobs of exited worker %s", self.owner, dead)
+            if unowned:
+                taken += [r[0] for r in self._db.execute(
+                    f"UPDATE jobs SET claimed_by = ? WHERE claimed_by IS NULL AND {_NEEDS_CARE} RETURNING request_id",
+                    (self.owner,))]
+        return taken
+
+    def take_over(self) -> Takeover | None:
+        """A running worker's periodic check: the jobs of workers that exited since, settled as
+        `recover()` settles a restart's, or None when every other worker is alive."""
+        if self.owner is None:
+            return None
+        taken = self._adopt()
+        if not taken:
+            return None
+        marks = ",".join("?" * len(taken))
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._settle(f" AND request_id IN ({marks})", tuple(taken))
+        rows = [_row(r) for r in self._db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE request_id IN ({marks})", taken).fetchall()]
+        now = int(time.time())
+        live = sorted((r for r in rows if r.status in LIVE), key=lambda r: (r.request_created_at, r.seen_at))
+        keys = [(r.request_id, r.payment_hash, r.invoice_expires_at) for r in rows
+                if r.status == "done" and r.result_published and r.payment_hash and r.paid_at is None
+                and r.invoice_expires_at is not None and r.invoice_expires_at > now]
+        return Takeover(rows=live, key_invoices=keys, refunds_paying=any(r.refund_status == "paying" for r in rows))
 
     # -- refunds (pylon.provider.refunds) ----------------------------------------------------
     def offer_refund(self, request_id: str, amount_msat: int) -> bool:
@@ -328,9 +425,10 @@ class JobStore:
     def claim_refund(self, request_id: str, customer: str, refund_hash: str) -> bool:
         """Take the job's refund for paying (exactly once per job: one conditional UPDATE wins)."""
         cur = self._db.execute(
-            "UPDATE jobs SET refund_status = 'paying', refund_hash = ?, updated_at = ? WHERE request_id = ?"
+            "UPDATE jobs SET refund_status = 'paying', refund_hash = ?, updated_at = ?,"
+            " claimed_by = COALESCE(?, claimed_by) WHERE request_id = ?"
             " AND customer = ? AND status = 'error' AND refund_status = 'offered'",
-            (refund_hash.lower(), time.time(), request_id, customer))
+            (refund_hash.lower(), time.time(), self.owner, request_id, customer))
         return cur.rowcount == 1
 
     def finish_refund(self, request_id: str, *, paid: bool) -> None:
@@ -343,7 +441,8 @@ class JobStore:
                              " WHERE request_id = ? AND refund_status = 'paying'", (time.time(), request_id))
 
     def refunds_in(self, status: str) -> list[JobRow]:
-        cur = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE refund_status = ?", (status,))
+        cur = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE refund_status = ?" + self._own_sql,
+                               (status, *self._own))
         return [_row(r) for r in cur.fetchall()]
 
     # -- reads ---------------------------------------------------------------------------
@@ -356,9 +455,11 @@ class JobStore:
         return row[0] if row else None
 
     def jobs_in(self, states: Iterable[str]) -> list[JobRow]:
+        """Rows in `states` (a worker's own only, when the store has an owner)."""
         states = list(states)
         placeholders = ",".join("?" * len(states))
-        cur = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE status IN ({placeholders})", states)
+        cur = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE status IN ({placeholders})"
+                               + self._own_sql, [*states, *self._own])
         return [_row(r) for r in cur.fetchall()]
 
     def by_payment_hash(self, payment_hash: str) -> JobRow | None:
@@ -461,6 +562,13 @@ def _checkpoint_loop(path: Path, stop: threading.Event, retention_s: float = RET
                 log.debug("job store checkpoint skipped: %s", exc)
     finally:
         db.close()
+
+
+def _pid_of(wid: str) -> int:
+    try:
+        return int(wid.split(":")[1])
+    except (IndexError, ValueError):
+        return 0
 
 
 def _row(values: tuple) -> JobRow:

@@ -198,6 +198,9 @@ class Provider:
         # priced jobs go through the payment step (pylon.provider.payments), made per run
         # once the job store is open
         self.payments: PaymentCollector | None = None
+        # claim hook (`pylon serve --workers`, pylon.provider.workers): this process's worker id;
+        # the job store then claims each job for one worker and resumes only this worker's jobs
+        self.worker_id: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -227,7 +230,7 @@ class Provider:
             if self._own_pool:
                 await self.pool.__aenter__()
             await self.pool.wait_connected()
-            self.store = JobStore(self.db_path)
+            self.store = JobStore(self.db_path, owner=self.worker_id)
             for customer in self.store.returning_customers():
                 self.admission.served(customer)
             if not self.free:

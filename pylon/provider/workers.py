@@ -1,0 +1,250 @@
+"""`pylon serve --workers N`: N provider processes under one identity, one job store, no job twice.
+
+Why processes: a provider's cost per job is CPU in one Python event loop (signatures, JSON,
+SQLite), so one process tops out at one core however many the host has; N processes on
+N cores take N times the jobs, in front of the same backend(s).
+
+How the jobs are split:
+
+* every worker is a whole `Provider` of the same configuration and identity with its own relay
+  connections and its own subscription: each sees every request;
+* the shared SQLite job store decides who runs one: `JobStore.record_seen` (INSERT OR IGNORE,
+  `claimed_by` = the worker's id) lands for exactly one worker, which runs the job; the others
+  get "already known" and drop it. So no coordinator, no extra round trip, and the least busy
+  worker (the first to read the request) tends to win it;
+* everything a job goes through afterwards — quote, invoice, waiting for the payment, running,
+  the sealed result's key for sale, a refund — is done by the job's owner only (refund
+  requests are claimed by one conditional UPDATE, whoever reads them first, who then owns the
+  refund until it is paid);
+* a worker that exits (crash, SIGKILL, OOM) leaves its jobs claimed by a dead pid: another
+  worker's `take_over` check (every `TAKEOVER_INTERVAL_S`), or the replacement worker's start-up
+  recovery, moves them to itself in one write transaction and resumes them exactly as a
+  restarted single provider resumes its own (pylon.provider.jobstore.recover): a job it was
+  running is run again once, a stored result is republished, an awaited payment is watched
+  again, a paid job is served. Ownership moves only when the owner's pid is gone
+  (pylon.provider.claims), never on a timeout, so a slow worker is never doubled.
+
+The `Supervisor` starts the N worker processes, passes each its settings on stdin (secrets
+never on a command line), restarts one that dies (backoff 0.5 s doubling to 30 s, reset after
+a minute of uptime), forwards SIGTERM/SIGINT (drain; a second one: stop now) and
+SIGUSR1/SIGUSR2/SIGHUP (pause, resume, reload) to all of them, and gives up with the worker's
+exit code when a worker fails before it ever served (a configuration error: said once, by the
+worker, in one line). Workers watch their parent: one whose supervisor vanished drains and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sqlite3
+import time
+from typing import TYPE_CHECKING, AsyncIterator, Sequence
+
+if TYPE_CHECKING:
+    from pylon.provider.jobstore import Takeover
+    from pylon.provider.provider import Provider
+
+log = logging.getLogger("pylon.provider.workers")
+
+TAKEOVER_INTERVAL_S = 1.0  # how often a worker looks for exited workers' jobs (and its parent)
+MIN_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 30.0
+STABLE_S = 60.0  # a worker up this long restarts with the shortest backoff again
+READY_FD_ENV = "PYLON_WORKER_READY_FD"  # the worker writes "ready\n" here once it serves
+FORWARDED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
+
+
+# ---------------------------------------------------------------------------- in a worker
+@contextlib.asynccontextmanager
+async def worker_duties(provider: "Provider", *, parent_pid: int | None = None,
+                        interval_s: float = TAKEOVER_INTERVAL_S) -> AsyncIterator[None]:
+    """Inside `provider.running()`: take over the jobs of workers that exit, and stop (SIGTERM
+    to ourselves: the usual drain) when the supervisor `parent_pid` is gone."""
+    task = asyncio.create_task(_duties(provider, parent_pid, interval_s), name="worker:duties")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _duties(provider: "Provider", parent_pid: int | None, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        if parent_pid is not None and os.getppid() != parent_pid:
+            log.warning("the supervisor (pid %d) is gone: this worker drains and stops", parent_pid)
+            parent_pid = None
+            os.kill(os.getpid(), signal.SIGTERM)
+        store = provider.store
+        if store is None or not provider.accepting:  # draining: whoever stays takes them
+            continue
+        try:
+            taken = store.take_over()
+        except sqlite3.Error as exc:  # busy past the timeout: the next round tries again
+            log.warning("take-over check skipped: %s", exc)
+            continue
+        if taken is not None:
+            resume_taken(provider, taken)
+
+
+def resume_taken(provider: "Provider", taken: "Takeover") -> None:
+    """Resume what an exited worker left, as a restarted provider resumes its own jobs."""
+    log.warning("took over %d unfinished jobs of an exited worker", len(taken.rows))
+    for row in taken.rows:
+        provider._resume(row)
+    for request_id, payment_hash, expires_at in taken.key_invoices:
+        provider._spawn(provider._watch_key_payment_of(request_id, payment_hash, expires_at))
+    if taken.refunds_paying and provider.refunds is not None:
+        provider._spawn(provider.refunds.resume())
+
+
+def signal_ready() -> None:
+    """Tell the supervisor this worker is serving (a no-op when not started by one)."""
+    fd = os.environ.pop(READY_FD_ENV, None)
+    if fd is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        os.write(int(fd), b"ready\n")
+        os.close(int(fd))
+
+
+# ---------------------------------------------------------------------------- the supervisor
+class WorkerFailed(Exception):
+    """A worker exited before it ever served: the configuration is wrong, restarting won't help."""
+
+    def __init__(self, slot: int, code: int) -> None:
+        super().__init__(f"worker {slot} exited with {code} before serving")
+        self.slot, self.code = slot, code
+
+
+class Supervisor:
+    """Runs `count` copies of `command` (each gets `payload` on stdin and PYLON_WORKER_SLOT),
+    keeps them running, forwards signals; `run()` returns the exit code for the CLI."""
+
+    def __init__(self, count: int, command: Sequence[str], payload: bytes, *,
+                 env: dict[str, str] | None = None, min_backoff_s: float = MIN_BACKOFF_S,
+                 max_backoff_s: float = MAX_BACKOFF_S) -> None:
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        self.count = count
+        self.command = list(command)
+        self.payload = payload
+        self.env = dict(os.environ if env is None else env)
+        self.min_backoff_s, self.max_backoff_s = min_backoff_s, max_backoff_s
+        self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.restarts = 0
+        self._stopping = asyncio.Event()
+        self._signals = 0
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs.values() if p.returncode is None]
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_stop_signal)
+        for sig in FORWARDED:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._forward, sig)
+        slots = [asyncio.create_task(self._keep(k), name=f"worker:{k}") for k in range(self.count)]
+        code = 0
+        try:
+            for done in asyncio.as_completed(slots):
+                try:
+                    await done
+                except WorkerFailed as exc:
+                    if not self._stopping.is_set():
+                        log.error("worker %d failed before serving (exit %d): stopping all workers", exc.slot,
+                                  exc.code)
+                        code = exc.code or 1
+                        self.stop()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, *FORWARDED):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+            for task in slots:
+                task.cancel()
+            await asyncio.gather(*slots, return_exceptions=True)
+            for proc in self.procs.values():  # only after a bug above: never leave workers behind
+                if proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+        return code
+
+    def stop(self) -> None:
+        """Drain every worker (SIGTERM) and end `run()` once they have exited."""
+        self._stopping.set()
+        self._forward(signal.SIGTERM)
+
+    def _on_stop_signal(self) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("stopping %d workers (they drain; a second signal stops them at once)", len(self.pids))
+        self.stop()  # the second one reaches the workers as their second signal: stop now
+
+    def _forward(self, sig: int) -> None:
+        for proc in list(self.procs.values()):
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+
+    async def _keep(self, slot: int) -> None:
+        """Slot `slot`'s worker, restarted whenever it exits until we stop."""
+        backoff = self.min_backoff_s
+        served = False
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            proc, ready = await self._spawn(slot)
+            code = await proc.wait()
+            try:  # the pipe closes with the worker: its ready line, if any, is there by now
+                served = await asyncio.wait_for(ready, 2.0) or served
+            except (asyncio.TimeoutError, OSError):
+                ready.cancel()
+            if self._stopping.is_set():
+                return
+            if not served:
+                raise WorkerFailed(slot, code)
+            self.restarts += 1
+            if time.monotonic() - started >= STABLE_S:
+                backoff = self.min_backoff_s
+            log.warning("worker %d (pid %d) exited with %d; restarting it in %.1f s", slot, proc.pid, code, backoff)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff)
+            backoff = min(backoff * 2, self.max_backoff_s)
+
+    async def _spawn(self, slot: int) -> tuple[asyncio.subprocess.Process, "asyncio.Future[bool]"]:
+        read_fd, write_fd = os.pipe()
+        env = dict(self.env, PYLON_WORKER_SLOT=str(slot), **{READY_FD_ENV: str(write_fd)})
+        try:
+            # own process group: a terminal's Ctrl-C reaches the supervisor only, which forwards it once
+            proc = await asyncio.create_subprocess_exec(
+                *self.command, stdin=asyncio.subprocess.PIPE, env=env, pass_fds=(write_fd,), process_group=0)
+        finally:
+            os.close(write_fd)
+        self.procs[slot] = proc
+        ready = asyncio.ensure_future(_read_ready(read_fd))
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.write(self.payload)
+            await proc.stdin.drain()
+            proc.stdin.close()
+        log.info("worker %d started (pid %d)", slot, proc.pid)
+        return proc, ready
+
+
+async def _read_ready(fd: int) -> bool:
+    """True once the worker wrote its ready line; False when the pipe closed without one."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    try:
+        return (await reader.readline()).startswith(b"ready")
+    finally:
+        transport.close()
+
