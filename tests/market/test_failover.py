@@ -49,12 +49,14 @@ async def test_the_job_is_reoffered_and_paid_once(relay_url, dev_ledger, tmp_pat
     async with ScriptedProvider(relay_url, dev_ledger.wallet("first")) as a, ScriptedProvider(relay_url, pw) as b:
         a.serve(lambda req: flaky(a, req))
         b.serve(lambda req: _pay_first(b, req))
+        await b.announce()  # somebody else is live: the job is worth re-sending
         async with paying_customer(relay_url, cw, stall_s=1.0, scoreboard=board) as client:
             outcome = await client.ask("keep going", timeout=40, error_grace_s=0.2)
     assert outcome.text == "the second provider's answer" and outcome.provider == b.pubkey
     assert outcome.paid_msat == 2_000 and await cw.balance() == FUNDS - 2_000 and await pw.balance() == 2_000
     (attempt,) = outcome.failover
     assert attempt["providers"] == [a.pubkey]
+    assert b.requests[-1].avoid == [a.pubkey]  # the re-send tells the failed provider to skip it
     assert attempt["reason"] == ("stalled" if how == "stalls_mid_stream" else "error")
     with Ledger() as ledger:
         assert [r.status for r in ledger.receipts()] == ["paid"]  # one payment for one answer

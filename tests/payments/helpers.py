@@ -100,6 +100,15 @@ class ScriptedProvider:
                 await on_request(req)
         self._task = asyncio.create_task(loop())
 
+    async def announce(self, **kwargs: Any) -> None:
+        """Publish a live NIP-89 announcement (kind 31990, 5-minute NIP-40 expiry), as a real
+        provider does: clients count it as somebody who could take a job (pylon.customer.live)."""
+        from pylon.jobs.nip89 import build_announcement
+
+        assert self.pool is not None
+        kwargs.setdefault("models", [])
+        await self.pool.publish(build_announcement(self.keys, expires_in_s=300, **kwargs))
+
     async def feedback(self, req: JobRequest, status: str, **kwargs: Any) -> None:
         assert self.pool is not None
         await self.pool.publish(JobFeedback.build(self.keys, req, status, **kwargs))
