@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pylon.nostr import Event, InvalidEvent, InvalidMessage
 from pylon.nostr.kinds import AUTH as AUTH_KIND
 from pylon.nostr.kinds import is_ephemeral
 from pylon.nostr.keys import verify_schnorr
+from pylon.nostr.jsonwire import loads
 from pylon.nostr.messages import (
     ClientAuth, ClientClose, ClientCount, ClientEvent, ClientReq, auth_frame, closed_frame, count_frame, eose_frame,
     notice_frame, ok_frame, parse_client_message,
@@ -252,7 +252,7 @@ class NexusRelay:
         """Answer a frame that did not parse: OK false if an event id can be read, CLOSED for
         a REQ/COUNT with a readable sub id, else NOTICE."""
         try:
-            data = json.loads(frame)
+            data = loads(frame)
         except (ValueError, RecursionError):
             data = None
         if isinstance(data, list) and len(data) >= 2 and isinstance(data[0], str):

@@ -8,12 +8,12 @@ wrong id for any non-ASCII content).
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from pylon.nostr.errors import InvalidEvent
+from pylon.nostr.jsonwire import dumps, dumps_bytes, loads
 from pylon.nostr.keys import Keys, verify_schnorr
 
 _HEX = frozenset("0123456789abcdef")
@@ -27,9 +27,7 @@ def serialize_for_id(pubkey: str, created_at: int, kind: int, tags: list[list[st
     parsed from the wire has no UTF-8 form, hence no id).
     """
     try:
-        return json.dumps(
-            [0, pubkey, created_at, kind, tags, content], separators=(",", ":"), ensure_ascii=False
-        ).encode("utf-8")
+        return dumps_bytes([0, pubkey, created_at, kind, tags, content])
     except UnicodeEncodeError:
         raise InvalidEvent("invalid: event text contains a lone surrogate (not valid Unicode)") from None
 
@@ -140,7 +138,7 @@ class Event:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        return dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Any) -> "Event":
@@ -179,7 +177,7 @@ class Event:
     @classmethod
     def from_json(cls, text: str | bytes) -> "Event":
         try:
-            data = json.loads(text)
-        except (ValueError, TypeError) as exc:
+            data = loads(text)
+        except (ValueError, TypeError, RecursionError) as exc:
             raise InvalidEvent(f"invalid: event is not JSON: {exc}") from None
         return cls.from_dict(data)

@@ -7,21 +7,20 @@ Parsing raises InvalidMessage whose text is suitable for a NOTICE / OK / CLOSED 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Union
 
 from pylon.nostr.errors import InvalidEvent, InvalidMessage
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
+from pylon.nostr.jsonwire import dumps, loads
 from pylon.nostr.keys import Keys
 from pylon.nostr.kinds import AUTH
 
 MAX_SUB_ID_LEN = 64
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+_dumps = dumps  # compact, UTF-8 as itself (pylon.nostr.jsonwire)
 
 
 # ----------------------------------------------------------------- client -> relay
@@ -85,7 +84,7 @@ def _sub_id(value: Any) -> str:
 
 def _load(frame: str | bytes) -> list[Any]:
     try:
-        data = json.loads(frame)
+        data = loads(frame)
     except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidMessage(f"invalid: message is not JSON ({exc.__class__.__name__})") from None
     if not isinstance(data, list) or not data or not isinstance(data[0], str):

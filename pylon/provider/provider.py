@@ -88,6 +88,7 @@ PAID_JOB_DEADLINE_S = 120.0
 
 log = logging.getLogger("pylon.provider")
 
+_ROUTINE_STEPS = frozenset({"seen", "quoted", "processing"})  # logged at DEBUG (see Provider._log)
 HEARTBEAT_S = 10.0  # a job sending no partials (not streamed, or key mode) sends a `processing` this often
 _CANCEL_MEMORY = 4096  # cancellations seen before their request arrived
 
@@ -857,16 +858,22 @@ class Provider:
 
     def _log(self, job_id: str, customer: str, model: str | None, status: str, *, job: Job | None = None,
              detail: str = "") -> None:
+        """One log line per job step: the steps every job takes on its way (seen, quoted,
+        processing) at DEBUG, its outcome and its money (done, error, paid, …) at INFO: one
+        INFO line per free job, the operator's access log, without formatting three more."""
         if self.metrics is not None:  # stage timings (queue wait, payment wait, end to end)
             self.metrics.job_event(job_id, status)
+        level = logging.DEBUG if status in _ROUTINE_STEPS else logging.INFO
+        if not log.isEnabledFor(level):
+            return
         tokens = msat = duration = None
         if job is not None:
             if job.prompt_tokens is not None:
                 tokens = f"{job.prompt_tokens}+{job.completion_tokens}"
             msat = job.amount_msat
             duration = time.monotonic() - job.started
-        log.info(
-            "job %s %s customer=%s model=%s tokens=%s msat=%s duration=%s%s",
+        log.log(
+            level, "job %s %s customer=%s model=%s tokens=%s msat=%s duration=%s%s",
             job_id[:12], status, customer[:12], model or "-", tokens or "-", "-" if msat is None else msat,
             "-" if duration is None else f"{duration:.3f}s", f" ({detail})" if detail else "",
             extra={"job": job_id, "status": status, "customer": customer, "model": model,
