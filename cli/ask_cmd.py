@@ -41,7 +41,8 @@ from pylon.ops.secrets import wallet_from_flags
 
 async def _ask(prompt: str, settings: Any, *, system: str | None, model: str | None, max_tokens: int | None,
                temperature: float | None, provider: str | None, timeout: float, stream: bool,
-               as_json: bool, encrypted: bool | None, bid_msat: int | None = None, quiet: bool = False) -> None:
+               as_json: bool, encrypted: bool | None, bid_msat: int | None = None, quiet: bool = False,
+               failover: bool | None = None) -> None:
     """One ask; untargeted jobs decide among offers by settings.route / avoid / decision_window_ms."""
     from pylon.customer.client import PylonClient
 
@@ -54,7 +55,8 @@ async def _ask(prompt: str, settings: Any, *, system: str | None, model: str | N
     show = err_console.is_terminal and not as_json and not quiet
     progress = JobProgressView(show=show, stream=stream and not as_json, timeout=timeout)
     kwargs: dict[str, Any] = dict(model=model, max_tokens=max_tokens, temperature=temperature, provider=provider,
-                                  timeout=timeout, encrypted=encrypted, on_progress=progress, bid_msat=bid_msat)
+                                  timeout=timeout, encrypted=encrypted, on_progress=progress, bid_msat=bid_msat,
+                                  failover=failover)
     started, t0 = time.time(), time.monotonic()
     outcome = None
     try:
@@ -155,6 +157,10 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr (errors still shown)."),
     plain: bool = typer.Option(False, "--no-encrypt", help="Send a targeted job unencrypted."),
+    failover: Optional[bool] = typer.Option(
+        None, "--failover/--no-failover", show_default=False,
+        help="Ask again elsewhere when the provider errors or stalls and nothing was paid [default: on; off "
+             "with --provider]. With --provider: re-sent encrypted to another live provider (untargeted if --no-encrypt)."),
     wallet: Optional[str] = typer.Option(None, "--wallet", metavar="URI", help="Wallet URI to pay with (or PYLON_WALLET)."),
     wallet_file: Optional[Path] = WalletFileOpt,
     max_msat: Optional[int] = typer.Option(None, "--max-msat", metavar="MSAT",
@@ -200,4 +206,4 @@ def ask(
                               "decision_window_ms": decision_window_ms})
     run(_ask(text, settings, system=system, model=model, max_tokens=max_tokens, temperature=temperature,
              provider=provider, timeout=settings.timeout_s, stream=stream, as_json=as_json,
-             encrypted=False if plain else None, bid_msat=bid_msat, quiet=quiet))
+             encrypted=False if plain else None, bid_msat=bid_msat, quiet=quiet, failover=failover))

@@ -249,3 +249,26 @@ async def test_a_dvm_that_ignores_the_avoid_tag_is_still_never_taken(relay_url):
             outcome = await client.ask("not you", avoid=[a.pubkey], timeout=30, collect_s=0.3)
     assert outcome.provider == b.pubkey and a.requests[0].avoid == [a.pubkey]
     assert any(o["provider"] == a.pubkey and o["reason"] == "avoided (--avoid)" for o in outcome.offers)
+
+
+async def test_cli_failover_flag_for_a_targeted_ask(relay_url, tmp_path):
+    """`pylon ask --provider A --failover --json`: A errors, the answer comes from B, and the
+    JSON says what happened; `--no-failover` (the default with --provider) reports A's error."""
+    import json
+
+    from tests.e2e.test_cli_jobs import _pylon
+
+    async with ScriptedProvider(relay_url, None) as a, ScriptedProvider(relay_url, None) as b:
+        a.serve(lambda req: _errors(a, req))
+        b.serve(lambda req: _answers(b, req))
+        await b.announce()
+        code, out, err = await _pylon("ask", "hi", "--relay", relay_url, "--provider", a.keys.npub, "--failover",
+                                      "--json", "--timeout", "30", home=tmp_path / "customer")
+        no_code, _, no_err = await _pylon("ask", "hi", "--relay", relay_url, "--provider", a.keys.npub,
+                                          "--timeout", "30", home=tmp_path / "customer")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["provider"] == b.pubkey and data["paid_msat"] == 0
+    assert data["failover"][0]["providers"] == [a.pubkey] and data["failover"][0]["resent_to"] == b.pubkey
+    assert no_code != 0 and "GPU fell over" in no_err and "Traceback" not in no_err
+    assert len(b.requests) == 1
