@@ -217,8 +217,8 @@ async def wait_for_invoice(wallet: Wallet, payment_hash: str, expires_at: int, *
             return state
         if time.time() > expires_at + EXPIRY_GRACE_S:
             return None
-        if waits and state is not None and left > 0:
-            continue  # it already waited (up to its slice)
+        if waits and state is not None and state != InvoiceState.ACCEPTED and left > 0:
+            continue  # it already waited (up to its slice); a locked hold invoice (ACCEPTED) is polled
         left = expires_at - time.time()
         await asyncio.sleep(min(delay, max(left, 0.0) + 0.05) if left > 0 else delay)
         delay = min(delay * POLL_GROWTH, poll_max_s)

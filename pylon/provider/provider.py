@@ -53,6 +53,7 @@ from pylon.provider.admission import Admission
 from pylon.provider.delivery import until_accepted
 from pylon.provider.drain import refuse_closed
 from pylon.provider.identity import live_relays
+from pylon.provider.keysale import KeySales, key_invoice_kind
 from pylon.provider.jobstore import LIVE, JobStore
 from pylon.provider.partials import DEFAULT_INTERVAL_S as DEFAULT_PARTIAL_INTERVAL_S
 from pylon.provider.partials import DEFAULT_MAX_CHARS as DEFAULT_PARTIAL_MAX_CHARS
@@ -75,7 +76,7 @@ from pylon.provider.payments import PaymentCollector, PaymentSeams, wait_for_inv
 from pylon.provider.reporting import ProviderMetricsSink
 from pylon.relay.pool import RelayPool
 from pylon.jobs.refund import KIND_REFUND_REQUEST, REFUND_TAG
-from wallet.base import InvoiceState, SupportsPreimageInvoice, Wallet
+from wallet.base import InvoiceState, Wallet
 from pylon.provider.refunds import RefundDesk, job_deadline
 
 #: how far before its start a provider looks for requests it has not seen (and how far a
@@ -196,6 +197,9 @@ class Provider:
         self.paid_job_deadline_s = float(paid_job_deadline_s)  # backend retries after payment stop here
         self.lookback_s = int(lookback_s)
         self.refunds: RefundDesk | None = None  # priced providers with a wallet (made per run)
+        # pay for the key (pylon.provider.keysale): set per run when the wallet can sell a key
+        # (invoices for a chosen preimage, or hold invoices); None: pay-first only
+        self.key_sales: KeySales | None = None
         # priced jobs go through the payment step (pylon.provider.payments), made per run
         # once the job store is open
         self.payments: PaymentCollector | None = None
@@ -246,6 +250,8 @@ class Provider:
             if self.payments is not None and self.wallet is not None:
                 self.refunds = RefundDesk(self.store, self.wallet, pubkey=self.pubkey)
                 await self.refunds.resume()
+                kind = await key_invoice_kind(self.wallet)  # before the announcement, which says so
+                self.key_sales = KeySales(self.wallet, kind, self.store) if kind is not None else None
             # Start-up look-back: fresh or restarted, the provider considers requests from a
             # bounded window before its start (`lookback_s`), so jobs published while it was
             # down (or stamped by a customer whose clock is behind) are not missed; the store
@@ -260,8 +266,10 @@ class Provider:
             await sub.open()
             for row in recovered:
                 self._resume(row)
-            if self.wallet is not None:  # delivered key-mode jobs whose key may still be bought
-                for request_id, payment_hash, expires_at in self.store.unpaid_key_invoices():
+            if self.wallet is not None:  # delivered key-mode jobs whose key may still be bought; hold
+                # invoices locked but not settled when we stopped (expired or not) are settled now
+                held = self.key_sales.open_holds() if self.key_sales is not None else []
+                for request_id, payment_hash, expires_at in self.store.unpaid_key_invoices() + held:
                     self._spawn(self._watch_key_payment_of(request_id, payment_hash, expires_at))
             tasks.append(asyncio.create_task(self._listen(sub), name="provider:listen"))
             with contextlib.suppress(asyncio.TimeoutError):
@@ -293,6 +301,7 @@ class Provider:
                 self.store.close()
                 self.store = None
             self.payments = None
+            self.key_sales = None
 
     # ------------------------------------------------------------------ announce / health
     async def announce(self) -> None:
@@ -312,7 +321,7 @@ class Provider:
             price_msat=0 if self.free else self.price_msat,
             price_per_1k_tokens_msat=0 if self.free else self.price_per_1k_tokens_msat,
             relays=live_relays(self.pool), max_tokens=self._announced_max_tokens(),
-            delivery=[KEY_MODE] if not self.free and isinstance(self.wallet, SupportsPreimageInvoice) else [],
+            delivery=[KEY_MODE] if not self.free and self.key_sales is not None else [],
             context_lengths={m: n for m, n in self.context_lengths.items() if m in self.served_models},
             tools=self.tools,
         )
@@ -609,7 +618,7 @@ class Provider:
 
     def _key_delivery(self, job: Job) -> bool:
         """Pay for the key when the customer asked for it and our wallet takes a chosen preimage."""
-        return wants_key(job.request.extra_params) and isinstance(self.wallet, SupportsPreimageInvoice)
+        return wants_key(job.request.extra_params) and self.key_sales is not None
 
     async def _run(self, job: Job, *, rerun: bool = False) -> None:
         assert self.store is not None
@@ -728,18 +737,17 @@ class Provider:
 
     async def _seal_for_key(self, job: Job, event: Event) -> Event | None:
         """Pay for the key (pylon.jobs.keyed): the result sealed under a fresh key P, with an
-        invoice whose payment hash is sha256(P); paying it is what reveals P to the customer."""
-        assert isinstance(self.wallet, SupportsPreimageInvoice)
+        invoice whose payment hash is sha256(P) (a hold invoice where the wallet offers those:
+        pylon.provider.keysale); paying it is what reveals P to the customer."""
+        assert self.key_sales is not None
         key = new_key()
-        try:
-            invoice = await self.wallet.make_invoice_with_preimage(
-                job.amount_msat, key, f"pylon job {job.id} (pay for the key)", self.invoice_expiry_s)
+        try:  # recorded in the store (with P, for a hold invoice) before the sealed result goes out
+            invoice = await self.key_sales.invoice(job.id, job.amount_msat, key, f"pylon job {job.id} (pay for the key)",
+                                                   self.invoice_expiry_s)
         except Exception as exc:
             self._fail(job, f"provider could not create an invoice: {type(exc).__name__}")
             return None
         job.bolt11 = invoice.bolt11
-        assert self.store is not None
-        self.store.record_key_invoice(job.id, invoice.bolt11, invoice.payment_hash, invoice.expires_at)
         tags = [t for t in event.tags if t[:1] != ["amount"]]
         tags += [["amount", str(job.amount_msat), invoice.bolt11], [DELIVERY_TAG, KEY_MODE, key_hash(key)]]
         self._log(job.id, job.customer, job.model, "payment-required", job=job, detail="pay for the key")
@@ -750,13 +758,17 @@ class Provider:
                                     job: Job | None = None) -> None:
         """Record when the key is bought (the job itself is done either way: nothing to deliver
         later): the store's paid_at, so earnings and the paid/earned counters include it.
-        Restarted with the invoice still open, the provider watches it again."""
+        Restarted with the invoice still open, the provider watches it again; a hold invoice is
+        settled with the key from the store once the payment is locked (pylon.provider.keysale)."""
         if self.wallet is None:
             return
-        state = await wait_for_invoice(self.wallet, payment_hash, expires_at, label=f"job {job_id[:12]} (key)")
-        if state == InvoiceState.SETTLED:
-            if self.store is not None:
+        if self.key_sales is not None:
+            state = await self.key_sales.collect(job_id, payment_hash, expires_at)
+        else:  # the wallet sells no keys now: a preimage invoice from an earlier run settles by itself
+            state = await wait_for_invoice(self.wallet, payment_hash, expires_at, label=f"job {job_id[:12]} (key)")
+            if state == InvoiceState.SETTLED and self.store is not None:
                 self.store.mark_key_paid(job_id)  # earnings and the paid/earned counters count it now
+        if state == InvoiceState.SETTLED:
             self._log(job_id, job.customer if job else "", job.model if job else None, "paid", job=job,
                       detail="the key was bought")
 
