@@ -40,7 +40,7 @@ from nexus_relay.connection import FRAME_OVERHEAD, Connection
 from nexus_relay.querier import Querier, QueryJob, QueryResult
 from nexus_relay.ratelog import RateLimitedLog
 from nexus_relay.stats import RelayStats
-from nexus_relay.store import EventStore, PendingWrite, WriteResult
+from nexus_relay.store import DELETION_KIND, EventStore, PendingWrite, WriteResult, address_key
 from nexus_relay.subindex import Subscription, SubscriptionIndex
 
 log = logging.getLogger(__name__)
@@ -314,7 +314,15 @@ class NexusRelay:
             self._fanout(ev, raw)
             return
         self._inflight[eid] = []
-        self._pending.append((conn, PendingWrite(ev, raw)))
+        # A regular event that is not a duplicate (checked above) will be stored unless the disk
+        # fails or a deletion of its id exists, so live subscribers get it now rather than after
+        # the commit's fsync (two of those sat on every job's path: request, then result).
+        # Replaceable/addressable events and deletions wait: their write decides what is stored.
+        early = (self.config.fanout_before_commit and ev.kind != DELETION_KIND and address_key(ev) is None
+                 and not self.store.may_be_deleted(eid))
+        self._pending.append((conn, PendingWrite(ev, raw, fanned_out=early)))
+        if early:
+            self._fanout(ev, raw)
         if not self._writer_busy and not self._flush_scheduled:
             self._flush_scheduled = True
             self._idle.clear()
@@ -379,7 +387,8 @@ class NexusRelay:
         else:
             self._idle.set()
         for item in stored:
-            self._fanout(item.event, item.raw)
+            if not item.fanned_out:
+                self._fanout(item.event, item.raw)
 
     # ------------------------------------------------------------------ fan-out
     def _fanout(self, ev: Event, raw: str) -> None:

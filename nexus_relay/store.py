@@ -83,6 +83,7 @@ class PendingWrite:
 
     event: Event
     raw: str  # canonical JSON
+    fanned_out: bool = False  # sent to live subscribers before the commit (NexusRelay._on_event)
 
 
 def address_key(event: Event) -> str | None:
@@ -392,6 +393,13 @@ class EventStore:
     def has(self, event_id: str) -> bool:
         assert self._r is not None
         return self._r.execute("SELECT 1 FROM events WHERE id=?", (event_id,)).fetchone() is not None
+
+    def may_be_deleted(self, event_id: str) -> bool:
+        """A NIP-09 deletion of this id is stored (by anyone): its write may refuse it."""
+        if not self._has_id_tombstones:
+            return False
+        assert self._r is not None
+        return self._r.execute("SELECT 1 FROM deleted_ids WHERE id=?", (event_id,)).fetchone() is not None
 
     def stored_count(self) -> int:
         assert self._r is not None
