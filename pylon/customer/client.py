@@ -23,8 +23,15 @@ How one ask runs, and why in this order:
 
 When the job is not targeted, several providers may answer: an `error` from one is recorded
 and the client keeps waiting for the others (up to `error_grace_s` after every provider that
-spoke has failed), then raises ProviderError with their reasons. A targeted job
-(`provider=`) has no one else to wait for: its provider's error is raised at once.
+spoke has failed), then raises ProviderError with their reasons, unless the live
+announcements show nobody else who could take it (pylon.customer.live): then at once. A
+targeted job (`provider=`) has no one else to wait for: its provider's error is raised at once.
+
+Failover (`_run_with_failover`): a job whose provider errors or stalls, nothing paid, is asked
+again as a new request naming the failed providers in AVOID_TAG (pylon.jobs.nip90), so Pylon
+providers skip it; untargeted jobs by default, targeted ones only with failover=True, and
+then re-encrypted to another live provider, never in clear (docs/PROTOCOL.md, "Failover and
+the avoid tag").
 """
 
 from __future__ import annotations
