@@ -10,6 +10,11 @@ Example: `lnbits://6f1e…adminkey@127.0.0.1:5000?tls=0`.
 
 Endpoints: POST /api/v1/payments (out=false: invoice, out=true: pay), GET /api/v1/payments/<hash>,
 GET /api/v1/wallet. LNbits works in whole sats; amounts are converted at the edge.
+
+No pay-for-the-key here: LNbits (1.6.2) takes no caller-chosen preimage, and its hold invoices
+(`payment_hash` on POST /api/v1/payments, /settle, /cancel) need an LND funding source
+(FakeWallet refuses them) and are settled at once, without the preimage, when paid from the
+same LNbits; so this wallet declares neither capability (docs/WALLETS.md).
 """
 
 from __future__ import annotations

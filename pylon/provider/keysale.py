@@ -65,11 +65,11 @@ async def key_invoice_kind(wallet: Wallet | None) -> KeyInvoiceKind | None:
             if await wallet.hold_invoices_offered():
                 return "hold"
         except Exception as exc:  # the wallet is unreachable now: paid jobs still work pay-first
-            log.warning("could not ask the wallet whether it issues hold invoices (%s); pay for the key is off, "
-                        "paid jobs are paid first", type(exc).__name__)
+            log.warning("could not ask %s whether it issues hold invoices (%s); pay for the key is off, "
+                        "paid jobs are paid first", type(wallet).__name__, type(exc).__name__)
             return None
-    log.info("the wallet issues neither invoices for a chosen preimage nor hold invoices: pay for the key is "
-             "not offered; paid jobs are paid first")
+    log.info("%s issues neither invoices for a chosen preimage nor hold invoices: pay for the key is not "
+             "offered; paid jobs are paid first", type(wallet).__name__)
     return None
 
 
@@ -103,9 +103,11 @@ class KeySales:
     def open_holds(self) -> list[tuple[str, str, int]]:
         """(request id, payment hash, expiry) of hold invoices neither settled nor cancelled, expired
         or not: a payment locked before the expiry still waits to be settled."""
+        owner = self.store.owner  # a worker of `pylon serve --workers` resumes its own jobs only
         rows = self._db.execute(
             "SELECT k.request_id, k.payment_hash, COALESCE(j.invoice_expires_at, 0) FROM key_holds k"
-            " JOIN jobs j ON j.request_id = k.request_id WHERE k.state = 'open' AND j.paid_at IS NULL").fetchall()
+            " JOIN jobs j ON j.request_id = k.request_id WHERE k.state = 'open' AND j.paid_at IS NULL"
+            + (" AND j.claimed_by = ?" if owner is not None else ""), (owner,) if owner is not None else ()).fetchall()
         return [(r[0], r[1], int(r[2])) for r in rows]
 
     def _hold(self, request_id: str) -> tuple[str, str] | None:

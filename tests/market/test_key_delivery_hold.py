@@ -175,8 +175,14 @@ async def test_provider_restarted_between_locked_and_settled_still_settles(relay
                 finally:
                     await first.__aexit__(None, None, None)  # the provider stops
                     await pw.aclose()
+                # the job is `done`, or still `processing` with its signed result stored when the stop
+                # came between the relay's echo and its OK (the restart republishes it): either way
+                # its hold invoice, with P, was recorded before the result went out
+                with contextlib.closing(sqlite3.connect(db)) as conn:
+                    (job_id, payment_hash), = conn.execute("SELECT request_id, payment_hash FROM key_holds").fetchall()
                 with JobStore(db) as store:
-                    (row,) = store.jobs_in(("done",))
+                    row = store.get(job_id)
+                assert row.payment_hash == payment_hash and row.result_json and row.paid_at is None
                 cw.gate.set()  # now the customer pays: the money is locked, nobody settles it
                 await wait_for(lambda: _hold_row(dev_ledger.path, row.payment_hash)[1] == "accepted", 30,
                                "the payment locked")
