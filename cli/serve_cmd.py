@@ -134,8 +134,10 @@ async def _serve_locked(settings: Any, overrides: dict[str, Any], worker: tuple[
     metrics_port = settings.metrics_port
     if worker is not None:  # the claim hook: jobs are claimed for (and resumed by) this worker
         from pylon.provider.claims import worker_id
+        from pylon.provider.workers import PreferredIntake
 
         provider.worker_id = worker_id(worker[0])
+        provider.intake_gate = PreferredIntake(provider, worker[0], worker[1])  # before the subscription opens
         if metrics_port:  # worker k serves /metrics on the port + k
             metrics_port += worker[0]
     provider.profile = clean_profile({"about": settings.provider_about, "picture": settings.provider_picture,

@@ -155,6 +155,7 @@ class Takeover:
     rows: list[JobRow]                    # unfinished jobs to resume (as `recover()` returns them)
     key_invoices: list[tuple[str, str, int]]  # delivered key-mode jobs whose key may still be bought
     refunds_paying: bool                  # a refund whose payment outcome is unknown (RefundDesk.resume)
+    ids: list[str]                        # every row taken that needs care (open hold invoices: keysale)
 
 
 _COLUMNS = [f for f in JobRow.__slots__]  # type: ignore[attr-defined]
@@ -412,7 +413,8 @@ class JobStore:
         keys = [(r.request_id, r.payment_hash, r.invoice_expires_at) for r in rows
                 if r.status == "done" and r.result_published and r.payment_hash and r.paid_at is None
                 and r.invoice_expires_at is not None and r.invoice_expires_at > now]
-        return Takeover(rows=live, key_invoices=keys, refunds_paying=any(r.refund_status == "paying" for r in rows))
+        return Takeover(rows=live, key_invoices=keys, refunds_paying=any(r.refund_status == "paying" for r in rows),
+                        ids=taken)
 
     # -- refunds (pylon.provider.refunds) ----------------------------------------------------
     def offer_refund(self, request_id: str, amount_msat: int) -> bool:

@@ -42,7 +42,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
 from pydantic import ValidationError
 
@@ -206,6 +206,8 @@ class Provider:
         # claim hook (`pylon serve --workers`, pylon.provider.workers): this process's worker id;
         # the job store then claims each job for one worker and resumes only this worker's jobs
         self.worker_id: str | None = None
+        # False: leave this request to another worker for now (pylon.provider.workers.PreferredIntake)
+        self.intake_gate: Callable[[Event], bool] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -405,6 +407,8 @@ class Provider:
             return
         if event.id in self._jobs:
             return
+        if self.intake_gate is not None and not self.intake_gate(event):
+            return  # another worker's to take first (pylon.provider.workers)
         if not self.accepting:  # draining or paused (pylon.provider.drain)
             refuse_closed(self, event, bool(targets))
             return

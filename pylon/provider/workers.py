@@ -8,10 +8,14 @@ How the jobs are split:
 
 * every worker is a whole `Provider` of the same configuration and identity with its own relay
   connections and its own subscription: each sees every request;
+* each request has a preferred worker, by its id (`PreferredIntake`: the id's first 32 bits
+  modulo N), which takes it at once; the others look again `OVERFLOW_DELAY_S` later and take
+  it only if it is still unknown to the store (its worker is dead, restarting or too far
+  behind). So workers split the jobs evenly without talking to each other, and the losers of a
+  request spend one primary-key SELECT on it instead of parsing it and racing for the write lock;
 * the shared SQLite job store decides who runs one: `JobStore.record_seen` (INSERT OR IGNORE,
-  `claimed_by` = the worker's id) lands for exactly one worker, which runs the job; the others
-  get "already known" and drop it. So no coordinator, no extra round trip, and the least busy
-  worker (the first to read the request) tends to win it;
+  `claimed_by` = the worker's id) lands for exactly one worker, which runs the job; any other
+  gets "already known" and drops it. So no job runs twice, whatever the timing;
 * everything a job goes through afterwards — quote, invoice, waiting for the payment, running,
   the sealed result's key for sale, a refund — is done by the job's owner only (refund
   requests are claimed by one conditional UPDATE, whoever reads them first, who then owns the
@@ -44,11 +48,13 @@ import time
 from typing import TYPE_CHECKING, AsyncIterator, Sequence
 
 if TYPE_CHECKING:
+    from pylon.nostr.event import Event
     from pylon.provider.jobstore import Takeover
     from pylon.provider.provider import Provider
 
 log = logging.getLogger("pylon.provider.workers")
 
+OVERFLOW_DELAY_S = 0.25  # a request's other workers wait this long for its preferred one
 TAKEOVER_INTERVAL_S = 1.0  # how often a worker looks for exited workers' jobs (and its parent)
 MIN_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
@@ -58,6 +64,51 @@ FORWARDED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 
 
 # ---------------------------------------------------------------------------- in a worker
+class PreferredIntake:
+    """The provider's intake gate in worker `slot` of `count`: True for the requests this worker
+    is preferred for; any other request is looked at again after `delay_s` and passed on only
+    if no worker has recorded it by then (see the module docstring)."""
+
+    def __init__(self, provider: "Provider", slot: int, count: int, *, delay_s: float = OVERFLOW_DELAY_S) -> None:
+        if not 0 <= slot < count:
+            raise ValueError("slot must be in range(count)")
+        self.provider, self.slot, self.count, self.delay_s = provider, slot, count, delay_s
+        self.overflow = 0  # requests taken for another worker (its worker dead or behind)
+        self._passing: str | None = None
+
+    def preferred(self, event_id: str) -> int:
+        return int(event_id[:8], 16) % self.count
+
+    def __call__(self, event: "Event") -> bool:
+        if event.id == self._passing:
+            return True
+        try:
+            mine = self.preferred(event.id) == self.slot
+        except ValueError:  # not a hex id (a relay would not send one): decide as usual
+            return True
+        if not mine:
+            asyncio.get_running_loop().call_later(self.delay_s, self._look_again, event)
+        return mine
+
+    def _look_again(self, event: "Event") -> None:
+        provider, store = self.provider, self.provider.store
+        if store is None or event.id in provider._jobs:
+            return
+        try:
+            if store.status(event.id) is not None:
+                return  # the preferred worker has it (the usual case)
+        except sqlite3.Error:
+            pass  # let the intake decide; its insert is the claim anyway
+        self.overflow += 1
+        self._passing = event.id
+        try:
+            provider._on_request(event)
+        except Exception:  # as the provider's listener does: one bad event never stops intake
+            log.exception("failed to handle event %s", event.id[:12])
+        finally:
+            self._passing = None
+
+
 @contextlib.asynccontextmanager
 async def worker_duties(provider: "Provider", *, parent_pid: int | None = None,
                         interval_s: float = TAKEOVER_INTERVAL_S) -> AsyncIterator[None]:
@@ -95,7 +146,11 @@ def resume_taken(provider: "Provider", taken: "Takeover") -> None:
     log.warning("took over %d unfinished jobs of an exited worker", len(taken.rows))
     for row in taken.rows:
         provider._resume(row)
-    for request_id, payment_hash, expires_at in taken.key_invoices:
+    keys = {k[0]: k for k in taken.key_invoices}
+    if provider.key_sales is not None:  # hold invoices locked but not settled, expired or not
+        ids = set(taken.ids)
+        keys.update((h[0], h) for h in provider.key_sales.open_holds() if h[0] in ids)
+    for request_id, payment_hash, expires_at in keys.values():
         provider._spawn(provider._watch_key_payment_of(request_id, payment_hash, expires_at))
     if taken.refunds_paying and provider.refunds is not None:
         provider._spawn(provider.refunds.resume())

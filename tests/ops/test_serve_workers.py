@@ -143,6 +143,37 @@ async def test_a_worker_killed_mid_jobs_loses_none(relay_url, openai_double, tmp
     assert len({e.first_tag("e")[1] for e in results}) == n and len(results) == n
 
 
+async def test_a_stalled_worker_s_requests_go_to_the_other_once(relay_url, openai_double, tmp_path):
+    """A worker that stops reading (SIGSTOP: alive, so nothing of its is taken over) leaves the
+    requests it is preferred for to the other worker after the overflow delay; resumed, it finds
+    them taken and runs none of them again."""
+    keys, home = _home(tmp_path)
+    serve = WorkersProc(_serve_argv(relay_url, openai_double.base_url), cli_env(home))
+    await serve.start(workers=2)
+    n = 16
+    stalled = None
+    try:
+        async with PylonClient([relay_url], keys=Keys.generate()) as client:
+            await _ask(client, keys, 4)  # both workers have run jobs: their ids are in the store
+            workers = sorted({r[2] for r in _rows(home)})
+            stalled = _pid(workers[0]) if len(workers) == 2 else None
+            assert stalled is not None, workers
+            os.kill(stalled, signal.SIGSTOP)
+            answers = await _ask(client, keys, n)
+            assert all(a.text for a in answers)
+            os.kill(stalled, signal.SIGCONT)
+            stalled = None
+            await _ask(client, keys, 4)  # the resumed worker has read its backlog by now
+    finally:
+        if stalled is not None:
+            os.kill(stalled, signal.SIGCONT)
+        await serve.stop()
+    rows = _rows(home)
+    assert len(rows) == n + 8 and {r[1] for r in rows} == {"done"}
+    assert len(openai_double.requests) == n + 8  # nothing ran twice
+    assert Counter(r[2] for r in rows)[workers[1]] >= n  # the live worker took every stalled-time job
+
+
 async def test_a_worker_killed_during_paid_jobs_costs_the_customer_nothing(relay_url, openai_double, dev_ledger,
                                                                           tmp_path):
     dev_ledger.fund("customer", FUND)
