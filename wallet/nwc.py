@@ -209,6 +209,8 @@ class NwcWallet:
     def _on_notification(self, event: Event) -> None:
         if not any(t[:2] == ["p", self.keys.public_key] for t in event.tags):
             return
+        if event.kind == LEGACY_NOTIFICATION_KIND and self.encryption == NIP44:
+            return  # the NIP-04 twin of a 23197 we read (NIP-47: a service that speaks both sends both)
         try:
             payload = decrypt(self.keys, self.conn.wallet_pubkey, event.content)
         except (DecryptionError, InvalidKey, ValueError) as exc:
