@@ -272,3 +272,17 @@ async def test_cli_failover_flag_for_a_targeted_ask(relay_url, tmp_path):
     assert data["failover"][0]["providers"] == [a.pubkey] and data["failover"][0]["resent_to"] == b.pubkey
     assert no_code != 0 and "GPU fell over" in no_err and "Traceback" not in no_err
     assert len(b.requests) == 1
+
+
+@pytest.mark.vllm
+@pytest.mark.timeout(300)
+async def test_real_vllm_refusal_with_nobody_else_is_reported_at_once(relay_url, vllm_server, tmp_path):
+    """The only provider's real backend (CPU vLLM) refuses the job (a model name it does not
+    have: HTTP 404): the error is reported without the 3 s grace and the job is not re-sent."""
+    async with serving(relay_url, vllm_server.base_url, tmp_path / "a.sqlite", models=["ghost-model"]):
+        async with watching(relay_url) as seen, customer(relay_url) as client:
+            t0 = time.monotonic()
+            with pytest.raises(ProviderError, match="backend error"):
+                await client.ask("hello", timeout=120)  # default error_grace_s (3 s)
+            print(f"only provider's vLLM refusal reported after {time.monotonic() - t0:.3f}s")
+    assert len(seen) == 1
