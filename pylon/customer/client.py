@@ -1088,8 +1088,7 @@ class PylonClient:
         for attempt in range(self.failover + 1):
             try:
                 outcome = await self._run_job(prompt, params, provider=target, timeout=deadline - time.monotonic(),
-                                              encrypted=encrypted if target is not None else
-                                              (None if encrypted is not False else False),
+                                              encrypted=encrypted,  # a re-send is never less private
                                               avoid=avoid, first_reply_s=FAILOVER_FIRST_REPLY_S if attempt else None,
                                               watch_silent=target is not None, **kwargs)
             except NoProviderAnswered:

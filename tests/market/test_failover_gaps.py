@@ -286,3 +286,12 @@ async def test_real_vllm_refusal_with_nobody_else_is_reported_at_once(relay_url,
                 await client.ask("hello", timeout=120)  # default error_grace_s (3 s)
             print(f"only provider's vLLM refusal reported after {time.monotonic() - t0:.3f}s")
     assert len(seen) == 1
+
+
+async def test_untargeted_ask_asking_for_encryption_is_refused_not_sent_in_clear(relay_url):
+    from pylon.jobs.nip90 import JobParseError
+
+    async with watching(relay_url) as seen, customer(relay_url) as client:
+        with pytest.raises(JobParseError, match="target exactly one provider"):
+            await client.ask("secret", encrypted=True, timeout=10)
+    assert seen == []
