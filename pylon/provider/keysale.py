@@ -82,6 +82,8 @@ class KeySales:
         self.store = store
         self._db: sqlite3.Connection = store._db  # the job store's own connection: same file, same commits
         self._db.executescript(_SCHEMA)
+        # the job store prunes finished jobs after a week; their key records go with them
+        self._db.execute("DELETE FROM key_holds WHERE state != 'open' AND request_id NOT IN (SELECT request_id FROM jobs)")
         self._collecting: set[str] = set()
 
     async def invoice(self, request_id: str, amount_msat: int, key: str, memo: str, expiry_s: int) -> Invoice:
