@@ -103,17 +103,22 @@ async def load(relay: str, provider: str, n: int, c: int, max_tokens: int) -> di
 
 
 async def measure(tmp: Path, relay: Proc, relay_url: str, backend: str, label: str, workers: int,
-                  args: argparse.Namespace) -> dict[str, Any]:
+                  args: argparse.Namespace, *, bystander: bool = False) -> dict[str, Any]:
     provider, keys = start_provider(tmp, label, relay_url, backend, workers, args.concurrency)
+    other = start_provider(tmp, label + "-bystander", relay_url, backend, 1, args.concurrency)[0] if bystander else None
     try:
+        other_cpu0 = cpu_s(other.pid) if other is not None else 0.0
         cpu0 = {"provider": tree_cpu_s(provider.pid), "relay": cpu_s(relay.pid), "client": cpu_s(os.getpid())}
         t0 = time.perf_counter()
         out = await load(relay_url, keys.public_key, args.jobs, args.concurrency, args.max_tokens)
         elapsed = time.perf_counter() - t0
         cpu1 = {"provider": tree_cpu_s(provider.pid), "relay": cpu_s(relay.pid), "client": cpu_s(os.getpid())}
         worker_cpu = sorted((round(cpu_s(p), 2) for p in children(provider.pid)), reverse=True) if workers > 1 else []
+        other_cpu = cpu_s(other.pid) - other_cpu0 if other is not None else None
     finally:
         provider.stop()
+        if other is not None:
+            other.stop()
     jobs_split = split(provider.home)  # type: ignore[attr-defined]
     jobs = args.jobs + min(args.jobs, 2 * args.concurrency)  # the warm-up's jobs used CPU too
     cpu = {k: round((cpu1[k] - cpu0[k]) * 1000 / jobs, 3) for k in cpu0}
@@ -121,7 +126,8 @@ async def measure(tmp: Path, relay: Proc, relay_url: str, backend: str, label: s
     return {"workers": workers, "jobs_per_s": round(out["per_s"], 1), "median_ms": round(out["median_ms"], 1),
             "cpu_ms_per_job": cpu, "provider_cores_busy": round((cpu1["provider"] - cpu0["provider"]) / elapsed, 2),
             "provider_capacity_per_core": round(1000 / cpu["provider"], 0) if cpu["provider"] else None,
-            "jobs_per_worker": jobs_split, "cpu_s_per_worker": worker_cpu}
+            "jobs_per_worker": jobs_split, "cpu_s_per_worker": worker_cpu,
+            **({"bystander_cpu_ms_per_request": round(other_cpu * 1000 / jobs, 3)} if other_cpu is not None else {})}
 
 
 async def main() -> None:
@@ -157,9 +163,15 @@ async def main() -> None:
                                   f"{cpu['relay']:.2f} client {cpu['client']:.2f}  provider cores busy "
                                   f"{row['provider_cores_busy']:.2f}  jobs per worker {row['jobs_per_worker']}",
                                   flush=True)
+                    # what a request costs a process that only receives it (a worker that is not
+                    # its preferred one pays this plus a timer and a SELECT): a second provider
+                    # identity on the same relay, beside one worker, never addressed
+                    by = await measure(tmp, relay, relay_url, backend, label, 1, args, bystander=True)
+                    print(f"[{label}] a bystander provider spends {by['bystander_cpu_ms_per_request']:.3f} ms CPU "
+                          "per request it only receives", flush=True)
                 finally:
                     double.stop()
-                summary = {}
+                summary: dict[str, Any] = {}
                 for w in counts:
                     mine = [r for r in rows if r["workers"] == w]
                     summary[str(w)] = {
@@ -177,6 +189,7 @@ async def main() -> None:
                           f"vs {counts[0]} worker(s); provider CPU {s_w['provider_cpu_ms_per_job']:.2f} ms/job "
                           f"(x{s_w['provider_cpu_ratio']:.2f}); Pylon total {s_w['pylon_cpu_ms_per_job']:.2f} ms/job",
                           flush=True)
+                summary["bystander_cpu_ms_per_request"] = by["bystander_cpu_ms_per_request"]
                 results["runs"][label] = rows
                 results.setdefault("summary", {})[label] = summary
         finally:

@@ -33,7 +33,7 @@ never on a command line), restarts one that dies (backoff 0.5 s doubling to 30 s
 a minute of uptime), forwards SIGTERM/SIGINT (drain; a second one: stop now) and
 SIGUSR1/SIGUSR2/SIGHUP (pause, resume, reload) to all of them, and gives up with the worker's
 exit code when a worker fails before it ever served (a configuration error: said once, by the
-worker, in one line). Workers watch their parent: one whose supervisor vanished drains and exits.
+worker, in one line: worker 0 starts first, the others once it serves). Workers watch their parent: one whose supervisor vanished drains and exits.
 """
 
 from __future__ import annotations
@@ -192,6 +192,7 @@ class Supervisor:
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.restarts = 0
         self._stopping = asyncio.Event()
+        self._served = {k: asyncio.Event() for k in range(count)}  # set once the slot's worker served
         self._signals = 0
 
     @property
@@ -206,7 +207,13 @@ class Supervisor:
         for sig in FORWARDED:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._forward, sig)
-        slots = [asyncio.create_task(self._keep(k), name=f"worker:{k}") for k in range(self.count)]
+        # worker 0 first: a configuration error is said once (by it), not by N workers at once
+        slots = [asyncio.create_task(self._keep(0), name="worker:0")]
+        first = asyncio.create_task(self._served[0].wait())
+        await asyncio.wait({slots[0], first}, return_when=asyncio.FIRST_COMPLETED)
+        first.cancel()
+        if self._served[0].is_set() and not self._stopping.is_set():
+            slots += [asyncio.create_task(self._keep(k), name=f"worker:{k}") for k in range(1, self.count)]
         code = 0
         try:
             for done in asyncio.as_completed(slots):
@@ -283,6 +290,9 @@ class Supervisor:
             os.close(write_fd)
         self.procs[slot] = proc
         ready = asyncio.ensure_future(_read_ready(read_fd))
+        served = self._served[slot]
+        ready.add_done_callback(lambda f: served.set() if not f.cancelled() and f.exception() is None and f.result()
+                                else None)
         assert proc.stdin is not None
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             proc.stdin.write(self.payload)

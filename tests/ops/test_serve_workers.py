@@ -200,6 +200,20 @@ async def test_a_worker_killed_during_paid_jobs_costs_the_customer_nothing(relay
     assert {r[1] for r in _rows(home)} == {"done"}
 
 
+def test_a_worker_that_cannot_start_is_said_once_and_ends_the_serve(tmp_path):
+    """A configuration only a worker finds wrong (a dev wallet in a missing folder): one error,
+    from the first worker, the supervisor's exit code is the worker's, no restart loop."""
+    import subprocess
+
+    out = subprocess.run([PYLON, "serve", "--workers", "3", "--relay", "ws://127.0.0.1:9", "--backend",
+                          "http://127.0.0.1:9/v1", "--price-msat", "1000", "--wallet",
+                          f"dev://{tmp_path}/missing/ledger.sqlite?account=p"],
+                         env=cli_env(tmp_path / "home"), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("error: dev wallet folder") == 1, out.stderr
+    assert "Traceback" not in out.stderr and "worker 1 started" not in out.stderr
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "abc"])
 def test_a_bad_workers_value_is_one_line(value, tmp_path):
     import subprocess
