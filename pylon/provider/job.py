@@ -32,6 +32,7 @@ class Job:
     finish_reason: str | None = None  # the backend's, put on the result
     tool_calls: list[dict[str, Any]] | None = None  # the backend's, put on the result
     key_delivery: bool = False  # pay for the key: run first, seal the result, invoice sha256(key)
+    admitted: bool = False  # counted in Admission.pending (until its result is on its way, or it ends)
 
     @property
     def id(self) -> str:

@@ -90,6 +90,7 @@ PAID_JOB_DEADLINE_S = 120.0
 log = logging.getLogger("pylon.provider")
 
 _ROUTINE_STEPS = frozenset({"seen", "quoted", "processing"})  # logged at DEBUG (see Provider._log)
+DELIVERY_GRACE_S = 2.0  # on stop, how long results already published may wait for a relay's OK
 HEARTBEAT_S = 10.0  # a job sending no partials (not streamed, or key mode) sends a `processing` this often
 _CANCEL_MEMORY = 4096  # cancellations seen before their request arrived
 
@@ -289,6 +290,12 @@ class Provider:
             self._started.clear()
             for task in tasks:
                 task.cancel()
+            # results already stored and on their way (relays fan them out before their OK):
+            # a moment for the OK, so a stop right after a delivery does not leave it to be
+            # republished by the next start
+            delivering = [j.task for j in self._jobs.values() if j.task is not None and not j.admitted]
+            if delivering:
+                await asyncio.wait(delivering, timeout=DELIVERY_GRACE_S)
             jobs = [j.task for j in self._jobs.values() if j.task is not None]
             for task in jobs:
                 task.cancel()
@@ -554,14 +561,22 @@ class Provider:
         self._jobs[job.id] = job
         job.task = asyncio.create_task(coro, name=f"job:{job.id[:12]}")
         rid = job.id
-        customer = job.customer
-        self.admission.admit(customer)
+        self.admission.admit(job.customer)
+        job.admitted = True
 
         def _done(_task: asyncio.Task[Any]) -> None:
             self._jobs.pop(rid, None)
-            self.admission.release(customer)
+            self._release(job)
 
         job.task.add_done_callback(_done)
+
+    def _release(self, job: Job) -> None:
+        """The job no longer counts against its customer's queue: it ended, or its result is
+        stored and on its way (relays fan a result out before they acknowledge it, so the
+        customer's next job can arrive before our OK does)."""
+        if job.admitted:
+            job.admitted = False
+            self.admission.release(job.customer)
 
     # ------------------------------------------------------------------ the job
     def quote(self, job: Job) -> int:
@@ -795,6 +810,7 @@ class Provider:
         # the job `processing` with its result, and the next start republishes it. A job is
         # never marked failed while its result exists.
         pool = self.pool
+        self._release(job)
         await until_accepted(lambda: pool.publish(event), f"job {job.id[:12]}: result")
         self.store.mark_result_published(job.id, event.id, prompt_tokens=job.prompt_tokens,
                                          completion_tokens=job.completion_tokens, amount_msat=job.amount_msat)

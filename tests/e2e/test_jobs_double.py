@@ -343,3 +343,32 @@ async def test_a_fresh_provider_looks_back_a_bounded_window(relay_url, openai_do
             await client.ask("new", timeout=30)
         assert provider.store.status(ancient.id) is None
     assert sorted(r["messages"][0]["content"] for r in openai_double.requests) == ["new", "while you were down"]
+
+
+async def test_a_delivered_result_frees_its_queue_place_before_the_relay_acknowledges_it(openai_double, tmp_path):
+    """Relays fan a result out before their OK (nexus: before its commit), so a customer's next
+    job can arrive while the provider still waits for that OK: the finished job must no longer
+    count against the customer's queue then. The OK is held back for real: another SQLite
+    connection holds the relay database's write lock."""
+    import sqlite3
+
+    from nexus_relay import running_relay
+
+    db = tmp_path / "relay.sqlite"
+    openai_double.latency_s = 0.5
+    async with running_relay(db) as relay:
+        async with serving(relay.url, openai_double.base_url, tmp_path / "p.sqlite", concurrency=1) as provider:
+            async with customer(relay.url) as client:
+                ask = asyncio.create_task(client.ask("deliver me", timeout=30))
+                await wait_for(lambda: provider.stats.generations == 1, what="job in the backend")
+                blocker = sqlite3.connect(db, timeout=1)
+                blocker.execute("BEGIN IMMEDIATE")  # the relay cannot commit (or OK) the result now
+                try:
+                    outcome = await asyncio.wait_for(ask, 10)  # fanned out before the commit
+                    assert outcome.text.endswith("deliver me")
+                    assert provider.stats.done == 0  # its OK has not come
+                    assert sum(provider.admission.pending.values()) == 0  # but its place is free
+                finally:
+                    blocker.rollback()
+                    blocker.close()
+                await wait_for(lambda: provider.stats.done == 1, what="the result acknowledged")
