@@ -225,7 +225,7 @@ class JobStages:
             if len(self._jobs) >= self.MAX_TRACKED:
                 self._jobs.pop(next(iter(self._jobs)))
             marks = self._jobs[job_id] = {"start": now}
-        if status == "quoted":
+        if status in ("seen", "quoted"):  # a free job is not quoted: it waits for a slot from `seen`
             marks["ready"] = now
         elif status == "payment-required":
             marks["invoiced"] = now

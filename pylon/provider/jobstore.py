@@ -3,6 +3,7 @@
 Every state change is committed *before* the provider acts on it:
 
     seen -> quoted -> [awaiting_payment -> paid] -> processing -> done
+       \\-----------(a free job)-------------------/
                  \\-> error / cancelled (from any live state)
 
 * `record_seen` inserts the request keyed by its event id with INSERT OR IGNORE, so the same
@@ -277,7 +278,8 @@ class JobStore:
         )
         return cur.rowcount == 1
 
-    def claim_processing(self, request_id: str, *, rerun: bool = False) -> bool:
+    def claim_processing(self, request_id: str, *, rerun: bool = False, amount_msat: int | None = None,
+                         model: str | None = None) -> bool:
         """Enter `processing` (and count an attempt); False if not ours to run.
 
         A fresh claim comes from seen/quoted/paid. `rerun=True` (restart recovery only)
@@ -285,10 +287,12 @@ class JobStore:
         """
         sources = ("processing",) if rerun else ("seen", "quoted", "paid")
         placeholders = ",".join("?" * len(sources))
+        # a free job goes from seen straight here: its price (0) and model are set in this write
         cur = self._db.execute(
-            f"UPDATE jobs SET status = 'processing', attempts = attempts + 1, updated_at = ? "
+            f"UPDATE jobs SET status = 'processing', attempts = attempts + 1, updated_at = ?, "
+            f"amount_msat = COALESCE(?, amount_msat), model = COALESCE(?, model) "
             f"WHERE request_id = ? AND status IN ({placeholders}) AND result_published = 0 AND attempts < ?",
-            (time.time(), request_id, *sources, MAX_ATTEMPTS),
+            (time.time(), amount_msat, model, request_id, *sources, MAX_ATTEMPTS),
         )
         return cur.rowcount == 1
 

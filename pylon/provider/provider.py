@@ -618,6 +618,9 @@ class Provider:
                     self._fail(job, f"price is {job.amount_msat} msat, above your bid of {bid} msat",
                                amount_msat=job.amount_msat)
                     return
+            if status == "seen" and job.amount_msat == 0:
+                await self._run(job, free=True)  # nothing to quote: seen -> processing in one write
+                return
             if status == "seen":
                 if not self.store.transition(job.id, "quoted", amount_msat=job.amount_msat, model=job.model):
                     return
@@ -639,11 +642,15 @@ class Provider:
         """Pay for the key when the customer asked for it and our wallet takes a chosen preimage."""
         return wants_key(job.request.extra_params) and self.key_sales is not None
 
-    async def _run(self, job: Job, *, rerun: bool = False) -> None:
+    async def _run(self, job: Job, *, rerun: bool = False, free: bool = False) -> None:
+        """Generate and publish. `free`: a free job claimed straight from `seen`, its price (0)
+        and model written by the claim (no `quoted` step to write them)."""
         assert self.store is not None
         try:
             async with self.admission.slot(job.customer):
-                if not self.store.claim_processing(job.id, rerun=rerun):
+                claimed = (self.store.claim_processing(job.id, amount_msat=0, model=job.model) if free
+                           else self.store.claim_processing(job.id, rerun=rerun))
+                if not claimed:
                     log.debug("job %s not claimable (already run or finished)", job.id[:12])
                     return
                 self._log(job.id, job.customer, job.model, "processing", detail="re-run after restart" if rerun else "")

@@ -44,6 +44,7 @@ from pylon.provider.backends.models import (
 )
 from pylon.provider.backends.sse import SSEDecoder
 from pylon.errors import BackendError, ConfigError
+from pylon.nostr.jsonwire import dumps, loads
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class OpenAIBackend:
     def _stream_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                headers=self._headers,
+                headers=self._headers, json_serialize=dumps,  # orjson (pylon.nostr.jsonwire)
                 connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=60.0),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(self._timeout, 10.0),
                                               sock_read=self._timeout),
@@ -347,9 +348,9 @@ async def _drain(resp: aiohttp.ClientResponse) -> None:
 
 def _decode_event(payload: bytes) -> Any:
     try:
-        return json.loads(payload)
+        return loads(payload)  # orjson, the standard library for what it refuses (pylon.nostr.jsonwire)
     except UnicodeDecodeError:  # keep the old text decoding's leniency (errors="replace")
-        return json.loads(payload.decode("utf-8", errors="replace"))
+        return loads(payload.decode("utf-8", errors="replace"))
 
 
 def _decode_stream_event(payload: bytes) -> Any:
