@@ -108,7 +108,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     refund_msat       INTEGER,
     refund_status     TEXT,
     refund_hash       TEXT,
-    refunded_at       REAL
+    refunded_at       REAL,
+    claimed_by        TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE INDEX IF NOT EXISTS jobs_payment_hash ON jobs(payment_hash);
@@ -189,8 +190,12 @@ class JobStore:
             self._db.executescript(_SCHEMA)
             have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
             for name, decl in _ADDED:
-                if name not in have:  # a job store from before refunds
-                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+                if name not in have:  # a job store from before refunds (or workers)
+                    try:
+                        self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+                    except sqlite3.OperationalError as exc:  # another worker process added it just now
+                        if "duplicate column" not in str(exc):
+                            raise
             self._db.execute("CREATE INDEX IF NOT EXISTS jobs_claimed_by ON jobs(claimed_by)")
             install_counters(self._db)  # lifetime outcome counters for /metrics (pylon.provider.counters)
             self._db.execute("PRAGMA wal_autocheckpoint=0")  # see the module docstring

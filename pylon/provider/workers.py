@@ -92,8 +92,8 @@ class PreferredIntake:
 
     def _look_again(self, event: "Event") -> None:
         provider, store = self.provider, self.provider.store
-        if store is None or event.id in provider._jobs:
-            return
+        if store is None or event.id in provider._jobs or not provider.accepting:
+            return  # (draining or paused: its preferred worker already said so, once)
         try:
             if store.status(event.id) is not None:
                 return  # the preferred worker has it (the usual case)

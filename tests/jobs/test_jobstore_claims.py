@@ -124,3 +124,52 @@ def test_a_single_provider_store_is_adopted_by_the_first_worker(tmp_path):
     finally:
         worker.close()
 
+
+
+_OPEN_AT_ONCE = """
+import sys, time
+sys.path.insert(0, sys.argv[3])
+from pylon.provider.jobstore import JobStore
+while time.time() < float(sys.argv[2]):
+    time.sleep(0.001)
+JobStore(sys.argv[1], owner="w0:1:").close()
+"""
+
+
+def _open_at_once(path, processes: int = 4) -> list[int]:
+    """`processes` real processes open the store at the same instant (as N workers start)."""
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parents[2])
+    start = time.time() + 1.5  # after every interpreter has started
+    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT_ONCE, str(path), str(start), repo],
+                              stderr=subprocess.PIPE, text=True) for _ in range(processes)]
+    codes = []
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        codes.append(p.returncode)
+    return codes
+
+
+def test_workers_opening_a_new_store_at_once_all_succeed(tmp_path):
+    _open_at_once(tmp_path / "new.sqlite")
+    with JobStore(tmp_path / "new.sqlite") as store:
+        assert store.get("nothing") is None
+
+
+def test_workers_upgrading_an_old_store_at_once_all_succeed(tmp_path):
+    """A store from before workers (no claimed_by column): each worker adds it or finds it added."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with JobStore(path) as store:
+        _seen(store, "old-job")
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX jobs_claimed_by")
+    db.execute("ALTER TABLE jobs DROP COLUMN claimed_by")
+    db.commit()
+    db.close()
+    _open_at_once(path)
+    with JobStore(path, owner=worker_id(0)) as store:
+        assert [r.request_id for r in store.recover()] == ["old-job"]
