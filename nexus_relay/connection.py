@@ -102,7 +102,7 @@ class Connection:
     __slots__ = (
         "ws", "subs", "challenge", "authed", "events_bucket", "reqs_bucket", "query_bucket", "closed",
         "_backlog", "_drainer", "_max_bytes", "_high_water", "host", "backlog_bytes", "held_bytes",
-        "output_full", "on_drained", "on_slow", "sub_values", "pending_queries", "__weakref__",
+        "output_full", "on_drained", "on_slow", "sub_values", "pending_queries", "_flush_due", "__weakref__",
     )
 
     def __init__(self, ws: ServerConnection, *, events_rate: float, events_burst: int,
@@ -127,6 +127,7 @@ class Connection:
         self.on_slow: "Callable[[], None] | None" = None  # stats hook: a slow consumer was closed
         self.sub_values = 0  # filter values over all live subscriptions
         self.pending_queries = 0  # REQ/COUNT submitted to the querier, not answered yet
+        self._flush_due = False  # frames framed this loop turn, written together at its end
         try:
             self.host = ws.request.headers.get("Host", "") if ws.request is not None else ""
         except Exception:  # pragma: no cover - defensive
@@ -171,9 +172,12 @@ class Connection:
             if ws.protocol.state is State.OPEN and not ws.paused and ws.send_in_progress is None:
                 try:
                     ws.protocol.send_text(_encode(frame))
-                    ws.send_data()
                 except Exception:  # transport gone: the reader loop will see the close
                     self.closed = True
+                    return
+                if not self._flush_due:
+                    self._flush_due = True
+                    asyncio.get_running_loop().call_soon(self._flush)
                 return
             self._backlog = deque()
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
@@ -185,6 +189,26 @@ class Connection:
         self.backlog_bytes += cost
         if self.backlog_bytes > self._high_water:
             self.output_full = True
+
+    def _flush(self) -> None:
+        """Write the frames framed during this loop turn in one system call. websockets writes
+        each frame on its own (a send() per frame); a group commit answers a burst of OKs and
+        fans a burst of events out to the same few connections, so this is most of the
+        relay's writes under load. Order is kept: websockets' own sends (the backlog drainer,
+        pings, close) flush the same queue first, in order."""
+        self._flush_due = False
+        ws = self.ws
+        try:
+            writes = ws.protocol.data_to_send()
+            if not writes:
+                return
+            if all(writes):
+                ws.transport.writelines(writes)  # joined into one write (asyncio, Python 3.11)
+            else:  # an end-of-stream marker among them: websockets knows what to do with it
+                ws.protocol.writes[:0] = writes
+                ws.send_data()
+        except Exception:  # transport gone: the reader loop will see the close
+            self.closed = True
 
     async def _drain(self) -> None:
         backlog = self._backlog

@@ -68,3 +68,19 @@ async def test_fanout_after_commit_when_configured(tmp_path):
                 blocker.close()
             assert (await pub.recv_type("OK", timeout=15))[2] is True
             assert (await sub.recv_type("EVENT", timeout=5))[2]["content"] == "after commit"
+
+
+async def test_a_burst_keeps_its_order_when_frames_are_written_together(tmp_path):
+    """Frames framed in one loop turn go out in one write (nexus_relay.connection): a pipelined
+    burst still gets every OK, in order, and the subscriber every event, in order."""
+    keys = Keys.generate()
+    events = [note(keys, f"burst {i}") for i in range(300)]
+    async with running_relay(tmp_path / "relay.sqlite") as relay:
+        async with RawClient(relay.url) as sub, RawClient(relay.url) as pub:
+            await sub.req("live", {"kinds": [1], "authors": [keys.public_key]})
+            for ev in events:  # no waiting between them: the relay batches and answers in bursts
+                await pub.send(["EVENT", ev.to_dict()])
+            oks = [await pub.recv_type("OK") for _ in events]
+            got = [(await sub.recv_type("EVENT"))[2]["id"] for _ in events]
+    assert [ok[1] for ok in oks] == [ev.id for ev in events] and all(ok[2] for ok in oks)
+    assert got == [ev.id for ev in events]
