@@ -1,7 +1,7 @@
 """Pylon's own cost per job, this tree against a baseline commit, in one run.
 
     .venv/bin/python bench/hot_path.py [--baseline REF] [--rounds 3] [--jobs 640] [--latency-ms 0]
-                                       [--one-core] [--paid]
+                                       [--one-core] [--paid] [--pay dev,nwc]
 
 For each tree (this working tree, and REF unpacked with `git archive` into a temporary
 folder), the whole path runs as processes on 127.0.0.1, each on the tree's own code
@@ -14,7 +14,14 @@ medians over rounds, and the ratio current/baseline is what to read.
 
 `--one-core` pins the provider to CPU 0 and everything else to CPU 1 (taskset) and reports
 the provider's jobs/s against the instant double: what one provider process sustains on one
-core. `--paid` prices the jobs (dev wallet on both sides, 1 sat per job), c=16.
+core.
+
+`--pay dev,nwc` (`--paid` = `--pay dev`) prices the jobs at 1 sat and runs c=16 instead of
+c=32; each round then also runs the same tree free at c=16, so paid/free jobs/s is a ratio
+within one run (the issue's target: >= 0.8x with the dev wallet, >= 0.7x over NWC). `dev`:
+both sides hold an account of one dev ledger. `nwc`: both sides pay through NIP-47, each
+through its own `pylon wallet serve-nwc` process (over the same relay) in front of that
+ledger's account; those processes' CPU is reported as `nwc`, outside Pylon's `total`.
 Results: bench/results/hot_path.json.
 """
 
@@ -93,8 +100,9 @@ def pinned(argv: list[str], cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(cpu), *argv] if cpu is not None and shutil.which("taskset") else argv
 
 
-def one_round(tree: Path, tmp: Path, args: argparse.Namespace, double_url: str) -> dict[str, Any]:
-    """Relay + provider + load generator on `tree`'s code; CPU ms per job by process."""
+def one_round(tree: Path, tmp: Path, args: argparse.Namespace, double_url: str, pay: str = "") -> dict[str, Any]:
+    """Relay + provider + load generator on `tree`'s code; CPU ms per job by process.
+    `pay`: "" free, "dev" or "nwc" (1 sat per job). c=16 when the run compares paid with free."""
     env = {"PYTHONPATH": str(tree)}
     other = 1 if args.one_core else None
     relay = Proc(pinned([PYLON, "relay", "--port", "0", "--db", str(tmp / "relay.sqlite")], other),
@@ -102,17 +110,27 @@ def one_round(tree: Path, tmp: Path, args: argparse.Namespace, double_url: str) 
     relay_url = relay.start("ws://")
     serve = [PYLON, "serve", "--relay", relay_url, "--backend", double_url, "--concurrency", "32"]
     wallet_uri = ""
-    if args.paid:
+    services: list[Proc] = []  # `pylon wallet serve-nwc` processes (pay == "nwc")
+    if pay:
         ledger = tmp / "ledger.sqlite"
         wallet_uri = f"dev://{ledger}?account=customer"
         subprocess.run([PYLON, "wallet", "fund", "100000000", "--wallet", wallet_uri], check=True,
                        env={**os.environ, **env, "PYLON_HOME": str(tmp / "client-home")}, capture_output=True)
-        serve += ["--price-msat", "1000", "--wallet", f"dev://{ledger}?account=provider"]
+        provider_uri = f"dev://{ledger}?account=provider"
+        if pay == "nwc":
+            uris = []
+            for who, uri in (("customer", wallet_uri), ("provider", provider_uri)):
+                svc = Proc(pinned([PYLON, "wallet", "serve-nwc", "--relay", relay_url, "--wallet", uri, "--json"], other),
+                           env={**env, "PYLON_HOME": str(tmp / f"nwc-{who}-home")})
+                services.append(svc)
+                uris.append(_json_from(svc, svc.start("{")))
+            wallet_uri, provider_uri = uris
+        serve += ["--price-msat", "1000", "--wallet", provider_uri]
     provider = Proc(pinned(serve, 0 if args.one_core else None), env={**env, "PYLON_HOME": str(tmp / "prov-home")})
     rows: dict[str, Any] = {}
     try:
         provider.start("serving as")
-        plan = [[16 if args.paid else 32, args.jobs], [1, 64]]
+        plan = [[16 if args.pays else 32, args.jobs], [1, 64]]
         gen = subprocess.Popen(pinned([sys.executable, "-c", LOADGEN, relay_url, json.dumps(plan), wallet_uri], other),
                                env={**os.environ, **env, "PYLON_HOME": str(tmp / "client-home")},
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -120,7 +138,8 @@ def one_round(tree: Path, tmp: Path, args: argparse.Namespace, double_url: str) 
         try:
             for _ in plan:
                 json.loads(gen.stdout.readline())  # {"start": c}
-                before = {"relay": cpu_s(relay.pid), "provider": cpu_s(provider.pid)}
+                before = {"relay": cpu_s(relay.pid), "provider": cpu_s(provider.pid),
+                          "nwc": sum(cpu_s(svc.pid) for svc in services)}
                 gen.stdin.write("\n")
                 gen.stdin.flush()
                 line = gen.stdout.readline()
@@ -131,7 +150,9 @@ def one_round(tree: Path, tmp: Path, args: argparse.Namespace, double_url: str) 
                 per = {name: (cpu_s(pid) - before[name]) * 1000 / n
                        for name, pid in (("relay", relay.pid), ("provider", provider.pid))}
                 per["client"] = done["client_cpu"] * 1000 / n
-                per["total"] = sum(per.values())
+                per["total"] = sum(per.values())  # Pylon's own: relay, provider, client
+                if services:
+                    per["nwc"] = (sum(cpu_s(svc.pid) for svc in services) - before["nwc"]) * 1000 / n
                 rows[f"c{done['c']}"] = {"jobs_per_s": n / done["wall"], "median_ms": done["median_ms"],
                                          "cpu_ms_per_job": per}
                 gen.stdin.write("\n")
@@ -142,8 +163,24 @@ def one_round(tree: Path, tmp: Path, args: argparse.Namespace, double_url: str) 
                 gen.kill()
     finally:
         provider.stop()
+        for svc in services:
+            svc.stop()
         relay.stop()
     return rows
+
+
+def _json_from(svc: Proc, first: str) -> str:
+    """The connection URI from `serve-nwc --json`'s (possibly indented) JSON on its stdout."""
+    text = first
+    assert svc.proc is not None and svc.proc.stdout is not None
+    while True:
+        try:
+            return json.loads(text)["uri"]
+        except json.JSONDecodeError:
+            line = svc.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("serve-nwc exited before printing its connection URI") from None
+            text += line
 
 
 def median_rows(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -166,8 +203,13 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=640, help="jobs per round at c=32 (c=1 runs 64)")
     ap.add_argument("--latency-ms", type=float, default=0.0, help="the double's fixed latency")
     ap.add_argument("--one-core", action="store_true", help="provider on CPU 0, the rest on CPU 1")
-    ap.add_argument("--paid", action="store_true", help="1 sat per job, dev wallet, c=16")
+    ap.add_argument("--paid", action="store_true", help="the same as --pay dev")
+    ap.add_argument("--pay", default="", help="comma list of dev,nwc: 1 sat per job, c=16, against free c=16")
     args = ap.parse_args()
+    args.pays = [p for p in args.pay.split(",") if p] or (["dev"] if args.paid else [])
+    if any(p not in ("dev", "nwc") for p in args.pays):
+        ap.error("--pay takes dev, nwc or both (comma-separated)")
+    modes = ["free", *args.pays] if args.pays else [""]  # "": the free c=32 run, no paid comparison
     with tempfile.TemporaryDirectory(prefix="pylon-bench-hot-") as tmpdir:
         tmp = Path(tmpdir)
         trees = {"current": REPO}
@@ -176,33 +218,47 @@ def main() -> None:
         double = Proc([sys.executable, str(REPO / "tests" / "peers" / "openai_double.py"), "--port", "0",
                        "--latency-ms", str(args.latency_ms)])
         double_url = double.start("http://")
-        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+        runs = {(f"{name}/{mode}" if mode else name): (tree, mode) for name, tree in trees.items() for mode in modes}
+        rounds: dict[str, list[dict[str, Any]]] = {label: [] for label in runs}
         try:
             for r in range(args.rounds):
-                for name, tree in trees.items():
-                    work = tmp / f"{name}-{r}"
+                for label, (tree, mode) in runs.items():
+                    work = tmp / f"{label.replace('/', '-')}-{r}"
                     work.mkdir()
-                    row = one_round(tree, work, args, double_url)
-                    rounds[name].append(row)
-                    print(f"round {r + 1} {name:8} " + "  ".join(
+                    row = one_round(tree, work, args, double_url, "" if mode == "free" else mode)
+                    rounds[label].append(row)
+                    print(f"round {r + 1} {label:13} " + "  ".join(
                         f"c={k[1:]}: {v['jobs_per_s']:.0f} jobs/s, CPU ms/job {v['cpu_ms_per_job']['total']:.2f} "
                         f"(relay {v['cpu_ms_per_job']['relay']:.2f} provider {v['cpu_ms_per_job']['provider']:.2f} "
-                        f"client {v['cpu_ms_per_job']['client']:.2f})" for k, v in row.items()), flush=True)
+                        f"client {v['cpu_ms_per_job']['client']:.2f}"
+                        + (f"; nwc {v['cpu_ms_per_job']['nwc']:.2f}" if "nwc" in v["cpu_ms_per_job"] else "")
+                        + f"), median {v['median_ms']:.1f} ms" for k, v in row.items()), flush=True)
         finally:
             double.stop()
     result: dict[str, Any] = {"params": vars(args), "median": {name: median_rows(rs) for name, rs in rounds.items()}}
+    med = result["median"]
+    for name in trees:
+        for pay in args.pays:  # paid over free: same tree, same run
+            paid, free = med[f"{name}/{pay}"], med[f"{name}/free"]
+            ratio = {key: {"jobs_per_s": round(paid[key]["jobs_per_s"] / free[key]["jobs_per_s"], 3),
+                           "added_median_ms": round(paid[key]["median_ms"] - free[key]["median_ms"], 2)}
+                     for key in paid}
+            result.setdefault("ratio_paid_over_free", {})[f"{name}/{pay}"] = ratio
+            print(f"{name} {pay}: paid/free jobs/s " + ", ".join(
+                f"c={k[1:]} x{v['jobs_per_s']:.2f} ({v['added_median_ms']:+.1f} ms median)" for k, v in ratio.items()))
     if args.baseline:
-        base, cur = result["median"]["baseline"], result["median"]["current"]
-        result["ratio_current_over_baseline"] = {
-            key: {"jobs_per_s": round(cur[key]["jobs_per_s"] / base[key]["jobs_per_s"], 3),
-                  **{f"cpu_{k}": round(cur[key]["cpu_ms_per_job"][k] / base[key]["cpu_ms_per_job"][k], 3)
-                     for k in cur[key]["cpu_ms_per_job"]}}
-            for key in cur
-        }
-        for key, ratio in result["ratio_current_over_baseline"].items():
-            print(f"{key}: current/baseline jobs/s x{ratio['jobs_per_s']:.2f}, CPU/job total x{ratio['cpu_total']:.2f} "
-                  f"(relay x{ratio['cpu_relay']:.2f} provider x{ratio['cpu_provider']:.2f} "
-                  f"client x{ratio['cpu_client']:.2f})")
+        for mode in modes:
+            suffix = f"/{mode}" if mode else ""
+            base, cur = med[f"baseline{suffix}"], med[f"current{suffix}"]
+            ratio = {key: {"jobs_per_s": round(cur[key]["jobs_per_s"] / base[key]["jobs_per_s"], 3),
+                           **{f"cpu_{k}": round(cur[key]["cpu_ms_per_job"][k] / base[key]["cpu_ms_per_job"][k], 3)
+                              for k in cur[key]["cpu_ms_per_job"]}}
+                     for key in cur}
+            result.setdefault("ratio_current_over_baseline", {})[mode or "free"] = ratio
+            for key, r in ratio.items():
+                print(f"{mode or 'free'} {key}: current/baseline jobs/s x{r['jobs_per_s']:.2f}, CPU/job total "
+                      f"x{r['cpu_total']:.2f} (relay x{r['cpu_relay']:.2f} provider x{r['cpu_provider']:.2f} "
+                      f"client x{r['cpu_client']:.2f})")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS}")

@@ -935,8 +935,18 @@ class PylonClient:
             return
         if book.first_quote_s is None:
             book.first_quote_s = now
-        if state.decide_at is None:
+        if self._everyone_answered(state):
+            state.decide_at = now  # nobody left to wait for: decide at once (pylon.customer.offers)
+        elif state.decide_at is None:
             state.decide_at = max(now, book.first_quote_s + state.window_s)
+
+    def _everyone_answered(self, state: _JobState) -> bool:
+        """True when every live provider serving the job's model (pylon.customer.live, as last
+        seen; never waited for) has answered this job or is avoided: the decision window would
+        only wait for a provider that does not announce. False when who is live is unknown or
+        nobody announces (then the window is all there is to go by)."""
+        live = self._live.known(state.request.model) if self._live is not None else None
+        return bool(live) and all(p.pubkey in state.responders or p.pubkey in state.avoid for p in live)
 
     def _note_free_work(self, state: _JobState, provider: str) -> None:
         """`processing`/`partial` from a provider that asked for nothing: a free offer at work."""

@@ -14,6 +14,9 @@ counted (the job's own replies are: a provider that answered this job is somebod
 announcements cannot be read (relay slow or refusing the query), nothing is skipped. One query
 per `ttl_s` per client, started in the background when a job starts, so it costs the ask
 nothing unless the job fails before it is back (then at most `wait_s` more).
+
+The same view ends an untargeted paid job's decision window early (pylon.customer.offers):
+once every live provider serving the model has answered the job, nobody is left to wait for.
 """
 
 from __future__ import annotations
@@ -77,6 +80,15 @@ class LiveProviders:
             if not task.done():
                 return None
         return task.result()
+
+    def known(self, model: str | None) -> list[ProviderInfo] | None:
+        """The live providers serving `model` as of the last finished query, without waiting
+        (None: none finished yet, or it failed). What the decision window reads on every quote."""
+        task = self._task
+        if task is None or not task.done() or task.cancelled():
+            return None
+        live = task.result()
+        return None if live is None else [p for p in live if p.serves(model)]
 
     async def others(self, model: str | None, excluded: Iterable[str], *,
                      wait_s: float = LIVE_WAIT_S) -> list[ProviderInfo] | None:
