@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.protocol import State
 
 from pylon.errors import RelayError
 from pylon.nostr.event import Event
@@ -101,6 +102,7 @@ class RelayRunner:
         self._count_waiters: dict[str, asyncio.Future] = {}
         self._challenge_seen = asyncio.Event()
         self._auth_done: asyncio.Future | None = None
+        self._flush_due = False  # frames framed this loop turn, written together at its end
 
     @property
     def keys(self) -> Keys | None:
@@ -199,11 +201,38 @@ class RelayRunner:
         ws = self.ws
         if ws is None or self.state != "connected":
             return False
-        try:
+        if ws.protocol.state is State.OPEN and not ws.paused and ws.send_in_progress is None:
+            # the common case without websockets' send() coroutine: frame it now, write it with
+            # whatever else this loop turn frames (a provider's feedback and results, a
+            # client's requests) in one system call
+            data = text.encode()  # a lone surrogate raises here, as websockets' send() would
+            try:
+                ws.protocol.send_text(data)
+            except Exception:
+                return False
+            if not self._flush_due:
+                self._flush_due = True
+                asyncio.get_running_loop().call_soon(self._write_framed, ws)
+            return True
+        try:  # back-pressured, or a fragmented send in progress: websockets waits for us
             await ws.send(text)
             return True
         except ConnectionClosed:
             return False
+
+    def _write_framed(self, ws: ClientConnection) -> None:
+        self._flush_due = False
+        try:
+            writes = ws.protocol.data_to_send()
+            if not writes:
+                return
+            if all(writes):
+                ws.transport.writelines(writes)  # joined into one write (asyncio, Python 3.11)
+            else:  # an end-of-stream marker among them: websockets knows what to do with it
+                ws.protocol.writes[:0] = writes
+                ws.send_data()
+        except Exception:  # the transport is gone: the reader sees the close and reconnects
+            pass
 
     async def _send_all(self, frames: list[str]) -> None:
         for frame in frames:
