@@ -76,7 +76,12 @@ async def _supervise(settings: Any, overrides: dict[str, Any], verbose: bool) ->
     try:
         _identity()  # before the workers: they must all load the same one
         payload = json.dumps({"overrides": overrides, "verbose": verbose, "count": settings.workers}).encode()
-        supervisor = Supervisor(settings.workers, [sys.executable, "-m", "cli.serve_worker"], payload)
+        from pylon.provider.workers import WATCHDOG_S
+
+        # PYLON_WORKER_WATCHDOG_S: tests shorten the hung-worker watchdog (not a setting)
+        watchdog_s = float(os.environ.get("PYLON_WORKER_WATCHDOG_S") or WATCHDOG_S)
+        supervisor = Supervisor(settings.workers, [sys.executable, "-m", "cli.serve_worker"], payload,
+                                watchdog_s=watchdog_s)
         log.info("starting %d workers", settings.workers)
         return await supervisor.run()
     finally:

@@ -31,7 +31,9 @@ How the jobs are split:
 The `Supervisor` starts the N worker processes, passes each its settings on stdin (secrets
 never on a command line), restarts one that dies (backoff 0.5 s doubling to 30 s, reset after
 a minute of uptime), forwards SIGTERM/SIGINT (drain; a second one: stop now) and
-SIGUSR1/SIGUSR2/SIGHUP (pause, resume, reload) to all of them, and gives up with the worker's
+SIGUSR1/SIGUSR2/SIGHUP (pause, resume, reload) to all of them, kills a serving worker whose
+event loop has sent no heartbeat for `WATCHDOG_S` (hung or stopped: its jobs are then taken
+over like a crashed worker's), and gives up with the worker's
 exit code when a worker fails before it ever served (a configuration error: said once, by the
 worker, in one line: worker 0 starts first, the others once it serves). Workers watch their parent: one whose supervisor vanished drains and exits.
 """
@@ -59,6 +61,7 @@ TAKEOVER_INTERVAL_S = 1.0  # how often a worker looks for exited workers' jobs (
 MIN_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 STABLE_S = 60.0  # a worker up this long restarts with the shortest backoff again
+WATCHDOG_S = 30.0  # a serving worker whose event loop sent no heartbeat this long is killed (then restarted)
 READY_FD_ENV = "PYLON_WORKER_READY_FD"  # the worker writes "ready\n" here once it serves
 FORWARDED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
 
@@ -125,6 +128,7 @@ async def worker_duties(provider: "Provider", *, parent_pid: int | None = None,
 async def _duties(provider: "Provider", parent_pid: int | None, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
+        heartbeat()
         if parent_pid is not None and os.getppid() != parent_pid:
             log.warning("the supervisor (pid %d) is gone: this worker drains and stops", parent_pid)
             parent_pid = None
@@ -156,14 +160,38 @@ def resume_taken(provider: "Provider", taken: "Takeover") -> None:
         provider._spawn(provider.refunds.resume())
 
 
+_beat_fd: int | None = None  # the pipe to the supervisor, after the ready line
+
+
 def signal_ready() -> None:
-    """Tell the supervisor this worker is serving (a no-op when not started by one)."""
+    """Tell the supervisor this worker is serving (a no-op when not started by one); the same
+    pipe then carries the heartbeats (`heartbeat`)."""
+    global _beat_fd
     fd = os.environ.pop(READY_FD_ENV, None)
     if fd is None:
         return
-    with contextlib.suppress(OSError, ValueError):
+    try:
+        os.set_blocking(int(fd), False)  # a heartbeat never blocks the event loop
         os.write(int(fd), b"ready\n")
-        os.close(int(fd))
+        _beat_fd = int(fd)
+    except (OSError, ValueError):
+        pass
+
+
+def heartbeat() -> None:
+    """One line to the supervisor: this worker's event loop is turning (its watchdog kills a
+    worker silent for `WATCHDOG_S`, so a hung worker's jobs are taken over)."""
+    global _beat_fd
+    if _beat_fd is None:
+        return
+    try:
+        os.write(_beat_fd, b"beat\n")
+    except BlockingIOError:
+        pass  # the supervisor is behind reading: the next beat will do
+    except OSError:  # the supervisor is gone (the parent check handles that)
+        with contextlib.suppress(OSError):
+            os.close(_beat_fd)
+        _beat_fd = None
 
 
 # ---------------------------------------------------------------------------- the supervisor
@@ -181,7 +209,7 @@ class Supervisor:
 
     def __init__(self, count: int, command: Sequence[str], payload: bytes, *,
                  env: dict[str, str] | None = None, min_backoff_s: float = MIN_BACKOFF_S,
-                 max_backoff_s: float = MAX_BACKOFF_S) -> None:
+                 max_backoff_s: float = MAX_BACKOFF_S, watchdog_s: float = WATCHDOG_S) -> None:
         if count < 1:
             raise ValueError("count must be >= 1")
         self.count = count
@@ -189,6 +217,9 @@ class Supervisor:
         self.payload = payload
         self.env = dict(os.environ if env is None else env)
         self.min_backoff_s, self.max_backoff_s = min_backoff_s, max_backoff_s
+        self.watchdog_s = watchdog_s
+        self.killed_silent = 0  # workers the watchdog killed
+        self._pipes: set[asyncio.Future[None]] = set()
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.restarts = 0
         self._stopping = asyncio.Event()
@@ -236,6 +267,9 @@ class Supervisor:
                 if proc.returncode is None:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
+            for reading in list(self._pipes):
+                reading.cancel()
+            await asyncio.gather(*self._pipes, return_exceptions=True)
         return code
 
     def stop(self) -> None:
@@ -261,8 +295,8 @@ class Supervisor:
         served = False
         while not self._stopping.is_set():
             started = time.monotonic()
-            proc, ready = await self._spawn(slot)
-            code = await proc.wait()
+            proc, ready, beat = await self._spawn(slot)
+            code = await self._wait(slot, proc, ready, beat)
             try:  # the pipe closes with the worker: its ready line, if any, is there by now
                 served = await asyncio.wait_for(ready, 2.0) or served
             except (asyncio.TimeoutError, OSError):
@@ -279,7 +313,25 @@ class Supervisor:
                 await asyncio.wait_for(self._stopping.wait(), backoff)
             backoff = min(backoff * 2, self.max_backoff_s)
 
-    async def _spawn(self, slot: int) -> tuple[asyncio.subprocess.Process, "asyncio.Future[bool]"]:
+    async def _wait(self, slot: int, proc: asyncio.subprocess.Process, ready: "asyncio.Future[bool]",
+                    beat: list[float]) -> int:
+        """The worker's exit code; a serving worker silent for `watchdog_s` (its event loop
+        stuck, or the process stopped) is SIGKILLed on the way, so its jobs are taken over."""
+        exited = asyncio.ensure_future(proc.wait())
+        while True:
+            done, _ = await asyncio.wait({exited}, timeout=min(1.0, self.watchdog_s / 4))
+            if done:
+                return exited.result()
+            silent = time.monotonic() - beat[0]
+            if ready.done() and not ready.cancelled() and ready.result() and silent > self.watchdog_s:
+                log.error("worker %d (pid %d) sent no heartbeat for %.0f s: killed, its jobs go to the others",
+                          slot, proc.pid, silent)
+                self.killed_silent += 1
+                beat[0] = float("inf")  # once
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+
+    async def _spawn(self, slot: int) -> tuple[asyncio.subprocess.Process, "asyncio.Future[bool]", list[float]]:
         read_fd, write_fd = os.pipe()
         env = dict(self.env, PYLON_WORKER_SLOT=str(slot), **{READY_FD_ENV: str(write_fd)})
         try:
@@ -289,7 +341,11 @@ class Supervisor:
         finally:
             os.close(write_fd)
         self.procs[slot] = proc
-        ready = asyncio.ensure_future(_read_ready(read_fd))
+        ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        beat = [time.monotonic()]  # when the worker last said something on its pipe
+        reading = asyncio.ensure_future(_read_pipe(read_fd, ready, beat))
+        self._pipes.add(reading)  # a reference, so the task is not collected while it reads
+        reading.add_done_callback(self._pipes.discard)
         served = self._served[slot]
         ready.add_done_callback(lambda f: served.set() if not f.cancelled() and f.exception() is None and f.result()
                                 else None)
@@ -299,17 +355,24 @@ class Supervisor:
             await proc.stdin.drain()
             proc.stdin.close()
         log.info("worker %d started (pid %d)", slot, proc.pid)
-        return proc, ready
+        return proc, ready, beat
 
 
-async def _read_ready(fd: int) -> bool:
-    """True once the worker wrote its ready line; False when the pipe closed without one."""
+async def _read_pipe(fd: int, ready: "asyncio.Future[bool]", beat: list[float]) -> None:
+    """Read a worker's pipe until it closes (the worker exited): `ready` becomes True at its
+    ready line (False if it closes without one); `beat[0]` is when the last line came."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     pipe = os.fdopen(fd, "rb", buffering=0)
     transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
     try:
-        return (await reader.readline()).startswith(b"ready")
+        while line := await reader.readline():
+            if beat[0] != float("inf"):
+                beat[0] = time.monotonic()
+            if line.startswith(b"ready") and not ready.done():
+                ready.set_result(True)
     finally:
         transport.close()
+        if not ready.done():
+            ready.set_result(False)
 

@@ -188,6 +188,40 @@ async def test_a_stalled_worker_s_requests_go_to_the_other_once(relay_url, opena
     assert {owner[a.job_id] for a in answers} == {workers[1]}  # the live worker took every stalled-time job
 
 
+async def test_a_hung_worker_is_killed_by_the_watchdog_and_its_jobs_taken_over(relay_url, openai_double, tmp_path):
+    """A worker stopped (SIGSTOP: alive, its jobs claimed, nothing taken over) while its jobs are
+    in the backend: the supervisor's watchdog (3 s here) kills it, a new worker starts, the jobs
+    are taken over and answered."""
+    keys, home = _home(tmp_path)
+    openai_double.latency_s = 2.0
+    serve = WorkersProc(_serve_argv(relay_url, openai_double.base_url),
+                        cli_env(home, PYLON_WORKER_WATCHDOG_S="3"))
+    await serve.start(workers=2)
+    n = 8
+    stopped = None
+    try:
+        async with PylonClient([relay_url], keys=Keys.generate()) as client:
+            asks = asyncio.ensure_future(_ask(client, keys, n))
+            await wait_for(lambda: len(openai_double.requests) >= n, timeout=60, what="every job running")
+            victim, lost = Counter(r[2] for r in _rows(home)).most_common(1)[0]
+            stopped = _pid(victim)
+            os.kill(stopped, signal.SIGSTOP)
+            answers = await asyncio.wait_for(asks, 120)
+            await serve.serving(3)  # a replacement worker
+        assert all(a.text for a in answers)
+        with pytest.raises(ProcessLookupError):
+            os.kill(stopped, 0)  # killed, not merely resumed
+        stopped = None
+    finally:
+        if stopped is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGCONT)
+        await serve.stop()
+    rows = _rows(home)
+    assert {r[1] for r in rows} == {"done"} and victim not in {r[2] for r in rows}
+    assert len(openai_double.requests) == n + lost  # the hung worker's jobs ran once more, no others
+
+
 async def test_a_worker_killed_during_paid_jobs_costs_the_customer_nothing(relay_url, openai_double, dev_ledger,
                                                                           tmp_path):
     dev_ledger.fund("customer", FUND)
