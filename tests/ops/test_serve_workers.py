@@ -262,6 +262,44 @@ def test_a_worker_that_cannot_start_is_said_once_and_ends_the_serve(tmp_path):
     assert "Traceback" not in out.stderr and "worker 1 started" not in out.stderr
 
 
+async def test_a_worker_killed_while_its_invoices_wait_loses_no_payment(relay_url, openai_double, dev_ledger,
+                                                                      tmp_path):
+    """Paid jobs waiting for their invoices (the customer pays 3 s after each quote) when their
+    worker is SIGKILLed: the worker taking them over watches the invoices, sees them paid and
+    serves them; the customer paid exactly what the provider received, each job ran once."""
+    dev_ledger.fund("customer", FUND)
+    cw, pw = dev_ledger.wallet("customer"), dev_ledger.wallet("provider")
+    pay = cw.pay_invoice
+
+    async def slow_pay(bolt11: str, **kwargs):
+        await asyncio.sleep(3.0)  # the worker that quoted dies meanwhile
+        return await pay(bolt11, **kwargs)
+
+    cw.pay_invoice = slow_pay  # the real dev wallet, paying later
+    keys, home = _home(tmp_path)
+    serve = WorkersProc(_serve_argv(relay_url, openai_double.base_url, "--price-msat", str(PRICE),
+                                    "--wallet", dev_ledger.uri("provider")), cli_env(home))
+    await serve.start(workers=2)
+    asks_n = 6
+    tally = Tally("a worker killed while its invoices wait")
+    try:
+        async with paying_customer(relay_url, cw, max_msat=5_000) as client:
+            asks = asyncio.ensure_future(ask_all(client, asks_n, tally, timeout=90, provider=keys.public_key))
+            await wait_for(lambda: sum(r[1] == "awaiting_payment" for r in _rows(home)) >= asks_n, timeout=60,
+                           what="every job waiting for its payment")
+            victim, waiting = Counter(r[2] for r in _rows(home)).most_common(1)[0]
+            os.kill(_pid(victim), signal.SIGKILL)
+            await asyncio.wait_for(asks, 120)
+    finally:
+        await serve.stop()
+    await tally.settle(cw, pw, fund=FUND, price=PRICE)
+    tally.check()  # paid == received, nothing paid without an answer
+    assert tally.answered == asks_n and waiting >= 1
+    rows = _rows(home)
+    assert {r[1] for r in rows} == {"done"} and victim not in {r[2] for r in rows}
+    assert len(openai_double.requests) == asks_n  # none ran twice (none had started)
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "abc"])
 def test_a_bad_workers_value_is_one_line(value, tmp_path):
     import subprocess
