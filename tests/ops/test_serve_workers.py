@@ -127,6 +127,25 @@ async def test_two_workers_split_the_jobs_and_run_each_once(relay_url, openai_do
     assert len(results) == n and len({e.first_tag("e")[1] for e in results}) == n  # one result per job
 
 
+async def test_two_workers_in_front_of_the_cpu_vllm(relay_url, vllm_server, tmp_path):
+    """The same split against the real (CPU) vLLM: every job answered, each run once."""
+    keys, home = _home(tmp_path)
+    serve = WorkersProc(_serve_argv(relay_url, vllm_server.base_url), cli_env(home))
+    await serve.start(workers=2, timeout=120)
+    n = 8
+    try:
+        async with PylonClient([relay_url], keys=Keys.generate()) as client:
+            answers = await asyncio.gather(*(client.ask(f"Count to {i}.", provider=keys.public_key, max_tokens=8,
+                                                        temperature=0.0, timeout=120) for i in range(n)))
+        assert all(a.model == vllm_server.model for a in answers)
+    finally:
+        await serve.stop()
+    rows = _rows(home)
+    assert len(rows) == n and {r[1] for r in rows} == {"done"} and all(r[3] == 1 for r in rows)
+    results = await stored(relay_url, kinds=[6050], authors=[keys.public_key])
+    assert len(results) == n and len({e.first_tag("e")[1] for e in results}) == n
+
+
 async def test_a_worker_killed_mid_jobs_loses_none(relay_url, openai_double, tmp_path):
     keys, home = _home(tmp_path)
     openai_double.latency_s = 2.0  # every job is in the backend when the worker dies
