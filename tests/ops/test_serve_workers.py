@@ -267,6 +267,37 @@ async def test_a_worker_killed_during_paid_jobs_costs_the_customer_nothing(relay
     assert {r[1] for r in _rows(home)} == {"done"}
 
 
+async def test_pause_and_resume_reach_every_worker(relay_url, openai_double, tmp_path):
+    """`pylon serve pause|resume|status` signal the supervisor, which forwards to each worker:
+    while paused every request is refused (whichever worker it prefers), after resume served."""
+    from tests.ops.test_serve_lifecycle import _announced, _pylon, wait_for_async
+
+    keys, home = _home(tmp_path)
+    serve = WorkersProc(_serve_argv(relay_url, openai_double.base_url), cli_env(home))
+    await serve.start(workers=2)
+    try:
+        assert serve.proc is not None
+        status = await asyncio.to_thread(_pylon, home, "serve", "status")
+        assert str(serve.proc.pid) in status.stdout  # the supervisor holds the lock
+        out = await asyncio.to_thread(_pylon, home, "serve", "pause")
+        assert out.returncode == 0, out.stderr
+        await wait_for_async(lambda: _announced(relay_url, keys.public_key), want=False)
+        await asyncio.sleep(0.5)  # both workers have the signal (forwarded at once)
+        async with PylonClient([relay_url], keys=Keys.generate()) as client:
+            refusals = await asyncio.gather(*(client.ask(f"paused {i}", provider=keys.public_key, timeout=30)
+                                              for i in range(6)), return_exceptions=True)
+            assert all(isinstance(r, Exception) and "paused" in str(r) for r in refusals), refusals
+            out = await asyncio.to_thread(_pylon, home, "serve", "resume")
+            assert out.returncode == 0, out.stderr
+            await wait_for_async(lambda: _announced(relay_url, keys.public_key), want=True)
+            await asyncio.sleep(0.5)
+            answers = await _ask(client, keys, 6)
+        assert all(a.text for a in answers)
+    finally:
+        await serve.stop()
+    assert len(openai_double.requests) == 6
+
+
 def test_a_worker_that_cannot_start_is_said_once_and_ends_the_serve(tmp_path):
     """A configuration only a worker finds wrong (a dev wallet in a missing folder): one error,
     from the first worker, the supervisor's exit code is the worker's, no restart loop."""
