@@ -14,18 +14,18 @@ SQLite in WAL mode under PYLON_HOME (`db_path("ledger")`), synchronous=FULL: a c
 intent is on disk before the wallet is asked. Each write is one short BEGIN IMMEDIATE
 transaction. Async code uses the `*_async` writes, which run the same methods on the ledger's
 one writer thread, so the event loop keeps serving while SQLite fsyncs (it used to stall
-~1-3 ms per write, twice per payment, for every job of the process). Reads go through a
-second connection: in WAL mode they never wait for a writer's fsync. Days are UTC days.
+~1-3 ms per write, twice per payment, for every job of the process). That thread commits the
+writes queued meanwhile together (pylon.group_commit: one transaction, a savepoint per write,
+one fsync; each caller still gets its own outcome, and only after the commit). Reads go
+through a second connection: in WAL mode they never wait for a writer's fsync. Days are UTC days.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import sqlite3
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from pylon.errors import PaymentError
 from pylon.home import db_path, private_file
+from pylon.group_commit import GroupCommitWriter, Savepoint
 from pylon.storage import WriteTransaction
 from pylon.customer.invoice_check import ABOVE_BUDGET, ALREADY_PAID, PaymentRefused
 from pylon.customer.lease import OwnerLease, owner_alive
@@ -143,7 +144,7 @@ class Ledger:
         self.path = Path(path) if path is not None else db_path("ledger")
         self._lock = threading.RLock()   # the write connection
         self._rlock = threading.Lock()   # the read connection
-        self._writer: ThreadPoolExecutor | None = None  # started by the first *_async write
+        self._writer: GroupCommitWriter | None = None  # started by the first *_async write
         self._writer_guard = threading.Lock()
         self._lease: OwnerLease | None = None  # taken by the first intent (pylon.customer.lease)
         try:
@@ -169,7 +170,7 @@ class Ledger:
         with self._writer_guard:
             writer, self._writer = self._writer, None
         if writer is not None:
-            writer.shutdown(wait=True)  # a write already started finishes (and commits) first
+            writer.close()  # writes already queued finish (and commit) first
         with self._lock:
             self._db.close()
             if self._lease is not None:
@@ -184,9 +185,9 @@ class Ledger:
         `recover` handles."""
         with self._writer_guard:
             if self._writer is None:
-                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pylon-ledger")
+                self._writer = GroupCommitWriter(self._db, self._lock, name="pylon-ledger")
             writer = self._writer
-        return await asyncio.get_running_loop().run_in_executor(writer, functools.partial(fn, *args, **kwargs))
+        return await writer.run(functools.partial(fn, *args, **kwargs))
 
     async def record_intent_async(self, **kwargs: Any) -> Receipt:
         """`record_intent` off the event loop (same arguments, same errors)."""
@@ -207,7 +208,11 @@ class Ledger:
         self.close()
 
     # -- plumbing --------------------------------------------------------------------------
-    def _tx(self) -> WriteTransaction:
+    def _tx(self) -> WriteTransaction | Savepoint:
+        """A write transaction; on the writer thread inside a group commit, a savepoint of it."""
+        writer = self._writer
+        if writer is not None and writer.in_batch():
+            return Savepoint(self._db)
         return WriteTransaction(self._db, self._lock)
 
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:

@@ -1,0 +1,128 @@
+"""Group commit of the receipts ledger's writes (pylon.group_commit, issue 15 paid path).
+
+Writes queued together share one transaction and one fsync, and still behave one by one:
+each caller gets its own outcome, only once the batch is committed (another connection sees
+the row when the caller resumes); limits and exactly-once checks see the earlier writes of
+the same batch; a batch SQLite aborts is rerun write by write. Real SQLite files, real
+threads; a write is held on a threading.Event where a test needs several to queue up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+
+import pytest
+
+from pylon.customer.invoice_check import ABOVE_BUDGET, ALREADY_PAID, PaymentRefused
+from pylon.customer.ledger import Ledger, SpendLimits
+from pylon.group_commit import GroupCommitWriter
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _intent(i: int, *, job: str | None = None, limits: SpendLimits | None = None) -> dict:
+    return dict(job_id=job or f"job{i:04d}", provider="p" * 64, payment_hash=f"{i:064x}", amount_msat=1_000,
+                bolt11=f"lnbcrt{i}", session_id="s", limits=limits)
+
+
+async def _queue_behind_a_held_write(ledger: Ledger) -> threading.Event:
+    """Occupy the ledger's writer thread until the returned event is set, so the writes queued
+    meanwhile form one batch."""
+    release, started = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        release.wait(10)
+
+    task = asyncio.ensure_future(ledger._on_writer(hold))
+    await asyncio.to_thread(started.wait, 10)
+    release.task = task  # type: ignore[attr-defined]
+    return release
+
+
+async def test_each_write_of_a_batch_has_its_own_outcome_after_the_commit(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    ledger, other = Ledger(path), Ledger(path)  # `other`: another connection, as another process
+    try:
+        release = await _queue_behind_a_held_write(ledger)
+        writes = [asyncio.ensure_future(ledger.record_intent_async(**_intent(i))) for i in range(20)]
+        writes.append(asyncio.ensure_future(ledger.record_intent_async(**_intent(99, job="job0003"))))  # same job
+        writes.append(asyncio.ensure_future(ledger.record_intent_async(**_intent(5, job="another"))))  # same hash
+        await asyncio.sleep(0.05)
+        assert not any(w.done() for w in writes)  # queued behind the held write
+        release.set()
+        for w in asyncio.as_completed(writes):
+            try:
+                receipt = await w
+            except PaymentRefused as exc:
+                assert exc.reason == ALREADY_PAID
+                continue
+            assert other.get(receipt.payment_hash) is not None  # committed before its caller resumed
+        results = [w.exception() or w.result() for w in writes]
+        assert [type(r).__name__ for r in results[:20]] == ["Receipt"] * 20
+        assert all(isinstance(r, PaymentRefused) for r in results[20:])
+        assert len(other.receipts()) == 20 and all(r.status == "pending" for r in other.receipts())
+        paid = await asyncio.gather(*(ledger.mark_paid_async(f"{i:064x}", preimage="00" * 32) for i in range(20)))
+        assert all(r.status == "paid" for r in paid) and other.paid_msat() == 20_000
+    finally:
+        ledger.close()
+        other.close()
+
+
+async def test_a_daily_budget_holds_within_one_batch(tmp_path):
+    """Five intents of 1,000 msat queued together against a 3,000 msat day: three pass."""
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    try:
+        release = await _queue_behind_a_held_write(ledger)
+        limits = SpendLimits(daily_msat=3_000)
+        writes = [asyncio.ensure_future(ledger.record_intent_async(**_intent(i, limits=limits))) for i in range(5)]
+        await asyncio.sleep(0.05)
+        release.set()
+        outcomes = await asyncio.gather(*writes, return_exceptions=True)
+        assert [isinstance(o, PaymentRefused) and o.reason == ABOVE_BUDGET for o in outcomes] == [False] * 3 + [True] * 2
+        assert ledger.spent_today_msat() == 3_000 and len(ledger.receipts()) == 3
+    finally:
+        ledger.close()
+
+
+async def test_a_batch_sqlite_aborts_is_rerun_write_by_write(tmp_path):
+    """A write that ends the batch's transaction under it (as SQLite does on a disk-full or I/O
+    error): nothing of the batch is committed by it; every write runs again alone, in order."""
+    db = sqlite3.connect(str(tmp_path / "t.sqlite"), isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
+    lock = threading.RLock()
+    writer = GroupCommitWriter(db, lock)
+    runs: list[str] = []
+
+    def put(k: str, abort: bool = False):
+        def fn() -> str:
+            runs.append(k)
+            if writer.in_batch():
+                db.execute("SAVEPOINT pylon_write")
+                db.execute("INSERT INTO t VALUES (?)", (k,))
+                if abort:
+                    db.execute("ROLLBACK")  # the whole transaction is gone
+                    raise sqlite3.OperationalError("disk I/O error")
+                db.execute("RELEASE pylon_write")
+            else:
+                db.execute("INSERT INTO t VALUES (?)", (k,))
+            return k
+        return fn
+
+    try:
+        release, started = threading.Event(), threading.Event()
+        held = asyncio.ensure_future(writer.run(lambda: (started.set(), release.wait(10))))
+        await asyncio.to_thread(started.wait, 10)
+        writes = [asyncio.ensure_future(writer.run(put(k, abort=(k == "b")))) for k in ("a", "b", "c")]
+        await asyncio.sleep(0.05)
+        release.set()
+        await held
+        assert await asyncio.gather(*writes) == ["a", "b", "c"]
+        assert runs == ["a", "b", "a", "b", "c"]  # the batch stopped at b, then each ran alone
+        assert sorted(r[0] for r in db.execute("SELECT k FROM t")) == ["a", "b", "c"]
+    finally:
+        writer.close()
+        db.close()
