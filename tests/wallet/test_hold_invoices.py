@@ -188,3 +188,34 @@ async def test_nwc_without_hold_invoices_says_so(relay_url, dev_ledger):
                 await client.make_hold_invoice(1_000, _key()[1])
         finally:
             await client.aclose()
+
+
+async def test_nwc_wait_for_a_hold_invoice_made_here_costs_no_lookup(relay_url, dev_ledger):
+    """Issue 15: a hold invoice this client made while reading the notifications is waited for
+    on the notification alone (no lookup_invoice round trip); a client that did not make it
+    (a restart) still asks at the start, and finds a payment locked before it subscribed."""
+    dev_ledger.fund("payer", 20_000)
+    payer = dev_ledger.wallet("payer")
+    service = NwcService(dev_ledger.wallet("shop"), [relay_url])
+    conn = service.new_connection(name="provider")
+    async with service.running():
+        client = await connect_wallet(service.uri_for(conn))
+        restarted = None
+        try:
+            client.hold_poll_s = 60.0
+            preimage, ph = _key()
+            inv = await client.make_hold_invoice(5_000, ph, "pay for the key", 120)
+            before = service.stats["requests"]
+            paying = asyncio.create_task(payer.pay_invoice(inv.bolt11, max_msat=5_000))
+            assert await client.wait_hold_invoice(ph, 30) == InvoiceState.ACCEPTED
+            assert service.stats["requests"] == before  # woken by hold_invoice_accepted, nothing asked
+            restarted = await connect_wallet(service.uri_for(conn))  # subscribed after the notification
+            restarted.hold_poll_s = 60.0
+            assert await restarted.wait_hold_invoice(ph, 30) == InvoiceState.ACCEPTED  # its lookup found it
+            assert service.stats["requests"] > before
+            await restarted.settle_hold_invoice(preimage)
+            assert (await asyncio.wait_for(paying, 10)).preimage == preimage
+        finally:
+            await client.aclose()
+            if restarted is not None:
+                await restarted.aclose()
