@@ -51,6 +51,7 @@ DESCRIPTIONS: dict[str, str] = {
     "provider_allow": "Provider: serve only these customers (npub or hex; empty: everyone) ([provider] allow).",
     "provider_deny": "Provider: never serve these customers ([provider] deny).",
     "drain_timeout_s": "Provider: on SIGTERM/Ctrl-C, seconds to finish paid and running jobs before exiting.",
+    "workers": "Provider: processes serving under one identity and job store, one per core (`--workers`).",
     "history_save_text": "Keep prompt and answer text in `pylon history` (off: only sizes and metadata).",
 }
 _ALIASES = {"history.save_text": "history_save_text"}
