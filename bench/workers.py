@@ -14,6 +14,10 @@ plus all its workers'), in `--rounds` interleaved rounds (1, 2, 1, 2, ...). Rati
 jobs/s with W workers / median jobs/s with the first W in the list (1), measured in this run. `provider_capacity_per_core` = 1000 / provider CPU ms per job: the
 jobs/s one core of provider could take if relay and customers ran elsewhere. Results:
 bench/results/workers.json.
+
+`--burst N` instead: N requests signed beforehand are published at once to a provider already
+serving (no customer client in the loop), jobs/s from the first publish to the last result
+stored, with the provider's and the relay's CPU: which of the two sets the ceiling here.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -130,6 +135,48 @@ async def measure(tmp: Path, relay: Proc, relay_url: str, backend: str, label: s
             **({"bystander_cpu_ms_per_request": round(other_cpu * 1000 / jobs, 3)} if other_cpu is not None else {})}
 
 
+async def burst(tmp: Path, relay: Proc, relay_url: str, backend: str, label: str, workers: int, n: int,
+                concurrency: int) -> dict[str, Any]:
+    """Provider-bound: `n` requests signed beforehand are published at once to a provider that
+    is already serving; jobs/s = n / (first publish to the last result stored). No customer
+    client runs (no replies to read), so the relay and the provider have the machine."""
+    from pylon.jobs.nip90 import JobRequest
+    from pylon.nostr.filters import Filter
+    from pylon.relay.pool import RelayPool
+
+    provider, keys = start_provider(tmp, label + "-burst", relay_url, backend, workers, concurrency)
+    customers = [Keys.generate() for _ in range(max(1, n // 8))]  # 8 each: far below per-customer caps
+    texts = prompts(n)
+    events = [JobRequest.from_prompt(texts[i], providers=[keys.public_key], max_tokens=16)
+              .to_event(customers[i % len(customers)]) for i in range(n)]
+    results = [Filter.of(kinds=[6050], authors=[keys.public_key])]
+    try:
+        async with RelayPool([relay_url]) as pool:
+            await pool.wait_connected()
+            sem = asyncio.Semaphore(256)
+
+            async def put(event: Any) -> None:
+                async with sem:
+                    await pool.publish(event)
+            cpu0, relay0 = tree_cpu_s(provider.pid), cpu_s(relay.pid)
+            t0 = time.perf_counter()
+            await asyncio.gather(*(put(e) for e in events))
+            seen = 0
+            deadline = time.monotonic() + 300
+            while seen < n and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+                seen = max((await pool.count(results, timeout=5.0)).values(), default=0)
+            wall = time.perf_counter() - t0
+            cpu, relay_cpu = tree_cpu_s(provider.pid) - cpu0, cpu_s(relay.pid) - relay0
+    finally:
+        provider.stop()
+    if seen < n:
+        raise RuntimeError(f"burst: {seen} of {n} results")
+    return {"workers": workers, "jobs": n, "jobs_per_s": round(n / wall, 1),
+            "provider_cpu_ms_per_job": round(cpu * 1000 / n, 3), "provider_cores_busy": round(cpu / wall, 2),
+            "relay_cpu_ms_per_job": round(relay_cpu * 1000 / n, 3), "relay_cores_busy": round(relay_cpu / wall, 2)}
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=800)
@@ -138,6 +185,7 @@ async def main() -> None:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the worker counts")
+    ap.add_argument("--burst", type=int, default=0, help="only the burst run, with this many requests")
     args = ap.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -146,6 +194,20 @@ async def main() -> None:
         tmp = Path(tmp_s)
         relay, relay_url = start_relay(tmp)
         try:
+            if args.burst:
+                double, backend = start_double(0)
+                try:
+                    for _ in range(args.rounds):
+                        for w in counts:
+                            row = await burst(tmp, relay, relay_url, backend, "double-0ms", w, args.burst,
+                                              args.concurrency)
+                            print(f"[burst] workers={w}  {row['jobs_per_s']:7.1f} jobs/s  provider "
+                                  f"{row['provider_cpu_ms_per_job']:.2f} ms/job ({row['provider_cores_busy']:.2f} "
+                                  f"cores busy)  relay {row['relay_cpu_ms_per_job']:.2f} ms/job "
+                                  f"({row['relay_cores_busy']:.2f} cores busy)", flush=True)
+                finally:
+                    double.stop()
+                return
             for latency in (float(x) for x in args.latencies_ms.split(",")):
                 double, backend = start_double(latency)
                 label = f"double-{latency:g}ms"
