@@ -80,6 +80,38 @@ CREATE INDEX IF NOT EXISTS receipts_by_session ON receipts(session_id);
 _COLS = ("id, job_id, provider, payment_hash, amount_msat, fee_msat, bolt11, preimage, status, "
          "session_id, error, created_at, paid_at, updated_at, owner, refund_msat, refund_hash, refund_status, "
          "result_event_id")
+# Running totals for the budgets (issue 15): the daily and session sums were a SUM over every
+# receipt of the day/session, twice per payment, so a customer's CPU per paid job grew with
+# its day's jobs (2.9 ms per sum at 10,000 receipts). Triggers keep one row per UTC day and
+# per session in step with every write to receipts, by any process and any version of this
+# code (they live in the file), in the writing transaction itself; `_spent` reads one row.
+_SPENT = "CASE WHEN {r}.status = 'failed' THEN 0 ELSE {r}.amount_msat + {r}.fee_msat - {r}.refund_msat END"
+_DAY = "CAST({r}.created_at AS INTEGER) / 86400"  # the UTC day number, exact: floor(seconds) // 86400
+
+
+def _bump(r: str, sign: str) -> str:
+    spent, day = _SPENT.format(r=r), _DAY.format(r=r)
+    return (f"INSERT INTO spend_by_day(day, msat) VALUES ({day}, {sign}({spent}))"
+            " ON CONFLICT(day) DO UPDATE SET msat = msat + excluded.msat;"
+            f" INSERT INTO spend_by_session(session_id, msat) SELECT {r}.session_id, {sign}({spent})"
+            f" WHERE {r}.session_id IS NOT NULL ON CONFLICT(session_id) DO UPDATE SET msat = msat + excluded.msat;")
+
+
+_TOTALS = (
+    "CREATE TABLE IF NOT EXISTS spend_by_day (day INTEGER PRIMARY KEY, msat INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS spend_by_session (session_id TEXT PRIMARY KEY, msat INTEGER NOT NULL)",
+    "DELETE FROM spend_by_day",
+    "DELETE FROM spend_by_session",
+    f"INSERT INTO spend_by_day(day, msat) SELECT {_DAY.format(r='receipts')}, SUM({_SPENT.format(r='receipts')})"
+    " FROM receipts GROUP BY 1",
+    f"INSERT INTO spend_by_session(session_id, msat) SELECT session_id, SUM({_SPENT.format(r='receipts')})"
+    " FROM receipts WHERE session_id IS NOT NULL GROUP BY 1",
+    f"CREATE TRIGGER IF NOT EXISTS receipts_spend_ins AFTER INSERT ON receipts BEGIN {_bump('NEW', '+')} END",
+    f"CREATE TRIGGER IF NOT EXISTS receipts_spend_del AFTER DELETE ON receipts BEGIN {_bump('OLD', '-')} END",
+    f"CREATE TRIGGER IF NOT EXISTS receipts_spend_upd AFTER UPDATE OF status, amount_msat, fee_msat, refund_msat,"
+    f" created_at, session_id ON receipts BEGIN {_bump('OLD', '-')} {_bump('NEW', '+')} END",
+)
+
 # columns added after the first release: (name, declaration) for ALTER TABLE on older files
 _ADDED = (("owner", "TEXT"), ("refund_msat", "INTEGER NOT NULL DEFAULT 0"), ("refund_hash", "TEXT"),
           ("refund_status", "TEXT"), ("result_event_id", "TEXT"))
@@ -159,12 +191,23 @@ class Ledger:
             for name, decl in _ADDED:
                 if name not in have:
                     self._db.execute(f"ALTER TABLE receipts ADD COLUMN {name} {decl}")
+            self._ensure_totals()
             self._rdb = sqlite3.connect(str(self.path), timeout=busy_timeout_ms / 1000, isolation_level=None,
                                         check_same_thread=False)
             self._rdb.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             self._rdb.execute("PRAGMA query_only=ON")
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the receipts ledger {self.path}: {exc}") from None
+
+    def _ensure_totals(self) -> None:
+        """Create the budget running totals from the receipts, once per file (first open by
+        this version): tables, contents and triggers in one transaction, so no write by
+        another process falls between the sums and the triggers."""
+        with WriteTransaction(self._db, self._lock) as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'receipts_spend_upd'").fetchone():
+                return
+            for statement in _TOTALS:
+                db.execute(statement)
 
     def close(self) -> None:
         with self._writer_guard:
@@ -236,6 +279,13 @@ class Ledger:
 
     @staticmethod
     def _spent(db: sqlite3.Connection, since: float | None = None, session_id: str | None = None) -> int:
+        if session_id is None and since is not None and since % 86400 == 0:  # since a UTC midnight: the day rows
+            row = db.execute("SELECT COALESCE(SUM(msat), 0) FROM spend_by_day WHERE day >= ?",
+                             (int(since) // 86400,)).fetchone()
+            return int(row[0])
+        if session_id is not None and since is None:
+            row = db.execute("SELECT msat FROM spend_by_session WHERE session_id = ?", (session_id,)).fetchone()
+            return int(row[0]) if row else 0
         sql = "SELECT COALESCE(SUM(amount_msat + fee_msat - refund_msat), 0) FROM receipts WHERE status != 'failed'"
         args: list[Any] = []
         if since is not None:
