@@ -2,7 +2,8 @@
 
 Why processes: a provider's cost per job is CPU in one Python event loop (signatures, JSON,
 SQLite), so one process tops out at one core however many the host has; N processes on
-N cores take N times the jobs, in front of the same backend(s).
+N cores take up to N times the jobs in front of the same backend(s), less what every worker
+spends receiving every request (figures: docs/OPERATING.md, bench/workers.py).
 
 How the jobs are split:
 
@@ -33,9 +34,10 @@ never on a command line), restarts one that dies (backoff 0.5 s doubling to 30 s
 a minute of uptime), forwards SIGTERM/SIGINT (drain; a second one: stop now) and
 SIGUSR1/SIGUSR2/SIGHUP (pause, resume, reload) to all of them, kills a serving worker whose
 event loop has sent no heartbeat for `WATCHDOG_S` (hung or stopped: its jobs are then taken
-over like a crashed worker's), and gives up with the worker's
-exit code when a worker fails before it ever served (a configuration error: said once, by the
-worker, in one line: worker 0 starts first, the others once it serves). Workers watch their parent: one whose supervisor vanished drains and exits.
+over like a crashed worker's), and gives up with the worker's exit code when a worker fails
+before it ever served (a configuration error: said once, by the worker, in one line: worker 0
+starts first, the others once it serves). Workers watch their parent: one whose supervisor
+vanished drains and exits.
 """
 
 from __future__ import annotations
