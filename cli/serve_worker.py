@@ -15,7 +15,7 @@ import sys
 
 import typer
 
-from cli.common import handle_errors, run, setup_logging
+from cli.common import fail, handle_errors, run, setup_logging
 from cli.defaults import load_settings
 
 
@@ -24,6 +24,8 @@ def serve_worker() -> None:
     """Read the spec from stdin and serve as worker PYLON_WORKER_SLOT."""
     from cli.serve_cmd import _serve_locked
 
+    if "PYLON_WORKER_SLOT" not in os.environ:
+        fail("cli.serve_worker is started by `pylon serve --workers N`, not by hand", code=2)
     spec = json.loads(sys.stdin.read())
     slot = int(os.environ["PYLON_WORKER_SLOT"])
     settings = load_settings(spec["overrides"])

@@ -256,7 +256,7 @@ class Supervisor:
                     if not self._stopping.is_set():
                         log.error("worker %d failed before serving (exit %d): stopping all workers", exc.slot,
                                   exc.code)
-                        code = exc.code or 1
+                        code = 128 - exc.code if exc.code < 0 else exc.code or 1  # killed by a signal: 128 + it
                         self.stop()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, *FORWARDED):
