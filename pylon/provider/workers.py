@@ -51,6 +51,8 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, AsyncIterator, Sequence
 
+from pylon.provider.drain import PAUSED_REASON
+
 if TYPE_CHECKING:
     from pylon.nostr.event import Event
     from pylon.provider.jobstore import Takeover
@@ -136,7 +138,8 @@ async def _duties(provider: "Provider", parent_pid: int | None, interval_s: floa
             parent_pid = None
             os.kill(os.getpid(), signal.SIGTERM)
         store = provider.store
-        if store is None or not provider.accepting:  # draining: whoever stays takes them
+        draining = not provider.accepting and provider.closed_reason != PAUSED_REASON
+        if store is None or draining:  # whoever stays takes them (paused: jobs taken still finish)
             continue
         try:
             taken = store.take_over()
@@ -224,6 +227,7 @@ class Supervisor:
         self._pipes: set[asyncio.Future[None]] = set()
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.restarts = 0
+        self.paused = False  # `pylon serve pause` (SIGUSR1) until resume: replacements are paused too
         self._stopping = asyncio.Event()
         self._served = {k: asyncio.Event() for k in range(count)}  # set once the slot's worker served
         self._signals = 0
@@ -286,6 +290,8 @@ class Supervisor:
         self.stop()  # the second one reaches the workers as their second signal: stop now
 
     def _forward(self, sig: int) -> None:
+        if sig in (signal.SIGUSR1, signal.SIGUSR2):  # a worker started later must follow too
+            self.paused = sig == signal.SIGUSR1
         for proc in list(self.procs.values()):
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -349,8 +355,15 @@ class Supervisor:
         self._pipes.add(reading)  # a reference, so the task is not collected while it reads
         reading.add_done_callback(self._pipes.discard)
         served = self._served[slot]
-        ready.add_done_callback(lambda f: served.set() if not f.cancelled() and f.exception() is None and f.result()
-                                else None)
+
+        def on_ready(f: "asyncio.Future[bool]") -> None:
+            if f.cancelled() or f.exception() is not None or not f.result():
+                return
+            served.set()
+            if self.paused and proc.returncode is None:  # a replacement started during a pause
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGUSR1)
+        ready.add_done_callback(on_ready)
         assert proc.stdin is not None
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             proc.stdin.write(self.payload)

@@ -269,7 +269,8 @@ async def test_a_worker_killed_during_paid_jobs_costs_the_customer_nothing(relay
 
 async def test_pause_and_resume_reach_every_worker(relay_url, openai_double, tmp_path):
     """`pylon serve pause|resume|status` signal the supervisor, which forwards to each worker:
-    while paused every request is refused (whichever worker it prefers), after resume served."""
+    while paused every request is refused (whichever worker it prefers; a worker restarted
+    during the pause is paused too), after resume served."""
     from tests.ops.test_serve_lifecycle import _announced, _pylon, wait_for_async
 
     keys, home = _home(tmp_path)
@@ -285,6 +286,12 @@ async def test_pause_and_resume_reach_every_worker(relay_url, openai_double, tmp
         await asyncio.sleep(0.5)  # both workers have the signal (forwarded at once)
         async with PylonClient([relay_url], keys=Keys.generate()) as client:
             refusals = await asyncio.gather(*(client.ask(f"paused {i}", provider=keys.public_key, timeout=30)
+                                              for i in range(6)), return_exceptions=True)
+            assert all(isinstance(r, Exception) and "paused" in str(r) for r in refusals), refusals
+            os.kill(_children(serve.proc.pid)[0], signal.SIGKILL)  # a worker dies during the pause
+            await serve.serving(3)
+            await asyncio.sleep(0.5)  # its replacement was paused as soon as it served
+            refusals = await asyncio.gather(*(client.ask(f"still paused {i}", provider=keys.public_key, timeout=30)
                                               for i in range(6)), return_exceptions=True)
             assert all(isinstance(r, Exception) and "paused" in str(r) for r in refusals), refusals
             out = await asyncio.to_thread(_pylon, home, "serve", "resume")
