@@ -16,7 +16,7 @@ from typing import Any
 log = logging.getLogger("pylon.serve")
 
 RESTART_ONLY = ("wallet", "relays", "backend", "backend_api_key", "concurrency", "metrics_port", "metrics_host",
-                "free", "tools", "log_format")
+                "free", "tools", "log_format", "workers")
 
 
 def apply_settings(provider: Any, old: Any, new: Any) -> list[str]:
