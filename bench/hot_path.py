@@ -131,8 +131,10 @@ def one_round(tree: Path, tmp: Path, args: argparse.Namespace, double_url: str, 
     try:
         provider.start("serving as")
         plan = [[16 if args.pays else 32, args.jobs], [1, 64]]
+        # cwd=tree: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH,
+        # so from the repository root the load generator would run this tree's client for both
         gen = subprocess.Popen(pinned([sys.executable, "-c", LOADGEN, relay_url, json.dumps(plan), wallet_uri], other),
-                               env={**os.environ, **env, "PYLON_HOME": str(tmp / "client-home")},
+                               env={**os.environ, **env, "PYLON_HOME": str(tmp / "client-home")}, cwd=str(tree),
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert gen.stdin is not None and gen.stdout is not None
         try:
