@@ -29,7 +29,7 @@ TOPS = ("pylon", "wallet", "nexus_relay", "dsrs_bridge", "cli")
 # package -> layer; a package may import packages of strictly lower layers only
 LAYERS: dict[str, int] = {
     "pylon.errors": 0, "pylon.version": 0, "pylon.storage": 0,
-    "pylon.nostr": 1, "pylon.home": 1,
+    "pylon.nostr": 1, "pylon.home": 1, "pylon.group_commit": 1,
     "pylon.relay": 2,
     "wallet": 3, "nexus_relay": 3,
     "pylon.jobs": 4,  # wire formats may decode invoices (wallet's BOLT11 decoder)
