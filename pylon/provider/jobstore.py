@@ -183,9 +183,9 @@ class JobStore:
         try:  # a corrupt, foreign or unwritable file is the user's to fix: one StorageError line
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(private_file(self.path), isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
+            _enable_wal(self._db)
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._db.executescript(_SCHEMA)
             have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
@@ -573,6 +573,20 @@ def _checkpoint_loop(path: Path, stop: threading.Event, retention_s: float = RET
                 log.debug("job store checkpoint skipped: %s", exc)
     finally:
         db.close()
+
+
+def _enable_wal(db: sqlite3.Connection, timeout_s: float = 5.0) -> None:
+    """WAL mode, waiting out other processes: switching a new file to WAL needs it alone, and
+    SQLite answers "locked" at once (no busy handler) while N workers open it together."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _pid_of(wid: str) -> int:
