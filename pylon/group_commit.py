@@ -30,6 +30,7 @@ import collections
 import logging
 import sqlite3
 import threading
+import weakref
 from types import TracebackType
 from typing import Any, Callable, TypeVar
 
@@ -39,6 +40,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BATCH = 64  # writes per transaction: bounds how long the write lock is held at once
+
+# Writers not closed by their owner finish their queued writes when the interpreter exits, as
+# a ThreadPoolExecutor's threads do (the same hook, run before non-daemon threads are joined).
+_open_writers: "weakref.WeakSet[GroupCommitWriter]" = weakref.WeakSet()
+
+
+def _close_open_writers() -> None:
+    for writer in list(_open_writers):
+        writer.close()
+
+
+threading._register_atexit(_close_open_writers)  # type: ignore[attr-defined]
 
 
 class Savepoint:
@@ -84,8 +97,9 @@ class GroupCommitWriter:
             collections.deque()
         self._cond = threading.Condition()
         self._closing = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name)
         self._thread.start()
+        _open_writers.add(self)
 
     def in_batch(self) -> bool:
         """True on the writer thread while a batch's transaction is open (use savepoints)."""
@@ -108,7 +122,9 @@ class GroupCommitWriter:
         with self._cond:
             self._closing = True
             self._cond.notify()
-        self._thread.join()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        _open_writers.discard(self)
 
     # ------------------------------------------------------------------ the thread
     def _loop(self) -> None:
