@@ -126,3 +126,31 @@ async def test_a_batch_sqlite_aborts_is_rerun_write_by_write(tmp_path):
     finally:
         writer.close()
         db.close()
+
+
+def test_writes_queued_when_the_program_ends_are_written(tmp_path):
+    """A program that ends with writes still queued (its Ledger never closed, its tasks
+    cancelled by asyncio.run) exits after they are committed, as with the thread pool before."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "ledger.sqlite"
+    code = (
+        "import asyncio\n"
+        "from pylon.customer.ledger import Ledger\n"
+        f"ledger = Ledger({str(path)!r})\n"
+        "import time\n"
+        "async def main():\n"
+        "    asyncio.ensure_future(ledger._on_writer(time.sleep, 0.5))  # the writes below queue behind it\n"
+        "    for i in range(40):\n"
+        "        asyncio.ensure_future(ledger.record_intent_async(job_id=f'j{i}', provider='p',"
+        " payment_hash=f'{i:064x}', amount_msat=1, bolt11='x'))\n"
+        "    await asyncio.sleep(0)\n"
+        "asyncio.run(main())\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, timeout=60, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with Ledger(path) as ledger:
+        assert len(ledger.receipts()) == 40
