@@ -157,12 +157,15 @@ class GroupCommitWriter:
                     self._local.active = False
         except (_Aborted, sqlite3.Error) as exc:
             log.warning("group commit of %d writes failed (%s); running them one by one", len(batch), exc)
-            with self._lock:
+            self._lock.acquire()  # pylon.storage.Lock: acquire/release only
+            try:
                 if self._db.in_transaction:
                     try:
                         self._db.execute("ROLLBACK")
                     except sqlite3.Error:
                         pass
+            finally:
+                self._lock.release()
             self._alone(batch)
             return
         for (ok, value), (_, loop, fut) in zip(outcomes, batch):

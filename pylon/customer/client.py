@@ -946,7 +946,8 @@ class PylonClient:
         only wait for a provider that does not announce. False when who is live is unknown or
         nobody announces (then the window is all there is to go by)."""
         live = self._live.known(state.request.model) if self._live is not None else None
-        return bool(live) and all(p.pubkey in state.responders or p.pubkey in state.avoid for p in live)
+        return live is not None and bool(live) and all(
+            p.pubkey in state.responders or p.pubkey in state.avoid for p in live)
 
     def _note_free_work(self, state: _JobState, provider: str) -> None:
         """`processing`/`partial` from a provider that asked for nothing: a free offer at work."""
