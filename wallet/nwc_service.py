@@ -289,20 +289,9 @@ class NwcService:
         if method == "pay_invoice":
             return await self._pay(conn, params)
         if method == "make_invoice":
-            amount = params.get("amount")
-            if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
-                raise InvoiceInvalid("amount (msat) must be a positive integer")
-            expiry = params.get("expiry")
-            inv = await self.wallet.make_invoice(amount, str(params.get("description") or ""),
-                                                 int(expiry) if isinstance(expiry, int) and expiry > 0 else 600)
-            d = decode_bolt11(inv.bolt11)
-            tx = {"type": "incoming", "invoice": inv.bolt11, "payment_hash": inv.payment_hash,
-                  "amount": inv.amount_msat, "description": d.description or "", "fees_paid": 0,
-                  "created_at": d.created_at, "expires_at": inv.expires_at}
-            if len(self._issued) > 100_000:
-                self._issued.clear()
-            self._issued[inv.payment_hash] = tx
-            return {**tx, "state": "pending"}
+            inv = await self.wallet.make_invoice(_amount(params), str(params.get("description") or ""),
+                                                 _expiry(params))
+            return self._issue(inv)
         if method in HOLD_METHODS and method in self.methods:
             return await self._hold(conn, method, params)
         if method == "lookup_invoice":
@@ -317,29 +306,31 @@ class NwcService:
                     "methods": list(self.methods), "notifications": list(self.notifications)}
         raise NotImplementedByWallet(f"method {method!r} is not implemented")
 
+    def _issue(self, inv: Any) -> dict[str, Any]:
+        """An invoice this service made (plain or hold), remembered for lookup_invoice; the
+        NIP-47 transaction object it answers with."""
+        d = decode_bolt11(inv.bolt11)
+        tx = {"type": "incoming", "invoice": inv.bolt11, "payment_hash": inv.payment_hash,
+              "amount": inv.amount_msat, "description": d.description or "", "fees_paid": 0,
+              "created_at": d.created_at, "expires_at": inv.expires_at}
+        if len(self._issued) > 100_000:
+            self._issued.clear()
+        self._issued[inv.payment_hash] = tx
+        return {**tx, "state": "pending"}
+
     # -- hold invoices ---------------------------------------------------------------------------------------
     async def _hold(self, conn: NwcConnection, method: str, params: dict[str, Any]) -> dict[str, Any]:
         wallet = self.wallet
         assert isinstance(wallet, SupportsHoldInvoice)  # self.methods lists these only then
         if method == "make_hold_invoice":
-            amount, ph = params.get("amount"), params.get("payment_hash")
-            if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
-                raise InvoiceInvalid("amount (msat) must be a positive integer")
+            amount, ph = _amount(params), params.get("payment_hash")
             if not isinstance(ph, str) or len(ph) != 64:
                 raise InvoiceInvalid("make_hold_invoice needs payment_hash (64 hex)")
-            expiry = params.get("expiry")
             inv = await wallet.make_hold_invoice(amount, ph.lower(), str(params.get("description") or ""),
-                                                 int(expiry) if isinstance(expiry, int) and expiry > 0 else 600)
-            d = decode_bolt11(inv.bolt11)
-            tx = {"type": "incoming", "invoice": inv.bolt11, "payment_hash": inv.payment_hash,
-                  "amount": inv.amount_msat, "description": d.description or "", "fees_paid": 0,
-                  "created_at": d.created_at, "expires_at": inv.expires_at}
-            if len(self._issued) > 100_000:
-                self._issued.clear()
-            self._issued[inv.payment_hash] = tx
+                                                 _expiry(params))
             self._hold_owner[inv.payment_hash] = conn.client_pubkey
             self._spawn(self._watch_hold(conn.client_pubkey, inv.payment_hash, inv.expires_at))
-            return {**tx, "state": "pending"}
+            return self._issue(inv)
         if method == "settle_hold_invoice":
             preimage = params.get("preimage")
             if not isinstance(preimage, str) or len(preimage) != 64:
@@ -472,3 +463,17 @@ def _outcome_unknown(exc: WalletError) -> bool:
     from wallet.errors import WalletTimeout, WalletUnreachable
 
     return isinstance(exc, (WalletTimeout, WalletUnreachable))
+
+
+def _amount(params: dict[str, Any]) -> int:
+    """A request's `amount` (msat): a positive integer, else InvoiceInvalid."""
+    amount = params.get("amount")
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        raise InvoiceInvalid("amount (msat) must be a positive integer")
+    return amount
+
+
+def _expiry(params: dict[str, Any]) -> int:
+    """A request's `expiry` in seconds (600 when absent or not a positive integer)."""
+    expiry = params.get("expiry")
+    return int(expiry) if isinstance(expiry, int) and expiry > 0 else 600
