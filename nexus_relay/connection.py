@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from pylon.nostr.messages import notice_frame
+from pylon.relay.framing import can_frame_now, write_framed
 
 from nexus_relay.ratelog import RateLimitedLog
 from nexus_relay.subindex import Subscription
@@ -169,7 +170,7 @@ class Connection:
             return
         ws = self.ws
         if self._backlog is None:
-            if ws.protocol.state is State.OPEN and not ws.paused and ws.send_in_progress is None:
+            if can_frame_now(ws):
                 try:
                     ws.protocol.send_text(_encode(frame))
                 except Exception:  # transport gone: the reader loop will see the close
@@ -191,23 +192,9 @@ class Connection:
             self.output_full = True
 
     def _flush(self) -> None:
-        """Write the frames framed during this loop turn in one system call. websockets writes
-        each frame on its own (a send() per frame); a group commit answers a burst of OKs and
-        fans a burst of events out to the same few connections, so this is most of the
-        relay's writes under load. Order is kept: websockets' own sends (the backlog drainer,
-        pings, close) flush the same queue first, in order."""
+        """Write the frames framed during this loop turn together (pylon.relay.framing)."""
         self._flush_due = False
-        ws = self.ws
-        try:
-            writes = ws.protocol.data_to_send()
-            if not writes:
-                return
-            if all(writes):
-                ws.transport.writelines(writes)  # joined into one write (asyncio, Python 3.11)
-            else:  # an end-of-stream marker among them: websockets knows what to do with it
-                ws.protocol.writes[:0] = writes
-                ws.send_data()
-        except Exception:  # transport gone: the reader loop will see the close
+        if not write_framed(self.ws):
             self.closed = True
 
     async def _drain(self) -> None:

@@ -45,7 +45,7 @@ STRICT: dict[str, set[str]] = {
     "pylon.storage": set(),
     "pylon.nostr": {"pylon.errors"},
     "wallet": {"pylon.errors", "pylon.nostr", "pylon.relay", "pylon.storage"},
-    "nexus_relay": {"pylon.errors", "pylon.nostr"},
+    "nexus_relay": {"pylon.errors", "pylon.nostr", "pylon.relay"},  # relay.framing: the frame writer both ends share
 }
 
 

@@ -18,12 +18,12 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.protocol import State
 
 from pylon.errors import RelayError
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
+from pylon.relay.framing import can_frame_now, write_framed
 from pylon.relay.session import (
     AuthChallenged,
     AuthFinished,
@@ -201,10 +201,9 @@ class RelayRunner:
         ws = self.ws
         if ws is None or self.state != "connected":
             return False
-        if ws.protocol.state is State.OPEN and not ws.paused and ws.send_in_progress is None:
+        if can_frame_now(ws):
             # the common case without websockets' send() coroutine: frame it now, write it with
-            # whatever else this loop turn frames (a provider's feedback and results, a
-            # client's requests) in one system call
+            # whatever else this loop turn frames in one system call (pylon.relay.framing)
             data = text.encode()  # a lone surrogate raises here, as websockets' send() would
             try:
                 ws.protocol.send_text(data)
@@ -222,17 +221,7 @@ class RelayRunner:
 
     def _write_framed(self, ws: ClientConnection) -> None:
         self._flush_due = False
-        try:
-            writes = ws.protocol.data_to_send()
-            if not writes:
-                return
-            if all(writes):
-                ws.transport.writelines(writes)  # joined into one write (asyncio, Python 3.11)
-            else:  # an end-of-stream marker among them: websockets knows what to do with it
-                ws.protocol.writes[:0] = writes
-                ws.send_data()
-        except Exception:  # the transport is gone: the reader sees the close and reconnects
-            pass
+        write_framed(ws)  # a gone transport: the reader sees the close and reconnects
 
     async def _send_all(self, frames: list[str]) -> None:
         for frame in frames:
