@@ -21,60 +21,44 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.market import LIFTED, asks  # noqa: E402
-from nexus_relay import running_relay  # noqa: E402
+from bench.market import LIFTED, asks, paid_stack  # noqa: E402
 from pylon.customer.client import PylonClient  # noqa: E402
 from pylon.customer.ledger import Ledger  # noqa: E402
 from pylon.nostr.keys import Keys  # noqa: E402
-from pylon.provider.backends import OpenAIBackend  # noqa: E402
 from pylon.provider.provider import Provider  # noqa: E402
-from tests.peers.openai_double import OpenAIDouble  # noqa: E402
 from wallet import connect_wallet  # noqa: E402
-from wallet.dev import DevWallet, fund  # noqa: E402
+from wallet.dev import DevWallet  # noqa: E402
 from wallet.nwc_service import NwcService  # noqa: E402
 
 
 async def main(args: argparse.Namespace) -> dict:
-    double = OpenAIDouble()
-    double.latency_s = 0.02
-    double.start_in_thread()
     out: dict = {"jobs": args.jobs}
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            t = Path(tmp)
-            ledger = t / "dev.sqlite"
-            fund(ledger, "customer", 10**10)
-            async with running_relay(t / "relay.sqlite") as relay:
-                backend = OpenAIBackend(double.base_url)
-                service = NwcService(DevWallet(ledger, "provider"), [relay.url])
-                conn = service.new_connection(name="provider")
-                async with service.running():
-                    nwc = await connect_wallet(service.uri_for(conn))
-                    flows = {
-                        "preimage": (DevWallet(ledger, "provider"), True),
-                        "hold": (nwc, True),
-                        "nwc_pay_first": (nwc, False),
-                    }
-                    for name, (wallet, key) in flows.items():
-                        provider = Provider([relay.url], backend, keys=Keys.generate(), db_path=t / f"{name}.sqlite",
-                                            free=False, price_msat=1_000, wallet=wallet)
-                        client = PylonClient([relay.url], keys=Keys.generate(), wallet=DevWallet(ledger, "customer"),
-                                             ledger=Ledger(t / f"{name}-receipts.sqlite"), key_delivery=key,
-                                             **LIFTED)  # type: ignore[arg-type]
-                        async with provider.running(), client:
-                            for c in (1, 16):
-                                row = await asks(client, args.jobs, c, provider=provider.pubkey)
-                                assert row["paid_fraction"] == 1.0
-                                out.setdefault(f"c{c}", {})[name] = row
-                    await nwc.aclose()
-                await backend.aclose()
-    finally:
-        double.stop_thread()
+    async with paid_stack() as (t, ledger, relay, backend):
+        service = NwcService(DevWallet(ledger, "provider"), [relay.url])
+        conn = service.new_connection(name="provider")
+        async with service.running():
+            nwc = await connect_wallet(service.uri_for(conn))
+            flows = {
+                "preimage": (DevWallet(ledger, "provider"), True),
+                "hold": (nwc, True),
+                "nwc_pay_first": (nwc, False),
+            }
+            for name, (wallet, key) in flows.items():
+                provider = Provider([relay.url], backend, keys=Keys.generate(), db_path=t / f"{name}.sqlite",
+                                    free=False, price_msat=1_000, wallet=wallet)
+                client = PylonClient([relay.url], keys=Keys.generate(), wallet=DevWallet(ledger, "customer"),
+                                     ledger=Ledger(t / f"{name}-receipts.sqlite"), key_delivery=key,
+                                     **LIFTED)  # type: ignore[arg-type]
+                async with provider.running(), client:
+                    for c in (1, 16):
+                        row = await asks(client, args.jobs, c, provider=provider.pubkey)
+                        assert row["paid_fraction"] == 1.0
+                        out.setdefault(f"c{c}", {})[name] = row
+            await nwc.aclose()
     for c in (1, 16):
         row = out[f"c{c}"]
         base = row["preimage"]

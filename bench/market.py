@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, AsyncIterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -59,11 +61,14 @@ async def asks(client: PylonClient, n: int, c: int, **kw: object) -> dict:
             "paid_fraction": round(paid / n, 3)}
 
 
-async def main(args: argparse.Namespace) -> dict:
+@contextlib.asynccontextmanager
+async def paid_stack() -> AsyncIterator[tuple[Path, Path, Any, OpenAIBackend]]:
+    """What the paid-market benches share: the OpenAI double (20 ms), a temp folder, a dev
+    ledger whose `customer` account is funded, an embedded relay, and a backend on the double:
+    (folder, ledger, relay, backend); all stopped on exit."""
     double = OpenAIDouble()
     double.latency_s = 0.02
     double.start_in_thread()
-    out: dict = {"jobs": args.jobs, "window_ms": args.window_ms}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             t = Path(tmp)
@@ -71,55 +76,63 @@ async def main(args: argparse.Namespace) -> dict:
             fund(ledger, "customer", 10**10)
             async with running_relay(t / "relay.sqlite") as relay:
                 backend = OpenAIBackend(double.base_url)
-                free = Provider([relay.url], backend, keys=Keys.generate(), db_path=t / "free.sqlite")
-                paid = Provider([relay.url], backend, keys=Keys.generate(), db_path=t / "paid.sqlite",
-                                free=False, price_msat=1_000, wallet=DevWallet(ledger, "provider"))
-
-                def client(name: str, **kw: object) -> PylonClient:
-                    return PylonClient([relay.url], keys=Keys.generate(), wallet=DevWallet(ledger, "customer"),
-                                       ledger=Ledger(t / f"{name}.sqlite"), **LIFTED, **kw)  # type: ignore[arg-type]
-
-                async with paid.running():
-                    # 2. pay for the key vs pay-first (targeted, so the window plays no part)
-                    first, key = client("first", key_delivery=False), client("key", key_delivery=True)
-                    async with first, key:
-                        for c in (1, 16):
-                            row = {"pay_first": await asks(first, args.jobs, c, provider=paid.pubkey),
-                                   "key": await asks(key, args.jobs, c, provider=paid.pubkey)}
-                            row["key_added_ms"] = round(row["key"]["median_ms"] - row["pay_first"]["median_ms"], 1)
-                            row["key_per_s_ratio"] = round(row["key"]["per_s"] / row["pay_first"]["per_s"], 2)
-                            out[f"delivery_c{c}"] = row
-                    # what the window costs a paid untargeted ask (only the priced provider online)
-                    w = client("w_paid", decision_window_s=args.window_ms / 1000, key_delivery=False)
-                    nw = client("nw_paid", decision_window_s=0.0, key_delivery=False)
-                    async with w, nw:
-                        for c in (1, 16):
-                            row = {"window": await asks(w, args.jobs, c), "no_window": await asks(nw, args.jobs, c)}
-                            row["window_added_ms"] = round(row["window"]["median_ms"] - row["no_window"]["median_ms"], 1)
-                            out[f"paid_only_c{c}"] = row
-                    async with free.running():
-                        # 1. the decision window, with a free and a priced provider online
-                        # pay-first quotes (they arrive at once, as in the issue's report)
-                        windowed = client("win", decision_window_s=args.window_ms / 1000, key_delivery=False)
-                        no_window = client("nowin", decision_window_s=0.0, key_delivery=False)
-                        async with windowed, no_window:
-                            for c in (1, 16):
-                                out[f"window_c{c}"] = {
-                                    "window": await asks(windowed, args.jobs, c),
-                                    "no_window": await asks(no_window, args.jobs, c),
-                                }
-                # baseline: the free provider alone, untargeted
-                async with free.running():
-                    base = client("base")
-                    async with base:
-                        for c in (1, 16):
-                            b = await asks(base, args.jobs, c)
-                            row = out[f"window_c{c}"]
-                            row["free_only"] = b
-                            row["window_added_ms"] = round(row["window"]["median_ms"] - b["median_ms"], 1)
-                await backend.aclose()
+                try:
+                    yield t, ledger, relay, backend
+                finally:
+                    await backend.aclose()
     finally:
         double.stop_thread()
+
+
+async def main(args: argparse.Namespace) -> dict:
+    out: dict = {"jobs": args.jobs, "window_ms": args.window_ms}
+    async with paid_stack() as (t, ledger, relay, backend):
+        free = Provider([relay.url], backend, keys=Keys.generate(), db_path=t / "free.sqlite")
+        paid = Provider([relay.url], backend, keys=Keys.generate(), db_path=t / "paid.sqlite",
+                        free=False, price_msat=1_000, wallet=DevWallet(ledger, "provider"))
+
+        def client(name: str, **kw: object) -> PylonClient:
+            return PylonClient([relay.url], keys=Keys.generate(), wallet=DevWallet(ledger, "customer"),
+                               ledger=Ledger(t / f"{name}.sqlite"), **LIFTED, **kw)  # type: ignore[arg-type]
+
+        async with paid.running():
+            # 2. pay for the key vs pay-first (targeted, so the window plays no part)
+            first, key = client("first", key_delivery=False), client("key", key_delivery=True)
+            async with first, key:
+                for c in (1, 16):
+                    row = {"pay_first": await asks(first, args.jobs, c, provider=paid.pubkey),
+                           "key": await asks(key, args.jobs, c, provider=paid.pubkey)}
+                    row["key_added_ms"] = round(row["key"]["median_ms"] - row["pay_first"]["median_ms"], 1)
+                    row["key_per_s_ratio"] = round(row["key"]["per_s"] / row["pay_first"]["per_s"], 2)
+                    out[f"delivery_c{c}"] = row
+            # what the window costs a paid untargeted ask (only the priced provider online)
+            w = client("w_paid", decision_window_s=args.window_ms / 1000, key_delivery=False)
+            nw = client("nw_paid", decision_window_s=0.0, key_delivery=False)
+            async with w, nw:
+                for c in (1, 16):
+                    row = {"window": await asks(w, args.jobs, c), "no_window": await asks(nw, args.jobs, c)}
+                    row["window_added_ms"] = round(row["window"]["median_ms"] - row["no_window"]["median_ms"], 1)
+                    out[f"paid_only_c{c}"] = row
+            async with free.running():
+                # 1. the decision window, with a free and a priced provider online
+                # pay-first quotes (they arrive at once, as in the issue's report)
+                windowed = client("win", decision_window_s=args.window_ms / 1000, key_delivery=False)
+                no_window = client("nowin", decision_window_s=0.0, key_delivery=False)
+                async with windowed, no_window:
+                    for c in (1, 16):
+                        out[f"window_c{c}"] = {
+                            "window": await asks(windowed, args.jobs, c),
+                            "no_window": await asks(no_window, args.jobs, c),
+                        }
+        # baseline: the free provider alone, untargeted
+        async with free.running():
+            base = client("base")
+            async with base:
+                for c in (1, 16):
+                    b = await asks(base, args.jobs, c)
+                    row = out[f"window_c{c}"]
+                    row["free_only"] = b
+                    row["window_added_ms"] = round(row["window"]["median_ms"] - b["median_ms"], 1)
     return out
 
 
