@@ -20,7 +20,6 @@ from pylon.nostr.kinds import AUTH
 MAX_SUB_ID_LEN = 64
 
 
-_dumps = dumps  # compact, UTF-8 as itself (pylon.nostr.jsonwire)
 
 
 # ----------------------------------------------------------------- client -> relay
@@ -29,7 +28,7 @@ class ClientEvent:
     event: Event
 
     def to_json(self) -> str:
-        return _dumps(["EVENT", self.event.to_dict()])
+        return dumps(["EVENT", self.event.to_dict()])
 
 
 @dataclass(slots=True)
@@ -38,7 +37,7 @@ class ClientReq:
     filters: list[Filter]
 
     def to_json(self) -> str:
-        return _dumps(["REQ", self.sub_id, *[f.to_dict() for f in self.filters]])
+        return dumps(["REQ", self.sub_id, *[f.to_dict() for f in self.filters]])
 
 
 @dataclass(slots=True)
@@ -47,7 +46,7 @@ class ClientCount:
     filters: list[Filter]
 
     def to_json(self) -> str:
-        return _dumps(["COUNT", self.sub_id, *[f.to_dict() for f in self.filters]])
+        return dumps(["COUNT", self.sub_id, *[f.to_dict() for f in self.filters]])
 
 
 @dataclass(slots=True)
@@ -55,7 +54,7 @@ class ClientClose:
     sub_id: str
 
     def to_json(self) -> str:
-        return _dumps(["CLOSE", self.sub_id])
+        return dumps(["CLOSE", self.sub_id])
 
 
 @dataclass(slots=True)
@@ -68,7 +67,7 @@ class ClientAuth:
         return cls(Event.build(keys, AUTH, "", [["relay", relay_url], ["challenge", challenge]]))
 
     def to_json(self) -> str:
-        return _dumps(["AUTH", self.event.to_dict()])
+        return dumps(["AUTH", self.event.to_dict()])
 
 
 ClientMessage = Union[ClientEvent, ClientReq, ClientCount, ClientClose, ClientAuth]
@@ -125,14 +124,14 @@ def parse_client_message(frame: str | bytes) -> ClientMessage:
 # them on its hot path, the dataclasses below for their to_json). Compact JSON, UTF-8 kept.
 def ok_frame(event_id: str, accepted: bool, message: str = "") -> str:
     """["OK", id, accepted, message]; event ids are 64 lowercase hex (no escaping needed)."""
-    text = _dumps(message) if message else '""'
+    text = dumps(message) if message else '""'
     return f'["OK","{event_id}",{"true" if accepted else "false"},{text}]'
 
 
 def event_frame_prefix(sub_id: str) -> str:
     """'["EVENT",<sub_id>,' — an EVENT frame is this + the event's JSON + "]", so a relay can
     send stored event JSON without parsing it again; compute it once per subscription."""
-    return '["EVENT",' + _dumps(sub_id) + ","
+    return '["EVENT",' + dumps(sub_id) + ","
 
 
 def event_frame(sub_id: str, event_json: str) -> str:
@@ -141,26 +140,26 @@ def event_frame(sub_id: str, event_json: str) -> str:
 
 
 def eose_frame(sub_id: str) -> str:
-    return _dumps(["EOSE", sub_id])
+    return dumps(["EOSE", sub_id])
 
 
 def closed_frame(sub_id: str, message: str) -> str:
-    return _dumps(["CLOSED", sub_id, message])
+    return dumps(["CLOSED", sub_id, message])
 
 
 def notice_frame(message: str) -> str:
-    return _dumps(["NOTICE", message])
+    return dumps(["NOTICE", message])
 
 
 def auth_frame(challenge: str) -> str:
-    return _dumps(["AUTH", challenge])
+    return dumps(["AUTH", challenge])
 
 
 def count_frame(sub_id: str, count: int, approximate: bool = False) -> str:
     body: dict[str, Any] = {"count": count}
     if approximate:
         body["approximate"] = True
-    return _dumps(["COUNT", sub_id, body])
+    return dumps(["COUNT", sub_id, body])
 
 
 @dataclass(slots=True)
@@ -169,7 +168,7 @@ class RelayEvent:
     event: Event
 
     def to_json(self) -> str:
-        return _dumps(["EVENT", self.sub_id, self.event.to_dict()])
+        return dumps(["EVENT", self.sub_id, self.event.to_dict()])
 
 
 @dataclass(slots=True)
