@@ -20,8 +20,6 @@ from pylon.nostr.kinds import AUTH
 MAX_SUB_ID_LEN = 64
 
 
-
-
 # ----------------------------------------------------------------- client -> relay
 @dataclass(slots=True)
 class ClientEvent:
