@@ -31,6 +31,22 @@ def jobs(s: dict, status: str) -> float:
     return s.get(("pylon_provider_jobs_total", (("status", status),)), 0.0)
 
 
+async def scrape_once_done(http: httpx.AsyncClient, url: str, successes: int) -> dict:
+    """Scrape /metrics until `successes` jobs count as done (at most 10 s). The relay hands the
+    result to the customer before it acknowledges it to the provider, and the provider counts a
+    job done on that acknowledgement, so the customer can hold the answer a moment before the
+    counter moves."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        s = samples((await http.get(url)).text)
+        if jobs(s, "success") >= successes or loop.time() > deadline:
+            return s
+        await asyncio.sleep(0.05)
+
+
 async def test_counters_move_with_real_jobs(relay_url, openai_double, tmp_path):
     metrics = ProviderMetrics()
     async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite", metrics=metrics) as provider:
@@ -47,7 +63,7 @@ async def test_counters_move_with_real_jobs(relay_url, openai_double, tmp_path):
                 openai_double.fail_next()
                 with pytest.raises(ProviderError):  # targeted: an untargeted ask would be re-offered (failover)
                     await client.ask("this one fails", max_tokens=20, timeout=30, provider=provider.pubkey)
-            after = samples((await http.get(mon.url + "/metrics")).text)
+            after = await scrape_once_done(http, mon.url + "/metrics", 3)
 
     assert jobs(after, "received") == 4
     assert jobs(after, "success") == 3
