@@ -78,6 +78,7 @@ from pylon.relay.pool import RelayPool
 from pylon.jobs.refund import KIND_REFUND_REQUEST, REFUND_TAG
 from wallet.base import InvoiceState, Wallet
 from pylon.provider.refunds import RefundDesk, job_deadline
+from pylon.provider.answered import OLD_AFTER_S, AnsweredCheck
 
 #: how far before its start a provider looks for requests it has not seen (and how far a
 #: request's created_at may be from the provider's clock, either way, to be taken)
@@ -191,6 +192,9 @@ class Provider:
         self.admission = Admission(self.max_pending, concurrency)  # fair queue and slots (admission.py)
         self._jobs: dict[str, Job] = {}
         self._early_cancels: OrderedDict[str, str] = OrderedDict()
+        self._answered: AnsweredCheck | None = None  # made per run (pylon.provider.answered)
+        self._checking: set[str] = set()  # old requests waiting for that check
+        self._looked_back_from = 0  # requests stamped before this (our start) may be answered already
         self._background: set[asyncio.Task] = set()
         self._check_health_now = asyncio.Event()
         self._started = asyncio.Event()
@@ -259,7 +263,9 @@ class Provider:
             # bounded window before its start (`lookback_s`), so jobs published while it was
             # down (or stamped by a customer whose clock is behind) are not missed; the store
             # dedupes what it already took, expired requests are dropped at intake.
-            since = int(time.time()) - int(self.lookback_s)
+            self._looked_back_from = int(time.time())
+            since = self._looked_back_from - int(self.lookback_s)
+            self._answered = AnsweredCheck(self.pool)
             sub = self.pool.subscribe([
                 Filter.of(kinds=[KIND_REQUEST], since=since),
                 Filter.of(kinds=[KIND_DELETION], p=[self.pubkey], since=since),
@@ -303,6 +309,10 @@ class Provider:
             for task in list(self._background):
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
+            if self._answered is not None:
+                await self._answered.close()
+                self._answered = None
+            self._checking.clear()
             if self.pool is not None and self._own_pool:
                 await self.pool.close()
                 self.pool = None
@@ -402,7 +412,21 @@ class Provider:
             except Exception:  # one bad event never stops the loop
                 log.exception("failed to handle event %s", event.id[:12])
 
-    def _on_request(self, event: Event) -> None:
+    async def _take_if_unanswered(self, event: Event) -> None:
+        """An old request is taken only when no relay holds a result for it (pylon.provider.answered)."""
+        assert self._answered is not None
+        try:
+            if await self._answered.answered(event):
+                self.stats.ignored += 1
+                log.debug("request %s: answered before we saw it; not run again", event.id[:12])
+                return
+            self._on_request(event, checked=True)
+        except Exception:  # one bad event never stops the provider
+            log.exception("failed to handle event %s", event.id[:12])
+        finally:
+            self._checking.discard(event.id)
+
+    def _on_request(self, event: Event, *, checked: bool = False) -> None:
         store = self.store
         assert store is not None
         targets = [t[1] for t in event.tags if len(t) >= 2 and t[0] == "p"]
@@ -426,6 +450,12 @@ class Provider:
             return
         if abs(event.created_at - now) > INTAKE_SKEW_S:  # outside the intake window (docs/PROTOCOL.md)
             self.stats.ignored += 1
+            return
+        if not checked and self._answered is not None and (
+                event.created_at <= self._looked_back_from or now - event.created_at > OLD_AFTER_S):
+            if event.id not in self._checking and store.status(event.id) is None:
+                self._checking.add(event.id)  # from the look-back, or a late relay: answered already?
+                self._spawn(self._take_if_unanswered(event))
             return
         try:
             req = JobRequest.from_event(event, self.keys)

@@ -345,6 +345,28 @@ async def test_a_fresh_provider_looks_back_a_bounded_window(relay_url, openai_do
     assert sorted(r["messages"][0]["content"] for r in openai_double.requests) == ["new", "while you were down"]
 
 
+async def test_a_fresh_provider_does_not_run_again_what_another_already_answered(relay_url, openai_double,
+                                                                                   tmp_path):
+    """The look-back holds answered jobs too: provider A answers an ask and stops; provider B,
+    started afterwards with a new store, finds A's result on the relay and neither runs the
+    job again nor replies to it (pylon.provider.answered). A request from the look-back that
+    nobody answered is still served (the test above)."""
+    from pylon.jobs.nip90 import KIND_FEEDBACK
+
+    async with serving(relay_url, openai_double.base_url, tmp_path / "a.sqlite"):
+        async with customer(relay_url) as client:
+            answered = await client.ask("answered once", timeout=30)
+    assert len(openai_double.requests) == 1
+    async with serving(relay_url, openai_double.base_url, tmp_path / "b.sqlite", lookback_s=900) as late:
+        await wait_for(lambda: late.stats.ignored >= 1, what="B to find the answer")
+        assert late.store.status(answered.job_id) is None
+        async with customer(relay_url) as client:  # B is up and serving
+            await client.ask("a new one", timeout=30)
+    assert [r["messages"][0]["content"] for r in openai_double.requests] == ["answered once", "a new one"]
+    replies = await stored(relay_url, kinds=[KIND_FEEDBACK], e=[answered.job_id], authors=[late.pubkey])
+    assert replies == []
+
+
 async def test_a_delivered_result_frees_its_queue_place_before_the_relay_acknowledges_it(openai_double, tmp_path):
     """Relays fan a result out before their OK (nexus: before its commit), so a customer's next
     job can arrive while the provider still waits for that OK: the finished job must no longer
