@@ -92,6 +92,8 @@ log = logging.getLogger("pylon.provider")
 
 _ROUTINE_STEPS = frozenset({"seen", "quoted", "processing"})  # logged at DEBUG (see Provider._log)
 DELIVERY_GRACE_S = 2.0  # on stop, how long results already published may wait for a relay's OK
+UNHEALTHY_PROBE_S = 2.0  # how often a backend that is down is probed again
+PROBE_ON_INTAKE_S = 5.0  # a job arriving while the backend is down waits this long for a fresh probe
 HEARTBEAT_S = 10.0  # a job sending no partials (not streamed, or key mode) sends a `processing` this often
 _CANCEL_MEMORY = 4096  # cancellations seen before their request arrived
 
@@ -197,6 +199,7 @@ class Provider:
         self._looked_back_from = 0  # requests stamped before this (our start) may be answered already
         self._background: set[asyncio.Task] = set()
         self._check_health_now = asyncio.Event()
+        self._probe: asyncio.Future[BackendHealth] | None = None  # the probe in flight, shared
         self._started = asyncio.Event()
         self.invoice_expiry_s = int(invoice_expiry_s)
         self.paid_job_deadline_s = float(paid_job_deadline_s)  # backend retries after payment stop here
@@ -313,6 +316,10 @@ class Provider:
                 await self._answered.close()
                 self._answered = None
             self._checking.clear()
+            if self._probe is not None:
+                self._probe.cancel()
+                await asyncio.gather(self._probe, return_exceptions=True)
+                self._probe = None
             if self.pool is not None and self._own_pool:
                 await self.pool.close()
                 self.pool = None
@@ -390,12 +397,17 @@ class Provider:
         return health
 
     async def _health_loop(self) -> None:
+        """Probe every `health_interval_s`; while the backend is down, every
+        `UNHEALTHY_PROBE_S` at most, so a recovered backend is announced again within seconds."""
         while True:
+            interval = self.health_interval_s
+            if self.backend_health is not None and not self.backend_health.ok:
+                interval = min(interval, UNHEALTHY_PROBE_S)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._check_health_now.wait(), self.health_interval_s)
+                await asyncio.wait_for(self._check_health_now.wait(), interval)
             self._check_health_now.clear()
             try:
-                await self._probe_backend()
+                await self._fresh_probe()
             except Exception:  # a probe must never take the provider down
                 log.exception("backend health probe failed")
 
@@ -452,7 +464,7 @@ class Provider:
             self.stats.ignored += 1
             return
         if not checked and self._answered is not None and (
-                event.created_at <= self._looked_back_from or now - event.created_at > OLD_AFTER_S):
+                event.created_at < self._looked_back_from or now - event.created_at > OLD_AFTER_S):
             if event.id not in self._checking and store.status(event.id) is None:
                 self._checking.add(event.id)  # from the look-back, or a late relay: answered already?
                 self._spawn(self._take_if_unanswered(event))
@@ -478,6 +490,13 @@ class Provider:
             store.transition(req.id, "cancelled")
             self._log(req.id, req.customer, req.model, "cancelled", detail="cancelled before it arrived")
             return
+        health = self.backend_health
+        if health is not None and not health.ok:  # the last probe failed: is it still down? (quote only
+            self._spawn(self._admit_after_probe(req))  # what can be served now)
+            return
+        self._admit_model(req)
+
+    def _admit_model(self, req: JobRequest) -> None:
         model = req.model or (self.served_models[0] if self.served_models else None)
         if model is None or model not in self.served_models:
             if not self.served_models:
@@ -486,12 +505,34 @@ class Provider:
                 reason = f"model {req.model!r} is not served here; served models: {', '.join(self.served_models)}"
             self._reject(req, reason)
             return
-        health = self.backend_health
-        if health is not None and not health.ok:  # quote only what can be served now
+        self._admit(req, model)
+
+    async def _admit_after_probe(self, req: JobRequest) -> None:
+        """The backend was down at the last probe: probe it now (one probe shared by the jobs
+        that arrive meanwhile) so a backend that came back serves at once rather than after
+        the next periodic probe."""
+        try:
+            health = await asyncio.wait_for(self._fresh_probe(), PROBE_ON_INTAKE_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            health = BackendHealth(ok=False, error=str(exc) or type(exc).__name__)
+        assert self.store is not None
+        if self.store.status(req.id) != "seen":
+            return  # cancelled meanwhile
+        if not health.ok:
             self._reject(req, f"backend unavailable ({health.error or 'unhealthy'}); nothing was charged, "
                               "try again later or another provider")
-            self._check_health_now.set()
-            return
+        else:
+            self._admit_model(req)
+
+    def _fresh_probe(self) -> "asyncio.Future[BackendHealth]":
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self._probe_backend())
+        return asyncio.shield(self._probe)
+
+    def _admit(self, req: JobRequest, model: str) -> None:
+        """Access list and fair queue, then the job runs (`_process`)."""
         refusal = (self.access.refuse(req.customer) if self.access is not None else None) \
             or self.admission.refuse(req.customer)
         if refusal is not None:

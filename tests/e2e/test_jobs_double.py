@@ -8,6 +8,7 @@ vLLM server in test_jobs_vllm.py. The double makes timings and failures scriptab
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -163,6 +164,53 @@ async def test_backend_down_is_reported_and_tracked(relay_url, tmp_path):
         await wait_for(lambda: provider.backend_health is not None and not provider.backend_health.ok,
                        what="health check to notice the dead backend")
         assert provider.in_flight == 0
+
+
+@contextlib.asynccontextmanager
+async def _backend_down_then_back(relay_url, tmp_path):
+    """A provider (periodic probe: hourly) whose backend dies, is seen dead, and comes back on
+    the same port; yields the provider right after the backend is back."""
+    from urllib.parse import urlsplit
+
+    from tests.peers.openai_double import OpenAIDouble
+
+    double = OpenAIDouble().start_in_thread()
+    port = urlsplit(double.base_url).port
+    try:
+        async with serving(relay_url, double.base_url, tmp_path / "p.sqlite", health_interval_s=3600) as provider:
+            double.stop_thread()
+            provider._check_health_now.set()
+            await wait_for(lambda: provider.backend_health is not None and not provider.backend_health.ok,
+                           what="health check to notice the dead backend")
+            double = OpenAIDouble(port=port).start_in_thread()
+            yield provider
+    finally:
+        double.stop_thread()
+
+
+async def test_a_job_arriving_after_the_backend_came_back_is_served_not_refused(relay_url, tmp_path,
+                                                                                monkeypatch):
+    """The last probe said "down": a job that arrives gets a fresh probe first, so it is served
+    rather than refused until the next periodic probe (no retry probes here: an hour apart)."""
+    import pylon.provider.provider as provider_module
+
+    monkeypatch.setattr(provider_module, "UNHEALTHY_PROBE_S", 3600.0)
+    async with _backend_down_then_back(relay_url, tmp_path) as provider:
+        request = JobRequest.from_prompt("are you back?", providers=[provider.pubkey]).to_event(Keys.generate())
+        async with RelayPool([relay_url]) as pool:
+            await pool.publish(request)
+        await wait_for(lambda: provider.store.status(request.id) in ("done", "error"), what="the job to finish")
+        assert provider.store.status(request.id) == "done" and provider.stats.rejected == 0
+
+
+async def test_a_backend_that_came_back_is_announced_again_within_seconds(relay_url, tmp_path):
+    """While the backend is down it is probed every UNHEALTHY_PROBE_S (2 s), not every
+    `health_interval_s`: customers see the provider live again within seconds."""
+    async with _backend_down_then_back(relay_url, tmp_path) as provider:
+        await wait_for(lambda: provider.announcing, timeout=10, what="the provider to announce again")
+        async with customer(relay_url) as client:
+            outcome = await client.ask("are you back?", provider=provider.pubkey, timeout=30)
+        assert outcome.text.endswith("are you back?")
 
 
 async def test_cancellation_stops_a_running_job(relay_url, openai_double, tmp_path):
@@ -357,6 +405,7 @@ async def test_a_fresh_provider_does_not_run_again_what_another_already_answered
         async with customer(relay_url) as client:
             answered = await client.ask("answered once", timeout=30)
     assert len(openai_double.requests) == 1
+    await asyncio.sleep(1.1)  # B starts a second later (a request stamped in B's first second counts as live)
     async with serving(relay_url, openai_double.base_url, tmp_path / "b.sqlite", lookback_s=900) as late:
         await wait_for(lambda: late.stats.ignored >= 1, what="B to find the answer")
         assert late.store.status(answered.job_id) is None
