@@ -14,6 +14,7 @@ from dsrs_bridge.lm import history_msat, hub_of, pylon_lm
 from pylon.nostr.keys import Keys
 
 from test_lm import in_thread
+from tests.e2e.helpers import wait_for
 
 
 def paid_lm(swarm, dev_ledger, provider, **kw):
@@ -44,6 +45,8 @@ async def test_evaluate_with_threads_never_overspends_the_budget(swarm, priced, 
     spent = before - await wallet.balance()
     assert spent == 5_000  # the whole budget, not a msat more
     assert hub_of(lm).spent_msat == spent == history_msat(lm) == await receipts_total()
+    # the relay hands a result to the customer before its OK to the provider, which counts it then
+    await wait_for(lambda: provider.stats.done >= 5, timeout=10, what="the provider to count its results")
     assert provider.stats.done == 5 and result.score == pytest.approx(100 * 5 / 24, abs=0.01)
 
 
