@@ -204,6 +204,17 @@ def ask(
     settings = load_settings({"relays": relay, "wallet": wallet_from_flags(wallet, wallet_file), "max_msat": max_msat, "timeout_s": timeout,
                               "daily_budget_msat": daily_budget_msat, "route": route, "avoid": avoid,
                               "decision_window_ms": decision_window_ms})
+    if not avoid:  # the avoid setting from config.toml or PYLON_AVOID: a bad key names the key and the file
+        from pylon.ops.config import setting_pubkeys, setting_source
+
+        settings.avoid = setting_pubkeys(settings, "avoid")
+    if provider is not None and provider in settings.avoid:  # a job for one provider it avoids: never answered
+        from pylon.nostr.keys import npub_of
+
+        where = "--avoid" if avoid else f"the avoid setting ({setting_source('avoid')})"
+        raise ConfigError(f"--provider {npub_of(provider)} is also in {where}: nobody could answer the job",
+                          hint="drop one of them" if avoid else "drop --provider, or take it out of avoid "
+                               "(`pylon config set avoid …`)")
     run(_ask(text, settings, system=system, model=model, max_tokens=max_tokens, temperature=temperature,
              provider=provider, timeout=settings.timeout_s, stream=stream, as_json=as_json,
              encrypted=False if plain else None, bid_msat=bid_msat, quiet=quiet, failover=failover))

@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "NoProviderAnswered": "pylon.errors",
     "JobTimeout": "pylon.errors",
     "ProviderError": "pylon.errors",
+    "ProviderUnavailable": "pylon.errors",
     "JobCancelled": "pylon.errors",
 }
 
@@ -49,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from pylon.customer.client import PylonClient
     from pylon.errors import (
         BackendError, ConfigError, JobCancelled, JobError, JobTimeout, ListenError, NoProviderAnswered, PaymentError,
-        PaymentRefused, ProviderError, PylonError, RelayError, StorageError, WalletError,
+        PaymentRefused, ProviderError, ProviderUnavailable, PylonError, RelayError, StorageError, WalletError,
     )
     from pylon.nostr.event import Event
     from pylon.nostr.filters import Filter

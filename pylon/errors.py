@@ -13,6 +13,7 @@ can meet them and raised again as one of these, with the cause chained.
     │   └── SubscriptionClosed         (pylon.relay.pool) every relay closed a subscription
     ├── JobError                    4  a job did not produce an answer
     │   ├── NoProviderAnswered         nobody answered before the timeout
+    │   │   └── ProviderUnavailable    the targeted provider withdrew (or let expire) its announcement
     │   ├── JobTimeout                 providers answered, no result before the timeout
     │   ├── ProviderError              the provider(s) reported an `error`
     │   ├── PaidNoResult               (pylon.customer.payments) paid, no result; receipt kept
@@ -47,7 +48,7 @@ from typing import ClassVar
 
 __all__ = [
     "PylonError", "ConfigError", "ListenError", "RelayError", "JobError", "NoProviderAnswered", "JobTimeout",
-    "ProviderError", "JobCancelled", "PaymentError", "PaymentRefused", "WalletError", "BackendError",
+    "ProviderUnavailable", "ProviderError", "JobCancelled", "PaymentError", "PaymentRefused", "WalletError", "BackendError",
     "StorageError", "NostrError", "listen_error", "EXIT_USAGE", "EXIT_BUG", "EXIT_INTERRUPTED",
 ]
 
@@ -128,16 +129,32 @@ class NoProviderAnswered(JobError):
     """Nobody answered the job before the timeout (it was cancelled)."""
 
 
+class ProviderUnavailable(NoProviderAnswered):
+    """The targeted provider is known not to take jobs: it withdrew its NIP-89 announcement
+    (a NIP-09 deletion) or the announcement expired; `provider` is its pubkey (hex)."""
+
+    def __init__(self, message: str, provider: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.provider = provider
+
+
 class JobTimeout(JobError):
     """Providers answered but no result came before the timeout (the job was cancelled)."""
 
 
 class ProviderError(JobError):
-    """The provider(s) reported an `error` for the job; `errors` maps provider -> message."""
+    """The provider(s) reported an `error` for the job; `errors` maps provider -> message.
 
-    def __init__(self, message: str, errors: dict[str, str] | None = None, *, hint: str | None = None) -> None:
+    `failed` names the providers whose error ended the job while they were at work on it (or
+    were chosen or paid): only those make a failover re-send. The others only declined it
+    (said `error` before doing anything), which re-sending to the same providers cannot fix.
+    Default: every provider in `errors`."""
+
+    def __init__(self, message: str, errors: dict[str, str] | None = None, *, hint: str | None = None,
+                 failed: list[str] | None = None) -> None:
         super().__init__(message, hint=hint)
         self.errors = dict(errors or {})
+        self.failed = list(self.errors) if failed is None else list(failed)
 
 
 class JobCancelled(JobError):

@@ -24,11 +24,14 @@ How one ask runs, and why in this order:
 When the job is not targeted, several providers may answer: an `error` from one is recorded
 and the client keeps waiting for the others (up to `error_grace_s` after every provider that
 spoke has failed), then raises ProviderError with their reasons, unless the live
-announcements show nobody else who could take it (pylon.customer.live): then at once. A
-targeted job (`provider=`) has no one else to wait for: its provider's error is raised at once.
+announcements show nobody else who could take it (pylon.customer.live): then at once. An
+`error` (or a refused quote) from a provider that never started on the job is a decline: it
+starts no grace while live providers that have not answered remain (`_grace`). A targeted job
+(`provider=`) has no one else to wait for: its provider's error is raised at once, and a
+targeted provider the live view knows is gone (withdrawn) ends it too (ProviderUnavailable).
 
-Failover (`_run_with_failover`): a job whose provider errors or stalls, nothing paid, is asked
-again as a new request naming the failed providers in AVOID_TAG (pylon.jobs.nip90), so Pylon
+Failover (`_run_with_failover`): a job whose provider at work (processing, partial, paid, or
+the targeted one) errors or stalls, nothing paid, is asked again as a new request naming the failed providers in AVOID_TAG (pylon.jobs.nip90), so Pylon
 providers skip it; untargeted jobs by default, targeted ones only with failover=True, and
 then re-encrypted to another live provider, never in clear (docs/PROTOCOL.md, "Failover and
 the avoid tag").
@@ -48,7 +51,8 @@ from typing import Any, Callable, Coroutine, Final, Literal, Sequence
 from pydantic import BaseModel, Field
 
 from pylon.errors import (  # the job's errors live in the one tree; re-exported here
-    JobCancelled, JobError, JobTimeout, NoProviderAnswered, PaymentError, PaymentRefused, ProviderError, RelayError,
+    ConfigError, JobCancelled, JobError, JobTimeout, NoProviderAnswered, PaymentError, PaymentRefused, ProviderError,
+    ProviderUnavailable, RelayError,
 )
 from pylon.customer.invoice_check import NO_WALLET
 from pylon.home import identity_path
@@ -58,7 +62,7 @@ from pylon.jobs.nip90 import (
 )
 from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
-from pylon.nostr.keys import Keys, normalize_pubkey
+from pylon.nostr.keys import Keys, normalize_pubkey, npub_of
 from pylon.customer.ledger import Ledger
 from pylon.customer.defaults import DEFAULT_DAILY_BUDGET_MSAT, DEFAULT_MAX_MSAT
 from pylon.customer.invoice_check import ABOVE_BID, ABOVE_BUDGET, ABOVE_MAX, NO_INVOICE
@@ -164,6 +168,16 @@ ProgressCallback = Callable[[JobProgress], None]
 
 
 # ------------------------------------------------------------------------------ job state
+class _LiveView:
+    """Queued to a targeted job (JobInbox.offer) when the live-provider view is back: is its provider gone?"""
+
+    content = ""
+    pubkey = ""
+
+
+_LIVE_VIEW: Final = _LiveView()
+
+
 @dataclass(slots=True)
 class _JobState:
     request: JobRequest
@@ -184,6 +198,7 @@ class _JobState:
     paid_msat: int = 0
     fee_msat: int = 0
     finished: set[str] = field(default_factory=set)  # providers that sent error or result
+    worked: set[str] = field(default_factory=set)  # providers that were at work on it (processing, partial, paid)
     payment: JobPayment = field(default_factory=JobPayment)
     bid_msat: int | None = None  # the bid the caller gave (the tag may be lowered to max_msat)
     book: OfferBook = field(default_factory=OfferBook)  # offers and the decision (pylon.customer.offers)
@@ -505,8 +520,11 @@ class PylonClient:
         caps = [v for v in (bid_msat, self.max_msat if self.wallet is not None else None) if v is not None]
         bid_msat = min(caps) if caps else None
         avoided = self.avoid | frozenset(normalize_pubkey(p) for p in avoid)
-        if (target is None or watch_silent) and self._live is not None:
-            self._live.refresh()  # who else is there, should this job fail (pylon.customer.live)
+        if target is not None and target in avoided:  # it would ignore the job's only provider: never answered
+            raise ConfigError(f"provider {npub_of(target)} is both the one this job is sent to and avoided: "
+                              "nobody could answer it", hint="drop it from avoid, or ask without provider=")
+        if self._live is not None:
+            self._live.refresh()  # who else is there should this job fail; is a targeted provider gone (pylon.customer.live)
         request = JobRequest.from_prompt(
             prompt, **{k: v for k, v in params.items() if v is not None},
             bid_msat=bid_msat, providers=[target] if target else [], relays=self.pool.urls,
@@ -544,6 +562,8 @@ class PylonClient:
             published = await self.pool.publish(event)
             state.mark("published")
             state.progress("published", f"job {event.id[:12]}… on {len(published.accepted_by)} relay(s)")
+            if target is not None and self._live is not None:
+                self._live.when_known(lambda: queue.offer(_LIVE_VIEW))  # is the targeted provider gone?
             deadline = started + timeout
             grace_deadline: float | None = None
             while state.winner is None:
@@ -551,10 +571,11 @@ class PylonClient:
                 limit = deadline if grace_deadline is None else min(deadline, grace_deadline)
                 if state.first_reply_s is not None and not state.responders:
                     limit = min(limit, started + state.first_reply_s)  # a re-offered job: is anyone else there?
-                if now >= limit:
-                    break
+                if now >= limit and (now >= deadline or queue.empty()):
+                    break  # (replies already here are read first: one may show a provider at work)
                 if state.decide_at is not None and now >= state.decide_at:
                     await self._decide(state)  # the decision window closed: act on the offers
+                    grace_deadline = await self._grace(state, grace_deadline, error_grace_s)  # refused: anyone left?
                     continue
                 stall_at = self._stall_at(state)
                 if stall_at is not None and now >= stall_at:
@@ -572,15 +593,11 @@ class PylonClient:
                     incoming = queue.get_nowait()
                 if isinstance(incoming, Exception):
                     raise incoming
+                if incoming is _LIVE_VIEW:
+                    await self._check_target(state)  # raises ProviderUnavailable when it is known gone
+                    continue
                 await self._handle(state, incoming)
-                if state.winner is None and (state.errors or state.refusals) and state.responders <= state.finished:
-                    # a targeted job, or one no other live provider could take, has no one else to
-                    # wait for: the error is final at once
-                    if grace_deadline is None:
-                        alone = target is not None or await self._nobody_else(state)
-                        grace_deadline = time.monotonic() + (0.0 if alone else error_grace_s)
-                elif grace_deadline is not None and not state.responders <= state.finished:
-                    grace_deadline = None  # someone new is working on it
+                grace_deadline = await self._grace(state, grace_deadline, error_grace_s)
             if state.winner is None:
                 await self._give_up(state, timeout)
             await self._collect_others(state, queue, collect_s, collect_max)
@@ -620,14 +637,27 @@ class PylonClient:
         if state.refusals and not state.errors:
             await self._cancel_quietly(state)
             raise state.refusals[0]
-        if state.errors:
-            reasons = "; ".join(f"{p[:12]}…: {r}" for p, r in state.errors.items())
+        at_work = (state.responders - state.finished) & state.worked  # still at it when time ran out
+        if state.errors and not at_work:
+            reasons = "; ".join(f"{npub_of(p)}: {r}" for p, r in state.errors.items())
             state.progress("error", reasons)
-            raise ProviderError(f"provider error for job {job}…: {reasons}", state.errors)
+            # only a provider that was at work on it (or was chosen) failed it: the others declined it
+            failed = [p for p in state.errors if p in state.worked or p == state.target]
+            raise ProviderError(f"provider error for job {job}…: {reasons}", state.errors, failed=failed)
         await self._cancel_quietly(state)
-        if state.refusals:
+        if state.refusals and not at_work:
             raise state.refusals[0]
         state.progress("cancelled", f"no result within {timeout:g}s")
+        if not state.responders and state.target is not None:
+            live = self._live.known(None) if self._live is not None else None
+            seen = "" if live is None else (
+                " (it has a live announcement on these relays)" if any(p.pubkey == state.target for p in live)
+                else " (it has no live announcement on these relays)")
+            raise NoProviderAnswered(
+                f"no provider answered job {job}… within {timeout:g}s: the targeted provider {npub_of(state.target)} "
+                f"never answered{seen}; it was cancelled (kind 5 published)",
+                hint="check the npub and the relays (`pylon providers` lists the live providers); or ask without "
+                     "--provider (provider= in code) to let any of them answer")
         if not state.responders:
             raise NoProviderAnswered(
                 f"no provider answered job {job}… within {timeout:g}s; it was cancelled (kind 5 published). "
@@ -657,6 +687,8 @@ class PylonClient:
                 incoming = queue.get_nowait()
             if isinstance(incoming, Exception):
                 return
+            if incoming is _LIVE_VIEW:
+                continue
             await self._handle(state, incoming)
 
     async def _handle(self, state: _JobState, event: Event) -> None:
@@ -694,11 +726,13 @@ class PylonClient:
             await self._quoted(state, fb, fb.extra)
         elif fb.status == "processing":
             state.mark("processing")
+            state.worked.add(fb.provider)
             state.progress("processing", fb.extra, provider=fb.provider)
             self._note_free_work(state, fb.provider)
         elif fb.status == "partial":
             if state.winner is not None:  # a partial published just before the result can arrive after it
                 return
+            state.worked.add(fb.provider)
             self._note_free_work(state, fb.provider)
             delta = state.accept_partial(fb)
             if delta:
@@ -720,8 +754,8 @@ class PylonClient:
                 await self._refund(state, fb)
                 raise self._paid_no_result(state, f"; it reported: {reason}")
             if state.target is not None and not state.payment.paid:
-                raise ProviderError(f"provider {fb.provider[:12]}… could not run job {state.job_id[:12]}…: {reason}",
-                                    state.errors)
+                raise ProviderError(f"provider {npub_of(fb.provider)} could not run job {state.job_id[:12]}…: {reason}",
+                                    state.errors, failed=[fb.provider])
 
     def _on_result(self, state: _JobState, event: Event) -> None:
         try:
@@ -804,15 +838,17 @@ class PylonClient:
         if not fb.amount_msat:
             return
         if not fb.bolt11:  # nostrdvm and others: an amount with no invoice means "zap me" (NIP-57)
-            raise InvoiceRefused(NO_INVOICE, f"provider {fb.provider[:12]}… asks {fb.amount_msat} msat without a "
+            raise InvoiceRefused(NO_INVOICE, f"provider {npub_of(fb.provider)} asks {fb.amount_msat} msat without a "
                                  "bolt11 invoice (it expects a zap or another way to pay): cannot pay this provider")
         if self.wallet is None:
             raise PaymentRefused(
-                NO_WALLET, f"provider {fb.provider[:12]}… asks {fb.amount_msat} msat for this job; no wallet configured",
-                hint="pass --wallet URI on the command line or wallet= in code, or set PYLON_WALLET")
+                NO_WALLET, f"a priced offer came for this job (provider {npub_of(fb.provider)} asks {fb.amount_msat} "
+                           "msat) and no wallet configured to pay it",
+                hint="pass --wallet URI to pay priced providers (or set PYLON_WALLET, or `pylon config set wallet URI`; "
+                     "wallet= in code); --max-msat / max_msat caps what one ask may pay")
         held = state.held_msat
         if held is not None and fb.amount_msat > held and state.request.bid_msat == held and held < self.max_msat:
-            raise InvoiceRefused(ABOVE_BUDGET, f"provider {fb.provider[:12]}… asks {fb.amount_msat} msat, above what "
+            raise InvoiceRefused(ABOVE_BUDGET, f"provider {npub_of(fb.provider)} asks {fb.amount_msat} msat, above what "
                                                f"is left of the session budget ({held} msat)")
         await self._pay(state, fb)
 
@@ -824,10 +860,11 @@ class PylonClient:
         if receipt is None:
             return  # a repeat, or another provider's quote after we paid: ignored (recorded in quotes)
         state.paid_msat, state.fee_msat = receipt.amount_msat, receipt.fee_msat
+        state.worked.add(fb.provider)  # the paid provider is the one at work on it
         self.spent_msat += receipt.amount_msat + receipt.fee_msat
         state.mark("paid")
         state.progress("payment", f"paid {receipt.amount_msat} msat (fee {receipt.fee_msat}) to "
-                       f"{fb.provider[:12]}…, hash {receipt.payment_hash[:16]}…", provider=fb.provider,
+                       f"{npub_of(fb.provider)}, hash {receipt.payment_hash[:16]}…", provider=fb.provider,
                        amount_msat=receipt.amount_msat)
         if fb.provider in state.sealed:
             await self._open_paid(state, fb.provider, receipt.preimage)
@@ -853,7 +890,7 @@ class PylonClient:
         refusal: InvoiceRefused | None = None
         try:
             if not fb.bolt11 or decode_bolt11(fb.bolt11).payment_hash.lower() != delivery_hash(event):
-                refusal = InvoiceRefused(MALFORMED, f"provider {event.pubkey[:12]}…'s sealed result names a key hash "
+                refusal = InvoiceRefused(MALFORMED, f"provider {npub_of(event.pubkey)}'s sealed result names a key hash "
                                                     "its invoice does not have: paying would not open it")
         except InvoiceInvalid as exc:
             refusal = InvoiceRefused(MALFORMED, f"sealed result's invoice does not decode: {exc}")
@@ -901,7 +938,7 @@ class PylonClient:
         if state.held_msat is not None and bid == state.held_msat and bid < self.max_msat:
             reason, limit = ABOVE_BUDGET, "session budget left"  # Budget.hold lowered the bid to what is left
         said = f" (it says: {fb.extra})" if fb.extra else ""
-        return InvoiceRefused(reason, f"provider {fb.provider[:12]}… asks {fb.amount_msat} msat, above the {limit} "
+        return InvoiceRefused(reason, f"provider {npub_of(fb.provider)} asks {fb.amount_msat} msat, above the {limit} "
                                       f"of {bid} msat{said}")
 
     async def _refund(self, state: _JobState, fb: JobFeedback) -> None:
@@ -930,7 +967,7 @@ class PylonClient:
         book.quoted.add(fb.provider)
         book.free_working.discard(fb.provider)
         if state.payment.paid:
-            offer.action, offer.reason = "left", f"provider {(state.payment.provider or '')[:12]}… was already paid for this job"
+            offer.action, offer.reason = "left", f"provider {npub_of(state.payment.provider or '')} was already paid for this job"
             state.payment.quotes.append(Quote(fb.provider, fb.amount_msat, action="ignored", reason=offer.reason))
             return
         if book.first_quote_s is None:
@@ -980,7 +1017,7 @@ class PylonClient:
         if won:
             state.book.free_working.discard(event.pubkey)
             paid_to = state.payment.provider
-            self._leave_quotes(state, f"provider {paid_to[:12]}… was paid and answered" if paid_to
+            self._leave_quotes(state, f"provider {npub_of(paid_to)} was paid and answered" if paid_to
                                else "a free result came first: nothing paid")
 
     async def _decide(self, state: _JobState) -> None:
@@ -1013,7 +1050,7 @@ class PylonClient:
                 offer.reason = (f"route {state.route}: {offer.amount_msat} msat, score "
                                 f"{s.score if s else ProviderScore('').score}"
                                 + (f", {len(ranked) - 1} other quote(s)" if len(ranked) > 1 else ""))
-                self._leave_quotes(state, f"route {state.route} preferred provider {fb.provider[:12]}…")
+                self._leave_quotes(state, f"route {state.route} preferred provider {npub_of(fb.provider)}")
             return
 
     # -------------------------------------------------------------------- stalls and failover
@@ -1046,17 +1083,55 @@ class PylonClient:
             state.decide_at = time.monotonic()
             return
         await self._cancel_quietly(state)
-        raise JobStalled(f"job {state.job_id[:12]}…: provider(s) {', '.join(p[:12] + '…' for p in stalled)} went "
+        raise JobStalled(f"job {state.job_id[:12]}…: provider(s) {', '.join(npub_of(p) for p in sorted(stalled))} went "
                          f"silent for {state.stall_s:g}s", sorted(stalled), state.job_id)
 
-    async def _nobody_else(self, state: _JobState) -> bool:
-        """True when evidently no other provider could take this job: no live announcement from
-        one serving the model beyond those that already answered it or are avoided
-        (pylon.customer.live). False when unknown."""
-        if self._live is None:
-            return False
-        others = await self._live.others(state.request.model, state.responders | state.avoid)
-        return others is not None and not others
+    async def _grace(self, state: _JobState, grace_deadline: float | None, error_grace_s: float) -> float | None:
+        """When this attempt ends for want of anyone to answer, after an error or a refused quote:
+        None while somebody may still answer it.
+
+        While a provider is at work (or a quote is pending) nothing ends it: an `error` from
+        another provider (one that declined it, or a stranger) is only noted, and that provider
+        leaves the candidates. Once everyone who answered has finished: at once for a targeted
+        job or when no other live provider could take it (pylon.customer.live); after
+        `error_grace_s` when a provider that was at work failed (then the job may be re-sent:
+        failover); and when the answers were only declines or refused quotes, never while live
+        providers that have not answered remain: they got the request too, and re-sending it
+        would make one of them run it twice."""
+        if state.winner is not None:
+            return grace_deadline
+        if not (state.errors or state.refusals) or not state.responders <= state.finished:
+            return None  # nothing failed, or someone is still at it
+        if grace_deadline is not None:
+            return grace_deadline
+        now = time.monotonic()
+        if state.target is not None:
+            return now  # a targeted job has no one else to wait for
+        others = await self._live.others(state.request.model, state.responders | state.avoid) \
+            if self._live is not None else None  # None: unknown
+        if others is not None and not others:
+            return now  # evidently nobody else
+        if others and not state.worked & state.errors.keys():
+            return None  # only declines or refusals so far: wait for the live providers that have the request
+        return now + error_grace_s
+
+    async def _check_target(self, state: _JobState) -> None:
+        """The live view is back: a targeted provider known gone (withdrawn or expired
+        announcement) that has not answered ends the job at once (ProviderUnavailable)."""
+        target = state.target
+        if target is None or self._live is None or target in state.responders or state.winner is not None:
+            return
+        why = self._live.gone(target)
+        if why is None:
+            return  # live, or unknown (never announced): keep waiting
+        await self._cancel_quietly(state)
+        msg = (f"provider {npub_of(target)} {why}: it is not taking jobs; job {state.job_id[:12]}… was cancelled "
+               "(kind 5 published)")
+        state.progress("error", msg, provider=target)
+        exc = ProviderUnavailable(msg, target, hint="`pylon providers` lists the live providers; ask without "
+                                                    "--provider (provider= in code) to let any of them answer")
+        setattr(exc, "job_id", state.job_id)
+        raise exc
 
     async def _next_provider(self, model: str | None, excluded: Sequence[str], max_tokens: int | None) -> str | None:
         """For a targeted job that failed: the live provider to re-send it to, encrypted (NIP-44),
@@ -1102,17 +1177,19 @@ class PylonClient:
                                               encrypted=encrypted,  # a re-send is never less private
                                               avoid=avoid, first_reply_s=FAILOVER_FIRST_REPLY_S if attempt else None,
                                               watch_silent=target is not None, **kwargs)
-            except NoProviderAnswered:
-                if first_error is None:
-                    raise
-                raise first_error from None  # nobody else is there: the original failure is the answer
-            except (ProviderError, JobStalled) as exc:
+            except (ProviderError, JobStalled, ProviderUnavailable) as exc:
+                if isinstance(exc, ProviderUnavailable) and first_error is not None:
+                    raise first_error from None
                 first_error = first_error or exc
-                failed = list(exc.providers) if isinstance(exc, JobStalled) else list(exc.errors)
+                # only the provider(s) at work on it (or chosen) failed it; one that declined is no
+                # reason to re-send the job to the others, who have it already
+                failed = (list(exc.providers) if isinstance(exc, JobStalled) else
+                          [exc.provider] if isinstance(exc, ProviderUnavailable) else list(exc.failed))
                 left = deadline - time.monotonic()
                 if attempt == self.failover or left < 1.0 or not failed or (kwargs.get("on_delta") and history):
                     raise
-                avoid += [p for p in failed if p not in avoid]
+                declined = list(exc.errors) if isinstance(exc, ProviderError) else []
+                avoid += [p for p in [*failed, *declined] if p not in avoid]
                 if sealed:
                     target = await self._next_provider(model, avoid, params.get("max_tokens"))
                     if target is None:
@@ -1122,11 +1199,17 @@ class PylonClient:
                     if self._live is not None and await self._live.others(model, [*avoid, *self.avoid]) == []:
                         raise  # evidently nobody else (no other live provider): no re-send, no wait
                 history.append({"job_id": getattr(exc, "job_id", ""), "providers": failed,
-                                "reason": "stalled" if isinstance(exc, JobStalled) else "error", "detail": str(exc),
+                                "reason": ("stalled" if isinstance(exc, JobStalled) else
+                                           "unavailable" if isinstance(exc, ProviderUnavailable) else "error"),
+                                "detail": str(exc),
                                 "resent_to": target or "any provider", "paid_msat": 0})
                 log.info("failover: asking %s without %s (%.1fs left)", (target or "anyone")[:12],
                          ", ".join(p[:12] for p in failed), left)
                 continue
+            except NoProviderAnswered:
+                if first_error is None:
+                    raise
+                raise first_error from None  # nobody else is there: the original failure is the answer
             outcome.failover = history
             return outcome
         raise AssertionError("unreachable")
@@ -1199,11 +1282,11 @@ class PylonClient:
         r = state.payment.receipt
         amount = r.amount_msat if r is not None else state.paid_msat
         if r is not None and r.refund_status == "refunded":
-            msg = (f"provider {(state.payment.provider or '')[:12]}… could not run job {state.job_id[:12]}…{detail}; "
+            msg = (f"provider {npub_of(state.payment.provider or '')} could not run job {state.job_id[:12]}…{detail}; "
                    f"the {r.refund_msat} msat paid were refunded (receipt {r.id})")
             state.progress("error", msg, provider=state.payment.provider)
             return PaidNoResult(msg, r)
-        msg = (f"paid {amount} msat to provider {state.payment.provider} for job {state.job_id[:12]}… "
+        msg = (f"paid {amount} msat to provider {npub_of(state.payment.provider or '')} for job {state.job_id[:12]}… "
                f"but no result came {detail}".rstrip()
                + (f" (receipt {r.id}, payment hash {r.payment_hash[:16]}…, kept: see `pylon receipts`)" if r else ""))
         state.progress("error", msg, provider=state.payment.provider)

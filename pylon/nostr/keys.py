@@ -96,6 +96,17 @@ def normalize_pubkey(value: str) -> str:
     return value.lower()
 
 
+def npub_of(pubkey: str) -> str:
+    """A public key as a user reads it in messages: its npub. `pubkey` is hex (or already an
+    npub); anything that is neither is returned as it is (a message never fails over a key)."""
+    if isinstance(pubkey, str) and len(pubkey) == 64:
+        try:
+            return bech32.encode("npub", bytes.fromhex(pubkey))
+        except ValueError:
+            return pubkey
+    return pubkey
+
+
 class Keys:
     """A Nostr identity: a secret key and its x-only public key.
 

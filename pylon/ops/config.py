@@ -142,6 +142,37 @@ def flatten_tables(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+KEY_FIELDS = ("avoid", "trusted_reviewers", "provider_allow", "provider_deny")  # lists of public keys
+
+
+def setting_source(name: str, *, path: Path | None = None, environ: dict[str, str] | None = None) -> str:
+    """Where a setting read from the environment or the config file was set, as a user finds
+    it: `PYLON_NAME` when that variable is set, else the config file's path."""
+    env = dict(os.environ) if environ is None else environ
+    return f"PYLON_{name.upper()}" if env.get("PYLON_" + name.upper()) else str(path or config_path())
+
+
+def setting_pubkeys(settings: Settings, name: str, *, path: Path | None = None,
+                    environ: dict[str, str] | None = None) -> list[str]:
+    """A key-valued setting (KEY_FIELDS) as hex public keys. A value that is no public key (a
+    hand-edited config.toml, a PYLON_* variable) is a ConfigError naming the setting and where
+    it is set, never a bare "not a public key" later."""
+    from pylon.nostr.errors import InvalidKey
+    from pylon.nostr.keys import normalize_pubkey
+
+    out: list[str] = []
+    for value in getattr(settings, name):
+        try:
+            out.append(normalize_pubkey(value))
+        except InvalidKey as exc:
+            message, _ = exc.parts()
+            where = setting_source(name, path=path, environ=environ)
+            raise ConfigError(f"setting {name} in {where}: {message}",
+                              hint=f"give npub1… or 64-hex keys: `pylon config set {name} NPUB[,NPUB…]` "
+                                   f"(or edit {where})") from None
+    return out
+
+
 def load_settings(overrides: dict[str, Any] | None = None, *, path: Path | None = None,
                   environ: dict[str, str] | None = None) -> Settings:
     """Merge the sources in precedence order; flags whose value is None are ignored."""

@@ -21,7 +21,7 @@ from typing import Any, get_args, get_origin
 from pydantic import ValidationError
 
 from pylon.errors import ConfigError
-from pylon.ops.config import Settings, flatten_tables
+from pylon.ops.config import KEY_FIELDS, Settings, flatten_tables
 
 DESCRIPTIONS: dict[str, str] = {
     "relays": "Relay URLs every command uses (ws:// or wss://).",
@@ -90,10 +90,30 @@ def _field_kind(name: str) -> Any:
     return annotation
 
 
+def _pubkeys(name: str, values: list[str]) -> list[str]:
+    """Public keys (npub or hex) as npubs, the form a user reads back; anything else refused."""
+    from pylon.nostr.errors import InvalidKey
+    from pylon.nostr.keys import normalize_pubkey, npub_of
+
+    out: list[str] = []
+    for value in values:
+        try:
+            npub = npub_of(normalize_pubkey(value))
+        except InvalidKey as exc:
+            message, hint = exc.parts()
+            raise ConfigError(f"{name}: {message}", hint=hint or "give an npub1… or 64 hex characters") from None
+        if npub not in out:
+            out.append(npub)
+    return out
+
+
 def parse_value(name: str, raw: str) -> Any:
-    """The command-line text of a value as the setting's type (lists comma-separated)."""
+    """The command-line text of a value as the setting's type (lists comma-separated; public
+    keys checked and stored as npubs)."""
     kind = _field_kind(name)
     text = raw.strip()
+    if name in KEY_FIELDS:
+        return _pubkeys(name, [x.strip() for x in text.split(",") if x.strip()])
     if kind is list:
         return [x.strip() for x in text.split(",") if x.strip()]
     if kind is bool:

@@ -1,0 +1,98 @@
+"""A targeted ask (`provider=`) to a provider that is gone (newcomer trial, bug 3).
+
+A provider that withdrew its NIP-89 announcement (a NIP-09 deletion, as a Pylon provider
+publishes when it drains or its backend goes down) is known not to take jobs: the ask ends as
+soon as the client's live view says so (pylon.customer.live), not after the whole timeout. One
+that never announced is unknown: the ask waits, and its timeout names the provider (npub). A
+provider both targeted and avoided could never answer: refused before anything is sent.
+
+Scripted providers (real keys, real announcements and withdrawals) on the real embedded relay."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pylon.errors import ConfigError, NoProviderAnswered, ProviderUnavailable
+from pylon.jobs.nip89 import build_withdrawal
+from tests.e2e.helpers import customer
+from tests.market.test_failover_gaps import watching
+from tests.payments.helpers import ScriptedProvider
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def _answers(p: ScriptedProvider, req) -> None:
+    await p.feedback(req, "processing")
+    await p.result(req, f"answer from {p.pubkey[:8]}")
+
+
+async def _withdrawn(relay_url: str) -> ScriptedProvider:
+    gone = ScriptedProvider(relay_url, None)
+    await gone.__aenter__()
+    await gone.announce()
+    assert gone.pool is not None
+    await gone.pool.publish(build_withdrawal(gone.keys, reason="draining"))  # then it stops listening
+    return gone
+
+
+async def test_withdrawn_provider_fails_fast(relay_url):
+    gone = await _withdrawn(relay_url)
+    try:
+        async with customer(relay_url) as client:
+            with pytest.raises(ProviderUnavailable) as info:
+                await asyncio.wait_for(client.ask("hello?", provider=gone.keys.npub, timeout=600), 15)
+    finally:
+        await gone.__aexit__(None, None, None)
+    message, hint = info.value.parts()
+    assert gone.keys.npub in message and "withdrew its announcement" in message and "not taking jobs" in message
+    assert "pylon providers" in hint and info.value.provider == gone.pubkey
+    assert info.value.exit_code == 4
+
+
+async def test_withdrawn_provider_with_failover_goes_to_a_live_one(relay_url):
+    gone = await _withdrawn(relay_url)
+    try:
+        async with ScriptedProvider(relay_url, None) as b:
+            b.serve(lambda req: _answers(b, req))
+            await b.announce()
+            async with customer(relay_url) as client:
+                outcome = await asyncio.wait_for(
+                    client.ask("hello?", provider=gone.pubkey, failover=True, timeout=600), 15)
+    finally:
+        await gone.__aexit__(None, None, None)
+    assert outcome.provider == b.pubkey
+    (attempt,) = outcome.failover
+    assert attempt["providers"] == [gone.pubkey] and attempt["reason"] == "unavailable"
+    assert b.requests[0].encrypted and b.requests[0].providers == [b.pubkey]
+
+
+async def test_unknown_provider_times_out_naming_it(relay_url):
+    from pylon.nostr.keys import Keys
+
+    nobody = Keys.generate()
+    async with customer(relay_url) as client:
+        with pytest.raises(NoProviderAnswered) as info:
+            await client.ask("hello?", provider=nobody.public_key, timeout=1.5)
+    assert not isinstance(info.value, ProviderUnavailable)  # unknown is not gone: it waited
+    message, hint = info.value.parts()
+    assert f"the targeted provider {nobody.npub} never answered" in message and "no live announcement" in message
+    assert "pylon providers" in hint
+
+
+async def test_live_targeted_provider_is_not_taken_for_gone(relay_url):
+    async with ScriptedProvider(relay_url, None) as a:
+        a.serve(lambda req: _answers(a, req))
+        await a.announce()
+        async with customer(relay_url) as client:
+            outcome = await client.ask("hello", provider=a.keys.npub, timeout=20)
+    assert outcome.provider == a.pubkey
+
+
+async def test_targeted_and_avoided_is_refused_before_sending(relay_url):
+    async with ScriptedProvider(relay_url, None) as a:
+        async with watching(relay_url) as seen, customer(relay_url) as client:
+            with pytest.raises(ConfigError, match="avoided"):
+                await asyncio.wait_for(client.ask("hi", provider=a.pubkey, avoid=[a.keys.npub], timeout=600), 10)
+    assert seen == []
