@@ -107,6 +107,7 @@ JOB_PARAMS: Final = ("model", "max_tokens", "temperature", "top_p", "top_k", "fr
 
 DEFAULT_STALL_S = 30.0  # silence from a provider at work that counts as a stall
 DEFAULT_FAILOVER = 2  # new requests after an error or a stall (nothing paid; targeted jobs only with failover=True)
+LIVE_RECHECK_S = 5.0  # a targeted provider is taken for gone only on a view of the announcements this recent
 FAILOVER_FIRST_REPLY_S = 5.0  # a re-offered job nobody replies to within this ends with the first failure
 
 
@@ -1124,6 +1125,12 @@ class PylonClient:
         why = self._live.gone(target)
         if why is None:
             return  # live, or unknown (never announced): keep waiting
+        if self._live.age() > LIVE_RECHECK_S:  # a view from a while ago: it may have come back since
+            self._live.refresh(max_age_s=LIVE_RECHECK_S)
+            queue = self._routes.get(state.job_id)
+            if queue is not None:
+                self._live.when_known(lambda: queue.offer(_LIVE_VIEW))
+            return
         await self._cancel_quietly(state)
         msg = (f"provider {npub_of(target)} {why}: it is not taking jobs; job {state.job_id[:12]}… was cancelled "
                "(kind 5 published)")

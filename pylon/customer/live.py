@@ -81,10 +81,12 @@ class LiveProviders:
         self._at = 0.0
         self._gone: dict[str, str] = {}  # pubkey -> why it is known not to take jobs (last query)
 
-    def refresh(self) -> None:
-        """Start a query unless a fresh one is done or in flight (never blocks)."""
+    def refresh(self, max_age_s: float | None = None) -> None:
+        """Start a query unless one younger than `max_age_s` (default: the TTL) is done, or one
+        is in flight (never blocks)."""
         task = self._task
-        if task is not None and (not task.done() or time.monotonic() - self._at < self.ttl_s):
+        fresh = self.ttl_s if max_age_s is None else max_age_s
+        if task is not None and (not task.done() or time.monotonic() - self._at < fresh):
             return
         self._at = time.monotonic()
         self._task = asyncio.create_task(self._query(), name="pylon-client:live-providers")
@@ -133,6 +135,10 @@ class LiveProviders:
             return None
         live = task.result()
         return None if live is None else [p for p in live if p.serves(model)]
+
+    def age(self) -> float:
+        """Seconds since the last query started."""
+        return time.monotonic() - self._at
 
     def gone(self, pubkey: str) -> str | None:
         """Why `pubkey` is known not to take jobs as of the last finished query (it withdrew or

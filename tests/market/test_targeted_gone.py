@@ -96,3 +96,29 @@ async def test_targeted_and_avoided_is_refused_before_sending(relay_url):
             with pytest.raises(ConfigError, match="avoided"):
                 await asyncio.wait_for(client.ask("hi", provider=a.pubkey, avoid=[a.keys.npub], timeout=600), 10)
     assert seen == []
+
+
+async def test_a_provider_back_since_the_view_was_read_is_not_taken_for_gone(relay_url, monkeypatch):
+    """The client's view (cached 30 s) saw the withdrawal; the provider has announced again
+    since: a view older than LIVE_RECHECK_S is read again before the ask is ended."""
+    import pylon.customer.client as client_module
+
+    monkeypatch.setattr(client_module, "LIVE_RECHECK_S", 0.5)
+    gone = await _withdrawn(relay_url)
+    try:
+        async with customer(relay_url) as client:
+            assert client._live is not None
+            client._live.refresh()
+            await client._live.get(5.0)
+            assert client._live.gone(gone.pubkey) is not None  # the cached view: withdrawn
+            await asyncio.sleep(1.1)  # a later second: the new announcement outdates the deletion
+            await gone.announce()
+
+            async def slow(req) -> None:  # after the client has read its view again
+                await asyncio.sleep(0.5)
+                await _answers(gone, req)
+            gone.serve(slow)
+            outcome = await asyncio.wait_for(client.ask("back?", provider=gone.pubkey, timeout=600), 15)
+    finally:
+        await gone.__aexit__(None, None, None)
+    assert outcome.provider == gone.pubkey
