@@ -31,10 +31,11 @@ starts no grace while live providers that have not answered remain (`_grace`). A
 targeted provider the live view knows is gone (withdrawn) ends it too (ProviderUnavailable).
 
 Failover (`_run_with_failover`): a job whose provider at work (processing, partial, paid, or
-the targeted one) errors or stalls, nothing paid, is asked again as a new request naming the failed providers in AVOID_TAG (pylon.jobs.nip90), so Pylon
-providers skip it; untargeted jobs by default, targeted ones only with failover=True, and
-then re-encrypted to another live provider, never in clear (docs/PROTOCOL.md, "Failover and
-the avoid tag").
+the targeted one) errors or stalls, nothing paid, is asked again as a new request naming the
+failed providers in AVOID_TAG (pylon.jobs.nip90), so Pylon providers skip it; untargeted jobs
+by default, targeted ones only with failover=True, and then re-encrypted to another live
+provider, never in clear (docs/PROTOCOL.md, "Failover and the avoid tag"). An `error` from a
+provider that only declined the job makes no re-send: the others have the request already.
 """
 
 from __future__ import annotations
