@@ -2,7 +2,8 @@
 `pylon` processes against the real embedded relay:
 
 - `--provider P --avoid P` (or P in the avoid setting) could never be answered: a usage error
-  at once (exit 2), nothing published; it used to wait the whole timeout;
+  at once (exit 2), nothing published; it used to wait the whole timeout; a `--provider` that
+  withdrew its announcement is one line at once (exit 4), not the timeout;
 - `pylon config set avoid …` (and the other key lists) accepts only npubs or 64-hex keys and
   stores them as npubs; garbage is one line naming the key (it used to be accepted);
 - a bad key in a hand-edited config.toml (or PYLON_AVOID) found at ask time names the setting
@@ -83,3 +84,18 @@ async def test_bad_avoid_in_the_config_file_names_the_key_and_the_file(relay_url
 
     code, _, err = await _ask(relay_url, home, PYLON_AVOID="zzz")
     assert code == 2 and "setting avoid in PYLON_AVOID" in err, err
+
+
+async def test_withdrawn_provider_is_one_line_at_once(relay_url, tmp_path):
+    """`--provider P` where P withdrew its announcement: exit 4 with P's npub, not the timeout."""
+    from tests.market.test_targeted_gone import _withdrawn
+
+    gone = await _withdrawn(relay_url)
+    try:
+        code, out, err = await _ask(relay_url, tmp_path / "h", "--provider", gone.keys.npub)
+    finally:
+        await gone.__aexit__(None, None, None)
+    lines = err.strip().splitlines()
+    assert code == 4 and out == "", err
+    assert len(lines) == 2 and lines[1].startswith("hint:"), err
+    assert f"error: provider {gone.keys.npub} withdrew its announcement" in lines[0]
