@@ -68,8 +68,11 @@ def providers(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
     """List live kind-5050 providers from their NIP-89 announcements, with this client's score."""
+    from pylon.ops.config import setting_pubkeys
+
     settings = load_settings({"relays": relay})
-    found, reviews = run(_discover(settings.relays, model, timeout, settings.trusted_reviewers))
+    trusted = setting_pubkeys(settings, "trusted_reviewers")  # a bad key names the setting and the file
+    found, reviews = run(_discover(settings.relays, model, timeout, trusted))
     rows = _rows(found, show_all, reviews)
     if as_json:
         print_json(rows)

@@ -99,3 +99,12 @@ async def test_withdrawn_provider_is_one_line_at_once(relay_url, tmp_path):
     assert code == 4 and out == "", err
     assert len(lines) == 2 and lines[1].startswith("hint:"), err
     assert f"error: provider {gone.keys.npub} withdrew its announcement" in lines[0]
+
+
+async def test_bad_trusted_reviewer_in_the_config_names_the_key_and_the_file(relay_url, tmp_path):
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "config.toml").write_text('trusted_reviewers = ["deadbeef"]\n')
+    code, out, err = await pylon("providers", home=home, timeout=30, env=cli_env(home, PYLON_RELAYS=relay_url))
+    assert code == 2 and out == "", err
+    assert "setting trusted_reviewers in" in err and str(home / "config.toml") in err and "Traceback" not in err
