@@ -16,7 +16,7 @@ import asyncio
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -118,15 +118,22 @@ async def _demo(prompt: str, backend_url: Optional[str], max_tokens: int, as_jso
     console.print("[green]✓[/] relay, vLLM, provider and dev wallet stopped.")
 
 
-def _progress(say):
-    """Show the quote and the payment as they happen."""
-    def show(p) -> None:
+def _progress(say: Callable[[str], None]) -> Callable[[Any], None]:
+    """Show the quote and the payment as they happen. Pay-first: quote, payment, processing.
+    Pay for the key: processing first, then the sealed result's quote and the payment."""
+    seen: set[str] = set()
+
+    def show(p: Any) -> None:
         if p.stage == "quoted":
             say(f"[green]✓[/] quote: {p.amount_msat} msat (payment-required with a bolt11 invoice)")
         elif p.stage == "payment":
             say(f"[green]✓[/] {p.detail}")
-        elif p.stage == "processing":
-            say("[green]✓[/] provider saw the payment settle; processing")
+        elif p.stage == "processing" and "processing" not in seen:
+            if "quoted" in seen:
+                say("[green]✓[/] provider saw the payment settle; processing")
+            else:
+                say("[green]✓[/] provider is processing (the answer comes sealed; you pay for its key)")
+        seen.add(p.stage)
     return show
 
 

@@ -46,7 +46,7 @@ from typing import Any, AsyncIterator, Callable, Sequence
 
 from pydantic import ValidationError
 
-from pylon.provider.backends import BackendHealth, BackendUnavailable, ChatRequest, OpenAIBackend
+from pylon.provider.backends import BackendHealth, BackendUnavailable, ChatChunk, ChatRequest, OpenAIBackend
 from pylon.errors import BackendError, RelayError
 from pylon.provider.access import CustomerAccess
 from pylon.provider.admission import Admission
@@ -96,6 +96,16 @@ UNHEALTHY_PROBE_S = 2.0  # how often a backend that is down is probed again
 PROBE_ON_INTAKE_S = 5.0  # a job arriving while the backend is down waits this long for a fresh probe
 HEARTBEAT_S = 10.0  # a job sending no partials (not streamed, or key mode) sends a `processing` this often
 _CANCEL_MEMORY = 4096  # cancellations seen before their request arrived
+
+
+def _take_summary(job: "Job", chunk: ChatChunk) -> None:
+    """What a backend's final chunk (or whole answer) says about the job besides its text."""
+    if chunk.finish_reason:
+        job.finish_reason = chunk.finish_reason
+    if chunk.tool_calls:
+        job.tool_calls = chunk.tool_calls
+    if chunk.usage is not None:
+        job.prompt_tokens, job.completion_tokens = chunk.usage
 
 
 @dataclass(slots=True)
@@ -790,32 +800,44 @@ class Provider:
         stats.max_backend_in_flight = max(stats.max_backend_in_flight, stats.backend_in_flight)
         t0 = time.perf_counter()
         ok = False
-        beat = time.monotonic()
         try:
-            async for chunk in self.backend.stream_chat(chat):
-                if partials is None and time.monotonic() - beat >= HEARTBEAT_S:
-                    beat = time.monotonic()  # no partials: say we are alive (customers' stall check)
-                    self._feedback_soon(req, "processing", extra="still generating")
-                if chunk.text:
-                    if not parts and self.metrics is not None:
-                        self.metrics.first_token(job.model, time.perf_counter() - t0)
-                    parts.append(chunk.text)
-                    if partials is not None:
+            if partials is None:  # the customer reads only the result: one answer, no deltas to parse
+                final = await self._complete_with_heartbeat(req, chat)
+                parts.append(final.text)
+                _take_summary(job, final)
+            else:
+                async for chunk in self.backend.stream_chat(chat):
+                    if chunk.text:
+                        if not parts and self.metrics is not None:
+                            self.metrics.first_token(job.model, time.perf_counter() - t0)
+                        parts.append(chunk.text)
                         due = partials.push(chunk.text, time.monotonic())
                         if due is not None:
                             self._feedback_soon(req, "partial", content=due[0], offset=due[1])
-                if chunk.finish_reason:
-                    job.finish_reason = chunk.finish_reason
-                if chunk.tool_calls:
-                    job.tool_calls = chunk.tool_calls
-                if chunk.usage is not None:
-                    job.prompt_tokens, job.completion_tokens = chunk.usage
+                    _take_summary(job, chunk)
             ok = True
         finally:
             stats.backend_in_flight -= 1
             if self.metrics is not None:
                 self.metrics.observe_backend(job.model, time.perf_counter() - t0, ok=ok)
         return "".join(parts)
+
+    async def _complete_with_heartbeat(self, req: JobRequest, chat: ChatRequest) -> ChatChunk:
+        """A non-streamed backend call; a `processing` heartbeat every HEARTBEAT_S while it runs
+        (what the customer's stall check listens for when no partials come)."""
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle | None = None
+
+        def beat() -> None:
+            nonlocal handle
+            self._feedback_soon(req, "processing", extra="still generating")
+            handle = loop.call_later(HEARTBEAT_S, beat)
+
+        handle = loop.call_later(HEARTBEAT_S, beat)
+        try:
+            return await self.backend.complete_chat(chat)
+        finally:
+            handle.cancel()
 
     async def _publish_result(self, job: Job, text: str) -> None:
         assert self.store is not None

@@ -41,8 +41,9 @@ async def test_each_counter_equals_the_job_store(relay_url, openai_double, dev_l
         async with serve_monitor(provider) as mon, httpx.AsyncClient(timeout=10) as http:
             assert (await http.get(mon.url + "/livez")).text == "ok\n"
             async with paying_customer(relay_url, cw, max_msat=5_000, **INVOICE_FIRST) as client:
-                for i in range(2):  # delivered and paid
-                    await client.ask(f"q{i}", timeout=30, provider=keys.public_key)
+                await client.ask("q0", timeout=30, provider=keys.public_key)  # delivered and paid
+                streamed = client.stream("q1", timeout=30, provider=keys.public_key)  # the same, streamed
+                assert "".join([d async for d in streamed]).endswith("q1")
                 with pytest.raises(PylonError):  # refused before a quote: model not served
                     await client.ask("wrong model", model="no-such-model", timeout=30, provider=keys.public_key)
                 openai_double.fail_next(50)  # paid, then the backend fails: refund offered
@@ -64,7 +65,8 @@ async def test_each_counter_equals_the_job_store(relay_url, openai_double, dev_l
             assert s[("pylon_provider_job_duration_seconds_count", (("outcome", "success"),))] == 2
             assert s[("pylon_provider_payment_wait_seconds_count", ())] == 3  # the three paid jobs
             assert s[("pylon_provider_queue_wait_seconds_count", ())] == 3  # each paid job went to processing
-            assert s[("pylon_provider_time_to_first_token_seconds_count", (("model", model),))] == 2
+            # first token: streamed jobs only (the others make one non-streamed backend call)
+            assert s[("pylon_provider_time_to_first_token_seconds_count", (("model", model),))] == 1
             info = [k for k in s if k[0] == "pylon_provider_info"]
             assert info and dict(info[0][1])["npub"] == keys.npub
             assert s[("pylon_provider_price_msat", (("kind", "per_job"),))] == PRICE

@@ -292,6 +292,28 @@ class OpenAIBackend:
                         tool_calls=calls.result() if calls is not None else None)
 
 
+    async def complete_chat(self, req: ChatRequest) -> ChatChunk:
+        """A non-streamed completion over the same keep-alive pool as `stream_chat`, returned
+        in the shape of a stream's final chunk (all the text, usage, finish_reason, tool calls).
+
+        Why: a job whose customer reads only the result needs no deltas, and parsing one SSE
+        event per token was most of the provider's CPU for a long answer (about 6 us a token,
+        2 ms for 300 tokens); one JSON body costs a fraction of that."""
+        try:
+            async with self._stream_session().post(self.base_url + "/chat/completions",
+                                                   json=req.to_body(stream=False)) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise BackendRejected(resp.status, error_message(raw, resp.reason or ""))
+        except (aiohttp.ClientError, TimeoutError) as exc:  # refused, dropped, sock_read timeout
+            raise BackendUnavailable(self._unavailable(exc)) from exc
+        try:
+            data = _decode_event(raw)
+        except ValueError as exc:
+            raise BackendProtocolError(f"backend sent non-JSON for /chat/completions: {_shown(raw)!r}") from exc
+        return _parse_completion(data, raw)
+
+
 class _ToolCallAssembler:
     """Streamed `tool_calls` deltas (id and name once, arguments in pieces) -> whole calls."""
 
@@ -385,6 +407,54 @@ def _parse_stream_event(data: Any, payload: bytes) -> tuple[str | None, str | No
     for choice in wire.choices[:1]:
         return (choice.delta.content if choice.delta else None), choice.finish_reason, usage
     return None, None, usage
+
+
+def _parse_completion(data: Any, raw: bytes) -> ChatChunk:
+    """A whole /chat/completions answer as a final chunk; typed errors for bad ones (the same
+    plain-dict fast path as stream events, pydantic for anything odd)."""
+    if isinstance(data, dict) and "error" in data and "choices" not in data:
+        raise _stream_error(data)
+    fast = _fast_event(data)
+    if fast is not None:
+        _, finish, usage = fast
+        choices = data["choices"]
+        if not choices:
+            raise BackendProtocolError(f"completion answer without choices: {_shown(raw)!r}")
+        message = choices[0].get("message") or {}
+        text = message.get("content") or ""
+    else:
+        try:
+            wire = WireCompletion.model_validate(data)
+        except ValidationError as exc:
+            raise BackendProtocolError(f"unexpected completion answer: {_shown(raw)!r}") from exc
+        if not wire.choices:
+            raise BackendProtocolError(f"completion answer without choices: {_shown(raw)!r}")
+        choice = wire.choices[0]
+        finish = choice.finish_reason
+        text = (choice.message.content if choice.message else None) or ""
+        usage = None
+        if wire.usage and wire.usage.prompt_tokens is not None and wire.usage.completion_tokens is not None:
+            usage = (wire.usage.prompt_tokens, wire.usage.completion_tokens)
+        message = data["choices"][0].get("message") if isinstance(data["choices"][0], dict) else None
+    return ChatChunk(text=text, usage=usage, finish_reason=finish, tool_calls=_whole_tool_calls(message))
+
+
+def _whole_tool_calls(message: Any) -> list[dict[str, Any]] | None:
+    """`message.tool_calls` of a whole answer, in the shape _ToolCallAssembler gives a stream's."""
+    calls = message.get("tool_calls") if isinstance(message, dict) else None
+    if not isinstance(calls, list):
+        return None
+    out = []
+    for call in calls:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            continue
+        arguments = fn.get("arguments")
+        if not isinstance(arguments, str):  # a server that sends the arguments as an object
+            arguments = "" if arguments is None else dumps(arguments)
+        out.append({"id": call.get("id") if isinstance(call.get("id"), str) else "", "type": "function",
+                    "function": {"name": fn["name"], "arguments": arguments}})
+    return out or None
 
 
 def _shown(payload: bytes) -> str:

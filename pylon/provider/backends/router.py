@@ -82,6 +82,11 @@ class ModelRouter:
             async for chunk in route.backend.stream_chat(req):
                 yield chunk
 
+    async def complete_chat(self, req: ChatRequest) -> ChatChunk:
+        route = self._route(req.model)
+        async with self._slots[req.model]:
+            return await route.backend.complete_chat(req)
+
     async def count_prompt_tokens(self, model: str, messages: list[dict[str, Any]]) -> int | None:
         return await self._route(model).backend.count_prompt_tokens(model, messages)
 
