@@ -109,6 +109,7 @@ JOB_PARAMS: Final = ("model", "max_tokens", "temperature", "top_p", "top_k", "fr
 DEFAULT_STALL_S = 30.0  # silence from a provider at work that counts as a stall
 DEFAULT_FAILOVER = 2  # new requests after an error or a stall (nothing paid; targeted jobs only with failover=True)
 LIVE_RECHECK_S = 5.0  # a targeted provider is taken for gone only on a view of the announcements this recent
+GONE_REPLY_GRACE_S = 1.5  # ... and after this long without a reply from it (an online one says why)
 FAILOVER_FIRST_REPLY_S = 5.0  # a re-offered job nobody replies to within this ends with the first failure
 
 
@@ -219,6 +220,7 @@ class _JobState:
     stalled: set[str] = field(default_factory=set)
     watch_silent: bool = False  # a targeted job that may fail over: a provider that never replies has stalled too
     held_msat: int | None = None  # the session budget held for this job (Budget.hold)
+    gone_seen_at: float | None = None  # monotonic time the targeted provider was first seen gone
 
     @property
     def job_id(self) -> str:
@@ -1131,6 +1133,16 @@ class PylonClient:
             queue = self._routes.get(state.job_id)
             if queue is not None:
                 self._live.when_known(lambda: queue.offer(_LIVE_VIEW))
+            return
+        # a provider that withdrew but is still online (paused, draining, its backend down) says
+        # why in a moment, which tells the user more than "withdrew": wait that moment first
+        now = time.monotonic()
+        if state.gone_seen_at is None:
+            state.gone_seen_at = now
+        if now - state.gone_seen_at < GONE_REPLY_GRACE_S:
+            inbox = self._routes.get(state.job_id)
+            if inbox is not None:
+                asyncio.get_running_loop().call_later(GONE_REPLY_GRACE_S, inbox.offer, _LIVE_VIEW)
             return
         await self._cancel_quietly(state)
         msg = (f"provider {npub_of(target)} {why}: it is not taking jobs; job {state.job_id[:12]}… was cancelled "
