@@ -1278,7 +1278,9 @@ class PylonClient:
             win = state.winner
             if win is not None:
                 t_result = state.timings.get("result")
-                t_work = state.timings.get("processing") or state.timings.get("first_partial")
+                # a quick job may say no `processing` (the provider's result says it all): from the request then
+                t_work = (state.timings.get("processing") or state.timings.get("first_partial")
+                          or state.timings.get("paid") or state.timings.get("published"))
                 tps = None
                 if win.completion_tokens and t_result is not None and t_work is not None and t_result > t_work:
                     tps = win.completion_tokens / (t_result - t_work)

@@ -33,6 +33,11 @@ class Job:
     tool_calls: list[dict[str, Any]] | None = None  # the backend's, put on the result
     key_delivery: bool = False  # pay for the key: run first, seal the result, invoice sha256(key)
     admitted: bool = False  # counted in Admission.pending (until its result is on its way, or it ends)
+    # its `processing` feedback, due PROCESSING_NOTICE_S after the claim unless the job is over
+    # by then (pylon.provider.provider._say_processing_soon); said: it went out (or a partial did)
+    notice: asyncio.TimerHandle | None = None
+    at_work: bool = False  # claimed for processing in this process
+    said_processing: bool = False
 
     @property
     def id(self) -> str:

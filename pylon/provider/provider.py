@@ -94,6 +94,7 @@ _ROUTINE_STEPS = frozenset({"seen", "quoted", "processing"})  # logged at DEBUG 
 DELIVERY_GRACE_S = 2.0  # on stop, how long results already published may wait for a relay's OK
 UNHEALTHY_PROBE_S = 2.0  # how often a backend that is down is probed again
 PROBE_ON_INTAKE_S = 5.0  # a job arriving while the backend is down waits this long for a fresh probe
+PROCESSING_NOTICE_S = 0.25  # a job still running this long after its claim says `processing`
 HEARTBEAT_S = 10.0  # a job sending no partials (not streamed, or key mode) sends a `processing` this often
 _CANCEL_MEMORY = 4096  # cancellations seen before their request arrived
 
@@ -736,9 +737,10 @@ class Provider:
                     return
                 self._log(job.id, job.customer, job.model, "processing", detail="re-run after restart" if rerun else "")
                 self._metric("processing")
-                self._feedback_soon(job.request, "processing")
+                self._say_processing_soon(job)
                 paid = job.amount_msat and not job.key_delivery  # key mode: nothing is paid before the result
                 text = await self._generate_paid(job) if paid else await self._generate(job)
+            self._quiet(job)  # done before the notice was due: the result says it all
             await self._publish_result(job, text)
         except asyncio.CancelledError:
             self._on_cancelled(job)
@@ -772,7 +774,33 @@ class Provider:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    def _say_processing_soon(self, job: Job) -> None:
+        """`processing` feedback PROCESSING_NOTICE_S after the claim, if the job is still running.
+
+        Why not at once: a job answered within that time would carry one more signed event
+        through the relay to the customer than it needs (about a fifth of the CPU per job of
+        relay, provider and client together), and its result says the same thing a moment
+        later. What a customer loses: for such a job, no separate `processing` stage. A job
+        that fails says `processing` before its error, so the customer knows the provider was
+        at work on it (a decline is an error without it; see docs/PROTOCOL.md)."""
+        def say() -> None:
+            job.notice = None
+            if self._started.is_set():
+                job.said_processing = True
+                self._feedback_soon(job.request, "processing")
+
+        job.at_work = True
+        job.notice = asyncio.get_running_loop().call_later(PROCESSING_NOTICE_S, say)
+
+    @staticmethod
+    def _quiet(job: Job) -> None:
+        """Call off a `processing` notice not yet due."""
+        if job.notice is not None:
+            job.notice.cancel()
+            job.notice = None
+
     def _on_cancelled(self, job: Job) -> None:
+        self._quiet(job)
         if not job.cancelled_by_customer:
             raise asyncio.CancelledError  # shutdown: the job stays where it was, resumed on restart
         assert self.store is not None
@@ -813,6 +841,9 @@ class Provider:
                         parts.append(chunk.text)
                         due = partials.push(chunk.text, time.monotonic())
                         if due is not None:
+                            if job.notice is not None:  # a partial says "at work" already
+                                self._quiet(job)
+                                job.said_processing = True
                             self._feedback_soon(req, "partial", content=due[0], offset=due[1])
                     _take_summary(job, chunk)
             ok = True
@@ -923,6 +954,10 @@ class Provider:
 
     def _fail(self, job: Job, reason: str, *, feedback: bool = True, amount_msat: int | None = None) -> None:
         assert self.store is not None
+        self._quiet(job)
+        if job.at_work and not job.said_processing and feedback:  # it was at work: say so before the error
+            job.said_processing = True
+            self._feedback_soon(job.request, "processing")
         self.store.transition(job.id, "error", error=reason)
         self.stats.errors += 1
         if self.metrics is not None:

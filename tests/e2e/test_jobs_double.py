@@ -27,6 +27,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 async def test_ask_round_trip(relay_url, openai_double, tmp_path):
+    openai_double.latency_s = 0.4  # longer than PROCESSING_NOTICE_S: the provider says `processing`
     async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite") as provider:
         async with customer(relay_url) as client:
             stages = []
@@ -61,6 +62,7 @@ async def test_partials_are_sent_only_to_a_customer_who_streams(relay_url, opena
     sent for it (the request carries no stream param); stream() asks for them."""
     openai_double.reply = lambda req: "".join(f"w{i} " for i in range(20))
     openai_double.token_delay_s = 0.01
+    openai_double.latency_s = 0.3  # past PROCESSING_NOTICE_S: the job that is not streamed says `processing`
     async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite", partial_interval_s=0.0):
         async with customer(relay_url) as client:
             asked = await client.ask("not streamed", timeout=30)
@@ -72,6 +74,31 @@ async def test_partials_are_sent_only_to_a_customer_who_streams(relay_url, opena
     statuses = {(ev.first_tag("e")[1], ev.first_tag("status")[1]) for ev in feedback}
     assert (asked.job_id, "partial") not in statuses and (asked.job_id, "processing") in statuses
     assert (stream.outcome.job_id, "partial") in statuses and len(pieces) > 1
+
+
+async def test_a_quick_job_says_no_processing_and_a_failing_one_says_it_before_its_error(relay_url,
+                                                                                         openai_double,
+                                                                                         tmp_path):
+    """`processing` goes out PROCESSING_NOTICE_S after the claim, only if the job still runs:
+    a quick job's replies are just its result. A job that fails after its claim says
+    `processing` before its `error`, so the customer can tell a provider that was at work on
+    it (failover) from one that declined."""
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite") as provider:
+        async with customer(relay_url) as client:
+            quick = await client.ask("quick", timeout=30)
+            openai_double.fail_next()
+            with pytest.raises(ProviderError):
+                await client.ask("failing", timeout=30, provider=provider.pubkey)
+            failed = openai_double.requests[-1]
+        async with RelayPool([relay_url]) as pool:
+            replies = await pool.query([Filter.parse({"kinds": [6050, 7000], "authors": [provider.pubkey]})], timeout=5)
+    assert failed["messages"][0]["content"] == "failing"
+    by_job: dict[str, list[str]] = {}
+    for ev in sorted(replies, key=lambda e: (e.created_at, e.kind)):
+        by_job.setdefault(ev.first_tag("e")[1], []).append(ev.first_tag("status")[1] if ev.kind == 7000 else "result")
+    assert by_job.pop(quick.job_id) == ["result"]
+    (statuses,) = by_job.values()
+    assert sorted(statuses) == ["error", "processing"]
 
 
 async def test_chat_messages_reach_the_backend_unflattened(relay_url, openai_double, tmp_path):
@@ -248,6 +275,7 @@ async def test_requests_for_another_provider_are_ignored(relay_url, openai_doubl
 
 async def test_encrypted_job_is_unreadable_to_a_third_party(relay_url, openai_double, tmp_path):
     secret = "the secret prompt"
+    openai_double.latency_s = 0.4  # the provider says `processing` too: its feedback is sealed as well
     async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite") as provider:
         async with RelayPool([relay_url], keys=Keys.generate()) as spy:
             async with spy.subscribe([_all_jobs()]) as seen:

@@ -97,6 +97,7 @@ async def test_pylon_providers_reads_nostrdvm_announcement(relay_url, nostrdvm, 
 
 async def test_nostrdvm_client_gets_answers_from_pylon_serve(relay_url, openai_double, tmp_path):
     keys = Keys.generate()
+    openai_double.latency_s = 0.4  # longer than the provider's PROCESSING_NOTICE_S: it says `processing`
     async with serving(relay_url, openai_double.base_url, tmp_path / "jobs.sqlite", keys=keys):
         for mode, kwargs in {"untargeted": {}, "targeted in clear": {"provider": keys.public_key},
                              "targeted encrypted": {"provider": keys.public_key, "encrypt": True}}.items():
