@@ -9,8 +9,9 @@ model, or the OpenAI server double), and this script as the customer (PylonClien
 
 For each backend and concurrency c in (1, 32), with the same prompts, max_tokens and
 temperature 0 on both paths:
-  * baseline: requests/s and median latency of streamed chat completions sent straight to the
-    backend (OpenAIBackend.stream_chat, the call the provider makes), measured before and
+  * baseline: requests/s and median latency of chat completions sent straight to the backend
+    (OpenAIBackend.complete_chat: the call the provider makes for a job that is not streamed,
+    as these are; it was stream_chat before the provider stopped streaming them), measured before and
     after the Pylon run and averaged (after a warm-up of both paths);
   * pylon: jobs/s and median latency of PylonClient.ask (client -> relay -> provider ->
     backend -> relay -> client);
@@ -140,8 +141,7 @@ async def direct(base_url: str, model: str, n: int, c: int, max_tokens: int) -> 
         async def one(i: int) -> None:
             req = ChatRequest(model=model, messages=[{"role": "user", "content": texts[i]}],
                               max_tokens=max_tokens, temperature=0.0)
-            async for _ in backend.stream_chat(req):
-                pass
+            await backend.complete_chat(req)
         await one(0)  # warm the connection pool
         wall, lat = await run_concurrently(n, c, one)
     return {"per_s": n / wall, "median_ms": statistics.median(lat) * 1000, "n": n}
