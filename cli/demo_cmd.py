@@ -22,6 +22,7 @@ import typer
 
 from cli.common import console, err_console, handle_errors, print_json, run
 from pylon.errors import BackendError
+from pylon.nostr.keys import npub_of
 
 
 FUNDING_MSAT = 100_000        # the customer's starting balance (100 sat)
@@ -103,7 +104,7 @@ async def _demo(prompt: str, backend_url: Optional[str], max_tokens: int, as_jso
     console.print(f"[dim]{outcome.usage.prompt_tokens}+{outcome.usage.completion_tokens} tokens, "
                   f"{outcome.timings.get('result', 0):.2f}s through the relay[/]")
     console.print(f"[bold]paid:[/] {outcome.paid_msat} msat (+{outcome.fee_msat} msat fee) to provider "
-                  f"{outcome.provider[:16]}…", highlight=False)
+                  f"{npub_of(outcome.provider)}", highlight=False)
     if receipt is not None:
         console.print(f"[bold]receipt:[/] #{receipt['id']} {receipt['status']} · {receipt['amount_msat']} msat · "
                       f"payment hash {receipt['payment_hash'][:24]}… · preimage {str(receipt['preimage'])[:24]}…",
