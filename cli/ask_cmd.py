@@ -35,6 +35,7 @@ from cli.progress import JobProgressView, short
 from cli.prompts import build_messages, load_template, read_prompt
 from pylon.errors import ConfigError, PylonError
 from pylon.jobs.params import check_params
+from pylon.nostr.keys import npub_of
 from cli.defaults import load_settings
 from pylon.ops.secrets import wallet_from_flags
 
@@ -89,7 +90,7 @@ async def _ask(prompt: str, settings: Any, *, system: str | None, model: str | N
     if not show and (outcome.paid_msat or outcome.receipt is not None):
         # piped: stdout stays the answer alone, but what was paid is always said (stderr)
         err_console.print(f"pylon: paid {outcome.paid_msat} msat (+{outcome.fee_msat} fee) to provider "
-                          f"{outcome.provider} for job {outcome.job_id}", highlight=False, soft_wrap=True)
+                          f"{npub_of(outcome.provider)} for job {outcome.job_id}", highlight=False, soft_wrap=True)
     if progress.stream:
         sys.stdout.write("\n" if progress.streamed_any else outcome.text + "\n")
     else:
@@ -209,7 +210,6 @@ def ask(
 
         settings.avoid = setting_pubkeys(settings, "avoid")
     if provider is not None and provider in settings.avoid:  # a job for one provider it avoids: never answered
-        from pylon.nostr.keys import npub_of
 
         where = "--avoid" if avoid else f"the avoid setting ({setting_source('avoid')})"
         raise ConfigError(f"--provider {npub_of(provider)} is also in {where}: nobody could answer the job",

@@ -17,11 +17,16 @@ from typing import Any
 from rich.text import Text
 
 from cli.common import err_console
+from pylon.nostr.keys import npub_of
 
 
 def short(pubkey: str | None) -> str:
-    """A pubkey shortened for display: the first 10 hex characters and one ellipsis."""
-    return f"{pubkey[:10]}…" if pubkey else "?"
+    """A pubkey shortened for display, as the start of its npub (the form users copy into
+    --provider and --avoid) and one ellipsis."""
+    if not pubkey:
+        return "?"
+    shown = npub_of(pubkey)  # not a key (a malformed event) comes back as it was
+    return f"{shown[:16]}…" if shown.startswith("npub1") else f"{pubkey[:10]}…"
 
 
 class _StatusText:

@@ -29,9 +29,9 @@ async def test_progress_shows_elapsed_time_and_deadline(relay_url, openai_double
     async with serving(relay_url, openai_double.base_url, tmp_path) as stack:
         env = cli_env(stack.home, PYLON_RELAYS=relay_url)
         child = _spawn(["ask", "hello tty", "--timeout", "30"], env)
-        await _expect(child, r"processing by [0-9a-f]{10}… · \d+\.\ds of 30s")
+        await _expect(child, r"processing by npub1[02-9ac-hj-np-z]{11}… · \d+\.\ds of 30s")
         await _expect(child, "This is the OpenAI double answering the prompt: hello tty")
-        await _expect(child, r"✓ [0-9a-f]{10}… · double-model")
+        await _expect(child, r"✓ npub1[02-9ac-hj-np-z]{11}… · double-model")
         await _expect(child, pexpect.EOF)
         child.close()
         assert child.exitstatus == 0

@@ -81,7 +81,7 @@ async def test_piped_and_json_output_say_what_was_paid(relay_url, openai_double,
         code, out, err = await _pylon("ask", "piped", "--relay", relay_url, "--wallet", dev_ledger.uri("customer"),
                                       "--timeout", "20", home=home)
         assert code == 0, err
-        assert "paid 1500 msat" in err and provider.pubkey in err.replace("\n", "")  # stdout: the answer alone
+        assert "paid 1500 msat" in err and provider.keys.npub in err.replace("\n", "")  # stdout: the answer alone
         assert "paid" not in out
         code, out, err = await _pylon("ask", "as json", "--relay", relay_url, "--wallet", dev_ledger.uri("customer"),
                                       "--timeout", "20", "--json", home=home)
