@@ -13,6 +13,7 @@ from aiohttp import web
 
 from pylon.provider.backends import ChatRequest, OpenAIBackend
 from pylon.provider.backends.errors import BackendProtocolError, BackendRejected, BackendUnavailable
+from tests.backends.scripted import scripted_server
 
 
 def _req(**kw) -> ChatRequest:
@@ -38,17 +39,10 @@ async def test_backend_faults_become_typed_errors(openai_double):
         assert (await backend.complete_chat(_req())).text.endswith("say hi")  # and the pool still works
 
 
-async def _serve(body: bytes, status: int = 200):
+def _answering(body: bytes):
     async def answer(request: web.Request) -> web.Response:
-        return web.Response(body=body, status=status, content_type="application/json")
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return web.Response(body=body, content_type="application/json")
+    return answer
 
 
 @pytest.mark.parametrize("arguments", ['{"city":"Oslo"}', {"city": "Oslo"}])
@@ -58,12 +52,8 @@ async def test_tool_calls_come_back_whole(arguments):
             {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": arguments}},
             {"id": "bad", "type": "function", "function": {"arguments": "{}"}}]}}],  # no name: dropped
         "usage": {"prompt_tokens": 3, "completion_tokens": 9}}).encode()
-    runner, port = await _serve(body)
-    try:
-        async with OpenAIBackend(f"http://127.0.0.1:{port}/v1") as backend:
-            final = await backend.complete_chat(_req(model="m"))
-    finally:
-        await runner.cleanup()
+    async with scripted_server(_answering(body)) as url, OpenAIBackend(url) as backend:
+        final = await backend.complete_chat(_req(model="m"))
     assert (final.text, final.finish_reason, final.usage) == ("", "tool_calls", (3, 9))
     assert final.tool_calls == [{"id": "call_1", "type": "function",
                                  "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}]
@@ -76,11 +66,7 @@ async def test_tool_calls_come_back_whole(arguments):
     (b'{"error": {"message": "out of KV cache"}}', "out of KV cache"),
 ])
 async def test_bad_answers_are_one_clear_error(body, error):
-    runner, port = await _serve(body)
-    try:
-        async with OpenAIBackend(f"http://127.0.0.1:{port}/v1") as backend:
-            with pytest.raises(Exception, match=error) as caught:
-                await backend.complete_chat(_req(model="m"))
-    finally:
-        await runner.cleanup()
+    async with scripted_server(_answering(body)) as url, OpenAIBackend(url) as backend:
+        with pytest.raises(Exception, match=error) as caught:
+            await backend.complete_chat(_req(model="m"))
     assert isinstance(caught.value, (BackendProtocolError, BackendRejected))

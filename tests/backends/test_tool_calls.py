@@ -9,6 +9,7 @@ import json
 from aiohttp import web
 
 from pylon.provider.backends import ChatRequest, OpenAIBackend
+from tests.backends.scripted import scripted_server
 
 CHUNKS = [
     {"choices": [{"index": 0, "delta": {"tool_calls": [
@@ -32,22 +33,12 @@ async def _stream(request: web.Request) -> web.StreamResponse:
 
 
 async def test_streamed_tool_call_deltas_are_assembled():
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", _stream)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     tools = [{"type": "function", "function": {"name": "get_weather"}}]
-    try:
-        async with OpenAIBackend(f"http://127.0.0.1:{port}/v1") as backend:
-            chunks = [c async for c in backend.stream_chat(ChatRequest(
-                model="m", messages=[{"role": "user", "content": "weather?"}], tools=tools))]
-            plain = [c async for c in backend.stream_chat(ChatRequest(
-                model="m", messages=[{"role": "user", "content": "weather?"}]))]
-    finally:
-        await runner.cleanup()
+    async with scripted_server(_stream) as url, OpenAIBackend(url) as backend:
+        chunks = [c async for c in backend.stream_chat(ChatRequest(
+            model="m", messages=[{"role": "user", "content": "weather?"}], tools=tools))]
+        plain = [c async for c in backend.stream_chat(ChatRequest(
+            model="m", messages=[{"role": "user", "content": "weather?"}]))]
     last = chunks[-1]
     assert (last.finish_reason, last.usage) == ("tool_calls", (3, 9))
     assert last.tool_calls == [

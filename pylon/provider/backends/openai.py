@@ -236,23 +236,11 @@ class OpenAIBackend:
         return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
 
     async def chat(self, req: ChatRequest) -> ChatResult:
-        """A non-streamed chat completion."""
-        data = await self._request("POST", "/chat/completions", req.to_body(stream=False))
-        try:
-            wire = WireCompletion.model_validate(data)
-        except ValidationError as exc:
-            raise BackendProtocolError(f"unexpected completion answer: {str(data)[:200]}") from exc
-        if not wire.choices:
-            raise BackendProtocolError(f"completion answer without choices: {str(data)[:200]}")
-        choice = wire.choices[0]
-        usage = wire.usage
-        return ChatResult(
-            text=(choice.message.content if choice.message else None) or "",
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
-            finish_reason=choice.finish_reason,
-            model=wire.model or req.model,
-        )
+        """A non-streamed chat completion (`complete_chat`, as a ChatResult)."""
+        final = await self.complete_chat(req)
+        prompt_tokens, completion_tokens = final.usage if final.usage is not None else (None, None)
+        return ChatResult(text=final.text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                          finish_reason=final.finish_reason, model=req.model)
 
     async def stream_chat(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
         """Stream a chat completion: text deltas, then one final chunk with empty text that
