@@ -29,7 +29,7 @@ import typer
 from rich.markup import escape
 
 from cli.common import err_console, handle_errors, print_json, run, setup_logging
-from cli.common import WalletFileOpt, pubkey_option
+from cli.common import WalletFileOpt, check_wallet_uri, pubkey_option
 from cli.defaults import effective
 from cli.progress import JobProgressView, short
 from cli.prompts import build_messages, load_template, read_prompt
@@ -125,7 +125,9 @@ def _record(settings: Any, started: float, latency: float, prompt: str, system: 
             prompt_chars=len(prompt), answer_chars=len(outcome.text), prompt=prompt, system=system,
             answer=outcome.text)
     else:
-        entry = HistoryEntry(at=started, status="error", model=model, provider=provider, latency_s=round(latency, 3),
+        job_id = getattr(error, "job_id", None)  # PylonClient.ask sets it once the job was published
+        entry = HistoryEntry(at=started, status="error", job_id=job_id if isinstance(job_id, str) else None,
+                             model=model, provider=provider, latency_s=round(latency, 3),
                              prompt_chars=len(prompt), error=str(error)[:500], prompt=prompt, system=system)
     try:
         with History(db_path("history")) as log:
@@ -205,6 +207,7 @@ def ask(
     settings = load_settings({"relays": relay, "wallet": wallet_from_flags(wallet, wallet_file), "max_msat": max_msat, "timeout_s": timeout,
                               "daily_budget_msat": daily_budget_msat, "route": route, "avoid": avoid,
                               "decision_window_ms": decision_window_ms})
+    check_wallet_uri(settings.wallet)
     if not avoid:  # the avoid setting from config.toml or PYLON_AVOID: a bad key names the key and the file
         from pylon.ops.config import setting_pubkeys, setting_source
 
@@ -214,7 +217,7 @@ def ask(
         where = "--avoid" if avoid else f"the avoid setting ({setting_source('avoid')})"
         raise ConfigError(f"--provider {npub_of(provider)} is also in {where}: nobody could answer the job",
                           hint="drop one of them" if avoid else "drop --provider, or take it out of avoid "
-                               "(`pylon config set avoid …`)")
+                               "(`pylon config set avoid …` with the rest, or `pylon config unset avoid` to clear it)")
     run(_ask(text, settings, system=system, model=model, max_tokens=max_tokens, temperature=temperature,
              provider=provider, timeout=settings.timeout_s, stream=stream, as_json=as_json,
              encrypted=False if plain else None, bid_msat=bid_msat, quiet=quiet, failover=failover))

@@ -1,4 +1,4 @@
-"""`pylon config show|path|init|set`: the effective configuration, secrets masked; writing it.
+"""`pylon config show|path|init|set|unset`: the effective configuration, secrets masked; writing it.
 
 Precedence (lowest first): defaults < PYLON_HOME/config.toml < PYLON_* environment < flags.
 `show` also says where each value came from, which is what people need when a value is not
@@ -136,6 +136,20 @@ def set_cmd(
     name, parsed = set_value(path, key, value)
     shown = Settings.model_validate({name: parsed}).masked()[name] if name in Settings.SECRET_FIELDS else parsed
     console.print(f"{name} = {_fmt(shown)} ({path})", highlight=False, markup=False)
+
+
+@app.command("unset")
+@handle_errors
+def unset_cmd(
+    key: str = typer.Argument(..., help="Setting name, e.g. avoid, wallet, history.save_text."),
+) -> None:
+    """Remove one setting from config.toml (its default applies again; clears a list such as avoid)."""
+    from pylon.ops.config_file import unset_value
+
+    path = config_path()
+    name, was_set = unset_value(path, key)
+    console.print(f"{name} unset ({path})" if was_set else f"{name} was not set in {path}",
+                  highlight=False, markup=False)
 
 
 @app.command("path")

@@ -41,6 +41,8 @@ async def _demo(prompt: str, backend_url: Optional[str], max_tokens: int, as_jso
     from wallet.dev import DevWallet, fund
 
     say = (lambda text: None) if as_json else (lambda text: err_console.print(text, highlight=False))
+    if backend_url is not None:
+        await _check_backend(backend_url)  # a dead --backend: one line now, nothing started
     vllm = None
     balances: dict[str, dict[str, int]] = {}
     receipt = None
@@ -103,8 +105,11 @@ async def _demo(prompt: str, backend_url: Optional[str], max_tokens: int, as_jso
     console.print(f"[bold]answer:[/] {outcome.text}", highlight=False)
     console.print(f"[dim]{outcome.usage.prompt_tokens}+{outcome.usage.completion_tokens} tokens, "
                   f"{outcome.timings.get('result', 0):.2f}s through the relay[/]")
-    console.print(f"[bold]paid:[/] {outcome.paid_msat} msat (+{outcome.fee_msat} msat fee) to provider "
-                  f"{npub_of(outcome.provider)}", highlight=False)
+    if free and not outcome.paid_msat:
+        console.print(f"[bold]free:[/] answered by provider {npub_of(outcome.provider)}", highlight=False)
+    else:
+        console.print(f"[bold]paid:[/] {outcome.paid_msat} msat (+{outcome.fee_msat} msat fee) to provider "
+                      f"{npub_of(outcome.provider)}", highlight=False)
     if receipt is not None:
         console.print(f"[bold]receipt:[/] #{receipt['id']} {receipt['status']} · {receipt['amount_msat']} msat · "
                       f"payment hash {receipt['payment_hash'][:24]}… · preimage {str(receipt['preimage'])[:24]}…",
@@ -112,11 +117,28 @@ async def _demo(prompt: str, backend_url: Optional[str], max_tokens: int, as_jso
     console.print(f"[bold]balances:[/] customer {balances['before']['customer']} → {balances['after']['customer']} "
                   f"msat ({change['customer']:+d}), provider {balances['before']['provider']} → "
                   f"{balances['after']['provider']} msat ({change['provider']:+d})", highlight=False)
+    # what follows is status, not the demo's result: stderr (stdout carries data only, docs/CLI.md)
     if vllm is not None:
-        console.print("\n[yellow]Note:[/] the demo model's weights are random, so its text is noise. "
+        err_console.print("\n[yellow]Note:[/] the demo model's weights are random, so its text is noise. "
                       "Any real model plugs in with `pylon serve --backend http://HOST:PORT/v1` "
                       "(vLLM, llama.cpp, Ollama, SGLang), or `pylon demo --backend URL`.")
-    console.print("[green]✓[/] relay, vLLM, provider and dev wallet stopped.")
+    err_console.print("[green]✓[/] relay, " + ("vLLM, " if vllm is not None else "")
+                      + "provider and dev wallet stopped.", highlight=False)
+
+
+async def _check_backend(url: str) -> None:
+    """BackendError (exit 6) unless the OpenAI-compatible server at `url` answers GET /models."""
+    from pylon.provider.backends import OpenAIBackend
+
+    backend = OpenAIBackend(url)
+    try:
+        health = await backend.health()
+    finally:
+        await backend.aclose()
+    if not health.ok:
+        raise BackendError(health.error or f"backend at {url} is not answering",
+                           hint="start the server first (GET URL/models must answer), or leave out --backend "
+                                "to use the local vLLM")
 
 
 def _progress(say: Callable[[str], None]) -> Callable[[Any], None]:

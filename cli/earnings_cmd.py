@@ -18,7 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.common import console, handle_errors, print_json
-from cli.history_cmd import parse_since
+from cli.history_cmd import parse_since, pubkey_filter
+from cli.progress import short
 from pylon.errors import ConfigError
 from pylon.home import db_path
 from pylon.ops.earnings import JobReport, csv_rows
@@ -38,7 +39,7 @@ def earnings(
     by: str = typer.Option("day", "--by", help="Group by day (UTC), model or customer."),
     since: Optional[str] = typer.Option(None, "--since", help="Only jobs since: 30m, 2h, 7d, or an ISO date."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Only this model."),
-    customer: Optional[str] = typer.Option(None, "--customer", help="Only this customer (hex prefix)."),
+    customer: Optional[str] = typer.Option(None, "--customer", help="Only this customer (npub, hex, or a hex prefix)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON: {lines: [...], total: {...}}."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV (header, lines, total)."),
     store: Optional[Path] = typer.Option(None, "--store", metavar="PATH",
@@ -49,6 +50,7 @@ def earnings(
         raise ConfigError(f"--by must be day, model or customer, not {by!r}")
     if as_json and as_csv:
         raise ConfigError("--json and --csv exclude each other")
+    customer = pubkey_filter("--customer", customer)
     with JobReport(_store(store)) as report:
         lines, total = report.earnings(by, since=parse_since(since) if since else None,  # type: ignore[arg-type]
                                        model=model, customer=customer)
@@ -69,7 +71,7 @@ def earnings(
     for column in columns:
         table.add_column(column, no_wrap=True, justify="left" if column == by else "right")
     for line in [*lines, total]:
-        key = line.key if by != "customer" or line.key == "total" else f"{line.key[:12]}…"
+        key = line.key if by != "customer" or line.key == "total" else short(line.key)
         table.add_row(f"[bold]{key}[/]" if line.key == "total" else escape(key), str(line.jobs), str(line.delivered),
                       str(line.failed), str(line.expired), str(line.refused),
                       f"[red]{line.paid_failed}[/]" if line.paid_failed else "0",
@@ -84,7 +86,7 @@ def jobs(
     limit: int = typer.Option(20, "--limit", "-n", min=0, help="Most jobs to show (0: all)."),
     state: Optional[str] = typer.Option(None, "--state", "-s", help=f"Only jobs in this state ({', '.join(STATES)})."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Only this model."),
-    customer: Optional[str] = typer.Option(None, "--customer", help="Only this customer (hex prefix)."),
+    customer: Optional[str] = typer.Option(None, "--customer", help="Only this customer (npub, hex, or a hex prefix)."),
     since: Optional[str] = typer.Option(None, "--since", help="Only jobs since: 30m, 2h, 7d, or an ISO date."),
     paid: bool = typer.Option(False, "--paid", help="Only jobs whose invoice was paid."),
     failed: bool = typer.Option(False, "--failed", help="Only quoted jobs that failed or were cancelled."),
@@ -95,6 +97,7 @@ def jobs(
     """Recent jobs this provider took, newest first, with their state, price and tokens."""
     if state is not None and state not in STATES:
         raise ConfigError(f"--state must be one of {', '.join(STATES)}, not {state!r}")
+    customer = pubkey_filter("--customer", customer)
     with JobReport(_store(store)) as report:
         rows = report.jobs(limit=limit or None, status=state, model=model, customer=customer,
                            since=parse_since(since) if since else None, paid=paid, failed=failed)
@@ -113,7 +116,7 @@ def jobs(
         if r.refund_status:
             note = f"{note} (refund {r.refund_status} {r.refund_msat} msat)".strip()
         status = r.status if r.status not in ("error", "cancelled") else f"[red]{r.status}[/]"
-        table.add_row(_when(r.seen_at), r.id[:12], status, escape(r.model or "-"), f"{r.customer[:12]}…",
+        table.add_row(_when(r.seen_at), r.id[:12], status, escape(r.model or "-"), short(r.customer),
                       "-" if r.amount_msat is None else str(r.amount_msat), "yes" if r.paid else "-", tokens,
                       f"{r.updated_at - r.seen_at:.2f}", escape(note))
     console.print(table, highlight=False)

@@ -15,7 +15,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from cli.common import console, handle_errors, print_json
+from cli.common import console, handle_errors, print_json, pubkey_option
+from cli.progress import short
 from pylon.customer.history import History
 from pylon.errors import ConfigError
 from pylon.home import db_path
@@ -39,6 +40,13 @@ def parse_since(value: str) -> float:
     return when.timestamp()
 
 
+def pubkey_filter(flag: str, value: str | None) -> str | None:
+    """A key filter as stored (hex): an npub (or a whole hex key) becomes its hex; a hex prefix stays."""
+    if value is None or not value.strip().lower().startswith(("npub", "nsec")) and len(value.strip()) < 64:
+        return value
+    return pubkey_option(flag, value)
+
+
 def _when(at: float) -> str:
     return datetime.fromtimestamp(at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -51,7 +59,7 @@ def _num(value: object) -> str:
 def history(
     limit: int = typer.Option(20, "--limit", "-n", min=0, help="Most entries to show (0: all)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Only asks for this model."),
-    provider: Optional[str] = typer.Option(None, "--provider", "-p", help="Only this provider (hex prefix)."),
+    provider: Optional[str] = typer.Option(None, "--provider", "-p", help="Only this provider (npub, hex, or a hex prefix)."),
     since: Optional[str] = typer.Option(None, "--since", help="Only asks since: 30m, 2h, 7d, or an ISO date."),
     errors: bool = typer.Option(False, "--errors", help="Only asks that failed."),
     paid: bool = typer.Option(False, "--paid", help="Only paid asks."),
@@ -62,6 +70,7 @@ def history(
     """Show past asks: time, model, provider, tokens, msat, latency (text with history.save_text)."""
     if paid and free:
         raise ConfigError("--paid and --free exclude each other")
+    provider = pubkey_filter("--provider", provider)
     with History(db_path("history")) as log:
         entries = log.query(limit=limit or None, model=model, provider=provider,
                             since=parse_since(since) if since else None, status="error" if errors else None,
@@ -82,7 +91,7 @@ def history(
     for e in entries:
         tokens = f"{_num(e.prompt_tokens)}+{_num(e.completion_tokens)}" if e.prompt_tokens is not None else "-"
         row = [_when(e.at), e.status if e.status == "ok" else f"[red]{e.status}[/]", e.model or "-",
-               f"{e.provider[:12]}…" if e.provider else "-", tokens,
+               short(e.provider) if e.provider else "-", tokens,
                str(e.msat) + (f" +{e.fee_msat}" if e.fee_msat else ""),
                f"{e.latency_s:.2f}s" if e.latency_s is not None else "-"]
         if saved:

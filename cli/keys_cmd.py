@@ -34,7 +34,7 @@ def show(
     """Print the identity's npub (and hex public key); never the secret unless asked."""
     path = identity_path()
     if not path.exists():
-        fail(f"no identity at {path}; run `pylon keys new`")
+        fail(f"no identity at {path}", hint="run `pylon keys new` to create one, or `pylon keys import` to use an nsec")
     keys = Keys.load(path)
     data = {"npub": keys.npub, "pubkey": keys.public_key}
     if secret:

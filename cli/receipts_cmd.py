@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from cli.common import console, handle_errors, print_json
+from cli.progress import short
 
 
 def _ts(t: float | None) -> str:
@@ -38,7 +39,7 @@ def receipts(json_out: bool = typer.Option(False, "--json", help="Print a JSON o
         table.add_column(col, justify="right" if "msat" in col else "left")
     for r in rows:
         style = {"paid": "green", "pending": "yellow", "failed": "red"}.get(r.status, "")
-        table.add_row(_ts(r.created_at), r.job_id[:12], r.provider[:12], str(r.amount_msat), str(r.fee_msat),
+        table.add_row(_ts(r.created_at), r.job_id[:12], short(r.provider), str(r.amount_msat), str(r.fee_msat),
                       f"[{style}]{r.status}[/]", r.payment_hash[:16])
     console.print(table)
     for title, totals in (("Totals per provider", by_provider), ("Totals per day (UTC)", by_day)):
@@ -47,7 +48,7 @@ def receipts(json_out: bool = typer.Option(False, "--json", help="Print a JSON o
         for col in ("payments", "amount msat", "fee msat"):
             t.add_column(col, justify="right")
         for key, v in totals.items():
-            t.add_row(key, str(v["count"]), str(v["amount_msat"]), str(v["fee_msat"]))
+            t.add_row(short(key) if "provider" in title else key, str(v["count"]), str(v["amount_msat"]), str(v["fee_msat"]))
         console.print(t)
     console.print(f"total paid: {total} msat" + (f" (and {pending} msat pending: outcome not known yet)"
                                                   if pending else ""), highlight=False)

@@ -15,8 +15,8 @@ from typing import Optional
 
 import typer
 
-from cli.common import RelayOpt, handle_errors, print_json, run
-from pylon.errors import JobError, ProviderError
+from cli.common import RelayOpt, check_wallet_uri, handle_errors, print_json, run
+from pylon.errors import ConfigError, JobError, ProviderError
 from cli.defaults import load_settings
 
 
@@ -56,19 +56,47 @@ async def _fetch(relays: list[str], job_id: str, wallet_uri: str | None, timeout
     return out
 
 
+def _job_id(value: str) -> str:
+    """A job id as 64 hex characters: given so, or as a nevent/note (NIP-19) naming the job request."""
+    text = value.strip().lower()
+    if text.startswith("nostr:"):
+        text = text[len("nostr:"):]
+    if text.startswith(("nevent1", "note1")):
+        from pylon.nostr import bech32
+        from pylon.nostr.errors import InvalidKey
+
+        try:
+            hrp, data = bech32.decode(text)
+        except InvalidKey:
+            hrp, data = "", b""
+        if hrp == "nevent":  # TLV: type 0 holds the 32-byte event id
+            tlv, data = data, b""
+            while len(tlv) >= 2:
+                kind, size = tlv[0], tlv[1]
+                if kind == 0 and size == 32:
+                    data = tlv[2:34]
+                    break
+                tlv = tlv[2 + size:]
+        text = data.hex() if hrp in ("note", "nevent") and len(data) == 32 else ""
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ConfigError(f"{value.strip()[:70]!r} is not a job id",
+                          hint="give the job's 64-hex id (as `pylon ask --json` and `pylon history --json` "
+                               "print it) or its nevent1…/note1…")
+    return text
+
+
 @handle_errors
 def result(
-    job_id: str = typer.Argument(..., metavar="JOB_ID", help="The job's id (64 hex characters)."),
+    job_id: str = typer.Argument(..., metavar="JOB_ID", help="The job's id (64 hex characters, or its note1…/nevent1…)."),
     relay: Optional[list[str]] = RelayOpt,
     wallet: Optional[str] = typer.Option(None, "--wallet", help="Wallet to receive an offered refund with."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to keep asking the relays."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Fetch a job's result from the relays by its id (and claim a refund its provider offered)."""
-    job_id = job_id.strip().lower()
-    if len(job_id) != 64 or any(c not in "0123456789abcdef" for c in job_id):
-        raise JobError(f"{job_id[:70]!r} is not a job id (64 hex characters, as `pylon ask --json` prints it)")
+    job_id = _job_id(job_id)
     settings = load_settings({"relays": relay, "wallet": wallet})
+    check_wallet_uri(settings.wallet)
     out = run(_fetch(settings.relays, job_id, settings.wallet, timeout))
     if as_json:
         print_json(out)

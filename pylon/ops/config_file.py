@@ -198,3 +198,26 @@ def set_value(path: Path, key: str, raw: str) -> tuple[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_atomic(path, text)
     return name, value
+
+
+def unset_value(path: Path, key: str) -> tuple[str, bool]:
+    """Take KEY out of the file (its line commented out), so its default (or PYLON_*) applies
+    again; returns (name, whether it was set). A list such as `avoid` is cleared this way."""
+    name = canonical_key(key)
+    text = path.read_text() if path.exists() else ""
+    try:
+        current = flatten_tables(tomllib.loads(text)) if text else {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix or remove the file first") from None
+    if name not in current:
+        return name, False
+    pattern = re.compile(rf"^(\s*){re.escape(name)}(\s*=.*)$", re.MULTILINE)
+    new_text = pattern.sub(lambda m: f"{m.group(1)}# {name}{m.group(2)}", text, count=1)
+    try:
+        left = flatten_tables(tomllib.loads(new_text))
+    except tomllib.TOMLDecodeError:
+        left = {name: None}
+    if name in left:  # a table, a value over several lines: not something to rewrite blindly
+        raise ConfigError(f"cannot unset {name} in {path} automatically", hint=f"edit the file and remove {name}")
+    write_atomic(path, new_text)
+    return name, True

@@ -34,6 +34,7 @@ async def test_every_ask_is_recorded_with_text_only_when_asked(relay_url, openai
         assert oldest["provider"] == stack.provider_keys.public_key and oldest["msat"] == 0
         assert oldest["model"] == openai_double.model and oldest["latency_s"] > 0 and oldest["job_id"]
         assert "not served here" in failed["error"] and failed["model"] == "nope"
+        assert len(failed["job_id"] or "") == 64  # the job was published before it failed: its id is kept
         assert newest["prompt"] == "second prompt" and newest["system"] == "be brief"
         assert newest["answer"].endswith("second prompt")
         assert b"first secret prompt" not in db.read_bytes()
@@ -52,3 +53,11 @@ async def test_every_ask_is_recorded_with_text_only_when_asked(relay_url, openai
         assert code == 2 and "--since expects" in err
         code, out, _ = await stack.run("history")
         assert code == 0 and "second prompt" in out and "error" in out
+        npub = stack.provider_keys.npub
+        assert npub[:16] in out and stack.provider_keys.public_key[:12] not in out  # tables name npubs
+        for form in (npub, stack.provider_keys.public_key):  # --provider takes the npub as well as hex
+            code, out, err = await stack.run("history", "--json", "--provider", form)
+            assert code == 0 and len(json.loads(out)) == 3, (form, err)
+            assert json.loads(out)[0]["provider"] == stack.provider_keys.public_key  # JSON keeps hex
+        code, out, err = await stack.run("history", "--provider", "npub1garbage")
+        assert code == 2 and "--provider" in err

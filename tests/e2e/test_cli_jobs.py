@@ -105,5 +105,6 @@ async def test_demo_runs_a_whole_job(tmp_path):
     assert data["balance_change_msat"] == {"customer": -2032, "provider": 2032}
     code, out, err = await _pylon("demo", "Hi", "--max-tokens", "4", home=tmp_path / "d", timeout=240)
     assert code == 0, err
-    assert "weights are random" in out and "--backend" in out and "stopped" in out
+    assert "weights are random" in err and "--backend" in err and "stopped" in err  # status: stderr
+    assert "stopped" not in out and "weights are random" not in out
     assert "paid: 2004 msat" in out and "receipt:" in out and "customer 100000 → 97996 msat" in out
