@@ -53,7 +53,7 @@ from pydantic import BaseModel, Field
 
 from pylon.errors import (  # the job's errors live in the one tree; re-exported here
     ConfigError, JobCancelled, JobError, JobTimeout, NoProviderAnswered, PaymentError, PaymentRefused, ProviderError,
-    ProviderUnavailable, RelayError,
+    ProviderUnavailable, PylonError, RelayError,
 )
 from pylon.customer.invoice_check import NO_WALLET
 from pylon.home import identity_path
@@ -221,6 +221,7 @@ class _JobState:
     watch_silent: bool = False  # a targeted job that may fail over: a provider that never replies has stalled too
     held_msat: int | None = None  # the session budget held for this job (Budget.hold)
     gone_seen_at: float | None = None  # monotonic time the targeted provider was first seen gone
+    cancel_sent: bool = False  # its kind-5 cancellation was published
 
     @property
     def job_id(self) -> str:
@@ -607,6 +608,10 @@ class PylonClient:
             await self._collect_others(state, queue, collect_s, collect_max)
         except ProviderError as exc:
             setattr(exc, "job_id", event.id)  # the failover history names the job
+            await self._cancel_quietly(state)  # failed: a provider started later must not take it up
+            raise
+        except PylonError:
+            await self._cancel_quietly(state)  # stalled, flooded, refused: nobody should run it now
             raise
         except asyncio.CancelledError:
             await self._cancel_quietly(state)
@@ -671,6 +676,10 @@ class PylonClient:
             "acknowledged it; it was cancelled (kind 5 published). Try a longer timeout (timeout=; --timeout on the command line).")
 
     async def _cancel_quietly(self, state: _JobState) -> None:
+        """Publish the job's kind-5 cancellation (once): the customer no longer waits for it."""
+        if state.cancel_sent or state.winner is not None:
+            return
+        state.cancel_sent = True
         with contextlib.suppress(Exception):
             await asyncio.shield(asyncio.wait_for(self.cancel(state.job_id, sorted(state.responders)), 4.0))
 

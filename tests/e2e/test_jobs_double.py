@@ -444,6 +444,28 @@ async def test_a_fresh_provider_does_not_run_again_what_another_already_answered
     assert replies == []
 
 
+async def test_a_failed_ask_is_cancelled_so_a_provider_started_later_does_not_run_it(relay_url, openai_double,
+                                                                                      tmp_path):
+    """An ask that ends with a provider's error publishes its kind-5 cancellation (the customer
+    no longer waits), so the relay drops the request and a provider started afterwards with a
+    new store does not run it from its look-back (newcomer trial: it did, after the customer
+    had long given up)."""
+    async with serving(relay_url, openai_double.base_url, tmp_path / "a.sqlite"):
+        openai_double.fail_next()
+        async with customer(relay_url) as client:
+            with pytest.raises(ProviderError) as failed:
+                await client.ask("fails once", timeout=30)
+    job_id = failed.value.job_id
+    assert await stored(relay_url, kinds=[5], e=[job_id])  # the cancellation
+    assert await stored(relay_url, ids=[job_id]) == []  # and the relay dropped the request
+    await asyncio.sleep(1.1)
+    async with serving(relay_url, openai_double.base_url, tmp_path / "b.sqlite", lookback_s=900) as late:
+        async with customer(relay_url) as client:  # B is up and serving
+            await client.ask("a new one", timeout=30)
+        assert late.store.status(job_id) is None
+    assert [r["messages"][0]["content"] for r in openai_double.requests] == ["fails once", "a new one"]
+
+
 async def test_a_delivered_result_frees_its_queue_place_before_the_relay_acknowledges_it(openai_double, tmp_path):
     """Relays fan a result out before their OK (nexus: before its commit), so a customer's next
     job can arrive while the provider still waits for that OK: the finished job must no longer
