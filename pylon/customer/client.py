@@ -567,8 +567,9 @@ class PylonClient:
             published = await self.pool.publish(event)
             state.mark("published")
             state.progress("published", f"job {event.id[:12]}… on {len(published.accepted_by)} relay(s)")
-            if target is not None and self._live is not None:
-                self._live.when_known(lambda: queue.offer(_LIVE_VIEW))  # is the targeted provider gone?
+            if self._live is not None and (target is not None or (state.avoid and first_reply_s is None)):
+                # is the targeted provider gone? is every live provider avoided?
+                self._live.when_known(lambda: queue.offer(_LIVE_VIEW))
             deadline = started + timeout
             grace_deadline: float | None = None
             while state.winner is None:
@@ -1132,7 +1133,10 @@ class PylonClient:
         """The live view is back: a targeted provider known gone (withdrawn or expired
         announcement) that has not answered ends the job at once (ProviderUnavailable)."""
         target = state.target
-        if target is None or self._live is None or target in state.responders or state.winner is not None:
+        if target is None:
+            await self._check_all_avoided(state)
+            return
+        if self._live is None or target in state.responders or state.winner is not None:
             return
         why = self._live.gone(target)
         if why is None:
@@ -1159,6 +1163,31 @@ class PylonClient:
         state.progress("error", msg, provider=target)
         exc = ProviderUnavailable(msg, target, hint="`pylon providers` lists the live providers; ask without "
                                                     "--provider (provider= in code) to let any of them answer")
+        setattr(exc, "job_id", state.job_id)
+        raise exc
+
+    async def _check_all_avoided(self, state: _JobState) -> None:
+        """An untargeted first ask whose avoid list covers every live provider serving the model
+        (they ignore the job: NIP-90 `pylon-avoid`) ends at once rather than at its timeout. An
+        unknown or empty view keeps waiting: a provider that does not announce may still answer."""
+        if self._live is None or state.responders or state.winner is not None:
+            return
+        live = self._live.known(state.request.model)
+        if not live or any(p.pubkey not in state.avoid for p in live):
+            return
+        if self._live.age() > LIVE_RECHECK_S:  # an old view: one may have announced since
+            self._live.refresh(max_age_s=LIVE_RECHECK_S)
+            inbox = self._routes.get(state.job_id)
+            if inbox is not None:
+                self._live.when_known(lambda: inbox.offer(_LIVE_VIEW))
+            return
+        await self._cancel_quietly(state)
+        names = ", ".join(npub_of(p.pubkey) for p in live)
+        msg = (f"every live provider serving {state.request.model or 'the model'} is avoided ({names}): nobody can "
+               f"answer job {state.job_id[:12]}…; it was cancelled (kind 5 published)")
+        state.progress("cancelled", msg)
+        exc = NoProviderAnswered(msg, hint="drop one from --avoid or the `avoid` setting (`pylon config unset avoid` "
+                                           "clears it), or ask again when another provider is live")
         setattr(exc, "job_id", state.job_id)
         raise exc
 

@@ -122,3 +122,24 @@ async def test_a_provider_back_since_the_view_was_read_is_not_taken_for_gone(rel
     finally:
         await gone.__aexit__(None, None, None)
     assert outcome.provider == gone.pubkey
+
+
+async def test_an_ask_avoiding_every_live_provider_ends_at_once(relay_url, openai_double, tmp_path):
+    """Untargeted, with every live provider avoided (they ignore the job): the ask ends as soon
+    as the live view says so, naming them, with a hint; it used to wait its whole timeout. With
+    one live provider not avoided it is served as usual."""
+    from tests.e2e.helpers import serving
+
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite") as provider:
+        async with customer(relay_url) as client:
+            with pytest.raises(NoProviderAnswered, match="every live provider .* is avoided") as caught:
+                await client.ask("nobody may answer", avoid=[provider.keys.npub], timeout=30)
+            assert provider.keys.npub in str(caught.value) and "avoid" in (caught.value.hint or "")
+            assert provider.stats.received == 0
+            other = ScriptedProvider(relay_url, None)
+            async with other:
+                other.serve(lambda req: _answers(other, req))
+                await other.announce()
+                client._live.refresh(max_age_s=0)
+                outcome = await client.ask("someone may", avoid=[provider.keys.npub], timeout=30)
+    assert outcome.provider == other.pubkey
