@@ -1268,6 +1268,14 @@ class PylonClient:
                 if first_error is None:
                     raise
                 raise first_error from None  # nobody else is there: the original failure is the answer
+            except PaymentRefused as exc:
+                if not isinstance(first_error, ProviderError):
+                    raise
+                # the re-send found only an offer we would not pay: the failure that started it is
+                # the answer, and what the offer needed (a wallet, a higher cap) is the hint
+                message, hint = exc.parts()
+                raise ProviderError(f"{first_error.parts()[0]}; re-sent, it got only an offer it did not pay: {message}",
+                                    first_error.errors, failed=first_error.failed, hint=hint or None) from None
             outcome.failover = history
             return outcome
         raise AssertionError("unreachable")

@@ -64,3 +64,29 @@ async def test_cli_says_so_in_one_line_and_a_hint(relay_url, openai_double, dev_
     assert len(lines) == 2 and lines[0].startswith("error:") and lines[1].startswith("hint:"), err
     assert "priced offer" in lines[0] and "no wallet" in lines[0] and priced.keys.npub in lines[0]
     assert "--wallet" in lines[1] and "--max-msat" in lines[1]
+
+
+async def test_a_free_provider_failing_then_only_a_priced_offer_reports_the_failure(relay_url, openai_double,
+                                                                                      dev_ledger, tmp_path):
+    """A free provider at work fails; the re-send (failover) finds only a priced offer and no
+    wallet. The answer is the failure that started it, with the offer and the wallet hint after
+    it (newcomer trial: only "payment refused (no_wallet)" was said, exit 5, the backend error lost)."""
+    from pylon.customer.client import ProviderError
+
+    async def fails(free: ScriptedProvider, req) -> None:
+        if req.avoid:
+            return  # the re-send avoids it
+        await free.feedback(req, "processing")
+        await free.feedback(req, "error", extra="backend died mid-way")
+
+    async with paid_provider(relay_url, openai_double.base_url, tmp_path / "p.sqlite", dev_ledger.wallet("p"),
+                             price_msat=1_000) as priced, ScriptedProvider(relay_url, None) as free:
+        free.serve(lambda req: fails(free, req))
+        await free.announce()
+        async with customer(relay_url) as client:
+            with pytest.raises(ProviderError) as info:
+                await asyncio.wait_for(client.ask("hello", timeout=600, error_grace_s=0.1), 30)
+    message, hint = info.value.parts()
+    assert "backend died mid-way" in message and free.keys.npub in message
+    assert "did not pay" in message and priced.keys.npub in message and "wallet" in hint
+    assert info.value.exit_code == 4 and openai_double.requests == []
