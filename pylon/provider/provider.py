@@ -94,7 +94,9 @@ _ROUTINE_STEPS = frozenset({"seen", "quoted", "processing"})  # logged at DEBUG 
 DELIVERY_GRACE_S = 2.0  # on stop, how long results already published may wait for a relay's OK
 UNHEALTHY_PROBE_S = 2.0  # how often a backend that is down is probed again
 PROBE_ON_INTAKE_S = 5.0  # a job arriving while the backend is down waits this long for a fresh probe
-PROCESSING_NOTICE_S = 0.25  # a job still running this long after its claim says `processing`
+# a job still running this long after its claim says `processing`; well inside a customer's
+# 300 ms decision window, where a free provider at work beats a paid quote (pylon.customer.offers)
+PROCESSING_NOTICE_S = 0.1
 HEARTBEAT_S = 10.0  # a job sending no partials (not streamed, or key mode) sends a `processing` this often
 _CANCEL_MEMORY = 4096  # cancellations seen before their request arrived
 

@@ -19,11 +19,17 @@ FUNDS = 100_000
 
 
 async def test_free_beats_priced_over_many_runs(relay_url, openai_double, dev_ledger, tmp_path):
-    """A free and a priced provider both online: over many untargeted asks the customer pays nothing."""
+    """A free and a priced provider both online: over many untargeted asks the customer pays nothing.
+    The free one's backend takes 0.3 s, so the priced quote comes first and is seen: the free
+    provider's `processing` (sent once its job has run PROCESSING_NOTICE_S) beats it within the
+    decision window."""
+    from tests.peers.openai_double import OpenAIDouble
+
     dev_ledger.fund("customer", FUNDS)
     cw, pw = dev_ledger.wallet("customer"), dev_ledger.wallet("priced")
-    async with paid_provider(relay_url, openai_double.base_url, tmp_path / "paid.sqlite", pw, price_msat=1_000) as paid, \
-            serving(relay_url, openai_double.base_url, tmp_path / "free.sqlite", free=True) as free:
+    async with OpenAIDouble(latency_s=0.3) as slow, \
+            paid_provider(relay_url, openai_double.base_url, tmp_path / "paid.sqlite", pw, price_msat=1_000) as paid, \
+            serving(relay_url, slow.base_url, tmp_path / "free.sqlite", free=True) as free:
         async with paying_customer(relay_url, cw) as client:
             outcomes = [await client.ask(f"race {i}", timeout=30) for i in range(8)]
     assert await cw.balance() == FUNDS and await pw.balance() == 0
