@@ -17,18 +17,10 @@ from pylon.errors import (
     PaymentRefused, ProviderError, PylonError, RelayError,
 )
 from pylon.jobs.nip90 import JobParseError
+from pylon.nostr.keys import npub_of
 
 __all__ = ["chat_completion", "chat_chunk", "text_completion", "pylon_info", "usage_of", "error_body",
            "status_for", "sse"]
-
-
-def _npub(pubkey: str) -> str:
-    from pylon.nostr import bech32
-
-    try:
-        return bech32.encode("npub", bytes.fromhex(pubkey))
-    except (ValueError, TypeError):
-        return pubkey
 
 
 def pylon_info(outcome: Any) -> dict[str, Any]:
@@ -36,7 +28,7 @@ def pylon_info(outcome: Any) -> dict[str, Any]:
     receipt = outcome.receipt or {}
     return {
         "job_id": outcome.job_id,
-        "provider": _npub(outcome.provider),
+        "provider": npub_of(outcome.provider),
         "paid_msat": int(outcome.paid_msat or 0) + int(outcome.fee_msat or 0),
         "amount_msat": int(outcome.paid_msat or 0),
         "fee_msat": int(outcome.fee_msat or 0),

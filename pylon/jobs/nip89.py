@@ -94,9 +94,9 @@ class ProviderInfo(BaseModel):
 
     @property
     def npub(self) -> str:
-        from pylon.nostr import bech32
+        from pylon.nostr.keys import npub_of
 
-        return bech32.encode("npub", bytes.fromhex(self.pubkey))
+        return npub_of(self.pubkey)
 
     @property
     def supports_nip44(self) -> bool:

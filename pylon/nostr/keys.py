@@ -169,7 +169,7 @@ class Keys:
 
     @property
     def npub(self) -> str:
-        return bech32.encode("npub", bytes.fromhex(self.public_key))
+        return npub_of(self.public_key)
 
     def __repr__(self) -> str:
         return f"Keys(npub={self.npub})"
