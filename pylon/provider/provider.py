@@ -785,14 +785,19 @@ class Provider:
         later. What a customer loses: for such a job, no separate `processing` stage. A job
         that fails says `processing` before its error, so the customer knows the provider was
         at work on it (a decline is an error without it; see docs/PROTOCOL.md)."""
+        loop = asyncio.get_running_loop()
+
         def say() -> None:
             job.notice = None
             if self._started.is_set():
+                # then every HEARTBEAT_S while it runs: what the customer's stall check listens
+                # for when no partials come (a partial calls this off: `_quiet`)
+                self._feedback_soon(job.request, "processing", extra="still generating" if job.said_processing else "")
                 job.said_processing = True
-                self._feedback_soon(job.request, "processing")
+                job.notice = loop.call_later(HEARTBEAT_S, say)
 
         job.at_work = True
-        job.notice = asyncio.get_running_loop().call_later(PROCESSING_NOTICE_S, say)
+        job.notice = loop.call_later(PROCESSING_NOTICE_S, say)
 
     @staticmethod
     def _quiet(job: Job) -> None:
@@ -832,7 +837,7 @@ class Provider:
         ok = False
         try:
             if partials is None:  # the customer reads only the result: one answer, no deltas to parse
-                final = await self._complete_with_heartbeat(req, chat)
+                final = await self.backend.complete_chat(chat)
                 parts.append(final.text)
                 _take_summary(job, final)
             else:
@@ -854,23 +859,6 @@ class Provider:
             if self.metrics is not None:
                 self.metrics.observe_backend(job.model, time.perf_counter() - t0, ok=ok)
         return "".join(parts)
-
-    async def _complete_with_heartbeat(self, req: JobRequest, chat: ChatRequest) -> ChatChunk:
-        """A non-streamed backend call; a `processing` heartbeat every HEARTBEAT_S while it runs
-        (what the customer's stall check listens for when no partials come)."""
-        loop = asyncio.get_running_loop()
-        handle: asyncio.TimerHandle | None = None
-
-        def beat() -> None:
-            nonlocal handle
-            self._feedback_soon(req, "processing", extra="still generating")
-            handle = loop.call_later(HEARTBEAT_S, beat)
-
-        handle = loop.call_later(HEARTBEAT_S, beat)
-        try:
-            return await self.backend.complete_chat(chat)
-        finally:
-            handle.cancel()
 
     async def _publish_result(self, job: Job, text: str) -> None:
         assert self.store is not None

@@ -444,6 +444,26 @@ async def test_a_fresh_provider_does_not_run_again_what_another_already_answered
     assert replies == []
 
 
+async def test_a_long_job_says_processing_then_a_heartbeat_until_its_result(relay_url, openai_double, tmp_path,
+                                                                             monkeypatch):
+    """One timer per job: `processing` once the job has run PROCESSING_NOTICE_S, then "still
+    generating" every HEARTBEAT_S (shortened here) until the result; nothing after it."""
+    import pylon.provider.provider as provider_module
+
+    monkeypatch.setattr(provider_module, "PROCESSING_NOTICE_S", 0.05)
+    # over a second apart: identical feedback within one second would be one event (same id)
+    monkeypatch.setattr(provider_module, "HEARTBEAT_S", 1.05)
+    openai_double.latency_s = 2.4
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite") as provider:
+        async with customer(relay_url) as client:
+            outcome = await client.ask("take your time", timeout=30)
+        await asyncio.sleep(1.2)  # a heartbeat left running would publish again now
+        replies = await stored(relay_url, kinds=[7000], e=[outcome.job_id], authors=[provider.pubkey])
+    extras = [e.first_tag("status")[2] if len(e.first_tag("status")) > 2 else "" for e in
+              sorted(replies, key=lambda e: e.created_at)]
+    assert extras.count("") == 1 and extras.count("still generating") == 2, extras
+
+
 async def test_a_failed_ask_is_cancelled_so_a_provider_started_later_does_not_run_it(relay_url, openai_double,
                                                                                       tmp_path):
     """An ask that ends with a provider's error publishes its kind-5 cancellation (the customer
