@@ -172,7 +172,8 @@ ProgressCallback = Callable[[JobProgress], None]
 
 # ------------------------------------------------------------------------------ job state
 class _LiveView:
-    """Queued to a targeted job (JobInbox.offer) when the live-provider view is back: is its provider gone?"""
+    """Queued to a job (JobInbox.offer) when the live-provider view is back: is its targeted
+    provider gone, or every live provider avoided?"""
 
     content = ""
     pubkey = ""
@@ -607,12 +608,12 @@ class PylonClient:
             if state.winner is None:
                 await self._give_up(state, timeout)
             await self._collect_others(state, queue, collect_s, collect_max)
-        except ProviderError as exc:
-            setattr(exc, "job_id", event.id)  # the failover history names the job
-            await self._cancel_quietly(state)  # failed: a provider started later must not take it up
-            raise
-        except PylonError:
-            await self._cancel_quietly(state)  # stalled, flooded, refused: nobody should run it now
+        except PylonError as exc:
+            if isinstance(exc, ProviderError):
+                setattr(exc, "job_id", event.id)  # the failover history names the job
+            # failed, stalled, refused, gone: nobody should run it now (a provider started later
+            # would take it from its look-back)
+            await self._cancel_quietly(state)
             raise
         except asyncio.CancelledError:
             await self._cancel_quietly(state)
@@ -642,10 +643,8 @@ class PylonClient:
                         return
                 if found.refund_offer_msat and found.error is not None:
                     await self._refund_offered(state)
-            await self._cancel_quietly(state)
             raise self._paid_no_result(state, f"within {timeout:g}s")
         if state.refusals and not state.errors:
-            await self._cancel_quietly(state)
             raise state.refusals[0]
         at_work = (state.responders - state.finished) & state.worked  # still at it when time ran out
         if state.errors and not at_work:
@@ -654,7 +653,6 @@ class PylonClient:
             # only a provider that was at work on it (or was chosen) failed it: the others declined it
             failed = [p for p in state.errors if p in state.worked or p == state.target]
             raise ProviderError(f"provider error for job {job}…: {reasons}", state.errors, failed=failed)
-        await self._cancel_quietly(state)
         if state.refusals and not at_work:
             raise state.refusals[0]
         state.progress("cancelled", f"no result within {timeout:g}s")
@@ -836,7 +834,6 @@ class PylonClient:
         records it and waits for the other providers."""
         state.progress("error", str(exc), provider=provider)
         if state.target is not None:
-            await self._cancel_quietly(state)
             raise exc
         state.refusals.append(exc)
         state.finished.add(provider)
@@ -1096,7 +1093,6 @@ class PylonClient:
         if state.book.pending_quotes():
             state.decide_at = time.monotonic()
             return
-        await self._cancel_quietly(state)
         raise JobStalled(f"job {state.job_id[:12]}…: provider(s) {', '.join(npub_of(p) for p in sorted(stalled))} went "
                          f"silent for {state.stall_s:g}s", sorted(stalled), state.job_id)
 
@@ -1141,11 +1137,7 @@ class PylonClient:
         why = self._live.gone(target)
         if why is None:
             return  # live, or unknown (never announced): keep waiting
-        if self._live.age() > LIVE_RECHECK_S:  # a view from a while ago: it may have come back since
-            self._live.refresh(max_age_s=LIVE_RECHECK_S)
-            queue = self._routes.get(state.job_id)
-            if queue is not None:
-                self._live.when_known(lambda: queue.offer(_LIVE_VIEW))
+        if self._view_too_old(state):  # it may have come back since
             return
         # a provider that withdrew but is still online (paused, draining, its backend down) says
         # why in a moment, which tells the user more than "withdrew": wait that moment first
@@ -1157,7 +1149,6 @@ class PylonClient:
             if inbox is not None:
                 asyncio.get_running_loop().call_later(GONE_REPLY_GRACE_S, inbox.offer, _LIVE_VIEW)
             return
-        await self._cancel_quietly(state)
         msg = (f"provider {npub_of(target)} {why}: it is not taking jobs; job {state.job_id[:12]}… was cancelled "
                "(kind 5 published)")
         state.progress("error", msg, provider=target)
@@ -1165,6 +1156,18 @@ class PylonClient:
                                                     "--provider (provider= in code) to let any of them answer")
         setattr(exc, "job_id", state.job_id)
         raise exc
+
+    def _view_too_old(self, state: _JobState) -> bool:
+        """True when the live view is older than LIVE_RECHECK_S: it is read again, and the job
+        looks again (`_LIVE_VIEW`) once it is back. A job ends on a recent view only."""
+        assert self._live is not None
+        if self._live.age() <= LIVE_RECHECK_S:
+            return False
+        self._live.refresh(max_age_s=LIVE_RECHECK_S)
+        inbox = self._routes.get(state.job_id)
+        if inbox is not None:
+            self._live.when_known(lambda: inbox.offer(_LIVE_VIEW))
+        return True
 
     async def _check_all_avoided(self, state: _JobState) -> None:
         """An untargeted first ask whose avoid list covers every live provider serving the model
@@ -1175,13 +1178,8 @@ class PylonClient:
         live = self._live.known(state.request.model)
         if not live or any(p.pubkey not in state.avoid for p in live):
             return
-        if self._live.age() > LIVE_RECHECK_S:  # an old view: one may have announced since
-            self._live.refresh(max_age_s=LIVE_RECHECK_S)
-            inbox = self._routes.get(state.job_id)
-            if inbox is not None:
-                self._live.when_known(lambda: inbox.offer(_LIVE_VIEW))
+        if self._view_too_old(state):  # one may have announced since
             return
-        await self._cancel_quietly(state)
         names = ", ".join(npub_of(p.pubkey) for p in live)
         msg = (f"every live provider serving {state.request.model or 'the model'} is avoided ({names}): nobody can "
                f"answer job {state.job_id[:12]}…; it was cancelled (kind 5 published)")
