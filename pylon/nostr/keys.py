@@ -100,11 +100,18 @@ def npub_of(pubkey: str) -> str:
     """A public key as a user reads it in messages: its npub. `pubkey` is hex (or already an
     npub); anything that is neither is returned as it is (a message never fails over a key)."""
     if isinstance(pubkey, str) and len(pubkey) == 64:
-        try:
-            return bech32.encode("npub", bytes.fromhex(pubkey))
-        except ValueError:
-            return pubkey
+        return _npub_of_hex(pubkey)
     return pubkey
+
+
+@lru_cache(maxsize=4096)
+def _npub_of_hex(pubkey: str) -> str:
+    """Remembered: the same few providers are named in every job's progress lines, and the
+    pure-Python bech32 costs ~50 us a key."""
+    try:
+        return bech32.encode("npub", bytes.fromhex(pubkey))
+    except ValueError:
+        return pubkey
 
 
 class Keys:
