@@ -1,8 +1,10 @@
-"""What paying adds to a job: free vs paid (dev wallet) vs paid (customer on NWC), same run.
+"""What paying adds to a job: free vs paid (dev wallet: pay-first, and pay-for-the-key, the
+client's default) vs paid (customer on NWC, pay-first), same run.
 
 Embedded relay, one Provider on the OpenAI server double (fixed 20 ms latency), one
 PylonClient per mode; sequential asks (c=1) and a burst (c=16). Prints medians, the added
-latency (paid - free) and jobs/s ratios, and writes bench/results/payments.json.
+latency (paid - free), jobs/s ratios and this process's CPU per job (every thread: relay,
+provider, client, wallets), and writes bench/results/payments.json.
 Issue targets: +50 ms median with the dev wallet, +150 ms with NWC.
 
     .venv/bin/python bench/payments.py [--jobs 40]

@@ -18,7 +18,9 @@ weighs like five failures:
 
 so an unknown provider scores 0.5, one good job 0.67, one theft 0.14. Writes are buffered
 and flushed every `flush_every` outcomes and on close, so a job never waits for an fsync
-(reputation is advisory: losing the last few rows in a crash costs nothing).
+(reputation is advisory: losing the last few rows in a crash costs nothing). Reading is
+incremental: our own outcomes are counted as they are recorded, and the file is read (its new
+rows only) when another process or board has written to it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ Outcome = Literal["delivered", "failed", "stalled", "paid_not_delivered"]
 OUTCOMES: Final = ("delivered", "failed", "stalled", "paid_not_delivered")
 THEFT_WEIGHT: Final = 5
 _RECENT: Final = 200  # rows per provider the medians look at
+_OWN_IDS_MAX: Final = 10_000  # our rows remembered beyond the last read; then the file is read to forget them
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outcomes (
@@ -101,6 +104,9 @@ class Scoreboard:
         self._board: dict[str, ProviderScore] = {}
         self._replies: dict[str, deque[float]] = {}
         self._speeds: dict[str, deque[float]] = {}
+        self._changed: set[str] = set()  # providers whose medians are stale
+        self._own_ids: set[int] = set()  # rows we wrote beyond `_read_to` (already folded: skipped when read)
+        self._version: int | None = None  # PRAGMA data_version at the last read (None: never read)
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -114,12 +120,14 @@ class Scoreboard:
     def record(self, job_id: str, provider: str, outcome: Outcome, *, first_reply_s: float | None = None,
                tokens: int | None = None, tokens_per_s: float | None = None, paid_msat: int = 0,
                detail: str = "") -> None:
-        """Note one provider's outcome for one job (buffered; see the module docstring)."""
+        """Note one provider's outcome for one job (buffered; see the module docstring). It
+        counts in `scores()` at once: our own rows are folded in here, not read back."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
+        row = (time.time(), job_id, provider, outcome, first_reply_s, tokens, tokens_per_s, int(paid_msat), detail[:300])
         with self._lock:
-            self._buffer.append((time.time(), job_id, provider, outcome, first_reply_s, tokens, tokens_per_s,
-                                 int(paid_msat), detail[:300]))
+            self._buffer.append(row)
+            self._fold(provider, outcome, first_reply_s, tokens_per_s, row[7], row[0])
             self._cache = None
             if len(self._buffer) >= self.flush_every:
                 self._flush_locked()
@@ -133,48 +141,71 @@ class Scoreboard:
             return
         conn = self._db()
         with conn:
-            conn.executemany("INSERT INTO outcomes (at, job_id, provider, outcome, first_reply_s, tokens, "
-                             "tokens_per_s, paid_msat, detail) VALUES (?,?,?,?,?,?,?,?,?)", self._buffer)
+            for row in self._buffer:  # one by one: each row's id, so a later read skips our own rows
+                cur = conn.execute("INSERT INTO outcomes (at, job_id, provider, outcome, first_reply_s, tokens, "
+                                   "tokens_per_s, paid_msat, detail) VALUES (?,?,?,?,?,?,?,?,?)", row)
+                if cur.lastrowid is not None:
+                    self._own_ids.add(cur.lastrowid)
         self._buffer.clear()
+
+    def _fold(self, provider: str, outcome: str, first_reply: float | None, tps: float | None, paid: int | None,
+              at: float) -> None:
+        """Count one outcome row into the running board."""
+        s = self._board.get(provider)
+        if s is None:
+            s = self._board[provider] = ProviderScore(provider)
+            self._replies[provider], self._speeds[provider] = deque(maxlen=_RECENT), deque(maxlen=_RECENT)
+        setattr(s, outcome, getattr(s, outcome) + 1)
+        s.paid_msat += paid or 0
+        s.last_at = at if s.last_at is None else max(s.last_at, at)
+        if first_reply is not None:
+            self._replies[provider].append(first_reply)
+        if tps is not None:
+            self._speeds[provider].append(tps)
+        self._changed.add(provider)
+
+    def _others_wrote(self) -> bool:
+        """Has another connection (another process, another board) written since we last read?
+        `PRAGMA data_version` answers from shared memory; our own commits do not move it."""
+        if self._conn is None and not self.path.exists():
+            return False
+        version = self._db().execute("PRAGMA data_version").fetchone()[0]
+        if version == self._version:
+            return False
+        self._version = version
+        return True
 
     def scores(self) -> dict[str, ProviderScore]:
         """Every provider this client has evidence about (cached until the next record).
 
-        Only the rows written since the last call are read (also other processes' rows) and
-        folded into running counts: a decision on a paid quote must not re-read the whole file."""
+        Our own outcomes are folded in as they are recorded; the file is read only when another
+        writer committed since the last read, and then only its new rows (a decision on a paid
+        quote must neither flush nor re-read the whole file)."""
         with self._lock:
-            if self._cache is not None:
+            others = self._others_wrote()
+            if self._cache is not None and not others:
                 return self._cache
-            self._flush_locked()
-            if not self.path.exists():
-                self._cache = {}
-                return self._cache
-            rows = self._db().execute(
-                "SELECT id, provider, outcome, first_reply_s, tokens_per_s, paid_msat, at FROM outcomes "
-                "WHERE id > ? ORDER BY id", (self._read_to,)).fetchall()
-            board, replies, speeds = self._board, self._replies, self._speeds
-            for _, provider, outcome, first_reply, tps, paid, at in rows:
-                s = board.get(provider)
-                if s is None:
-                    s = board[provider] = ProviderScore(provider)
-                    replies[provider], speeds[provider] = deque(maxlen=_RECENT), deque(maxlen=_RECENT)
-                setattr(s, outcome, getattr(s, outcome) + 1)
-                s.paid_msat += paid or 0
-                s.last_at = at
-                if first_reply is not None:
-                    replies[provider].append(first_reply)
-                if tps is not None:
-                    speeds[provider].append(tps)
-            if rows:
-                self._read_to = rows[-1][0]
-            for provider in {row[1] for row in rows}:
-                s = board[provider]
-                if replies[provider]:
-                    s.first_reply_s = round(statistics.median(replies[provider]), 4)
-                if speeds[provider]:
-                    s.tokens_per_s = round(statistics.median(speeds[provider]), 2)
+            if others or len(self._own_ids) > _OWN_IDS_MAX:
+                rows = self._db().execute(
+                    "SELECT id, provider, outcome, first_reply_s, tokens_per_s, paid_msat, at FROM outcomes "
+                    "WHERE id > ? ORDER BY id", (self._read_to,)).fetchall()
+                own = self._own_ids
+                for row_id, provider, outcome, first_reply, tps, paid, at in rows:
+                    if row_id in own:
+                        own.discard(row_id)
+                    else:
+                        self._fold(provider, outcome, first_reply, tps, paid, at)
+                if rows:
+                    self._read_to = rows[-1][0]
+            for provider in self._changed:
+                s, replies, speeds = self._board[provider], self._replies[provider], self._speeds[provider]
+                if replies:
+                    s.first_reply_s = round(statistics.median(replies), 4)
+                if speeds:
+                    s.tokens_per_s = round(statistics.median(speeds), 2)
+            self._changed.clear()
             # a snapshot: a caller's dict does not change under it when later rows are folded in
-            self._cache = {p: replace(s) for p, s in board.items()}
+            self._cache = {p: replace(s) for p, s in self._board.items()}
             return self._cache
 
     def score_of(self, provider: str) -> ProviderScore:

@@ -146,3 +146,26 @@ def test_scoreboard_reads_only_new_rows_and_sees_other_writers(tmp_path):
     assert {p: s.to_dict() for p, s in fresh.scores().items()} == {p: s.to_dict() for p, s in now.items()}
     for board in (mine, other, fresh):
         board.close()
+
+
+def test_scoreboard_counts_its_own_outcomes_without_flushing(tmp_path):
+    """A decision reads the scores after every paid job: our own outcomes count at once, from
+    memory, and stay buffered (one write per `flush_every`, not one per decision); a row
+    another writer adds is still seen, once."""
+    import sqlite3
+
+    path = tmp_path / "scores.sqlite"
+    mine, other = Scoreboard(path, flush_every=32), Scoreboard(path, flush_every=1)
+    mine.record("j1", "a", "delivered", first_reply_s=1.0)
+    assert mine.scores()["a"].delivered == 1
+    mine.record("j2", "a", "stalled")
+    assert (mine.scores()["a"].delivered, mine.scores()["a"].stalled) == (1, 1)
+    assert not path.exists() or sqlite3.connect(path).execute("SELECT COUNT(*) FROM outcomes").fetchone()[0] == 0
+    other.record("j3", "a", "failed")
+    mine.flush()  # our rows reach the file; reading it again must not count them twice
+    other.record("j4", "b", "delivered")
+    board = mine.scores()
+    assert (board["a"].delivered, board["a"].stalled, board["a"].failed, board["b"].delivered) == (1, 1, 1, 1)
+    assert {p: s.to_dict() for p, s in Scoreboard(path).scores().items()} == {p: s.to_dict() for p, s in board.items()}
+    for b in (mine, other):
+        b.close()

@@ -174,3 +174,38 @@ async def test_two_processes_paying_from_one_ledger_never_double_spend(dev_ledge
     assert bob.ledger.balance("bob") == 20_000
     settled = [await bob.lookup_invoice(bolt11.decode(b).payment_hash) for b in invoices]
     assert settled.count(InvoiceState.SETTLED) == 20
+
+
+async def test_strings_this_ledger_did_not_issue_get_precise_refusals(dev_ledger):
+    """Issued invoices are found by their text (no decode); anything else is decoded to say why
+    it cannot be paid, and nothing moves."""
+    import secrets as _secrets
+
+    from wallet.bolt11_codec import encode_bolt11
+
+    dev_ledger.fund("alice", 50_000)
+    alice, bob = dev_ledger.wallet("alice"), dev_ledger.wallet("bob")
+    inv = await bob.make_invoice(1_000, "issued here", expiry_s=60)
+
+    def forged(**over):
+        fields = dict(node_secret_hex=_secrets.token_bytes(32).hex(), network="regtest", amount_msat=1_000,
+                      payment_hash=_secrets.token_bytes(32).hex(), payment_secret=_secrets.token_bytes(32).hex(),
+                      memo="not from this ledger", expiry_s=60)
+        fields.update(over)
+        return encode_bolt11(**fields)
+
+    with pytest.raises(InvoiceInvalid):
+        await alice.pay_invoice("lnbcrt1garbage", max_msat=1_000)
+    with pytest.raises(PaymentFailed, match="regtest invoices only"):
+        await alice.pay_invoice(forged(network="bitcoin"), max_msat=1_000)
+    with pytest.raises(InvoiceInvalid, match="amountless"):
+        await alice.pay_invoice(forged(amount_msat=None), max_msat=1_000)
+    with pytest.raises(AmountAboveMax):
+        await alice.pay_invoice(forged(amount_msat=5_000), max_msat=1_000)
+    with pytest.raises(PaymentFailed, match="does not match"):  # our payment hash, someone else's string
+        await alice.pay_invoice(forged(payment_hash=inv.payment_hash), max_msat=1_000)
+    with pytest.raises(AmountAboveMax):  # an issued invoice above the cap, from its stored row
+        await alice.pay_invoice(inv.bolt11, max_msat=999)
+    assert await alice.balance() == 50_000 and await bob.balance() == 0
+    paid = await alice.pay_invoice("  LIGHTNING:" + inv.bolt11.upper(), max_msat=1_000)
+    assert paid.payment_hash == inv.payment_hash and await bob.balance() == 1_000
