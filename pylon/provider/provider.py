@@ -90,7 +90,8 @@ PAID_JOB_DEADLINE_S = 120.0
 
 log = logging.getLogger("pylon.provider")
 
-_ROUTINE_STEPS = frozenset({"seen", "quoted", "processing"})  # logged at DEBUG (see Provider._log)
+# logged at DEBUG (see Provider._log): the steps every job (or every priced job: the quote) takes
+_ROUTINE_STEPS = frozenset({"seen", "quoted", "payment-required", "processing"})
 DELIVERY_GRACE_S = 2.0  # on stop, how long results already published may wait for a relay's OK
 UNHEALTHY_PROBE_S = 2.0  # how often a backend that is down is probed again
 PROBE_ON_INTAKE_S = 5.0  # a job arriving while the backend is down waits this long for a fresh probe
@@ -1016,8 +1017,9 @@ class Provider:
     def _log(self, job_id: str, customer: str, model: str | None, status: str, *, job: Job | None = None,
              detail: str = "") -> None:
         """One log line per job step: the steps every job takes on its way (seen, quoted,
-        processing) at DEBUG, its outcome and its money (done, error, paid, …) at INFO: one
-        INFO line per free job, the operator's access log, without formatting three more."""
+        payment-required, processing) at DEBUG, its outcome and the money it brought (done,
+        error, paid, refunds) at INFO: one INFO line per free job and two per paid one, the
+        operator's access log, without formatting three more."""
         if self.metrics is not None:  # stage timings (queue wait, payment wait, end to end)
             self.metrics.job_event(job_id, status)
         level = logging.DEBUG if status in _ROUTINE_STEPS else logging.INFO
