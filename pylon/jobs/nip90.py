@@ -694,6 +694,27 @@ class JobResult:
 
         Tool calls travel in a `["tool_calls", <JSON array>]` tag, encrypted like the content
         when the request was encrypted."""
+        content, tags = JobResult.parts(keys, request, text, model=model, prompt_tokens=prompt_tokens,
+                                        completion_tokens=completion_tokens, amount_msat=amount_msat, bolt11=bolt11,
+                                        finish_reason=finish_reason, tool_calls=tool_calls)
+        return Event.build(keys, KIND_RESULT, content, tags)
+
+    @staticmethod
+    def parts(
+        keys: Keys,
+        request: JobRequest,
+        text: str,
+        *,
+        model: str | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        amount_msat: int | None = 0,
+        bolt11: str | None = None,
+        finish_reason: str | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
+    ) -> tuple[str, list[list[str]]]:
+        """The result's content and tags, unsigned (`build` signs them; a sealed result for
+        pay-for-the-key seals the content first and signs once)."""
         tags = _reply_tags(request)
         if request.event is not None:
             raw = request.event.to_json()
@@ -709,7 +730,7 @@ class JobResult:
         if tool_calls:
             calls = json.dumps(tool_calls, ensure_ascii=False, separators=(",", ":"))
             tags.append(["tool_calls", _seal(keys, request, calls)])
-        return Event.build(keys, KIND_RESULT, _seal(keys, request, text), tags)
+        return _seal(keys, request, text), tags
 
     @property
     def total_tokens(self) -> int | None:

@@ -64,7 +64,7 @@ from pylon.provider.context import (
 from pylon.jobs.keyed import DELIVERY_TAG, KEY_MODE, key_hash, new_key, seal, wants_key
 from pylon.jobs.nip89 import build_announcement, build_withdrawal
 from pylon.jobs.nip90 import (
-    KIND_DELETION, KIND_REQUEST, FeedbackStatus, JobFeedback, JobParseError, JobRequest, JobResult, avoids,
+    KIND_DELETION, KIND_REQUEST, KIND_RESULT, FeedbackStatus, JobFeedback, JobParseError, JobRequest, JobResult, avoids,
     parse_cancellation,
 )
 from pylon.nostr.event import Event
@@ -863,20 +863,22 @@ class Provider:
 
     async def _publish_result(self, job: Job, text: str) -> None:
         assert self.store is not None
-        event = JobResult.build(
+        content, tags = JobResult.parts(
             self.keys, job.request, text, model=job.model, prompt_tokens=job.prompt_tokens,
             completion_tokens=job.completion_tokens, amount_msat=job.amount_msat, bolt11=job.bolt11,
             finish_reason=job.finish_reason, tool_calls=job.tool_calls,
         )
         if job.key_delivery:
-            sealed = await self._seal_for_key(job, event)
+            sealed = await self._seal_for_key(job, content, tags)
             if sealed is None:
                 return
             event = sealed
+        else:
+            event = Event.build(self.keys, KIND_RESULT, content, tags)
         self.store.mark_result_ready(job.id, event.to_json())
         await self._publish_stored_result(job, event)
 
-    async def _seal_for_key(self, job: Job, event: Event) -> Event | None:
+    async def _seal_for_key(self, job: Job, content: str, tags: list[list[str]]) -> Event | None:
         """Pay for the key (pylon.jobs.keyed): the result sealed under a fresh key P, with an
         invoice whose payment hash is sha256(P) (a hold invoice where the wallet offers those:
         pylon.provider.keysale); paying it is what reveals P to the customer."""
@@ -889,11 +891,11 @@ class Provider:
             self._fail(job, f"provider could not create an invoice: {type(exc).__name__}")
             return None
         job.bolt11 = invoice.bolt11
-        tags = [t for t in event.tags if t[:1] != ["amount"]]
+        tags = [t for t in tags if t[:1] != ["amount"]]
         tags += [["amount", str(job.amount_msat), invoice.bolt11], [DELIVERY_TAG, KEY_MODE, key_hash(key)]]
         self._log(job.id, job.customer, job.model, "payment-required", job=job, detail="pay for the key")
         self._spawn(self._watch_key_payment_of(job.id, invoice.payment_hash, invoice.expires_at, job))
-        return Event.build(self.keys, event.kind, seal(key, event.content), tags)
+        return Event.build(self.keys, KIND_RESULT, seal(key, content), tags)
 
     async def _watch_key_payment_of(self, job_id: str, payment_hash: str, expires_at: int,
                                     job: Job | None = None) -> None:

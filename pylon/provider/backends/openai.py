@@ -44,9 +44,11 @@ from pylon.provider.backends.models import (
 )
 from pylon.provider.backends.sse import SSEDecoder
 from pylon.errors import BackendError, ConfigError
-from pylon.nostr.jsonwire import dumps, loads
+from pylon.nostr.jsonwire import dumps, dumps_bytes, loads
 
 log = logging.getLogger(__name__)
+# request bodies go out as orjson bytes: aiohttp's json= runs the standard library's dumps (~20 us a job)
+_JSON = {"Content-Type": "application/json"}
 
 _MAX_ERROR_CHARS = 500
 _TOKENIZE_TIMEOUT_S = 10.0  # then the job falls back to the prompt's upper bound
@@ -251,7 +253,8 @@ class OpenAIBackend:
         usage: tuple[int, int] | None = None
         done = False
         try:
-            async with self._stream_session().post(self.base_url + "/chat/completions", json=body) as resp:
+            async with self._stream_session().post(self.base_url + "/chat/completions", data=dumps_bytes(body),
+                                                   headers=_JSON) as resp:
                 if resp.status >= 400:
                     raise BackendRejected(resp.status, error_message(await resp.read(), resp.reason or ""))
                 payloads = _sse_payloads(resp, SSEDecoder())
@@ -289,7 +292,7 @@ class OpenAIBackend:
         2 ms for 300 tokens); one JSON body costs a fraction of that."""
         try:
             async with self._stream_session().post(self.base_url + "/chat/completions",
-                                                   json=req.to_body(stream=False)) as resp:
+                                                   data=dumps_bytes(req.to_body(stream=False)), headers=_JSON) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise BackendRejected(resp.status, error_message(raw, resp.reason or ""))
