@@ -312,3 +312,21 @@ def test_no_import_time_patching_of_the_package() -> None:
             "import bolt11.decode, bolt11.bit_utils;"
             "assert sys.modules['bolt11.decode'].u5_to_bitarray is bolt11.bit_utils.u5_to_bitarray")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=700).map(lambda b: bytes(x & 31 for x in b)))
+def test_two_word_checksum_step_equals_bip173_one_word_step(words):
+    """`_polymod` takes two words per step; BIP-173's one-word loop is the reference."""
+    assert bech32._polymod(words) == bech32._polymod_by_word(words)
+    assert bech32._polymod(list(words)) == bech32._polymod_by_word(list(words))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=120))
+def test_bytes_to_words_is_the_bit_string_cut_in_fives(data):
+    """base32's grouping is BOLT11's: the bits in order, five at a time, the last group zero-padded."""
+    bits = "".join(f"{byte:08b}" for byte in data)
+    bits += "0" * (-len(bits) % 5)
+    assert bech32.bytes_to_words(data) == bytes(int(bits[i:i + 5], 2) for i in range(0, len(bits), 5))
+    assert bech32.words_to_bytes(bech32.bytes_to_words(data)) == data
