@@ -210,6 +210,10 @@ def print_json(data: Any) -> None:
 
 def setup_logging(verbose: bool, log_format: str = "text") -> None:
     level = logging.DEBUG if verbose else logging.INFO
+    # Neither format names the source line, the thread or the process: skip working them out
+    # for every record (the logging docs' "Optimization" section; a provider logs one line a job)
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     if log_format == "json":
         from pylon.ops.logfmt import JsonFormatter  # lazy: only servers use it
 
