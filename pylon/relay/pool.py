@@ -36,7 +36,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Coroutine, Iterable, Sequence
+from typing import Any, Callable, Coroutine, Iterable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -245,6 +245,9 @@ class RelayPool:
         if not normalized:
             raise RelayError("no relays given")
         self.keys = keys
+        # called before every publish: a provider commits its job store's pending writes here, so
+        # nothing goes out that is not on disk (pylon.provider.jobstore, "Group commit")
+        self.before_publish: list[Callable[[], None]] = []
         self.ok_timeout = ok_timeout
         self.connect_timeout = connect_timeout
         self.max_backoff = max_backoff
@@ -374,13 +377,15 @@ class RelayPool:
         `min_accepted` relays accepted it.
         """
         await self.start()
+        for hook in self.before_publish:
+            hook()
         timeout = self.ok_timeout if timeout is None else timeout
         frame = ClientEvent(event).to_json()
         relays = list(self._relays.values())
-        if len(relays) == 1:  # the common case: no task per relay (gather's ~25 us per publish)
-            replies = [await relays[0].publish(event, frame, timeout)]
-        else:
-            replies = await asyncio.gather(*(r.publish(event, frame, timeout) for r in relays))
+        # a task per relay even for one: awaiting the single relay's publish inline (to save
+        # gather's ~25 us) made a targeted ask hang now and then (tests/market/test_targeted_gone.py,
+        # about 1 run in 5); not understood yet, so not done
+        replies = await asyncio.gather(*(r.publish(event, frame, timeout) for r in relays))
         result = PublishResult(event.id, {r.url: reply for r, reply in zip(relays, replies)})
         if len(result.accepted_by) < min_accepted:
             raise PublishError(
