@@ -30,17 +30,6 @@ Every state change is committed *before* the provider acts on it:
 * `last_request_created_at` gives the `since` for the next subscription, so requests sent
   while the provider was down are picked up.
 
-Group commit (one writer process). The four writes every job makes (seen, processing, result
-ready, result published) go into one transaction per event-loop turn, committed at the end of
-the turn, and at once by `flush()`, which the Provider's relay pool calls before every publish
-(`RelayPool.before_publish`): nothing is announced that is not committed, and a crash before a
-turn's commit loses only writes nothing has acted on yet (the request is seen again from the
-relays, a published result is published again, same id). Every other write (payments,
-refunds, cancellations, errors) commits before it returns, with the turn's writes before it.
-Measured: a free job's four writes cost 158 us one commit each and 70 us when 32 jobs share a
-commit. A store shared by worker processes (`owner`) commits every write at once: an open
-transaction would hold the write lock the other workers need to claim jobs.
-
 Synchronous sqlite3 on purpose: each statement is a few tens of microseconds with
 `synchronous=NORMAL` in WAL mode (durable across a process crash, which is the failure that
 matters here), cheaper than a thread hop per write. What did stall the event loop was
@@ -53,8 +42,6 @@ are exactly as durable as before (checkpointing only copies committed pages into
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import sqlite3
@@ -193,8 +180,6 @@ class JobStore:
         the resume lists see only its own jobs (after taking over those of exited workers)."""
         self.path = Path(path) if path is not None else home_db_path("provider")
         self.owner = owner
-        self._grouped = owner is None  # the module doc, "Group commit"
-        self._open = False  # this loop turn's transaction is open
         try:  # a corrupt, foreign or unwritable file is the user's to fix: one StorageError line
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(private_file(self.path), isolation_level=None, check_same_thread=False)
@@ -227,8 +212,6 @@ class JobStore:
         self._checkpointer.start()
 
     def close(self) -> None:
-        with contextlib.suppress(StorageError):
-            self.flush()
         self._stop_checkpoints.set()
         if self._checkpointer.is_alive() and self._checkpointer is not threading.current_thread():
             self._checkpointer.join(timeout=5)
@@ -245,46 +228,6 @@ class JobStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- committing ----------------------------------------------------------------------
-    def _write_in_turn(self, sql: str, params: tuple | list) -> sqlite3.Cursor:
-        """A per-job write that may wait for the end of this loop turn's commit (module doc)."""
-        if self._grouped and not self._open:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no event loop (tools, tests): commit as it goes
-                return self._db.execute(sql, params)
-            self._db.execute("BEGIN IMMEDIATE")
-            self._open = True
-            loop.call_soon(self._commit_turn)
-        return self._db.execute(sql, params)
-
-    def _write(self, sql: str, params: tuple | list = ()) -> sqlite3.Cursor:
-        """Any other write: committed before it returns, with the turn's writes before it."""
-        cur = self._db.execute(sql, params)
-        if self._open:
-            self.flush()
-        return cur
-
-    def flush(self) -> None:
-        """Commit this loop turn's writes now (before a publish: `RelayPool.before_publish`).
-        StorageError when SQLite cannot commit; the turn's writes are then rolled back."""
-        if not self._open:
-            return
-        self._open = False
-        try:
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self._db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-            raise StorageError(f"job store {self.path}: could not commit: {exc}") from None
-
-    def _commit_turn(self) -> None:
-        try:
-            self.flush()
-        except StorageError as exc:  # nothing was published from these writes: they are seen again
-            log.error("%s", exc)
-
     # -- writes -------------------------------------------------------------------------
     def record_seen(self, request_id: str, customer: str, created_at: int, request_json: str,
                     *, model: str | None = None, encrypted: bool = False) -> bool:
@@ -293,7 +236,7 @@ class JobStore:
         With several workers on one store this is the claim: every worker sees every request,
         the one whose insert lands owns (`claimed_by`) and runs the job, the others get False."""
         now = time.time()
-        cur = self._write_in_turn(
+        cur = self._db.execute(
             "INSERT OR IGNORE INTO jobs (request_id, customer, request_created_at, request_json, status, model,"
             " encrypted, seen_at, updated_at, claimed_by) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (request_id, customer, int(created_at), request_json, "seen", model, int(encrypted), now, now,
@@ -309,7 +252,7 @@ class JobStore:
         if self._last_seen is not None and created_at <= self._last_seen:
             return  # most requests share a second: skip the write
         self._last_seen = int(created_at)
-        self._write_in_turn(
+        self._db.execute(
             "INSERT INTO meta(key, value) VALUES('last_request_created_at', ?) "
             "ON CONFLICT(key) DO UPDATE SET value = CAST(MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)",
             (str(int(created_at)),),
@@ -335,7 +278,7 @@ class JobStore:
         sets = ["status = ?", "updated_at = ?"] + [f"{k} = ?" for k in fields]
         params: list[object] = [to, time.time(), *fields.values(), request_id, *sources]
         placeholders = ",".join("?" * len(sources))
-        cur = self._write(
+        cur = self._db.execute(
             f"UPDATE jobs SET {', '.join(sets)} WHERE request_id = ? AND status IN ({placeholders})", params
         )
         return cur.rowcount == 1
@@ -350,7 +293,7 @@ class JobStore:
         sources = ("processing",) if rerun else ("seen", "quoted", "paid")
         placeholders = ",".join("?" * len(sources))
         # a free job goes from seen straight here: its price (0) and model are set in this write
-        cur = self._write_in_turn(
+        cur = self._db.execute(
             f"UPDATE jobs SET status = 'processing', attempts = attempts + 1, updated_at = ?, "
             f"amount_msat = COALESCE(?, amount_msat), model = COALESCE(?, model) "
             f"WHERE request_id = ? AND status IN ({placeholders}) AND result_published = 0 AND attempts < ?",
@@ -361,13 +304,13 @@ class JobStore:
     def mark_result_ready(self, request_id: str, result_json: str) -> None:
         """Keep the signed result before publishing it, so a restart republishes the very same
         event (same id: relays dedupe it) instead of running the job again."""
-        self._write_in_turn("UPDATE jobs SET result_json = ?, updated_at = ? WHERE request_id = ?",
-                            (result_json, time.time(), request_id))
+        self._db.execute("UPDATE jobs SET result_json = ?, updated_at = ? WHERE request_id = ?",
+                         (result_json, time.time(), request_id))
 
     def mark_result_published(self, request_id: str, result_event_id: str, *, prompt_tokens: int | None,
                               completion_tokens: int | None, amount_msat: int | None = None) -> None:
         """Record the published result and finish the job in one statement."""
-        self._write_in_turn(
+        self._db.execute(
             "UPDATE jobs SET result_published = 1, result_event_id = ?, prompt_tokens = ?, completion_tokens = ?,"
             " amount_msat = COALESCE(?, amount_msat), status = 'done', updated_at = ? WHERE request_id = ?",
             (result_event_id, prompt_tokens, completion_tokens, amount_msat, time.time(), request_id),
@@ -376,13 +319,13 @@ class JobStore:
     # -- pay for the key (pylon.jobs.keyed): the job is `done` before it is paid ------------
     def record_key_invoice(self, request_id: str, invoice: str, payment_hash: str, expires_at: int) -> None:
         """The invoice whose preimage opens the sealed result, kept before the result goes out."""
-        self._write(
+        self._db.execute(
             "UPDATE jobs SET invoice = ?, payment_hash = ?, invoice_expires_at = ?, updated_at = ? WHERE request_id = ?",
             (invoice, payment_hash, int(expires_at), time.time(), request_id))
 
     def mark_key_paid(self, request_id: str, paid_at: float | None = None) -> bool:
         """The key was bought: the delivered job is now paid (once; counters follow by trigger)."""
-        cur = self._write(
+        cur = self._db.execute(
             "UPDATE jobs SET paid_at = ?, updated_at = ? WHERE request_id = ? AND paid_at IS NULL"
             " AND payment_hash IS NOT NULL",
             (paid_at or time.time(), time.time(), request_id))
@@ -403,7 +346,6 @@ class JobStore:
         or republish `result_json` when set) plus rows still `seen`/`quoted` (never
         started); oldest first.
         """
-        self.flush()
         if self.owner is not None:  # a worker: register, take over what exited workers left
             self._db.execute("INSERT OR REPLACE INTO workers(worker_id, pid, started_at) VALUES (?,?,?)",
                              (self.owner, _pid_of(self.owner), time.time()))
@@ -486,14 +428,14 @@ class JobStore:
     # -- refunds (pylon.provider.refunds) ----------------------------------------------------
     def offer_refund(self, request_id: str, amount_msat: int) -> bool:
         """A paid job failed: record that `amount_msat` is owed back (before the `error` says so)."""
-        cur = self._write(
+        cur = self._db.execute(
             "UPDATE jobs SET refund_status = 'offered', refund_msat = ?, updated_at = ? WHERE request_id = ?"
             " AND paid_at IS NOT NULL AND refund_status IS NULL", (int(amount_msat), time.time(), request_id))
         return cur.rowcount == 1
 
     def claim_refund(self, request_id: str, customer: str, refund_hash: str) -> bool:
         """Take the job's refund for paying (exactly once per job: one conditional UPDATE wins)."""
-        cur = self._write(
+        cur = self._db.execute(
             "UPDATE jobs SET refund_status = 'paying', refund_hash = ?, updated_at = ?,"
             " claimed_by = COALESCE(?, claimed_by) WHERE request_id = ?"
             " AND customer = ? AND status = 'error' AND refund_status = 'offered'",
@@ -503,10 +445,10 @@ class JobStore:
     def finish_refund(self, request_id: str, *, paid: bool) -> None:
         """The wallet answered: 'refunded', or back to 'offered' when no money moved."""
         if paid:
-            self._write("UPDATE jobs SET refund_status = 'refunded', refunded_at = ?, updated_at = ?"
+            self._db.execute("UPDATE jobs SET refund_status = 'refunded', refunded_at = ?, updated_at = ?"
                              " WHERE request_id = ? AND refund_status = 'paying'", (time.time(), time.time(), request_id))
         else:
-            self._write("UPDATE jobs SET refund_status = 'offered', refund_hash = NULL, updated_at = ?"
+            self._db.execute("UPDATE jobs SET refund_status = 'offered', refund_hash = NULL, updated_at = ?"
                              " WHERE request_id = ? AND refund_status = 'paying'", (time.time(), request_id))
 
     def refunds_in(self, status: str) -> list[JobRow]:
@@ -549,7 +491,6 @@ class JobStore:
 
     def prune(self, retention_s: float = RETENTION_S) -> int:
         """Delete finished jobs older than `retention_s` (see `prune_finished`)."""
-        self.flush()
         return prune_finished(self._db, retention_s)
 
     def last_request_created_at(self) -> int | None:
@@ -579,7 +520,7 @@ class JobStore:
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_request_created_at'", (str(now),))
 
     def set_meta(self, key: str, value: object) -> None:
-        self._write("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        self._db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                          (key, json.dumps(value)))
 
     def get_meta(self, key: str) -> object | None:

@@ -260,7 +260,6 @@ class Provider:
                 await self.pool.__aenter__()
             await self.pool.wait_connected()
             self.store = JobStore(self.db_path, owner=self.worker_id)
-            self.pool.before_publish.append(self.store.flush)  # nothing goes out uncommitted (jobstore doc)
             for customer in self.store.returning_customers():
                 self.admission.served(customer)
             if not self.free:
@@ -335,9 +334,6 @@ class Provider:
                 self._probe.cancel()
                 await asyncio.gather(self._probe, return_exceptions=True)
                 self._probe = None
-            if self.pool is not None and self.store is not None:
-                with contextlib.suppress(ValueError):
-                    self.pool.before_publish.remove(self.store.flush)
             if self.pool is not None and self._own_pool:
                 await self.pool.close()
                 self.pool = None

@@ -36,7 +36,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Coroutine, Iterable, Sequence
+from typing import Any, Coroutine, Iterable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -245,9 +245,6 @@ class RelayPool:
         if not normalized:
             raise RelayError("no relays given")
         self.keys = keys
-        # called before every publish: a provider commits its job store's pending writes here, so
-        # nothing goes out that is not on disk (pylon.provider.jobstore, "Group commit")
-        self.before_publish: list[Callable[[], None]] = []
         self.ok_timeout = ok_timeout
         self.connect_timeout = connect_timeout
         self.max_backoff = max_backoff
@@ -377,8 +374,6 @@ class RelayPool:
         `min_accepted` relays accepted it.
         """
         await self.start()
-        for hook in self.before_publish:
-            hook()
         timeout = self.ok_timeout if timeout is None else timeout
         frame = ClientEvent(event).to_json()
         relays = list(self._relays.values())
