@@ -677,26 +677,13 @@ class JobResult:
     tool_calls: list[dict[str, Any]] | None = None
 
     @staticmethod
-    def build(
-        keys: Keys,
-        request: JobRequest,
-        text: str,
-        *,
-        model: str | None = None,
-        prompt_tokens: int | None = None,
-        completion_tokens: int | None = None,
-        amount_msat: int | None = 0,
-        bolt11: str | None = None,
-        finish_reason: str | None = None,
-        tool_calls: list[dict[str, Any]] | None = None,
-    ) -> Event:
-        """Sign the result for `request` (content encrypted when the request was).
+    def build(keys: Keys, request: JobRequest, text: str, **fields: Any) -> Event:
+        """Sign the result for `request` (content encrypted when the request was); `fields`
+        are `parts`'s keyword arguments (model, usage, amount, finish reason, tool calls).
 
         Tool calls travel in a `["tool_calls", <JSON array>]` tag, encrypted like the content
         when the request was encrypted."""
-        content, tags = JobResult.parts(keys, request, text, model=model, prompt_tokens=prompt_tokens,
-                                        completion_tokens=completion_tokens, amount_msat=amount_msat, bolt11=bolt11,
-                                        finish_reason=finish_reason, tool_calls=tool_calls)
+        content, tags = JobResult.parts(keys, request, text, **fields)
         return Event.build(keys, KIND_RESULT, content, tags)
 
     @staticmethod
