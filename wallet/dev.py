@@ -56,7 +56,7 @@ from typing import Any, Callable, NoReturn, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pylon.errors import ConfigError
-from pylon.storage import WriteTransaction, private_db_file
+from pylon.storage import Lock, WriteTransaction, private_db_file
 from wallet.base import Invoice, InvoiceState, Payment
 from wallet.bolt11_codec import MAX_BOLT11_LEN, decode_bolt11, encode_bolt11
 from wallet.errors import (
@@ -197,18 +197,15 @@ class LedgerBusy(Exception):
     does not wait for it; nothing was written)."""
 
 
-class _NoWaitTransaction:
+class _NoWaitTransaction(WriteTransaction):
     """`WriteTransaction` for `DevLedger.run_now`: takes the locks without blocking and begins
-    with SQLite's busy timeout at 0, raising LedgerBusy instead of waiting for either."""
+    with SQLite's busy timeout at 0, raising LedgerBusy instead of waiting for either (the
+    commit and the release are WriteTransaction's)."""
 
-    __slots__ = ("_db", "_locks")
-
-    def __init__(self, db: sqlite3.Connection, *locks: threading.Lock) -> None:
-        self._db = db
-        self._locks = locks
+    __slots__ = ()
 
     def __enter__(self) -> sqlite3.Connection:
-        taken: list[threading.Lock] = []
+        taken: list[Lock] = []
         try:
             for lock in self._locks:
                 if not lock.acquire(blocking=False):
@@ -228,13 +225,6 @@ class _NoWaitTransaction:
                 lock.release()
             raise
         return self._db
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        try:
-            self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        finally:
-            for lock in reversed(self._locks):
-                lock.release()
 
 
 class DevLedger:
@@ -281,7 +271,7 @@ class DevLedger:
         self.node_pubkey: str = PrivateKey(bytes.fromhex(self._node_secret)).public_key.format().hex()
 
     # -- transactions ---------------------------------------------------------------------
-    def _tx(self) -> WriteTransaction | _NoWaitTransaction:
+    def _tx(self) -> WriteTransaction:
         """A write transaction holding the ledger's write lock from the start (no upgrade deadlocks)."""
         if getattr(self._now_only, "on", False):
             return _NoWaitTransaction(self._db, self._wlock, self._lock)

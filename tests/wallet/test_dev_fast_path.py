@@ -61,10 +61,21 @@ def test_run_now_does_not_wait_for_a_writer_of_this_process(dev_ledger):
         ledger.close()
 
 
-async def test_a_busy_ledger_moves_the_call_to_a_thread_and_the_loop_keeps_running(dev_ledger):
+async def test_a_busy_ledger_moves_the_call_to_a_thread_and_the_loop_keeps_running(dev_ledger, monkeypatch):
+    import wallet.dev as dev_module
+
+    hops: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(fn, *args):
+        hops.append(fn.__name__)
+        return await to_thread(fn, *args)
+
+    monkeypatch.setattr(dev_module.asyncio, "to_thread", counted)
     bob, alice = dev_ledger.wallet("bob"), dev_ledger.wallet("alice")
     await alice.fund(10_000)
     inv = await bob.make_invoice(2_000, "fast path", expiry_s=60)
+    assert hops == []  # a free ledger: every call so far ran on the loop
     other = _hold_write_lock(dev_ledger.path)
     try:
         paying = asyncio.create_task(alice.pay_invoice(inv.bolt11, max_msat=2_000))
@@ -72,7 +83,7 @@ async def test_a_busy_ledger_moves_the_call_to_a_thread_and_the_loop_keeps_runni
         for _ in range(5):  # the loop is not blocked while the payment waits for the other writer
             await asyncio.sleep(0.01)
             ticks += 1
-        assert ticks == 5 and not paying.done()
+        assert ticks == 5 and not paying.done() and hops == ["begin_payment"]  # waiting on a thread
     finally:
         other.rollback()
         other.close()
