@@ -7,7 +7,8 @@ one transaction (group commit); the loop then answers them all. Each event is wr
 inside its own SAVEPOINT, so an event that fails (whatever the reason) is rolled back
 alone and never takes the other clients' events of its batch with it.
 
-Reads: the event loop keeps a connection for the cheap id lookup on ingest; REQ and COUNT
+Reads: the event loop keeps a connection for the id lookup on ingest, asked only when the
+in-memory filter of stored ids (nexus_relay.idfilter) cannot rule the id out; REQ and COUNT
 queries run elsewhere (nexus_relay.querier) through `run_query` / `run_count`, which take
 the connection to use (and `run_query` a row/byte budget). WAL lets all of them read while
 the writer commits.
@@ -31,6 +32,7 @@ from typing import Callable, Iterable, Sequence
 from pylon.nostr import Event, Filter
 from pylon.nostr.kinds import is_addressable, is_replaceable
 
+from nexus_relay.idfilter import MIN_CAPACITY, IdFilter
 from nexus_relay.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -131,6 +133,7 @@ class EventStore:
         self._r: sqlite3.Connection | None = None
         self._has_id_tombstones = False
         self._has_addr_tombstones = False
+        self._ids = IdFilter()  # ids stored: filled at open, added to by the writer
         self.on_removed: Callable[[int], None] | None = None  # stats hook (called on the loop)
 
     # ------------------------------------------------------------------ lifecycle
@@ -172,6 +175,10 @@ class EventStore:
         assert self._w is not None
         self._has_id_tombstones = self._w.execute("SELECT 1 FROM deleted_ids LIMIT 1").fetchone() is not None
         self._has_addr_tombstones = self._w.execute("SELECT 1 FROM deleted_addrs LIMIT 1").fetchone() is not None
+        stored = self._w.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        self._ids = IdFilter(max(2 * stored, MIN_CAPACITY))
+        for (event_id,) in self._w.execute("SELECT id FROM events"):
+            self._ids.add(event_id)
         self._r = self._connect()
         self._r.execute("PRAGMA query_only=1")
 
@@ -311,6 +318,7 @@ class EventStore:
         cur = w.execute(insert_event, (ev.id, ev.pubkey, ev.kind, ev.created_at, d, ev.expiration(), item.raw))
         if cur.rowcount == 0:
             return DUPLICATE
+        self._ids.add(ev.id)  # before the commit is reported (a rolled-back add is a false positive)
         seq = cur.lastrowid
         rows = [(seq, t[0], t[1]) for t in ev.tags if len(t) >= 2 and len(t[0]) == 1]
         if rows:
@@ -391,6 +399,9 @@ class EventStore:
 
     # ------------------------------------------------------------------ reads (loop thread)
     def has(self, event_id: str) -> bool:
+        """Is this id stored? The filter answers "no" for nearly every new event."""
+        if not self._ids.may_contain(event_id):
+            return False
         assert self._r is not None
         return self._r.execute("SELECT 1 FROM events WHERE id=?", (event_id,)).fetchone() is not None
 
