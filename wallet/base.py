@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 NETWORKS = ("bitcoin", "testnet", "signet", "regtest")
 
@@ -99,10 +99,11 @@ class Wallet(Protocol):
 
 # -- capabilities: what only some wallets do ------------------------------------------------------
 # Callers test for them with `isinstance(wallet, SupportsX)` (the protocols are runtime-checkable),
-# never with getattr probing or isinstance on a concrete wallet class. `isinstance` on a protocol
-# only checks that the members exist; the signatures below are what mypy holds implementations to.
+# or `implements(wallet, SupportsX)` on a job's path, never with getattr probing or isinstance on
+# a concrete wallet class. `isinstance` on a protocol only checks that the members exist; the
+# signatures below are what mypy holds implementations to.
 # (Whole-sat wallets declare `invoice_unit_msat`: that protocol lives with the pricing rule,
-# pylon.jobs.pricing.DeclaresInvoiceUnit, which must not import wallet.)
+# pylon.jobs.pricing.DeclaresInvoiceUnit, which imports nothing else of wallet but `implements`.)
 
 
 @runtime_checkable
@@ -196,3 +197,18 @@ class SupportsHoldInvoice(Protocol):
     async def cancel_hold_invoice(self, payment_hash: str) -> None:
         """Give a held payment back to the payer, or make an unpaid hold invoice unpayable."""
         ...
+
+
+_IMPLEMENTS: dict[tuple[type, type], bool] = {}
+
+
+def implements(obj: object, protocol: Any) -> bool:
+    """`isinstance(obj, protocol)` for a runtime-checkable capability protocol, remembered per
+    class: on Python 3.11 each such check inspects every member (11-22 us), and a paid job asked
+    five or more times. Valid for protocols whose members the class defines (methods, class
+    attributes), as every capability here and pylon.jobs.pricing.DeclaresInvoiceUnit are."""
+    key = (type(obj), protocol)
+    found = _IMPLEMENTS.get(key)
+    if found is None:
+        found = _IMPLEMENTS[key] = isinstance(obj, protocol)
+    return found

@@ -8,13 +8,15 @@ before any tokenizer runs, and a customer computes the same number from the anno
 Wallets that only issue whole-sat invoices (LNbits) get the quote rounded up to the next
 1000 msat, so the amount tag always equals the invoice amount.
 
-Pure functions: no I/O, nothing imported from the rest of Pylon.
+Pure functions: no I/O; from the rest of Pylon only wallet.base's cached capability check.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
+
+from wallet.base import implements
 
 
 @runtime_checkable
@@ -34,8 +36,8 @@ def quote_msat(max_tokens: int, *, price_msat: int, price_per_1k_tokens_msat: in
 
 def invoice_unit_msat(wallet: object) -> int:
     """The smallest invoice step the wallet can issue: what it declares, else 1 msat."""
-    if isinstance(wallet, DeclaresInvoiceUnit):
-        unit = wallet.invoice_unit_msat
+    if implements(wallet, DeclaresInvoiceUnit):  # once per class, not per quote
+        unit = cast(DeclaresInvoiceUnit, wallet).invoice_unit_msat
         if isinstance(unit, int) and unit > 0:
             return unit
     return 1

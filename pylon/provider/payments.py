@@ -31,13 +31,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Protocol
+from typing import Any, Awaitable, Protocol, cast
 
 from pylon.jobs.nip90 import FeedbackStatus, JobRequest
 from pylon.provider.delivery import until_accepted
 from pylon.provider.job import Job
 from pylon.provider.jobstore import JobRow, JobStore
-from wallet.base import InvoiceState, SupportsWaitInvoice, Wallet
+from wallet.base import InvoiceState, SupportsWaitInvoice, Wallet, implements
 
 log = logging.getLogger("pylon.provider.payments")
 
@@ -199,13 +199,13 @@ async def wait_for_invoice(wallet: Wallet, payment_hash: str, expires_at: int, *
     pay-for-the-key watcher): `wait_invoice` where the wallet has it, else polls that thin out.
     A wallet error is logged and retried (the money may still arrive)."""
     delay = poll_first_s
-    waits = isinstance(wallet, SupportsWaitInvoice)  # event-driven wallets (dev): no polling
+    waits = implements(wallet, SupportsWaitInvoice)  # event-driven wallets (dev): no polling
     while True:
         left = expires_at - time.time()
         state: InvoiceState | None
         try:
-            if isinstance(wallet, SupportsWaitInvoice) and left > 0:
-                state = await wallet.wait_invoice(payment_hash, timeout=min(left + 0.05, WAIT_SLICE_S))
+            if waits and left > 0:
+                state = await cast(SupportsWaitInvoice, wallet).wait_invoice(payment_hash, timeout=min(left + 0.05, WAIT_SLICE_S))
             else:
                 state = await wallet.lookup_invoice(payment_hash)
         except asyncio.CancelledError:

@@ -124,3 +124,39 @@ def test_what_wallet_imports_never_imports_wallet() -> None:
     for path in files:
         bad = {m for m in _imports(path) if _within(m, ("wallet",))}
         assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}: a wallet <-> pylon import cycle"
+
+
+# -- implements(): the same answer, remembered per class (a paid job asks several times) ----------
+
+def test_implements_gives_isinstances_answer_for_every_wallet_and_capability(tmp_path):
+    from pylon.jobs.pricing import DeclaresInvoiceUnit
+    from wallet import open_wallet
+    from wallet.base import implements
+
+    wallets = [open_wallet(f"dev://{tmp_path / 'ledger.sqlite'}?account=a"),
+               LNbitsWallet("http://127.0.0.1:9", "k" * 32), object()]
+    for capability in (*CAPABILITIES, DeclaresInvoiceUnit):
+        for wallet in wallets:
+            expected = isinstance(wallet, capability)
+            assert implements(wallet, capability) is expected  # computed
+            assert implements(wallet, capability) is expected  # remembered
+
+
+def test_implements_remembers_per_class_and_capability():
+    from wallet import base
+
+    class Waits:
+        async def wait_invoice(self, payment_hash: str, timeout: float) -> InvoiceState:
+            return InvoiceState.PENDING
+
+    assert base.implements(Waits(), SupportsWaitInvoice)
+    assert not base.implements(Waits(), SupportsHoldInvoice)
+    assert base._IMPLEMENTS[(Waits, SupportsWaitInvoice)] is True
+
+
+def test_whole_sat_wallets_quote_in_whole_sats(tmp_path):
+    from pylon.jobs.pricing import invoice_unit_msat
+    from wallet import open_wallet
+
+    assert invoice_unit_msat(LNbitsWallet("http://127.0.0.1:9", "k" * 32)) == 1000
+    assert invoice_unit_msat(open_wallet(f"dev://{tmp_path / 'l.sqlite'}?account=a")) == 1
