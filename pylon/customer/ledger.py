@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS receipts (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS receipts_one_per_job ON receipts(job_id) WHERE status != 'failed';
 CREATE UNIQUE INDEX IF NOT EXISTS receipts_one_per_hash ON receipts(payment_hash) WHERE status != 'failed';
+-- any receipt of a hash, failed ones too (get, mark_failed, a late payment): the partial index
+-- above cannot serve those, and a scan grew with every receipt ever written
+CREATE INDEX IF NOT EXISTS receipts_by_hash ON receipts(payment_hash);
 CREATE INDEX IF NOT EXISTS receipts_by_time ON receipts(created_at);
 CREATE INDEX IF NOT EXISTS receipts_by_status ON receipts(status);
 -- the session budget's sum (Budget.hold before every job, and twice per payment): no table scan
@@ -311,7 +314,10 @@ class Ledger:
         payment_hash = payment_hash.lower()
         try:
             with self._tx() as db:
-                prior = self._one(db, "status != 'failed' AND (job_id = ? OR payment_hash = ?)", (job_id, payment_hash))
+                # two lookups, not one with OR: SQLite cannot use the partial unique indexes for
+                # an OR of both and scanned every receipt ever written, on each payment
+                prior = (self._one(db, "job_id = ? AND status != 'failed'", (job_id,))
+                         or self._one(db, "payment_hash = ? AND status != 'failed'", (payment_hash,)))
                 if prior is not None:
                     what = "job" if prior.job_id == job_id else "invoice"
                     raise PaymentRefused(ALREADY_PAID, f"this {what} already has a {prior.status} payment "

@@ -207,3 +207,29 @@ def test_budget_check_and_bad_limits(tmp_path):
     assert b.left_msat() is None
     with pytest.raises(ValueError):
         Budget(Ledger(tmp_path / "x.sqlite"), daily_msat=-1)
+
+
+def test_receipt_lookups_use_indexes_not_scans(tmp_path):
+    """Each payment looks receipts up by job and by hash: with a scan, every payment read every
+    receipt ever written (the duplicate check's OR of job and hash could not use the partial
+    indexes). SQLite's own plans of the statements each write ran must not scan the table."""
+    with Ledger(tmp_path / "l.sqlite") as led:
+        for i in range(50):
+            led.record_intent(job_id=f"old{i}", provider="p", payment_hash=f"{i:064x}", amount_msat=1, bolt11="x")
+            if i % 2:
+                led.mark_failed(f"{i:064x}", "no route")
+        ran: list[str] = []
+        led._db.set_trace_callback(ran.append)
+        led.record_intent(job_id="job", provider="p", payment_hash="ab" * 32, amount_msat=5, bolt11="x")
+        led.mark_paid("ab" * 32, preimage="cd" * 32)
+        led.mark_result("job", "ef" * 32)
+        led.mark_failed(f"{2:064x}", "gone")
+        led._db.set_trace_callback(None)
+        assert led.get(f"{3:064x}").status == "failed"
+        reads = [sql for sql in ran if sql.lstrip().upper().startswith("SELECT")]
+        assert len(reads) >= 5
+        for sql in reads:
+            plan = " / ".join(row[3] for row in led._db.execute("EXPLAIN QUERY PLAN " + sql))
+            assert "SCAN receipts" not in plan, f"{sql}\n  -> {plan}"
+        get_sql = ("SELECT 1 FROM receipts WHERE payment_hash = ? ORDER BY (status = 'failed'), id DESC LIMIT 1")
+        assert "SCAN receipts" not in str(led._db.execute("EXPLAIN QUERY PLAN " + get_sql, ("aa",)).fetchall())
