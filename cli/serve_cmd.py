@@ -221,9 +221,11 @@ def _control(action: str) -> None:
     """`pylon serve pause|resume|reload|status`: signal the running provider (cli.serve_control)."""
     from pylon.ops.home_lock import holder_pid
 
-    if action == "status":
+    if action == "status":  # exit 1 when none runs, so `pylon serve status && …` can be scripted
         pid = holder_pid()
         print(f"pylon serve running (pid {pid})" if pid else "no pylon serve running on this PYLON_HOME")
+        if not pid:
+            raise typer.Exit(1)
         return
     pid = signal_running(action)
     print(f"sent {action} to pylon serve (pid {pid})")

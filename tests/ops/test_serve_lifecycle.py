@@ -154,7 +154,7 @@ async def test_one_serve_per_home_and_pause_resume(relay_url, openai_double, dev
         await provider.stop()
     # the lock went with the process: another serve may start on this home now, and nothing runs
     status = await asyncio.to_thread(_pylon, home, "serve", "status")
-    assert "no pylon serve running" in status.stdout
+    assert "no pylon serve running" in status.stdout and status.returncode == 1
     out = await asyncio.to_thread(_pylon, home, "serve", "pause")
     assert out.returncode == 2 and "no pylon serve is running" in out.stderr
 
