@@ -58,31 +58,14 @@ async def _fetch(relays: list[str], job_id: str, wallet_uri: str | None, timeout
 
 def _job_id(value: str) -> str:
     """A job id as 64 hex characters: given so, or as a nevent/note (NIP-19) naming the job request."""
-    text = value.strip().lower()
-    if text.startswith("nostr:"):
-        text = text[len("nostr:"):]
-    if text.startswith(("nevent1", "note1")):
-        from pylon.nostr import bech32
-        from pylon.nostr.errors import InvalidKey
+    from pylon.nostr.bech32 import event_id_from
 
-        try:
-            hrp, data = bech32.decode(text)
-        except InvalidKey:
-            hrp, data = "", b""
-        if hrp == "nevent":  # TLV: type 0 holds the 32-byte event id
-            tlv, data = data, b""
-            while len(tlv) >= 2:
-                kind, size = tlv[0], tlv[1]
-                if kind == 0 and size == 32:
-                    data = tlv[2:34]
-                    break
-                tlv = tlv[2 + size:]
-        text = data.hex() if hrp in ("note", "nevent") and len(data) == 32 else ""
-    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+    job_id = event_id_from(value)
+    if job_id is None:
         raise ConfigError(f"{value.strip()[:70]!r} is not a job id",
                           hint="give the job's 64-hex id (as `pylon ask --json` and `pylon history --json` "
                                "print it) or its nevent1…/note1…")
-    return text
+    return job_id
 
 
 @handle_errors

@@ -38,21 +38,12 @@ def _load_trace_file(path: Path):
 
 
 def _event_id(value: str) -> str:
-    value = value.strip()
-    if value.startswith("note1"):
-        from pylon.nostr import bech32
+    from pylon.nostr.bech32 import event_id_from
 
-        try:
-            hrp, data = bech32.decode(value)
-        except Exception:
-            fail(f"not a valid note id: {value[:16]}…")
-        if hrp != "note" or len(data) != 32:
-            fail(f"not a valid note id: {value[:16]}…")
-        return data.hex()
-    value = value.lower()
-    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-        fail("EVENT_ID must be the trace's root event id (64 hex characters or note1…)")
-    return value
+    event_id = event_id_from(value)
+    if event_id is None:
+        fail("EVENT_ID must be the trace's root event id (64 hex characters, note1… or nevent1…)")
+    return event_id
 
 
 @app.command("publish")

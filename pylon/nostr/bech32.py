@@ -24,3 +24,32 @@ def decode(text: str) -> tuple[str, bytes]:
     if data is None:
         raise InvalidKey("bech32: bad padding")
     return hrp, bytes(data)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def event_id_from(value: str) -> str | None:
+    """The 64-hex event id `value` names: hex itself, or NIP-19 `note1…` / `nevent1…`, with or
+    without a `nostr:` prefix (NIP-21); None when it is none of these. One parser for every
+    command that takes an event id (`pylon result`, `pylon trace`)."""
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text.startswith("nostr:"):
+        text = text[len("nostr:"):]
+    if text.startswith(("note1", "nevent1")):
+        try:
+            hrp, data = decode(text)
+        except InvalidKey:
+            return None
+        if hrp == "nevent":  # TLV records: type 0 holds the 32-byte event id
+            tlv, data = data, b""
+            while len(tlv) >= 2:
+                kind, size = tlv[0], tlv[1]
+                if kind == 0 and size == 32 and len(tlv) >= 34:
+                    data = tlv[2:34]
+                    break
+                tlv = tlv[2 + size:]
+        elif hrp != "note":
+            return None
+        return data.hex() if len(data) == 32 else None
+    return text if len(text) == 64 and _HEX.issuperset(text) else None

@@ -123,3 +123,21 @@ def test_ecdh_is_symmetric():
     a, b = Keys.generate(), Keys.generate()
     assert a.ecdh_x(b.public_key) == b.ecdh_x(a.public_key)
     assert PynostrKey.from_hex(a.secret_hex).compute_shared_secret(b.public_key) == a.ecdh_x(b.public_key)
+
+
+def test_event_id_from_reads_hex_note_nevent_and_nostr_uris_as_nostr_sdk_writes_them():
+    event_id = os.urandom(32).hex()
+    sdk_id = nostr_sdk.EventId.parse(event_id)
+    author = nostr_sdk.Keys.generate().public_key()
+    with_relays = nostr_sdk.Nip19Event(sdk_id, author, nostr_sdk.Kind(5050), [nostr_sdk.RelayUrl.parse("wss://relay.example.com")])
+    forms = [event_id, event_id.upper(), f"  {event_id}\n", sdk_id.to_bech32(), sdk_id.to_nostr_uri(),
+             nostr_sdk.Nip19Event(sdk_id).to_bech32(), with_relays.to_bech32(), with_relays.to_nostr_uri()]
+    for form in forms:
+        assert bech32.event_id_from(form) == event_id, form
+
+
+@pytest.mark.parametrize("bad", ["", "deadbeef", "g" * 64, "a" * 63, "note1qqqq", "nostr:", "npub1" + "q" * 58,
+                                 bech32.encode("note", bytes(31)), bech32.encode("nevent", bytes([1, 3]) + b"wss"),
+                                 bech32.encode("nevent", bytes([0, 32]) + bytes(10)), NIP19_NPUB])
+def test_event_id_from_refuses_what_names_no_event(bad):
+    assert bech32.event_id_from(bad) is None
