@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import typer
 
-from cli.common import WalletFileOpt, err_console, fail, handle_errors, run, setup_logging
+from cli.common import WalletFileOpt, check_wallet_uri, err_console, fail, handle_errors, run, setup_logging
 from cli.serve_control import ServeControl, signal_running
 from pylon.provider.drain import drain, shutdown_signals
 from cli.defaults import effective
@@ -100,6 +100,7 @@ async def _serve_locked(settings: Any, overrides: dict[str, Any], worker: tuple[
     free = settings.free or not priced
     if not free and not settings.wallet:  # before anything is created or said
         raise ConfigError("a price needs a wallet to invoice with: pass --wallet URI (or --free)")
+    check_wallet_uri(settings.wallet)  # a typo'd scheme is exit 2 now, not a relay wait first
     keys = _identity()
     wallet = None
     if not free:

@@ -42,6 +42,7 @@ from wallet.errors import (
     WalletError,
     WalletTimeout,
     WalletUnreachable,
+    WalletUriInvalid,
 )
 from wallet.uri import redact_uri, scheme_of
 
@@ -60,7 +61,7 @@ def open_wallet(uri: str) -> Wallet:
         raise WalletError("no wallet configured: pass --wallet URI on the command line or a wallet URI in code, "
                           "or set PYLON_WALLET")
     uri = uri.strip()
-    scheme = scheme_of(uri)
+    scheme = check_uri(uri)
     if scheme == "dev":
         from wallet.dev import DevWallet
 
@@ -73,10 +74,17 @@ def open_wallet(uri: str) -> Wallet:
         from wallet.nwc import NwcWallet
 
         return NwcWallet.from_uri(uri)
-    raise WalletError(
-        f"unknown wallet URI scheme in {redact_uri(uri)!r}; use one of: "
-        + ", ".join(s + "://" for s in SCHEMES)
-    )
+    raise AssertionError(scheme)  # check_uri let through a scheme no branch above takes
+
+
+def check_uri(uri: str) -> str:
+    """The URI's scheme, when a wallet takes it; else WalletUriInvalid (exit 2), found without
+    opening anything (a dev:// wallet creates its ledger file when opened)."""
+    scheme = scheme_of(uri.strip())
+    if scheme not in KNOWN_SCHEMES:
+        raise WalletUriInvalid(f"unknown wallet URI scheme in {redact_uri(uri.strip())!r}",
+                               hint="use one of: " + ", ".join(s + "://…" for s in SCHEMES) + " (docs/WALLETS.md)")
+    return scheme
 
 
 async def connect_wallet(uri: str) -> Wallet:
@@ -98,5 +106,5 @@ __all__ = [
     "PaymentFailed", "QuotaExceeded", "SupportsConnect", "SupportsHoldInvoice", "SupportsNodePubkey",
     "SupportsPaymentDetails", "SupportsPreimageInvoice", "SupportsWaitInvoice",
     "Unauthorized", "Wallet",
-    "WalletError", "WalletTimeout", "WalletUnreachable", "connect_wallet", "open_wallet", "redact_uri", "scheme_of",
+    "WalletError", "WalletTimeout", "WalletUnreachable", "WalletUriInvalid", "check_uri", "connect_wallet", "open_wallet", "redact_uri", "scheme_of",
 ]

@@ -69,6 +69,7 @@ from wallet.errors import (
     PaymentFailed,
     WalletError,
     WalletUnreachable,
+    WalletUriInvalid,
 )
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ CREATE INDEX IF NOT EXISTS invoices_by_bolt11 ON invoices(bolt11);
 
 def _check_account(name: str) -> str:
     if not isinstance(name, str) or not _ACCOUNT_RE.match(name):
-        raise WalletError("dev wallet account names are 1-64 characters of letters, digits, '_', '-', '.'")
+        raise WalletUriInvalid("dev wallet account names are 1-64 characters of letters, digits, '_', '-', '.'")
     return name
 
 
@@ -727,13 +728,13 @@ def parse_dev_uri(uri: str) -> tuple[Path, str]:
     """`dev:///abs/path.sqlite?account=name` -> (path, account). Account defaults to "default"."""
     parts = urlsplit(uri)
     if parts.scheme.lower() != "dev":
-        raise WalletError("not a dev:// wallet URI")
+        raise WalletUriInvalid("not a dev:// wallet URI")
     path = unquote(parts.path)
     if parts.netloc and parts.netloc not in ("localhost",):
         # dev://relative/path is a common slip: treat netloc as the first path segment
         path = unquote(parts.netloc) + path
     if not path:
-        raise WalletError("dev wallet URI needs a ledger path: dev:///abs/path/ledger.sqlite?account=NAME")
+        raise WalletUriInvalid("dev wallet URI needs a ledger path: dev:///abs/path/ledger.sqlite?account=NAME")
     account = parse_qs(parts.query).get("account", ["default"])[0]
     return Path(path).expanduser(), _check_account(account)
 

@@ -7,11 +7,11 @@ Messages never contain secrets (wallet URIs, keys): build them from redacted val
 
 from __future__ import annotations
 
-from pylon.errors import WalletError
+from pylon.errors import ConfigError, WalletError
 
 __all__ = ["WalletError", "InsufficientBalance", "PaymentFailed", "AmountAboveMax", "InvoiceExpired", "AlreadyPaid",
            "QuotaExceeded", "Unauthorized", "WalletUnreachable", "WalletTimeout", "NotImplementedByWallet",
-           "InvoiceInvalid", "InvoiceNotFound"]
+           "InvoiceInvalid", "InvoiceNotFound", "WalletUriInvalid"]
 
 
 class InsufficientBalance(WalletError):
@@ -60,3 +60,11 @@ class InvoiceInvalid(WalletError):
 
 class InvoiceNotFound(WalletError):
     """The wallet knows no invoice with that payment hash."""
+
+
+class WalletUriInvalid(WalletError, ConfigError):
+    """The wallet URI itself is wrong: an unknown scheme, a missing or malformed part. The user's
+    configuration, so exit 2 like any other bad flag, found before anything starts; still a
+    WalletError for code that catches the family."""
+
+    exit_code = ConfigError.exit_code

@@ -38,6 +38,7 @@ from wallet.errors import (
     WalletError,
     WalletTimeout,
     WalletUnreachable,
+    WalletUriInvalid,
 )
 from wallet.uri import redact_uri
 
@@ -66,7 +67,7 @@ class LNbitsWallet:
         parts = urlsplit(uri)
         scheme = parts.scheme.lower()
         if not parts.hostname or parts.username is None:
-            raise WalletError(f"LNbits URI must look like lnbits://KEY@host:port, got {redact_uri(uri)!r}")
+            raise WalletUriInvalid(f"LNbits URI must look like lnbits://KEY@host:port, got {redact_uri(uri)!r}")
         q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         host = parts.hostname
         local = host in ("127.0.0.1", "localhost", "::1")
@@ -79,7 +80,7 @@ class LNbitsWallet:
         try:
             port = parts.port
         except ValueError:
-            raise WalletError(f"bad port in {redact_uri(uri)!r}") from None
+            raise WalletUriInvalid(f"bad port in {redact_uri(uri)!r}") from None
         hostport = f"[{host}]" if ":" in host else host
         if port:
             hostport += f":{port}"

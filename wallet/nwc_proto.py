@@ -85,7 +85,7 @@ class ConnectionUri:
     def parse(cls, uri: str) -> "ConnectionUri":
         parts = urlsplit(uri)
         if parts.scheme.lower() not in (SCHEME, "nostrwalletconnect"):
-            raise E.WalletError("not a nostr+walletconnect:// URI")
+            raise E.WalletUriInvalid("not a nostr+walletconnect:// URI")
         pubkey = unquote(parts.netloc or parts.path.lstrip("/"))
         q = parse_qs(parts.query)
         relays = tuple(r for r in q.get("relay", []) if r)
@@ -94,12 +94,12 @@ class ConnectionUri:
             pubkey = normalize_pubkey(pubkey)
             Keys.from_hex(secrets_[0] if secrets_ else "")
         except InvalidKey:
-            raise E.WalletError("NWC URI needs a 64-hex wallet pubkey and a 64-hex secret") from None
+            raise E.WalletUriInvalid("NWC URI needs a 64-hex wallet pubkey and a 64-hex secret") from None
         if not relays:
-            raise E.WalletError("NWC URI needs at least one relay= parameter")
+            raise E.WalletUriInvalid("NWC URI needs at least one relay= parameter")
         for r in relays:
             if not r.startswith(("ws://", "wss://")):
-                raise E.WalletError("NWC relay URLs must start with ws:// or wss://")
+                raise E.WalletUriInvalid("NWC relay URLs must start with ws:// or wss://")
         lud16 = q.get("lud16")
         return cls(pubkey, relays, secrets_[0].lower(), lud16[0] if lud16 else None)
 

@@ -28,6 +28,21 @@ async def test_bad_wallet_scheme_is_a_usage_error_with_the_schemes(tmp_path):
     assert "dev://" in hint and "lnbits://" in hint and "nostr+walletconnect://" in hint
 
 
+@pytest.mark.parametrize("argv", [
+    ["serve", "--wallet", "foo://bar", "--free"],               # before: a 5 s relay wait, then exit 3
+    ["serve", "--wallet", "lnbits://nokey", "--price-msat", "5"],  # before: exit 5 (a payment error)
+    ["wallet", "balance", "--wallet", "foo://bar"],
+    ["wallet", "balance", "--wallet", "dev://"],
+    ["gateway", "--wallet", "foo://bar"],
+    ["ask", "--wallet", "nostr+walletconnect://abc", "x"],
+], ids=lambda a: " ".join(a[:2]) + " " + a[a.index("--wallet") + 1])
+async def test_every_command_refuses_a_malformed_wallet_uri_as_a_usage_error(tmp_path, argv):
+    code, _, err = await pylon(*argv, home=tmp_path, env=cli_env(tmp_path, PYLON_RELAYS=CLOSED))
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert "relay" not in errors[0] and ("URI" in errors[0] or "scheme" in errors[0]), errors[0]
+
+
 async def test_malformed_job_id_is_a_usage_error_and_note_nevent_are_accepted(tmp_path):
     code, _, err = await pylon("result", "deadbeef", home=tmp_path, env=cli_env(tmp_path, PYLON_RELAYS=CLOSED))
     error, hint = _error_and_hint(err)
