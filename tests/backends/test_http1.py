@@ -1,7 +1,7 @@
 """The provider's HTTP/1.1 client for non-streamed completions (pylon.provider.backends.http1).
 
-Against the real servers (vLLM and the OpenAI double): whole answers over one kept connection.
-Against a raw asyncio server written here (a DOUBLE for what those two never send): chunked
+Against the real servers (vLLM and the OpenAI double) it runs in every complete_chat test, and
+tests/backends/test_keepalive.py holds it to one kept connection. Against a raw asyncio server written here (a DOUBLE for what those two never send): chunked
 answers, answers ended by closing, `Connection: close`, a kept connection the server closed,
 informational answers, and every malformed or oversize answer as one Http1Error.
 """
@@ -12,31 +12,14 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from urllib.parse import urlsplit
 
 import pytest
 
 from pylon.provider.backends import ChatRequest, OpenAIBackend
 from pylon.provider.backends.errors import BackendUnavailable
 from pylon.provider.backends.http1 import Http1Error, Http1Pool
-from tests.backends.test_keepalive import _TCP, _local_ports_to
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.mark.skipif(not _TCP.exists(), reason="needs Linux /proc/net/tcp")
-async def test_completions_reuse_one_connection_on_the_real_servers(backend_peer):
-    port = urlsplit(backend_peer.base_url).port
-    assert port is not None
-    before = _local_ports_to(port)
-    async with OpenAIBackend(backend_peer.base_url) as backend:
-        for i in range(4):
-            req = ChatRequest(model=backend_peer.model, messages=[{"role": "user", "content": f"count {i}"}],
-                              max_tokens=4, temperature=0.0)
-            final = await backend.complete_chat(req)
-            assert final.finish_reason in ("stop", "length") and final.usage is not None
-        opened = _local_ports_to(port) - before
-    assert len(opened) == 1, f"expected one pooled connection, saw {len(opened)}"
 
 
 # -- a raw HTTP server DOUBLE: each connection's requests answered by a script ----------------------

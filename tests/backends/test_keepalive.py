@@ -1,4 +1,4 @@
-"""Streamed completions give their connection back to the pool (against vLLM and the double).
+"""Completions, streamed or not, give their connection back to the pool (against vLLM and the double).
 
 Why it matters: a stream left unread after `[DONE]` gets its connection closed, so every job
 would pay a TCP connect + close on both ends (CPU the provider takes from a backend on the
@@ -30,7 +30,8 @@ def _local_ports_to(server_port: int) -> set[int]:
 
 
 @pytest.mark.skipif(not _TCP.exists(), reason="needs Linux /proc/net/tcp")
-async def test_sequential_streams_reuse_one_connection(backend_peer):
+@pytest.mark.parametrize("call", ["stream_chat", "complete_chat"])  # aiohttp; pylon.provider.backends.http1
+async def test_sequential_calls_reuse_one_connection(backend_peer, call):
     port = urlsplit(backend_peer.base_url).port
     assert port is not None
     before = _local_ports_to(port)
@@ -38,7 +39,10 @@ async def test_sequential_streams_reuse_one_connection(backend_peer):
         for i in range(4):
             req = ChatRequest(model=backend_peer.model, messages=[{"role": "user", "content": f"count {i}"}],
                               max_tokens=4, temperature=0.0)
-            chunks = [c async for c in backend.stream_chat(req)]
-            assert chunks[-1].finish_reason in ("stop", "length")
+            if call == "stream_chat":
+                final = [c async for c in backend.stream_chat(req)][-1]
+            else:
+                final = await backend.complete_chat(req)
+            assert final.finish_reason in ("stop", "length")
         opened = _local_ports_to(port) - before
     assert len(opened) == 1, f"expected one pooled connection, saw {len(opened)}"
