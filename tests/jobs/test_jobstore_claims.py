@@ -166,10 +166,19 @@ def test_workers_upgrading_an_old_store_at_once_all_succeed(tmp_path):
     with JobStore(path) as store:
         _seen(store, "old-job")
     db = sqlite3.connect(path)
-    db.execute("DROP INDEX jobs_claimed_by")
+    db.execute("DROP INDEX jobs_by_worker")
+    db.execute("DROP INDEX jobs_by_payment_hash")
     db.execute("ALTER TABLE jobs DROP COLUMN claimed_by")
+    db.execute("CREATE INDEX jobs_payment_hash ON jobs(payment_hash)")  # as stores before partial indexes had
     db.commit()
     db.close()
     _open_at_once(path)
     with JobStore(path, owner=worker_id(0)) as store:
         assert [r.request_id for r in store.recover()] == ["old-job"]
+        indexes = {row[0] for row in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"jobs_by_worker", "jobs_by_payment_hash"} <= indexes
+        assert not indexes & {"jobs_claimed_by", "jobs_payment_hash"}
+        for sql, arg in (("SELECT * FROM jobs WHERE payment_hash = ?", "ab" * 32),
+                         ("SELECT * FROM jobs WHERE claimed_by = ?", worker_id(0))):
+            plan = str(store._db.execute("EXPLAIN QUERY PLAN " + sql, (arg,)).fetchall())
+            assert "USING INDEX jobs_by_" in plan, plan
