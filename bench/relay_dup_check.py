@@ -36,6 +36,7 @@ def one_round(events: int, fsync: bool, database_first: bool) -> dict[str, float
     with tempfile.TemporaryDirectory(prefix="pylon-bench-dup-") as tmp:
         store = EventStore(Path(tmp) / "relay.sqlite", fsync=fsync)
         store.open()
+        store.load_ids()  # what start() runs on its own thread
         assert store._w is not None and store._r is not None
         read = store._r
         try:

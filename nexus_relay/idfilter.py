@@ -17,7 +17,9 @@ per stored event.
 
 Threads: the writer thread adds (after inserting), the event loop asks. An id is added
 before its commit is reported to the loop, and until then the loop holds it as in flight
-(NexusRelay._inflight), so the loop never asks about a stored id the filter lacks.
+(NexusRelay._inflight), so the loop never asks about a stored id the filter lacks. The filter
+is filled from the database on a thread of its own (EventStore.load_ids) and only then put in
+use, with the ids the writer stored meanwhile.
 """
 
 from __future__ import annotations
