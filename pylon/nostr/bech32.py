@@ -26,7 +26,7 @@ def decode(text: str) -> tuple[str, bytes]:
     return hrp, bytes(data)
 
 
-_HEX = frozenset("0123456789abcdef")
+_HEX = frozenset("0123456789abcdef")  # as pylon.nostr.event has it: importing it from there is a cycle (event -> keys -> here)
 
 
 def event_id_from(value: str) -> str | None:

@@ -128,7 +128,6 @@ class Http1Pool:
         return _Conn(reader, writer), False
 
     async def _exchange(self, conn: _Conn, request: bytes, reused: bool) -> tuple[Answer, bool]:
-        reader = conn.reader
         try:
             conn.writer.write(request)
             if conn.writer.transport.get_write_buffer_size() > (1 << 16):
@@ -137,23 +136,25 @@ class Http1Pool:
             raise self._stale() if reused else Http1Error(f"connection lost while sending: {type(exc).__name__}") from exc
         async with asyncio.timeout(self._read_timeout):
             try:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError as exc:
-                    if reused and exc.partial == b"":
-                        raise self._stale() from exc
-                    raise
-                except ConnectionResetError as exc:
-                    if reused:
-                        raise self._stale() from exc
-                    raise
-                return await self._read_answer(reader, head)
+                head = await self._read_head(conn.reader, reused)
+                return await self._read_answer(conn.reader, head)
             except asyncio.IncompleteReadError as exc:
                 raise Http1Error("the server closed the connection in the middle of its answer") from exc
             except asyncio.LimitOverrunError as exc:
                 raise Http1Error("the answer's headers are too long") from exc
             except (ConnectionError, OSError) as exc:
                 raise Http1Error(f"connection lost while reading: {type(exc).__name__}") from exc
+
+    async def _read_head(self, reader: asyncio.StreamReader, reused: bool) -> bytes:
+        """The answer's status line and headers; `_Stale` when a reused connection was closed
+        before any of it arrived."""
+        try:
+            return await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+            nothing = not isinstance(exc, asyncio.IncompleteReadError) or exc.partial == b""
+            if reused and nothing:
+                raise self._stale() from exc
+            raise
 
     def _stale(self) -> _Stale:
         """The server closed a kept connection: its other idle ones are likely closed too."""
