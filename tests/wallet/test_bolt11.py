@@ -8,6 +8,7 @@ refused by both alike; anything malformed gives InvoiceInvalid, never another ex
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 
@@ -316,10 +317,19 @@ def test_no_import_time_patching_of_the_package() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=700).map(lambda b: bytes(x & 31 for x in b)))
-def test_two_word_checksum_step_equals_bip173_one_word_step(words):
-    """`_polymod` takes two words per step; BIP-173's one-word loop is the reference."""
+def test_parity_checksum_equals_bip173_one_word_step(words):
+    """`_polymod` computes the checksum by parities; BIP-173's one-word loop is the reference."""
     assert bech32._polymod(words) == bech32._polymod_by_word(words)
     assert bech32._polymod(list(words)) == bech32._polymod_by_word(list(words))
+
+
+@pytest.mark.parametrize("n", [0, 1, 255, 256, 257, 511, 512, 1000, 2046, 2047, 2048, 2600])
+def test_parity_checksum_at_the_edges_of_its_masks(n: int) -> None:
+    """Lengths at the masks' growth steps and around MAX_WORDS (beyond it: the loop)."""
+    rng = random.Random(n)
+    for _ in range(3):
+        words = bytes(rng.randrange(32) for _ in range(n))
+        assert bech32._polymod(words) == bech32._polymod_by_word(words)
 
 
 @settings(max_examples=200, deadline=None)
