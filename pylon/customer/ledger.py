@@ -27,7 +27,7 @@ import logging
 import sqlite3
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
@@ -150,7 +150,12 @@ class Receipt:
         return 0 if self.status == FAILED else self.amount_msat + self.fee_msat - self.refund_msat
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # every field is a scalar: no need for asdict's recursive copy (~30 us; this is ~2 us,
+        # and every paid ask's outcome carries one)
+        return {name: getattr(self, name) for name in _RECEIPT_FIELDS}
+
+
+_RECEIPT_FIELDS = tuple(f.name for f in fields(Receipt))
 
 
 @dataclass(frozen=True, slots=True)

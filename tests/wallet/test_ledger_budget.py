@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -233,3 +234,15 @@ def test_receipt_lookups_use_indexes_not_scans(tmp_path):
             assert "SCAN receipts" not in plan, f"{sql}\n  -> {plan}"
         get_sql = ("SELECT 1 FROM receipts WHERE payment_hash = ? ORDER BY (status = 'failed'), id DESC LIMIT 1")
         assert "SCAN receipts" not in str(led._db.execute("EXPLAIN QUERY PLAN " + get_sql, ("aa",)).fetchall())
+
+
+def test_receipt_to_dict_is_every_field_as_stored(tmp_path):
+    """`Receipt.to_dict` lists the fields itself (no recursive asdict): it must stay equal to
+    asdict, which a field holding a container would break."""
+    with Ledger(tmp_path / "l.sqlite") as led:
+        led.record_intent(job_id="j", provider="p", payment_hash="ab" * 32, amount_msat=7, bolt11="lnbcrt1x")
+        paid = led.mark_paid("ab" * 32, preimage="cd" * 32, fee_msat=1)
+    as_dict = paid.to_dict()
+    assert as_dict == dataclasses.asdict(paid)
+    assert (as_dict["amount_msat"], as_dict["preimage"], as_dict["status"]) == (7, "cd" * 32, "paid")
+    assert all(not isinstance(v, (list, dict, set, tuple)) for v in as_dict.values())
