@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
+from functools import lru_cache
 
 CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 CHECKSUM_WORDS = 6
@@ -177,6 +178,43 @@ def int_to_words(value: int, length: int | None = None) -> bytes:
 
 
 def bytes_to_words(data: bytes) -> bytes:
-    """Bytes as words, the last word zero-padded on the right: exactly RFC 4648 base32's
-    grouping (5 bytes -> 8 five-bit groups, big-endian), so the C encoder does it."""
+    """Bytes as words, the last word zero-padded on the right (RFC 4648 base32's grouping).
+
+    Why not `base64.b32encode`: on Python 3.11 it is a Python loop (7 us for 32 bytes, 18 us
+    for a memo); here the bytes become one integer whose 5-bit groups are moved apart into
+    bytes by log2(words) shifts of whole halves (`_spread_steps`), all in C."""
+    n = -(-8 * len(data) // 5)
+    if n == 0:
+        return b""
+    x = int.from_bytes(data, "big") << (5 * n - 8 * len(data))
+    for shift, mask in _spread_steps(1 << max(n - 1, 1).bit_length()):
+        moving = x & mask
+        x ^= moving ^ (moving << shift)
+    return x.to_bytes(n, "big")
+
+
+def bytes_to_words_b32(data: bytes) -> bytes:
+    """The same by RFC 4648 base32 in the standard library: the reference the tests hold
+    `bytes_to_words` to."""
     return base64.b32encode(data).rstrip(b"=").translate(_B32_TO_WORD)
+
+
+@lru_cache(maxsize=None)
+def _spread_steps(size: int) -> tuple[tuple[int, int], ...]:
+    """(shift, mask) steps that move word i (counted from the low end) from bit 5i to bit 8i,
+    for up to `size` words (a power of two, at least 2).
+
+    With the words in blocks of B (`size` at first), word i sits at 8B*(i // B) + 5*(i % B);
+    moving each block's upper half up by 3B/2 bits halves B. Cached per power of two: about
+    11 sizes cover any invoice field."""
+    steps = []
+    block = size
+    while block >= 2:
+        half_bits = 5 * block // 2
+        lane = ((1 << half_bits) - 1) << half_bits
+        mask = 0
+        for start in range(0, 8 * size, 8 * block):
+            mask |= lane << start
+        steps.append((3 * block // 2, mask))
+        block //= 2
+    return tuple(steps)

@@ -340,3 +340,10 @@ def test_bytes_to_words_is_the_bit_string_cut_in_fives(data):
     bits += "0" * (-len(bits) % 5)
     assert bech32.bytes_to_words(data) == bytes(int(bits[i:i + 5], 2) for i in range(0, len(bits), 5))
     assert bech32.words_to_bytes(bech32.bytes_to_words(data)) == data
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=700))
+def test_bytes_to_words_equals_rfc4648_base32(data):
+    """`bytes_to_words` spreads the bits with shifts; the standard library's base32 is the reference."""
+    assert bech32.bytes_to_words(data) == bech32.bytes_to_words_b32(data)
