@@ -108,6 +108,11 @@ class GroupCommitWriter:
     async def run(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the writer thread; its result once it is committed. Cancelling the
         awaiting task does not cancel a write already queued (as with a crash after it)."""
+        return await self.submit(fn)
+
+    def submit(self, fn: Callable[[], T]) -> "asyncio.Future[T]":
+        """Queue `fn` (from the event loop's thread); the future has its result once it is
+        committed. For a write nobody needs to wait for: `close()` still commits it."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         with self._cond:
@@ -115,7 +120,7 @@ class GroupCommitWriter:
                 raise RuntimeError("the writer is closed")
             self._queue.append((fn, loop, fut))
             self._cond.notify()
-        return await fut
+        return fut
 
     def close(self) -> None:
         """Finish every queued write (committed), then stop the thread."""

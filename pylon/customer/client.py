@@ -625,8 +625,8 @@ class PylonClient:
             if self.publish_reviews:
                 self._publish_reviews(state)
         if state.payment.receipt is not None and state.winner is not None and state.winner.event is not None:
-            with contextlib.suppress(Exception):  # bookkeeping only: recovery looks for paid jobs without one
-                await self.payments.ledger.mark_result_async(state.job_id, state.winner.event.id)  # type: ignore[union-attr]
+            # bookkeeping only, not waited for: recovery looks for paid jobs without one
+            self.payments.ledger.mark_result_soon(state.job_id, state.winner.event.id)  # type: ignore[union-attr]
         return self._outcome(state)
 
     async def _give_up(self, state: _JobState, timeout: float) -> None:

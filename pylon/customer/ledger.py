@@ -22,6 +22,7 @@ through a second connection: in WAL mode they never wait for a writer's fsync. D
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import sqlite3
@@ -158,6 +159,11 @@ class Receipt:
 _RECEIPT_FIELDS = tuple(f.name for f in fields(Receipt))
 
 
+def _log_write_failure(fut: "asyncio.Future[Any]") -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.debug("receipts ledger: a bookkeeping write failed: %s", fut.exception())
+
+
 @dataclass(frozen=True, slots=True)
 class SpendLimits:
     """Limits checked inside the intent transaction (None = unlimited)."""
@@ -230,15 +236,17 @@ class Ledger:
         with self._rlock:
             self._rdb.close()
 
+    def _writer_thread(self) -> GroupCommitWriter:
+        with self._writer_guard:
+            if self._writer is None:
+                self._writer = GroupCommitWriter(self._db, self._lock, name="pylon-ledger")
+            return self._writer
+
     async def _on_writer(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a write method on the ledger's writer thread. If the awaiting task is cancelled, a
         write already started still completes — the same state as a crash after it, which
         `recover` handles."""
-        with self._writer_guard:
-            if self._writer is None:
-                self._writer = GroupCommitWriter(self._db, self._lock, name="pylon-ledger")
-            writer = self._writer
-        return await writer.run(functools.partial(fn, *args, **kwargs))
+        return await self._writer_thread().run(functools.partial(fn, *args, **kwargs))
 
     async def record_intent_async(self, **kwargs: Any) -> Receipt:
         """`record_intent` off the event loop (same arguments, same errors)."""
@@ -429,6 +437,19 @@ class Ledger:
 
     async def mark_result_async(self, job_id: str, result_event_id: str) -> Receipt | None:
         return await self._on_writer(self.mark_result, job_id, result_event_id)
+
+    def mark_result_soon(self, job_id: str, result_event_id: str) -> None:
+        """`mark_result` queued on the writer thread, not waited for (from the event loop).
+
+        Why: it is bookkeeping nothing waits on, and waiting cost every paid ask one more
+        commit (an fsync) before it returned. It is committed with the next batch, or at
+        `close()`; a crash before that leaves the receipt to `recover`, which fetches the
+        result again. A failure is logged (at DEBUG: the same as a crash before it)."""
+        try:
+            fut = self._writer_thread().submit(functools.partial(self.mark_result, job_id, result_event_id))
+        except RuntimeError:  # closed: as a crash before the write
+            return
+        fut.add_done_callback(_log_write_failure)
 
     def refunds_requested(self) -> list[Receipt]:
         """Receipts whose refund was asked for and has not been seen arriving yet."""

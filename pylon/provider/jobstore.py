@@ -311,11 +311,21 @@ class JobStore:
         )
         return cur.rowcount == 1
 
-    def mark_result_ready(self, request_id: str, result_json: str) -> None:
+    def mark_result_ready(self, request_id: str, result_json: str,
+                          key_invoice: tuple[str, str, int] | None = None) -> None:
         """Keep the signed result before publishing it, so a restart republishes the very same
-        event (same id: relays dedupe it) instead of running the job again."""
-        self._db.execute("UPDATE jobs SET result_json = ?, updated_at = ? WHERE request_id = ?",
-                         (result_json, time.time(), request_id))
+        event (same id: relays dedupe it) instead of running the job again.
+
+        `key_invoice` (bolt11, payment hash, expiry) for a result sealed for pay for the key
+        (pylon.jobs.keyed): the invoice whose preimage opens it, kept in the same write."""
+        if key_invoice is None:
+            self._db.execute("UPDATE jobs SET result_json = ?, updated_at = ? WHERE request_id = ?",
+                             (result_json, time.time(), request_id))
+            return
+        bolt11, payment_hash, expires_at = key_invoice
+        self._db.execute(
+            "UPDATE jobs SET result_json = ?, invoice = ?, payment_hash = ?, invoice_expires_at = ?, updated_at = ?"
+            " WHERE request_id = ?", (result_json, bolt11, payment_hash, int(expires_at), time.time(), request_id))
 
     def mark_result_published(self, request_id: str, result_event_id: str, *, prompt_tokens: int | None,
                               completion_tokens: int | None, amount_msat: int | None = None) -> None:
@@ -327,12 +337,6 @@ class JobStore:
         )
 
     # -- pay for the key (pylon.jobs.keyed): the job is `done` before it is paid ------------
-    def record_key_invoice(self, request_id: str, invoice: str, payment_hash: str, expires_at: int) -> None:
-        """The invoice whose preimage opens the sealed result, kept before the result goes out."""
-        self._db.execute(
-            "UPDATE jobs SET invoice = ?, payment_hash = ?, invoice_expires_at = ?, updated_at = ? WHERE request_id = ?",
-            (invoice, payment_hash, int(expires_at), time.time(), request_id))
-
     def mark_key_paid(self, request_id: str, paid_at: float | None = None) -> bool:
         """The key was bought: the delivered job is now paid (once; counters follow by trigger)."""
         cur = self._db.execute(

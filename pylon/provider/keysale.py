@@ -87,8 +87,9 @@ class KeySales:
         self._collecting: set[str] = set()
 
     async def invoice(self, request_id: str, amount_msat: int, key: str, memo: str, expiry_s: int) -> Invoice:
-        """The invoice whose payment reveals `key`, recorded in the store (with P for a hold
-        invoice) before it is returned: the caller publishes the sealed result after this."""
+        """The invoice whose payment reveals `key` (for a hold invoice, P is recorded before it is
+        returned). The caller keeps the invoice with the sealed result in one write
+        (`JobStore.mark_result_ready`) before publishing it."""
         if self.kind == "hold":
             # kind "hold"/"preimage" was checked once (key_invoice_kind); an isinstance on a
             # protocol per job cost ~11 us
@@ -99,7 +100,6 @@ class KeySales:
                              " VALUES (?, ?, ?, 'open', ?)", (request_id, invoice.payment_hash, key, time.time()))
         else:
             invoice = await cast(SupportsPreimageInvoice, self.wallet).make_invoice_with_preimage(amount_msat, key, memo, expiry_s)
-        self.store.record_key_invoice(request_id, invoice.bolt11, invoice.payment_hash, invoice.expires_at)
         return invoice
 
     def open_holds(self) -> list[tuple[str, str, int]]:

@@ -76,7 +76,7 @@ from pylon.provider.payments import PaymentCollector, PaymentSeams, wait_for_inv
 from pylon.provider.reporting import ProviderMetricsSink
 from pylon.relay.pool import RelayPool
 from pylon.jobs.refund import KIND_REFUND_REQUEST, REFUND_TAG
-from wallet.base import InvoiceState, Wallet
+from wallet.base import Invoice, InvoiceState, Wallet
 from pylon.provider.refunds import RefundDesk, job_deadline
 from pylon.provider.answered import OLD_AFTER_S, AnsweredCheck
 
@@ -704,7 +704,13 @@ class Provider:
                                amount_msat=job.amount_msat)
                     return
             if status == "seen" and job.amount_msat == 0:
-                await self._run(job, free=True)  # nothing to quote: seen -> processing in one write
+                await self._run(job, straight=True)  # nothing to quote: seen -> processing in one write
+                return
+            if status == "seen" and self._key_delivery(job):
+                # pay for the key: run first, the sealed result is the quote and its invoice;
+                # nothing waits in `quoted`, so seen -> processing in one write, price included
+                job.key_delivery = True
+                await self._run(job, straight=True)
                 return
             if status == "seen":
                 if not self.store.transition(job.id, "quoted", amount_msat=job.amount_msat, model=job.model):
@@ -712,8 +718,8 @@ class Provider:
                 self._log(job.id, job.customer, job.model, "quoted", job=job)
             elif status not in ("quoted", "awaiting_payment", "paid"):  # resumed after a restart
                 return
-            if job.amount_msat and status in ("seen", "quoted") and self._key_delivery(job):
-                job.key_delivery = True  # pay for the key: run first, the sealed result is the invoice
+            if job.amount_msat and status == "quoted" and self._key_delivery(job):
+                job.key_delivery = True  # quoted before a restart: run it now (see above)
                 await self._run(job)
                 return
             # "seen" was just moved to "quoted" above: the payment step need not read it back
@@ -727,14 +733,14 @@ class Provider:
         """Pay for the key when the customer asked for it and our wallet takes a chosen preimage."""
         return wants_key(job.request.extra_params) and self.key_sales is not None
 
-    async def _run(self, job: Job, *, rerun: bool = False, free: bool = False) -> None:
-        """Generate and publish. `free`: a free job claimed straight from `seen`, its price (0)
-        and model written by the claim (no `quoted` step to write them)."""
+    async def _run(self, job: Job, *, rerun: bool = False, straight: bool = False) -> None:
+        """Generate and publish. `straight`: claimed straight from `seen` (a free job, or one
+        paid for the key), its price and model written by the claim (no `quoted` step)."""
         assert self.store is not None
         try:
             async with self.admission.slot(job.customer):
-                claimed = (self.store.claim_processing(job.id, amount_msat=0, model=job.model) if free
-                           else self.store.claim_processing(job.id, rerun=rerun))
+                claimed = (self.store.claim_processing(job.id, amount_msat=job.amount_msat, model=job.model)
+                           if straight else self.store.claim_processing(job.id, rerun=rerun))
                 if not claimed:
                     log.debug("job %s not claimable (already run or finished)", job.id[:12])
                     return
@@ -868,23 +874,29 @@ class Provider:
             completion_tokens=job.completion_tokens, amount_msat=job.amount_msat, bolt11=job.bolt11,
             finish_reason=job.finish_reason, tool_calls=job.tool_calls,
         )
+        invoice: Invoice | None = None
         if job.key_delivery:
             sealed = await self._seal_for_key(job, content, tags)
             if sealed is None:
                 return
-            event = sealed
+            event, invoice = sealed
         else:
             event = Event.build(self.keys, KIND_RESULT, content, tags)
-        self.store.mark_result_ready(job.id, event.to_json())
+        if invoice is None:
+            self.store.mark_result_ready(job.id, event.to_json())
+        else:  # the invoice is kept with the sealed result, before either goes out
+            self.store.mark_result_ready(job.id, event.to_json(),
+                                         key_invoice=(invoice.bolt11, invoice.payment_hash, invoice.expires_at))
+            self._spawn(self._watch_key_payment_of(job.id, invoice.payment_hash, invoice.expires_at, job))
         await self._publish_stored_result(job, event)
 
-    async def _seal_for_key(self, job: Job, content: str, tags: list[list[str]]) -> Event | None:
+    async def _seal_for_key(self, job: Job, content: str, tags: list[list[str]]) -> tuple[Event, Invoice] | None:
         """Pay for the key (pylon.jobs.keyed): the result sealed under a fresh key P, with an
         invoice whose payment hash is sha256(P) (a hold invoice where the wallet offers those:
         pylon.provider.keysale); paying it is what reveals P to the customer."""
         assert self.key_sales is not None
         key = new_key()
-        try:  # recorded in the store (with P, for a hold invoice) before the sealed result goes out
+        try:  # P is recorded for a hold invoice; the caller keeps the invoice with the sealed result
             invoice = await self.key_sales.invoice(job.id, job.amount_msat, key, f"pylon job {job.id} (pay for the key)",
                                                    self.invoice_expiry_s)
         except Exception as exc:
@@ -894,8 +906,7 @@ class Provider:
         tags = [t for t in tags if t[:1] != ["amount"]]
         tags += [["amount", str(job.amount_msat), invoice.bolt11], [DELIVERY_TAG, KEY_MODE, key_hash(key)]]
         self._log(job.id, job.customer, job.model, "payment-required", job=job, detail="pay for the key")
-        self._spawn(self._watch_key_payment_of(job.id, invoice.payment_hash, invoice.expires_at, job))
-        return Event.build(self.keys, KIND_RESULT, seal(key, content), tags)
+        return Event.build(self.keys, KIND_RESULT, seal(key, content), tags), invoice
 
     async def _watch_key_payment_of(self, job_id: str, payment_hash: str, expires_at: int,
                                     job: Job | None = None) -> None:

@@ -58,7 +58,7 @@ def test_an_exited_workers_jobs_are_taken_over_once(tmp_path):
     dead.mark_result_published("published", "ev1", prompt_tokens=1, completion_tokens=1)
     dead._db.execute("UPDATE jobs SET status = 'processing' WHERE request_id = 'published'")  # crashed before 'done'
     dead._db.execute("UPDATE jobs SET attempts = 2 WHERE request_id = 'twice'")
-    dead.record_key_invoice("key", "lnbc1", "hkey", int(time.time()) + 600)
+    dead.mark_result_ready("key", '{"id":"ev2"}', key_invoice=("lnbc1", "hkey", int(time.time()) + 600))
     dead.mark_result_published("key", "ev2", prompt_tokens=1, completion_tokens=1)
     dead._db.execute("UPDATE jobs SET status = 'error', paid_at = 1, refund_status = 'paying', refund_hash = 'r'"
                      " WHERE request_id = 'refund'")

@@ -7,6 +7,7 @@ third party from the events alone) and an invoice that would not reveal the key 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -48,16 +49,23 @@ async def test_pay_for_the_key_happy_path(relay_url, openai_double, dev_ledger, 
         async with RelayPool([relay_url]) as pool:
             (info,) = [p for p in await discover(pool) if p.pubkey == provider.pubkey]
         assert info.delivery == [KEY_MODE]  # announced in NIP-89
-        async with paying_customer(relay_url, cw, key_delivery=True) as client:
+        async with paying_customer(relay_url, cw, key_delivery=True, ledger_path=tmp_path / "c.sqlite") as client:
             outcome = await client.ask("sealed please", provider=provider.pubkey if targeted else None, timeout=30,
                                        on_progress=lambda p: seen_partials.append(p.text or "")
                                        if p.stage == "partial" else None)
             assert provider.store.status(outcome.job_id) == "done"  # ran first, result published before payment
+            row = provider.store.get(outcome.job_id)
+            # claimed straight from seen with its price; the invoice kept with the sealed result
+            assert (row.amount_msat, row.attempts, row.payment_hash) == (2_000, 1, outcome.receipt["payment_hash"])
+            assert row.invoice == outcome.receipt["bolt11"] and row.invoice_expires_at > time.time()
             # the provider sees the key bought: paid_at in its store, so earnings and counters count it
             await wait_for(lambda: provider.store.get(outcome.job_id).paid_at is not None, 20, "the key sale recorded")
             counters = read_counters(provider.store._db)
             assert sum(v for (name, _), v in counters.items() if name == "earned_msat") == 2_000
             assert sum(v for (name, _), v in counters.items() if name == "paid") == 1
+    # the result's bookkeeping write was not waited for, and is committed by the time the client closed
+    with Ledger(tmp_path / "c.sqlite") as ledger:
+        assert ledger.get(outcome.receipt["payment_hash"]).result_event_id == outcome.result_event_id
     assert outcome.delivery == KEY_MODE and outcome.text.endswith("sealed please") and outcome.paid_msat == 2_000
     assert outcome.receipt is not None and key_hash(outcome.receipt["preimage"]) == outcome.receipt["payment_hash"]
     assert not seen_partials  # nothing readable before payment
