@@ -635,7 +635,9 @@ class _SettleWatcher:
                 _watchers.setdefault(self.ledger.key, set()).add(self)
             self._task = loop.create_task(self._run(), name="dev-wallet-settle-watcher")
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for runs each wait in a task of its own
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(fut)
         except TimeoutError:
             return leave
         finally:
@@ -653,7 +655,8 @@ class _SettleWatcher:
                 self._wake.clear()
                 self._check()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), WATCH_TICK_S)
+                    async with asyncio.timeout(WATCH_TICK_S):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
         finally:

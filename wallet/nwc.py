@@ -254,8 +254,9 @@ class NwcWallet:
             except RelayError as exc:
                 raise WalletUnreachable(f"NWC request not accepted by any relay: {exc}") from None
             try:
-                payload = await asyncio.wait_for(fut, timeout)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(timeout):  # not wait_for: on 3.11 that is a task per request
+                    payload = await fut
+            except TimeoutError:
                 raise WalletTimeout(f"NWC wallet did not answer {method} within {timeout:g}s") from None
         finally:
             self._pending.pop(event.id, None)
@@ -341,8 +342,9 @@ class NwcWallet:
                     ask = True  # the next turn asks: a notification lost in a relay outage is found
                     left = deadline - time.monotonic()
                     if left > 0:
-                        with contextlib.suppress(asyncio.TimeoutError):
-                            await asyncio.wait_for(wake.wait(), min(left, self.hold_poll_s))
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(min(left, self.hold_poll_s)):
+                                await wake.wait()
                         continue
                 state = await self.lookup_invoice(ph)
                 if state != InvoiceState.PENDING:
@@ -350,8 +352,9 @@ class NwcWallet:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return InvoiceState.PENDING
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), min(left, self.hold_poll_s))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(left, self.hold_poll_s)):
+                        await wake.wait()
         finally:
             self._accepted_wake.pop(ph, None)
 

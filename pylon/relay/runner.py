@@ -269,8 +269,11 @@ class RelayRunner:
             if not await self._send(frame):
                 return RelayReply(False, "disconnected", f"relay is not connected ({self.last_error})")
             try:
-                return await asyncio.wait_for(fut, timeout)
-            except asyncio.TimeoutError:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for runs each wait in a task of its
+                # own, one more task per event published
+                async with asyncio.timeout(timeout):
+                    return await fut
+            except TimeoutError:
                 return RelayReply(False, "timeout", f"no OK from relay within {timeout:g}s")
         finally:
             waiters = self._ok_waiters.get(event_id)
