@@ -180,13 +180,15 @@ class Subscription:
         if closed locally, SubscriptionClosed if the relays closed it."""
         if timeout is None:
             return await self.__anext__()
-        return await asyncio.wait_for(self.__anext__(), timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: its cancellation races on 3.11 (publish)
+            return await self.__anext__()
 
     async def wait_eose(self, timeout: float = 5.0) -> None:
         """Wait until every connected relay that got our REQ has sent EOSE (or closed it)."""
         if not self._opened:
             await self.open()
-        await asyncio.wait_for(self._eose_done.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._eose_done.wait()
 
     def pending_events(self) -> int:
         return self._queue.qsize()

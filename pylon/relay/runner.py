@@ -250,8 +250,9 @@ class RelayRunner:
     async def publish(self, event: Event, frame: str, timeout: float) -> RelayReply:
         if self.state != "connected" and not self.first_attempt.is_set():
             # The very first connection is still being made: give it its chance.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.first_attempt.wait(), min(timeout, self.connect_timeout))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(timeout, self.connect_timeout)):
+                    await self.first_attempt.wait()
         if self.state != "connected":
             return RelayReply(False, "disconnected", f"relay is not connected ({self.last_error})")
         reply = await self._send_and_wait(event.id, frame, timeout)
@@ -292,7 +293,8 @@ class RelayRunner:
         try:
             if not await self._send(self.session.count(sub_id, filters)):
                 raise RelayError(f"{self.url}: not connected")
-            return await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                return await fut
         finally:
             self._count_waiters.pop(sub_id, None)
             self.session.count_done(sub_id)
@@ -313,7 +315,8 @@ class RelayRunner:
         deadline = time.monotonic() + timeout
         try:
             if session.challenge is None:
-                await asyncio.wait_for(self._challenge_seen.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._challenge_seen.wait()
             if session.auth is AuthState.ACCEPTED:
                 return True
             fut = self._auth_future()  # resolved by the AuthFinished event (or a lost connection)
@@ -322,8 +325,9 @@ class RelayRunner:
                 if frame is None:
                     return False
                 self.host.spawn(self._send(frame))
-            return bool(await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic())))
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                return bool(await asyncio.shield(fut))
+        except TimeoutError:
             return False
 
     # -- reading ---------------------------------------------------------------------------
