@@ -635,7 +635,7 @@ class _SettleWatcher:
                 _watchers.setdefault(self.ledger.key, set()).add(self)
             self._task = loop.create_task(self._run(), name="dev-wallet-settle-watcher")
         try:
-            # asyncio.timeout, not wait_for: on 3.11 wait_for runs each wait in a task of its own
+            # asyncio.timeout, not wait_for: on 3.11 wait_for's cancellation races (RelayPool.publish)
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(fut)
         except TimeoutError:

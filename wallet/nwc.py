@@ -254,7 +254,7 @@ class NwcWallet:
             except RelayError as exc:
                 raise WalletUnreachable(f"NWC request not accepted by any relay: {exc}") from None
             try:
-                async with asyncio.timeout(timeout):  # not wait_for: on 3.11 that is a task per request
+                async with asyncio.timeout(timeout):  # not wait_for: racy cancellation on 3.11
                     payload = await fut
             except TimeoutError:
                 raise WalletTimeout(f"NWC wallet did not answer {method} within {timeout:g}s") from None

@@ -270,8 +270,8 @@ class RelayRunner:
             if not await self._send(frame):
                 return RelayReply(False, "disconnected", f"relay is not connected ({self.last_error})")
             try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for runs each wait in a task of its
-                # own, one more task per event published
+                # asyncio.timeout, not wait_for: on 3.11 wait_for's cancellation races with the
+                # future finishing, and a publish awaited inline could hang (RelayPool.publish)
                 async with asyncio.timeout(timeout):
                     return await fut
             except TimeoutError:
