@@ -1,6 +1,6 @@
 """Where one job's added latency goes: a timeline of one job at a time, step by step.
 
-    .venv/bin/python bench/job_timeline.py [--jobs 100] [--latency-ms 20]
+    .venv/bin/python bench/job_timeline.py [--jobs 100] [--latency-ms 20] [--pay dev]
 
 Relay, provider and backend (the OpenAI server double with a fixed latency) run as processes
 on 127.0.0.1 as in `bench/jobs.py`; this script is the customer (PylonClient) and asks one job
@@ -18,7 +18,10 @@ no process's code is changed.
 
 Prints the median of each step over the jobs, then the sums by where the time is spent
 (transport between processes, relay, provider, customer, backend), and the direct backend
-call's median for comparison. Results: bench/results/job_timeline.json.
+call's median for comparison. `--pay dev` prices each job at 1 sat, paid for the key with the
+dev wallet (customer and provider hold accounts of one dev ledger): the chain then has the
+provider's invoice, and the customer's payment (intent, wallet, paid) between the sealed
+result's arrival and the answer. Results: bench/results/job_timeline.json.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import bisect
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +57,7 @@ POINTS = [
     ("provider", "pylon.provider.jobstore", "JobStore", "record_seen", "provider_seen"),
     ("provider", "pylon.provider.jobstore", "JobStore", "claim_processing", "provider_claim"),
     ("provider", "pylon.provider.backends.http1", "Http1Pool", "post", "backend"),  # async: _start/_end
+    ("provider", "pylon.provider.keysale", "KeySales", "invoice", "provider_invoice"),  # async
     ("provider", "pylon.nostr.event", "Event", "build", "provider_build"),
     ("provider", "pylon.provider.jobstore", "JobStore", "mark_result_ready", "provider_stored"),
     ("provider", "pylon.relay.pool", "RelayPool", "publish", "provider_publish"),  # async
@@ -61,20 +66,30 @@ POINTS = [
     ("client", "pylon.relay.runner", "RelayRunner", "_write_framed", "client_write"),
     ("client", "pylon.relay.runner", "RelayRunner", "_handle", "client_read"),
     ("client", "pylon.customer.inbox", "JobInbox", "offer", "client_result"),
+    ("client", "pylon.customer.budget", "Budget", "pay", "client_pay"),  # async
+    ("client", "wallet.dev", "DevWallet", "pay_invoice", "client_wallet"),  # async
+    ("client", "pylon.customer.client", "PylonClient", "_outcome", "client_answer"),
 ]
 
 # one job's way, in order: (point, where the time from the previous point to this one went)
-CHAIN = [
+_TO_PROVIDER = [
     ("client_publish_start", None),
     ("client_write", "client"), ("relay_read", "transport"), ("relay_event", "relay"),
     ("relay_fanout", "relay"), ("relay_write", "relay"), ("provider_read", "transport"),
     ("provider_request", "provider"), ("provider_seen", "provider"), ("provider_claim", "provider"),
-    ("backend_start", "provider"), ("backend_end", "backend"), ("provider_build", "provider"),
-    ("provider_stored", "provider"), ("provider_publish_start", "provider"),
-    ("provider_write", "provider"),
-    ("relay_read", "transport"), ("relay_event", "relay"), ("relay_fanout", "relay"),
-    ("relay_write", "relay"), ("client_read", "transport"), ("client_result", "client"),
+    ("backend_start", "provider"), ("backend_end", "backend"),
 ]
+_TO_CUSTOMER = [
+    ("provider_build", "provider"), ("provider_stored", "provider"), ("provider_publish_start", "provider"),
+    ("provider_write", "provider"), ("relay_read", "transport"), ("relay_event", "relay"),
+    ("relay_fanout", "relay"), ("relay_write", "relay"), ("client_read", "transport"),
+    ("client_result", "client"),
+]
+CHAIN = _TO_PROVIDER + _TO_CUSTOMER + [("client_answer", "client")]
+PAID_CHAIN = (_TO_PROVIDER + [("provider_invoice_start", "provider"), ("provider_invoice_end", "provider invoice")]
+              + _TO_CUSTOMER + [("client_pay_start", "client"), ("client_wallet_start", "client payment"),
+                                ("client_wallet_end", "client wallet"), ("client_pay_end", "client payment"),
+                                ("client_answer", "client")])
 
 # the hooks each process installs (this text becomes the children's sitecustomize.py)
 HOOKS = r'''
@@ -127,12 +142,12 @@ def read_notes(paths: list[Path]) -> dict[str, list[int]]:
     return times
 
 
-def chains(times: dict[str, list[int]], skip: int) -> list[list[float]]:
-    """Each job's step durations (ms) along CHAIN, from each customer publish."""
+def chains(times: dict[str, list[int]], chain: list[tuple[str, str | None]], skip: int) -> list[list[float]]:
+    """Each job's step durations (ms) along `chain`, from each customer publish."""
     out = []
     for t0 in times.get("client_publish_start", [])[skip:]:
         t, steps = t0, []
-        for point, _ in CHAIN[1:]:
+        for point, _ in chain[1:]:
             lst = times.get(point, [])
             i = bisect.bisect_left(lst, t)
             if i == len(lst):
@@ -157,10 +172,14 @@ async def direct_median_ms(url: str, n: int) -> float:
         return statistics.median(lat[5:]) * 1e3
 
 
-async def customer(relay: str, n: int) -> None:
+async def customer(relay: str, n: int, wallet_uri: str) -> None:
     from pylon.customer.client import PylonClient
     from pylon.nostr.keys import Keys
-    async with PylonClient([relay], keys=Keys.generate()) as client:
+    kwargs: dict = {}
+    if wallet_uri:
+        from wallet import open_wallet
+        kwargs = {"wallet": open_wallet(wallet_uri), "max_msat": 10_000, "daily_budget_msat": 10**12}
+    async with PylonClient([relay], keys=Keys.generate(), **kwargs) as client:
         for i in range(n):
             await client.ask(f"Question {i}: tell me about {i}.", max_tokens=16, temperature=0.0, timeout=60)
 
@@ -169,7 +188,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=100)
     ap.add_argument("--latency-ms", type=float, default=20.0, help="the double's fixed latency")
+    ap.add_argument("--pay", choices=["dev"], help="1 sat per job, paid for the key with the dev wallet")
     args = ap.parse_args()
+    chain = PAID_CHAIN if args.pay else CHAIN
     warm = 5
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
@@ -187,7 +208,15 @@ def main() -> None:
             durl = double.start("http://")
             direct = asyncio.run(direct_median_ms(durl, 50))
             rurl = relay.start("ws://")
-            provider = Proc([PYLON, "serve", "--relay", rurl, "--backend", durl],
+            serve = [PYLON, "serve", "--relay", rurl, "--backend", durl]
+            wallet_uri = ""
+            if args.pay:
+                ledger = tmp / "ledger.sqlite"
+                wallet_uri = f"dev://{ledger}?account=customer"
+                subprocess.run([PYLON, "wallet", "fund", "100000000", "--wallet", wallet_uri], check=True,
+                               capture_output=True, env={**os.environ, "PYLON_HOME": str(tmp / "ch")})
+                serve += ["--price-msat", "1000", "--wallet", f"dev://{ledger}?account=provider"]
+            provider = Proc(serve,
                             env={**base, "PYLON_HOME": str(tmp / "ph"),
                                  "PYLON_TIMELINE": f"provider,{tmp / 'provider.notes'}"})
             provider.start("serving as")
@@ -196,7 +225,7 @@ def main() -> None:
             exec(HOOKS, hooks_ns)  # the same hooks, in this process
             write_notes = hooks_ns["install"]("client", POINTS, str(tmp / "client.notes"), at_exit=False)
             t0 = time.perf_counter()
-            asyncio.run(customer(rurl, args.jobs + warm))
+            asyncio.run(customer(rurl, args.jobs + warm, wallet_uri))
             wall = time.perf_counter() - t0
             write_notes()
         finally:
@@ -205,28 +234,30 @@ def main() -> None:
             relay.stop()
             double.stop()
         times = read_notes([tmp / "relay.notes", tmp / "provider.notes", tmp / "client.notes"])
-    jobs = chains(times, warm)
+    jobs = chains(times, chain, warm)
     if os.environ.get("PYLON_TIMELINE_DEBUG"):
         print({k: len(v) for k, v in times.items()})
     if not jobs:
         sys.exit("no complete job timeline was noted (did a hooked function change its name?)")
-    print(f"{len(jobs)} jobs one at a time, double latency {args.latency_ms:.0f} ms; {wall / (args.jobs + warm) * 1e3:.1f} ms per job")
+    print(f"{len(jobs)} {'paid ' if args.pay else ''}jobs one at a time, double latency {args.latency_ms:.0f} ms; "
+          f"{wall / (args.jobs + warm) * 1e3:.1f} ms per job")
     print(f"{'step':44} {'median ms':>10}")
     medians = [statistics.median(col) for col in zip(*jobs)]
     by_place: dict[str, float] = {}
     rows = []
-    for (point, place), (prev, _), med in zip(CHAIN[1:], CHAIN, medians):
+    for (point, place), (prev, _), med in zip(chain[1:], chain, medians):
         print(f"{prev + ' -> ' + point:44} {med:10.3f}   {place}")
         by_place[place or ""] = by_place.get(place or "", 0.0) + med
         rows.append({"from": prev, "to": point, "where": place, "median_ms": round(med, 3)})
     total = statistics.median(sum(j) for j in jobs)
     added = total - direct
-    print(f"\nmedian job, publish to result: {total:.2f} ms; the backend called directly: {direct:.2f} ms; "
+    print(f"\nmedian job, publish to answer: {total:.2f} ms; the backend called directly: {direct:.2f} ms; "
           f"added by Pylon: {added:.2f} ms")
     print("sums of the step medians by where the time went: "
           + ", ".join(f"{k} {v:.2f} ms" for k, v in sorted(by_place.items(), key=lambda kv: -kv[1])))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"jobs": len(jobs), "latency_ms": args.latency_ms, "steps": rows,
+    RESULTS.write_text(json.dumps({"jobs": len(jobs), "latency_ms": args.latency_ms, "pay": args.pay or "",
+                                   "steps": rows,
                                    "by_place_ms": {k: round(v, 3) for k, v in by_place.items()},
                                    "total_ms": round(total, 3), "direct_ms": round(direct, 3),
                                    "added_ms": round(added, 3)}, indent=2) + "\n")
