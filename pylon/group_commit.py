@@ -18,6 +18,11 @@ If the batch cannot commit, or SQLite aborted the transaction under a write (dis
 error), nothing of it is on disk; every write of the batch then runs again on its own, in
 its own transaction, as it did before group commit, and its callers get those outcomes.
 
+A write queued with `synced=False` is one its owner can rebuild after a power loss (the
+receipts ledger's `mark_paid`: a receipt left pending is settled by asking the wallet). A
+batch of only such writes commits at synchronous=NORMAL (WAL: on disk after a crash of the
+process, not of the machine), so no fsync waits; one synced write in the batch syncs it all.
+
 A write function takes no arguments and opens its transaction with the owner's `_tx()`-style
 factory, which must return `savepoint(db)` while `in_batch()` is true on the writer thread
 (Ledger._tx does): the same function works in a batch and alone.
@@ -32,7 +37,7 @@ import sqlite3
 import threading
 import weakref
 from types import TracebackType
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NamedTuple, TypeVar
 
 from pylon.storage import Lock, WriteTransaction
 
@@ -80,6 +85,13 @@ class Savepoint:
                 pass
 
 
+class _Write(NamedTuple):
+    fn: Callable[[], Any]
+    loop: asyncio.AbstractEventLoop
+    fut: "asyncio.Future[Any]"
+    synced: bool  # False: may commit without an fsync (submit)
+
+
 class _Aborted(Exception):
     """SQLite ended the batch's transaction under one of its writes."""
 
@@ -93,8 +105,7 @@ class GroupCommitWriter:
         self._lock = lock
         self._max_batch = max_batch
         self._local = threading.local()
-        self._queue: collections.deque[tuple[Callable[[], Any], asyncio.AbstractEventLoop, asyncio.Future[Any]]] = \
-            collections.deque()
+        self._queue: collections.deque[_Write] = collections.deque()
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name=name)
@@ -105,20 +116,23 @@ class GroupCommitWriter:
         """True on the writer thread while a batch's transaction is open (use savepoints)."""
         return getattr(self._local, "active", False)
 
-    async def run(self, fn: Callable[[], T]) -> T:
+    async def run(self, fn: Callable[[], T], *, synced: bool = True) -> T:
         """Run `fn` on the writer thread; its result once it is committed. Cancelling the
         awaiting task does not cancel a write already queued (as with a crash after it)."""
-        return await self.submit(fn)
+        return await self.submit(fn, synced=synced)
 
-    def submit(self, fn: Callable[[], T]) -> "asyncio.Future[T]":
+    def submit(self, fn: Callable[[], T], *, synced: bool = True) -> "asyncio.Future[T]":
         """Queue `fn` (from the event loop's thread); the future has its result once it is
-        committed. For a write nobody needs to wait for: `close()` still commits it."""
+        committed. For a write nobody needs to wait for: `close()` still commits it.
+
+        `synced=False`: a write that can be rebuilt after a power loss (the module doc);
+        a batch of only such writes commits without an fsync."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         with self._cond:
             if self._closing:
                 raise RuntimeError("the writer is closed")
-            self._queue.append((fn, loop, fut))
+            self._queue.append(_Write(fn, loop, fut, synced))
             self._cond.notify()
         return fut
 
@@ -140,18 +154,19 @@ class GroupCommitWriter:
                 if not self._queue:
                     return
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
-            if len(batch) == 1:
+            if len(batch) == 1 and batch[0].synced:
                 self._alone(batch)
-            else:
+            else:  # several, or one that needs no fsync (its own transaction cannot skip it)
                 self._grouped(batch)
 
-    def _grouped(self, batch: list[tuple[Callable[[], Any], asyncio.AbstractEventLoop, asyncio.Future[Any]]]) -> None:
+    def _grouped(self, batch: list[_Write]) -> None:
         outcomes: list[tuple[bool, Any]] = []
+        unsynced = not any(write.synced for write in batch)
         try:
-            with WriteTransaction(self._db, self._lock):
+            with WriteTransaction(self._db, self._lock, unsynced=unsynced):
                 self._local.active = True
                 try:
-                    for fn, _, _ in batch:
+                    for fn, _, _, _ in batch:
                         try:
                             outcomes.append((True, fn()))
                         except BaseException as exc:  # noqa: BLE001 - handed to its caller
@@ -173,11 +188,11 @@ class GroupCommitWriter:
                 self._lock.release()
             self._alone(batch)
             return
-        for (ok, value), (_, loop, fut) in zip(outcomes, batch):
+        for (ok, value), (_, loop, fut, _) in zip(outcomes, batch):
             _hand_back(loop, fut, ok, value)
 
-    def _alone(self, batch: list[tuple[Callable[[], Any], asyncio.AbstractEventLoop, asyncio.Future[Any]]]) -> None:
-        for fn, loop, fut in batch:
+    def _alone(self, batch: list[_Write]) -> None:
+        for fn, loop, fut, _ in batch:
             try:
                 _hand_back(loop, fut, True, fn())
             except BaseException as exc:  # noqa: BLE001 - handed to its caller

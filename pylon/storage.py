@@ -55,13 +55,20 @@ class WriteTransaction:
     (the SQLite write lock from the start, so two writers never deadlock upgrading a read),
     COMMIT on success or ROLLBACK on any exception, then release the locks in reverse.
 
+    `unsynced=True` (for a connection kept at synchronous=FULL, in WAL mode): this one
+    transaction commits at synchronous=NORMAL, without an fsync: it survives a crash of the
+    process, not of the machine. SQLite allows the level to change only between
+    transactions, so it is set after the locks are taken and FULL is back before they are
+    released. For writes that can be rebuilt after a power loss (pylon.customer.ledger).
+
     A class rather than a generator context manager: it sits on the payment hot path."""
 
-    __slots__ = ("_db", "_locks")
+    __slots__ = ("_db", "_locks", "_unsynced")
 
-    def __init__(self, db: sqlite3.Connection, *locks: Lock) -> None:
+    def __init__(self, db: sqlite3.Connection, *locks: Lock, unsynced: bool = False) -> None:
         self._db = db
         self._locks = locks
+        self._unsynced = unsynced
 
     def __enter__(self) -> sqlite3.Connection:
         taken: list[Lock] = []
@@ -69,8 +76,12 @@ class WriteTransaction:
             for lock in self._locks:
                 lock.acquire()
                 taken.append(lock)
+            if self._unsynced:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("BEGIN IMMEDIATE")
         except BaseException:
+            if self._unsynced:
+                self._resync()
             for lock in reversed(taken):
                 lock.release()
             raise
@@ -81,5 +92,13 @@ class WriteTransaction:
         try:
             self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
         finally:
+            if self._unsynced:
+                self._resync()
             for lock in reversed(self._locks):
                 lock.release()
+
+    def _resync(self) -> None:
+        try:
+            self._db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error:  # still inside a transaction SQLite did not end: the next BEGIN fails loudly
+            pass

@@ -17,7 +17,8 @@ import pytest
 
 from pylon.customer.invoice_check import ABOVE_BUDGET, ALREADY_PAID, PaymentRefused
 from pylon.customer.ledger import Ledger, SpendLimits
-from pylon.group_commit import GroupCommitWriter
+from pylon.group_commit import GroupCommitWriter, Savepoint
+from pylon.storage import WriteTransaction
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -154,3 +155,71 @@ def test_writes_queued_when_the_program_ends_are_written(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     with Ledger(path) as ledger:
         assert len(ledger.receipts()) == 40
+
+
+async def test_writes_that_need_no_fsync_commit_at_normal_and_full_is_restored(tmp_path):
+    """A batch of only `synced=False` writes commits at synchronous=NORMAL (set before BEGIN:
+    SQLite refuses it inside a transaction) and FULL is back before the lock is released; one
+    synced write in the batch, or a synced write alone, commits at FULL."""
+    db = sqlite3.connect(tmp_path / "w.sqlite", isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t(x INTEGER)")
+    statements: list[str] = []
+    db.set_trace_callback(statements.append)
+    lock = threading.Lock()
+    writer = GroupCommitWriter(db, lock, name="test-writer")
+
+    def insert(x: int):
+        def write() -> int:
+            ctx = Savepoint(db) if writer.in_batch() else WriteTransaction(db, lock)
+            with ctx:
+                db.execute("INSERT INTO t VALUES (?)", (x,))
+            return x
+        return write
+
+    def level_at_each_commit() -> list[str]:
+        level, out = "FULL", []
+        for s in statements:
+            if s.startswith("PRAGMA synchronous="):
+                level = s.split("=")[1]
+            elif s == "COMMIT":
+                out.append(level)
+        return out
+
+    try:
+        assert await writer.run(insert(1), synced=False) == 1
+        assert level_at_each_commit() == ["NORMAL"]
+        statements.clear()
+        assert await writer.run(insert(2)) == 2
+        assert level_at_each_commit() == ["FULL"] and not any("synchronous" in s for s in statements)
+        statements.clear()
+        held, started = threading.Event(), threading.Event()
+        hold = asyncio.ensure_future(writer.run(lambda: (started.set(), held.wait(10))))
+        await asyncio.to_thread(started.wait, 10)
+        mixed = [writer.submit(insert(3), synced=False), writer.submit(insert(4))]
+        held.set()
+        await hold
+        assert await asyncio.gather(*mixed) == [3, 4]
+        assert level_at_each_commit()[-1] == "FULL"  # the mixed batch
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+        assert [r[0] for r in db.execute("SELECT x FROM t ORDER BY x")] == [1, 2, 3, 4]
+    finally:
+        writer.close()
+        db.close()
+
+
+async def test_mark_paid_commits_without_an_fsync_and_the_intent_with_one(tmp_path):
+    """The ledger's own use: the intent (before paying) is synced, marking it paid is not."""
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    statements: list[str] = []
+    ledger._db.set_trace_callback(statements.append)
+    try:
+        await ledger.record_intent_async(**_intent(1))
+        assert "PRAGMA synchronous=NORMAL" not in statements
+        paid = await ledger.mark_paid_async(f"{1:064x}", preimage="ab" * 32)
+        assert paid.status == "paid"
+        assert statements.index("PRAGMA synchronous=NORMAL") < statements.index("COMMIT", statements.index(
+            "PRAGMA synchronous=NORMAL")) < statements.index("PRAGMA synchronous=FULL")
+    finally:
+        ledger.close()
