@@ -3,8 +3,11 @@
 Every state change is committed *before* the provider acts on it:
 
     seen -> quoted -> [awaiting_payment -> paid] -> processing -> done
-       \\-----------(a free job)-------------------/
+       \\-----(a free job, or one paid for the key)---/
                  \\-> error / cancelled (from any live state)
+
+(Paid for the key, pylon.jobs.keyed: the job runs first and its sealed result, stored with
+its invoice, is the quote; `paid_at` is set once the key is bought, after `done`.)
 
 * `record_seen` inserts the request keyed by its event id with INSERT OR IGNORE, so the same
   request delivered by several relays, or again after a reconnect or a restart, is taken
