@@ -198,6 +198,20 @@ def median_rows(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def paired(rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]], key: str,
+           figure: str = "jobs_per_s") -> list[float]:
+    """a/b of one figure in each round: runs of one round are minutes apart, so the drift of
+    this shared machine hits both; the spread of these says how far a median ratio can be
+    trusted."""
+    def value(row: dict[str, Any]) -> float:
+        return row[key]["cpu_ms_per_job"]["total"] if figure == "cpu_total" else row[key][figure]
+    return [round(value(a) / value(b), 3) for a, b in zip(rows_a, rows_b)]
+
+
+def spread(ratios: list[float]) -> str:
+    return f"median x{statistics.median(ratios):.2f}, x{min(ratios):.2f}-x{max(ratios):.2f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--baseline", default="", help="git ref to compare against (default: none)")
@@ -237,30 +251,35 @@ def main() -> None:
                         + f"), median {v['median_ms']:.1f} ms" for k, v in row.items()), flush=True)
         finally:
             double.stop()
-    result: dict[str, Any] = {"params": vars(args), "median": {name: median_rows(rs) for name, rs in rounds.items()}}
+    result: dict[str, Any] = {"params": vars(args), "median": {name: median_rows(rs) for name, rs in rounds.items()},
+                              "rounds": rounds}
     med = result["median"]
     for name in trees:
         for pay in args.pays:  # paid over free: same tree, same run
             paid, free = med[f"{name}/{pay}"], med[f"{name}/free"]
             ratio = {key: {"jobs_per_s": round(paid[key]["jobs_per_s"] / free[key]["jobs_per_s"], 3),
-                           "added_median_ms": round(paid[key]["median_ms"] - free[key]["median_ms"], 2)}
+                           "added_median_ms": round(paid[key]["median_ms"] - free[key]["median_ms"], 2),
+                           "paired": paired(rounds[f"{name}/{pay}"], rounds[f"{name}/free"], key)}
                      for key in paid}
             result.setdefault("ratio_paid_over_free", {})[f"{name}/{pay}"] = ratio
             print(f"{name} {pay}: paid/free jobs/s " + ", ".join(
-                f"c={k[1:]} x{v['jobs_per_s']:.2f} ({v['added_median_ms']:+.1f} ms median)" for k, v in ratio.items()))
+                f"c={k[1:]} x{v['jobs_per_s']:.2f} ({v['added_median_ms']:+.1f} ms median; per round "
+                f"{spread(v['paired'])})" for k, v in ratio.items()))
     if args.baseline:
         for mode in modes:
             suffix = f"/{mode}" if mode else ""
             base, cur = med[f"baseline{suffix}"], med[f"current{suffix}"]
             ratio = {key: {"jobs_per_s": round(cur[key]["jobs_per_s"] / base[key]["jobs_per_s"], 3),
                            **{f"cpu_{k}": round(cur[key]["cpu_ms_per_job"][k] / base[key]["cpu_ms_per_job"][k], 3)
-                              for k in cur[key]["cpu_ms_per_job"]}}
+                              for k in cur[key]["cpu_ms_per_job"]},
+                           "paired_cpu_total": paired(rounds[f"current{suffix}"], rounds[f"baseline{suffix}"], key,
+                                                      "cpu_total")}
                      for key in cur}
             result.setdefault("ratio_current_over_baseline", {})[mode or "free"] = ratio
             for key, r in ratio.items():
                 print(f"{mode or 'free'} {key}: current/baseline jobs/s x{r['jobs_per_s']:.2f}, CPU/job total "
                       f"x{r['cpu_total']:.2f} (relay x{r['cpu_relay']:.2f} provider x{r['cpu_provider']:.2f} "
-                      f"client x{r['cpu_client']:.2f})")
+                      f"client x{r['cpu_client']:.2f}); CPU/job total per round {spread(r['paired_cpu_total'])}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS}")
