@@ -98,7 +98,13 @@ class WriteTransaction:
                 lock.release()
 
     def _resync(self) -> None:
+        """FULL again. A COMMIT that failed (a deferred constraint, an I/O error) can leave the
+        transaction open, where SQLite refuses the change and the connection would stay at
+        NORMAL for every later, synced write: it is rolled back first (the COMMIT's error
+        still goes to the caller, who already treats the write as not done)."""
         try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             self._db.execute("PRAGMA synchronous=FULL")
-        except sqlite3.Error:  # still inside a transaction SQLite did not end: the next BEGIN fails loudly
+        except sqlite3.Error:  # the connection itself is broken: its next statement says so
             pass
