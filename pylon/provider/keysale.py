@@ -93,8 +93,9 @@ class KeySales:
         if self.kind == "hold":
             # kind "hold"/"preimage" was checked once (key_invoice_kind); an isinstance on a
             # protocol per job cost ~11 us
-            invoice = await cast(SupportsHoldInvoice, self.wallet).make_hold_invoice(amount_msat, key_hash(key), memo, expiry_s)
-            if invoice.payment_hash != key_hash(key):
+            payment_hash = key_hash(key)
+            invoice = await cast(SupportsHoldInvoice, self.wallet).make_hold_invoice(amount_msat, payment_hash, memo, expiry_s)
+            if invoice.payment_hash != payment_hash:
                 raise PaymentFailed("the wallet's hold invoice is for another payment hash")
             self._db.execute("INSERT OR REPLACE INTO key_holds(request_id, payment_hash, preimage, state, updated_at)"
                              " VALUES (?, ?, ?, 'open', ?)", (request_id, invoice.payment_hash, key, time.time()))

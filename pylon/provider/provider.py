@@ -706,9 +706,10 @@ class Provider:
             if status == "seen" and job.amount_msat == 0:
                 await self._run(job, straight=True)  # nothing to quote: seen -> processing in one write
                 return
-            if status == "seen" and self._key_delivery(job):
+            if job.amount_msat and status in ("seen", "quoted") and self._key_delivery(job):
                 # pay for the key: run first, the sealed result is the quote and its invoice;
-                # nothing waits in `quoted`, so seen -> processing in one write, price included
+                # nothing waits in `quoted` (a store from before may have it), so the claim
+                # takes the job to processing in one write, price included
                 job.key_delivery = True
                 await self._run(job, straight=True)
                 return
@@ -717,10 +718,6 @@ class Provider:
                     return
                 self._log(job.id, job.customer, job.model, "quoted", job=job)
             elif status not in ("quoted", "awaiting_payment", "paid"):  # resumed after a restart
-                return
-            if job.amount_msat and status == "quoted" and self._key_delivery(job):
-                job.key_delivery = True  # quoted before a restart: run it now (see above)
-                await self._run(job)
                 return
             # "seen" was just moved to "quoted" above: the payment step need not read it back
             if not await self._collect_payment(job, "quoted" if status == "seen" else None):
@@ -734,8 +731,8 @@ class Provider:
         return wants_key(job.request.extra_params) and self.key_sales is not None
 
     async def _run(self, job: Job, *, rerun: bool = False, straight: bool = False) -> None:
-        """Generate and publish. `straight`: claimed straight from `seen` (a free job, or one
-        paid for the key), its price and model written by the claim (no `quoted` step)."""
+        """Generate and publish. `straight`: a job that pays nothing first (free, or paid for
+        the key), its price and model written by the claim itself."""
         assert self.store is not None
         try:
             async with self.admission.slot(job.customer):
@@ -882,11 +879,10 @@ class Provider:
             event, invoice = sealed
         else:
             event = Event.build(self.keys, KIND_RESULT, content, tags)
-        if invoice is None:
-            self.store.mark_result_ready(job.id, event.to_json())
-        else:  # the invoice is kept with the sealed result, before either goes out
-            self.store.mark_result_ready(job.id, event.to_json(),
-                                         key_invoice=(invoice.bolt11, invoice.payment_hash, invoice.expires_at))
+        # a sealed result's invoice is kept with it, before either goes out
+        self.store.mark_result_ready(job.id, event.to_json(), key_invoice=None if invoice is None else (
+            invoice.bolt11, invoice.payment_hash, invoice.expires_at))
+        if invoice is not None:
             self._spawn(self._watch_key_payment_of(job.id, invoice.payment_hash, invoice.expires_at, job))
         await self._publish_stored_result(job, event)
 

@@ -16,7 +16,7 @@ from pylon.customer.client import PaidNoResult
 from pylon.customer.invoice_check import PaymentRefused
 from pylon.customer.ledger import Ledger
 from pylon.jobs.keyed import (
-    DELIVERY_TAG, KEY_MODE, KIND_LABEL, SealError, key_hash, new_key, open_sealed, seal, verify_fraud_report,
+    DELIVERY_TAG, KEY_MODE, KIND_LABEL, SealError, delivery_hash, key_hash, new_key, open_sealed, seal, verify_fraud_report,
 )
 from pylon.jobs.nip89 import discover
 from pylon.jobs.nip90 import JobResult
@@ -174,3 +174,31 @@ async def test_pay_for_the_key_on_the_real_vllm(vllm_server, relay_url, dev_ledg
             outcome = await client.ask("Say something.", provider=provider.pubkey, max_tokens=12, timeout=120)
     assert outcome.delivery == KEY_MODE and outcome.text and outcome.paid_msat == 1_012
     assert outcome.usage.completion_tokens and await pw.balance() == 1_012
+
+
+async def test_a_key_job_left_quoted_by_an_earlier_version_is_run_and_sealed(relay_url, openai_double, dev_ledger,
+                                                                           tmp_path):
+    """Jobs paid for the key no longer stop at `quoted`, but a store written before may hold
+    one: the restarted provider claims it from there with its price and delivers it sealed."""
+    from pylon.jobs.keyed import DELIVERY_PARAM
+    from pylon.jobs.nip90 import JobRequest
+    from pylon.nostr.keys import Keys
+    from pylon.provider.jobstore import JobStore
+
+    customer = Keys.generate()
+    request = JobRequest.from_prompt("left quoted", max_tokens=8)
+    request.extra_params[DELIVERY_PARAM] = KEY_MODE
+    event = request.to_event(customer)
+    db = tmp_path / "p.sqlite"
+    with JobStore(db) as store:
+        assert store.record_seen(event.id, customer.public_key, event.created_at, event.to_json())
+        assert store.transition(event.id, "quoted", amount_msat=2_000, model=None)
+    async with RelayPool([relay_url]) as pool:
+        async with pool.subscribe([Filter.of(kinds=[6050], e=[event.id])]) as sub:
+            async with paid_provider(relay_url, openai_double.base_url, db, dev_ledger.wallet("provider"),
+                                     price_msat=2_000) as provider:
+                sealed = await sub.next(timeout=30)
+                await wait_for(lambda: provider.store.status(event.id) == "done", 20, "the resumed job done")
+                row = provider.store.get(event.id)
+    assert delivery_hash(sealed) == row.payment_hash and row.invoice and row.attempts == 1
+    assert row.amount_msat == 2_000
