@@ -80,9 +80,10 @@ def open_wallet(uri: str) -> Wallet:
 def check_uri(uri: str) -> str:
     """The URI's scheme, when a wallet takes it; else WalletUriInvalid (exit 2), found without
     opening anything (a dev:// wallet creates its ledger file when opened)."""
-    scheme = scheme_of(uri.strip())
+    uri = uri.strip()
+    scheme = scheme_of(uri)
     if scheme not in KNOWN_SCHEMES:
-        raise WalletUriInvalid(f"unknown wallet URI scheme in {redact_uri(uri.strip())!r}",
+        raise WalletUriInvalid(f"unknown wallet URI scheme in {redact_uri(uri)!r}",
                                hint="use one of: " + ", ".join(s + "://…" for s in SCHEMES) + " (docs/WALLETS.md)")
     return scheme
 

@@ -74,11 +74,12 @@ class _ParityChecksum:
         # places before the end, i.e. bit i of T^d(e_b) for b = 0..4 (T: one step, no input)
         rows = []
         columns = [1 << b for b in range(5)]
+        table = _spread_table()
         for _ in range(n_words):
             spread = 0
             for b, col in enumerate(columns):
-                spread |= (_SPREAD[col & 255] | _SPREAD[(col >> 8) & 255] << 40 | _SPREAD[(col >> 16) & 255] << 80
-                           | _SPREAD[col >> 24] << 120) << b
+                spread |= (table[col & 255] | table[(col >> 8) & 255] << 40 | table[(col >> 16) & 255] << 80
+                           | table[col >> 24] << 120) << b
             rows.append(bytes_to_words(spread.to_bytes(20, "big"))[2:])  # 150 bits -> 30 words
             columns = [((col & 0x1FFFFFF) << 5) ^ _POLY_TABLE[col >> 25] for col in columns]
         # column k of the rows, nearest the end last, is checksum bit 29 - k's mask
@@ -86,12 +87,13 @@ class _ParityChecksum:
         self._words = n_words
 
 
-def _spread_byte(byte: int) -> int:
-    """Bit j of `byte` moved to bit 5j."""
-    return sum(((byte >> j) & 1) << (5 * j) for j in range(8))
+@lru_cache(maxsize=1)
+def _spread_table() -> tuple[int, ...]:
+    """For each byte, its bit j moved to bit 5j (built with the first masks, not at import:
+    ~0.5 ms every process importing the wallets would pay)."""
+    return tuple(sum(((byte >> j) & 1) << (5 * j) for j in range(8)) for byte in range(256))
 
 
-_SPREAD = tuple(_spread_byte(x) for x in range(256))
 _PARITY = _ParityChecksum()
 
 
