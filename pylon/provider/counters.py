@@ -60,15 +60,23 @@ WHEN NEW.status = 'paid' AND OLD.status != 'paid' BEGIN
 END;
 """
 
-# Pay for the key: the job is delivered (`done`) first and bought afterwards (paid_at set later).
+# Pay for the key: the sealed result goes out before anything is paid, and the key is bought
+# once the customer has it, usually after the job is `done`. It can be bought before: the
+# relay fans the result out before it answers OK, so the customer may pay before the
+# provider marks the job published. The sale is counted when it happens (paid, paid_msat);
+# earned once the job is delivered: here when it is `done` already, else by
+# job_counters_finished when it gets there. (A job paid first is paid in status 'paid':
+# job_counters_paid; it never has paid_at set in 'processing' or 'done'.) The trigger of
+# earlier stores, job_counters_key_paid, counted only keys bought after `done`: replaced.
 KEY_PAID_SCHEMA = f"""
-CREATE TRIGGER IF NOT EXISTS job_counters_key_paid AFTER UPDATE OF paid_at ON jobs
-WHEN NEW.status = 'done' AND OLD.paid_at IS NULL AND NEW.paid_at IS NOT NULL BEGIN
+DROP TRIGGER IF EXISTS job_counters_key_paid;
+CREATE TRIGGER IF NOT EXISTS job_counters_key_sold AFTER UPDATE OF paid_at ON jobs
+WHEN NEW.status IN ('processing', 'done') AND OLD.paid_at IS NULL AND NEW.paid_at IS NOT NULL BEGIN
     INSERT INTO job_counters(name, label, value) VALUES ('paid', {_MODEL}, 1) {_BUMP};
     INSERT INTO job_counters(name, label, value) SELECT 'paid_msat', {_MODEL}, NEW.amount_msat
         WHERE NEW.amount_msat > 0 {_BUMP};
     INSERT INTO job_counters(name, label, value) SELECT 'earned_msat', {_MODEL}, NEW.amount_msat
-        WHERE NEW.amount_msat > 0 {_BUMP};
+        WHERE NEW.status = 'done' AND NEW.amount_msat > 0 {_BUMP};
 END;
 """
 
