@@ -33,8 +33,11 @@ transaction, so money is always in exactly one place: the payer, the hold, or th
 Settlement is event-driven (`DevWallet.wait_invoice`): a payee waiting for its invoices has
 one watcher per wallet instead of one poller per invoice. The watcher reads
 `PRAGMA data_version` (a counter of commits by other connections, answered from shared
-memory) every `WATCH_TICK_S` and looks at the waited invoices only when it moved; a payment
-made by a DevLedger of the same process wakes it at once. Its private read connection has
+memory) when woken, and looks at the waited invoices only when it moved. A payment made by a
+DevLedger of the same process wakes it at once; one made by another process rings the
+ledger's doorbell (wallet.doorbell, a Unix datagram per waiting process), and where there is
+no doorbell the watcher wakes every `WATCH_TICK_S` (with one, every `WATCH_TICK_RUNG_S`, for
+a lost ring). Its private read connection has
 no busy timeout and never writes, so these microsecond reads run on the event loop and skip
 a tick rather than wait when SQLite is busy.
 """
@@ -59,6 +62,7 @@ from pylon.errors import ConfigError
 from pylon.storage import Lock, WriteTransaction, private_db_file
 from wallet.base import Invoice, InvoiceState, Payment
 from wallet.bolt11_codec import MAX_BOLT11_LEN, decode_bolt11, encode_bolt11
+from wallet.doorbell import Doorbell, Listener
 from wallet.errors import (
     AlreadyPaid,
     AmountAboveMax,
@@ -81,6 +85,7 @@ MAX_EXPIRY_S = 31 * 24 * 3600
 MAX_AMOUNT_MSAT = 21_000_000 * 100_000_000 * 1000
 _ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 WATCH_TICK_S = 0.005  # how often a waiting payee checks for payments made by other processes
+WATCH_TICK_RUNG_S = 0.05  # the same with a doorbell (wallet.doorbell): only a lost ring waits for it
 _WATCH_CHUNK = 500    # hashes per IN (...) query
 HOLD_SETTLE_S = 600.0  # a locked hold payment not settled this long after the lock is refunded
 _HOLD_COLUMNS = (("hold", "INTEGER NOT NULL DEFAULT 0"), ("held_by", "TEXT"), ("accepted_at", "REAL"),
@@ -89,6 +94,15 @@ _HOLD_COLUMNS = (("hold", "INTEGER NOT NULL DEFAULT 0"), ("held_by", "TEXT"), ("
 # same-process wake-ups: resolved ledger path -> watchers waiting on that ledger
 _watchers: dict[str, set["_SettleWatcher"]] = {}
 _watchers_lock = threading.Lock()
+_doorbells: dict[str, Doorbell] = {}  # other processes' wake-ups, by resolved ledger path
+
+
+def _doorbell(key: str) -> Doorbell:
+    bell = _doorbells.get(key)
+    if bell is None:
+        with _watchers_lock:
+            bell = _doorbells.setdefault(key, Doorbell(key))
+    return bell
 
 
 _path_locks: dict[str, threading.Lock] = {}
@@ -102,11 +116,13 @@ def _path_write_lock(key: str) -> threading.Lock:
 
 
 def _notify_settled(key: str) -> None:
-    """A payment committed in this process: wake every watcher of that ledger file."""
+    """A payment committed in this process: wake every watcher of that ledger file, in this
+    process and (the doorbell) in the others."""
     with _watchers_lock:
         targets = list(_watchers.get(key, ()))
     for w in targets:
         w.poke_threadsafe()
+    _doorbell(key).ring()
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -601,6 +617,7 @@ class _SettleWatcher:
         self._db: sqlite3.Connection | None = None
         self._version: int | None = None
         self._fresh = False  # a waiter joined since the last check: check regardless of data_version
+        self._listener: Listener | None = None  # rung by other processes' payments (wallet.doorbell)
 
     def poke_threadsafe(self) -> None:
         loop, wake = self._loop, self._wake
@@ -647,19 +664,28 @@ class _SettleWatcher:
                     entries.remove(entry)
                 if not entries:
                     del self._waiters[payment_hash]
+            if not self._waiters and self._wake is not None:
+                self._wake.set()  # the loop ends now, its doorbell listener with it
 
     async def _run(self) -> None:
-        assert self._wake is not None
+        wake = self._wake
+        assert wake is not None
+        # bound before the first check: a payment committed after it rings, one before it is read
+        self._listener = _doorbell(self.ledger.key).listen(wake.set)
+        tick = WATCH_TICK_S if self._listener is None else WATCH_TICK_RUNG_S
         try:
             while self._waiters:
-                self._wake.clear()
+                wake.clear()
                 self._check()
                 try:
-                    async with asyncio.timeout(WATCH_TICK_S):
-                        await self._wake.wait()
+                    async with asyncio.timeout(tick):
+                        await wake.wait()
                 except TimeoutError:
                     pass
         finally:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
             with _watchers_lock:
                 group = _watchers.get(self.ledger.key)
                 if group is not None:

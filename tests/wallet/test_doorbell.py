@@ -1,0 +1,108 @@
+"""wallet.doorbell: a payment committed by another process wakes a dev-wallet watcher at once
+(not at its next tick); dead listeners are cleared; without a doorbell the tick still works."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import wallet.dev as dev
+from wallet.base import InvoiceState
+from wallet.dev import DevWallet, fund
+from wallet.doorbell import Doorbell
+
+REPO = Path(__file__).resolve().parents[2]
+PAY = ("import sys; from wallet.dev import DevLedger; "
+       "DevLedger(sys.argv[1]).pay_invoice('payer', sys.argv[2], int(sys.argv[3]))")
+
+
+async def _pay_in_another_process(ledger: Path, bolt11: str, amount: int) -> None:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", PAY, str(ledger), bolt11, str(amount),
+                                                cwd=str(REPO), stderr=subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+
+
+def _own_listeners(bell: Doorbell) -> list[Path]:
+    if not bell.folder.is_dir():
+        return []
+    return [p for p in bell.folder.iterdir() if p.name.startswith(f"{os.getpid()}-")]
+
+
+async def test_a_payment_by_another_process_rings_the_watcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # ticks of an hour: only the ring can wake the watcher before the wait's 20 s run out
+    monkeypatch.setattr(dev, "WATCH_TICK_S", 3600.0)
+    monkeypatch.setattr(dev, "WATCH_TICK_RUNG_S", 3600.0)
+    ledger = tmp_path / "dev.sqlite"
+    fund(ledger, "payer", 100_000)
+    async with DevWallet(ledger, "payee") as payee:
+        bell = Doorbell(str(ledger.resolve()))
+        inv = await payee.make_invoice(2_500, "rung", 600)
+        wait = asyncio.create_task(payee.wait_invoice(inv.payment_hash, timeout=20))
+        for _ in range(200):  # the watcher binds its listener on its first turn
+            if _own_listeners(bell):
+                break
+            await asyncio.sleep(0.01)
+        assert len(_own_listeners(bell)) == 1
+        await _pay_in_another_process(ledger, inv.bolt11, 2_500)
+        assert await asyncio.wait_for(wait, 30) == InvoiceState.SETTLED
+        for _ in range(200):  # the watcher stops with its last waiter and takes its socket away
+            if not _own_listeners(bell):
+                break
+            await asyncio.sleep(0.01)
+        assert _own_listeners(bell) == []
+
+
+async def test_without_a_doorbell_the_tick_still_sees_the_payment(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Doorbell, "listen", lambda self, callback: None)  # e.g. no AF_UNIX, or a long path
+    ledger = tmp_path / "dev.sqlite"
+    fund(ledger, "payer", 100_000)
+    async with DevWallet(ledger, "payee") as payee:
+        inv = await payee.make_invoice(1_500, "ticked", 600)
+        wait = asyncio.create_task(payee.wait_invoice(inv.payment_hash, timeout=30))
+        await asyncio.sleep(0.05)
+        await _pay_in_another_process(ledger, inv.bolt11, 1_500)
+        assert await asyncio.wait_for(wait, 40) == InvoiceState.SETTLED
+
+
+def test_ring_clears_dead_listeners_and_ignores_strangers(tmp_path: Path) -> None:
+    bell = Doorbell(str(tmp_path / "some-ledger.sqlite"))
+    bell.folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+    dead = bell.folder / "999999-0.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(dead))
+    sock.close()  # its process is gone; the file stays
+    stranger = bell.folder / "notes.txt"
+    stranger.write_text("not a socket")
+    alive = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    alive_path = bell.folder / "999998-0.sock"
+    alive.bind(str(alive_path))
+    try:
+        bell.ring()
+        assert not dead.exists()
+        assert stranger.exists()
+        assert alive.recv(8) == b"\x01"
+    finally:
+        alive.close()
+        alive_path.unlink()
+        stranger.unlink()
+        bell.close()
+
+
+def test_listen_is_off_when_the_socket_path_would_be_too_long(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    long_tmp = tmp_path / ("x" * 120)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(long_tmp))
+
+    async def main() -> None:
+        assert Doorbell(str(tmp_path / "l.sqlite")).listen(lambda: None) is None
+
+    asyncio.run(main())
