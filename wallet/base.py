@@ -120,9 +120,10 @@ class SupportsPaymentDetails(Protocol):
 
 @runtime_checkable
 class SupportsWaitInvoice(Protocol):
-    """Wallets that can wake a waiter when an invoice settles (event-driven, no polling).
-
-    The provider waits with it when present, else polls `lookup_invoice` with backoff."""
+    """Wallets that can wake a waiter when an invoice settles: the dev wallet's watcher, NWC's
+    `payment_received` notification (an NWC wallet that does not send it is looked up with
+    backoff inside the wait). wallet.waiting waits with it when present, else polls
+    `lookup_invoice` with backoff."""
 
     async def wait_invoice(self, payment_hash: str, timeout: float) -> InvoiceState:
         """Wait up to `timeout` seconds for the invoice to leave PENDING; returns its state then."""

@@ -15,15 +15,19 @@ Encryption: NIP-44 v2, unless the wallet's info event (kind 13194) exists and do
 `await wallet.connect()` (or `wallet.connect_wallet(uri)`) fetches the info event and, via
 get_info, the wallet's network; until then `network` is the URI's `network=` value or "bitcoin".
 
+Waiting for money (`wait_invoice`, wallet.base.SupportsWaitInvoice, and `wait_hold_invoice`):
+the same subscription takes the wallet's notifications (kinds 23197 and 23196, `#p` = us).
+`payment_received` wakes `wait_invoice` and `hold_invoice_accepted` wakes `wait_hold_invoice`
+at once. Notifications are ephemeral (one missed while no relay was connected is gone), so a
+wait also asks `lookup_invoice` at the start and every `lookup_every_s`: the notification
+makes it fast, the lookup makes it certain. The lookup at the start is skipped for an invoice
+this client made itself while subscribed to a wallet that sends that notification (it cannot
+have come before the subscription): one NWC round trip less per invoice (issue 15). A wallet
+that does not send the notification is looked up with a growing interval (10 ms, x1.5, up to
+1 s), as wallet.waiting polls.
+
 Hold invoices (NIP-47 make/settle/cancel_hold_invoice): offered when the wallet's info event
-(or get_info) lists all three methods — `hold_invoices_offered()`. The same subscription also
-takes the wallet's notifications (kinds 23197 and 23196, `#p` = us); `hold_invoice_accepted`
-wakes `wait_hold_invoice` at once. Notifications are ephemeral (one missed while no relay was
-connected is gone), so `wait_hold_invoice` also asks `lookup_invoice` at the start and every
-`hold_poll_s` — the notification makes it fast, the lookup makes it certain. The lookup at the
-start is skipped for a hold invoice this client made itself while subscribed to a wallet that
-sends `hold_invoice_accepted` (the notification cannot have come before the subscription):
-one NWC round trip less per key sold (issue 15); the polls every `hold_poll_s` stay.
+(or get_info) lists all three methods — `hold_invoices_offered()`.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from wallet.nwc_proto import (
     NIP04,
     NIP44,
     NOTIFICATION_KIND,
+    PAYMENT_RECEIVED,
     REQUEST_KIND,
     RESPONSE_KIND,
     ConnectionUri,
@@ -71,6 +76,7 @@ from wallet.nwc_proto import (
     info_schemes,
 )
 from wallet.uri import redact_uri
+from wallet.waiting import POLL_FIRST_S, POLL_GROWTH, POLL_MAX_S
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +97,9 @@ class NwcWallet:
         self.encryption: str = NIP44
         self.methods: set[str] | None = None   # from the info event, when found
         self.notifications: set[str] = set()     # notification types the wallet sends
-        self.hold_poll_s = 5.0                   # wait_hold_invoice asks lookup_invoice this often
-        self._accepted: set[str] = set()         # payment hashes named by hold_invoice_accepted
-        self._made_hold: set[str] = set()        # hold invoices made here while the notifications were read
-        self._accepted_wake: dict[str, asyncio.Event] = {}
+        self.lookup_every_s = 5.0  # a wait the wallet notifies still asks lookup_invoice this often
+        # payment hashes named by each notification type waited on, and their waiters
+        self._sightings = {PAYMENT_RECEIVED: _Sightings(), HOLD_ACCEPTED: _Sightings()}
         self._pool = pool
         self._own_pool = pool is None
         self._sub: Subscription | None = None
@@ -221,17 +226,12 @@ class NwcWallet:
             log.debug("undecryptable NWC notification %s: %s", event.id[:12], type(exc).__name__)
             return
         note = payload.get("notification")
-        if payload.get("notification_type") != HOLD_ACCEPTED or not isinstance(note, dict):
-            return  # other notifications (payment_received, payment_sent): nothing here waits on them
+        sightings = self._sightings.get(str(payload.get("notification_type")))
+        if sightings is None or not isinstance(note, dict):
+            return  # other notifications (payment_sent): nothing here waits on them
         ph = str(note.get("payment_hash") or "").lower()
-        if len(ph) != 64:
-            return
-        if len(self._accepted) > 100_000:
-            self._accepted.clear()
-        self._accepted.add(ph)
-        wake = self._accepted_wake.get(ph)
-        if wake is not None:
-            wake.set()
+        if len(ph) == 64:
+            sightings.saw(ph)
 
     # -- requests ------------------------------------------------------------------------------------
     async def request(self, method: str, params: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
@@ -296,8 +296,53 @@ class NwcWallet:
         decoded = decode_bolt11(bolt11)
         if decoded.amount_msat != amount_msat:
             raise WalletError(f"NWC wallet issued an invoice for {decoded.amount_msat} msat, asked {amount_msat}")
+        self._made_here(PAYMENT_RECEIVED, decoded.payment_hash)
         return Invoice(bolt11=bolt11, payment_hash=decoded.payment_hash, amount_msat=amount_msat,
                        expires_at=decoded.expires_at)
+
+    async def wait_invoice(self, payment_hash: str, timeout: float) -> InvoiceState:
+        """Wait up to `timeout` s for an invoice we made to leave PENDING (wallet.base.SupportsWaitInvoice):
+        woken by the wallet's `payment_received` notification where it sends one (with a lookup
+        every `lookup_every_s` for a notification lost while no relay was connected), else by
+        lookups that thin out (10 ms, x1.5, up to 1 s). PENDING on timeout."""
+        return await self._wait_notified(PAYMENT_RECEIVED, _hash(payment_hash), timeout, InvoiceState.SETTLED)
+
+    def _made_here(self, kind: str, payment_hash: str) -> None:
+        """An invoice made while the notifications of `kind` were being read: its notification
+        cannot come before the subscription, so the first wait for it need not ask first."""
+        if kind in self.notifications and self._reader is not None and not self._reader.done():
+            self._sightings[kind].made_here(payment_hash)
+
+    async def _wait_notified(self, kind: str, ph: str, timeout: float, named: InvoiceState) -> InvoiceState:
+        """`named` once a `kind` notification names `ph`, or the state lookup_invoice finds once it
+        is not PENDING; PENDING on timeout. A wallet that does not send `kind` is looked up with
+        a growing interval; one that does, every `lookup_every_s`."""
+        await self._start()
+        sightings = self._sightings[kind]
+        notified = kind in self.notifications and self._reader is not None and not self._reader.done()
+        deadline = time.monotonic() + max(timeout, 0.0)
+        wake = sightings.wakes.setdefault(ph, asyncio.Event())
+        ask = not notified or ph not in sightings.made  # made here while subscribed: the notification says it first
+        delay = self.lookup_every_s if notified else POLL_FIRST_S
+        try:
+            while True:
+                if ph in sightings.seen:
+                    return named
+                if ask:
+                    state = await self.lookup_invoice(ph)
+                    if state != InvoiceState.PENDING:
+                        return state
+                ask = True  # from the second turn on: a notification lost in a relay outage is found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return InvoiceState.PENDING
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(left, delay)):
+                        await wake.wait()
+                if not notified:
+                    delay = min(delay * POLL_GROWTH, POLL_MAX_S)
+        finally:
+            sightings.wakes.pop(ph, None)
 
     # -- hold invoices (wallet.base.SupportsHoldInvoice) ------------------------------------------------
     async def hold_invoices_offered(self) -> bool:
@@ -320,56 +365,23 @@ class NwcWallet:
             raise WalletError("NWC wallet issued a hold invoice for another payment hash")
         if decoded.amount_msat != amount_msat:
             raise WalletError(f"NWC wallet issued an invoice for {decoded.amount_msat} msat, asked {amount_msat}")
-        if HOLD_ACCEPTED in self.notifications and self._reader is not None and not self._reader.done():
-            if len(self._made_hold) > 100_000:
-                self._made_hold.clear()
-            self._made_hold.add(ph)  # subscribed before it existed: its notification will be seen
+        self._made_here(HOLD_ACCEPTED, ph)
         return Invoice(bolt11=bolt11, payment_hash=ph, amount_msat=amount_msat, expires_at=decoded.expires_at)
 
     async def wait_hold_invoice(self, payment_hash: str, timeout: float) -> InvoiceState:
         """Until a payment to the hold invoice is locked (the `hold_invoice_accepted` notification,
         or `lookup_invoice` saying accepted) or it settles/expires/fails; PENDING on timeout."""
-        ph = _hash(payment_hash)
-        await self._start()
-        deadline = time.monotonic() + max(timeout, 0.0)
-        wake = self._accepted_wake.setdefault(ph, asyncio.Event())
-        ask = ph not in self._made_hold  # made here while subscribed: the notification says it first
-        try:
-            while True:
-                if ph in self._accepted:
-                    return InvoiceState.ACCEPTED
-                if not ask and self._reader is not None and not self._reader.done():
-                    ask = True  # the next turn asks: a notification lost in a relay outage is found
-                    left = deadline - time.monotonic()
-                    if left > 0:
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(min(left, self.hold_poll_s)):
-                                await wake.wait()
-                        continue
-                state = await self.lookup_invoice(ph)
-                if state != InvoiceState.PENDING:
-                    return state
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return InvoiceState.PENDING
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(left, self.hold_poll_s)):
-                        await wake.wait()
-        finally:
-            self._accepted_wake.pop(ph, None)
+        return await self._wait_notified(HOLD_ACCEPTED, _hash(payment_hash), timeout, InvoiceState.ACCEPTED)
 
     async def settle_hold_invoice(self, preimage: str) -> None:
         key = _hash(preimage)  # 32 bytes of hex, like a hash
         await self.request("settle_hold_invoice", {"preimage": key})
-        ph = hashlib.sha256(bytes.fromhex(key)).hexdigest()
-        self._accepted.discard(ph)
-        self._made_hold.discard(ph)
+        self._sightings[HOLD_ACCEPTED].forget(hashlib.sha256(bytes.fromhex(key)).hexdigest())
 
     async def cancel_hold_invoice(self, payment_hash: str) -> None:
         ph = _hash(payment_hash)
         await self.request("cancel_hold_invoice", {"payment_hash": ph})
-        self._accepted.discard(ph)
-        self._made_hold.discard(ph)
+        self._sightings[HOLD_ACCEPTED].forget(ph)
 
     async def _lookup(self, payment_hash: str) -> dict[str, Any] | None:
         ph = payment_hash.lower()
@@ -437,6 +449,36 @@ class NwcWallet:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+class _Sightings:
+    """The payment hashes one notification type has named, the invoices made here while it was
+    being read, and the waiters to wake. Bounded: past `LIMIT` a set starts over (a hash it
+    forgot is then looked up, as after a restart)."""
+
+    LIMIT = 100_000
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.made: set[str] = set()
+        self.wakes: dict[str, asyncio.Event] = {}
+
+    def saw(self, payment_hash: str) -> None:
+        if len(self.seen) > self.LIMIT:
+            self.seen.clear()
+        self.seen.add(payment_hash)
+        wake = self.wakes.get(payment_hash)
+        if wake is not None:
+            wake.set()
+
+    def made_here(self, payment_hash: str) -> None:
+        if len(self.made) > self.LIMIT:
+            self.made.clear()
+        self.made.add(payment_hash)
+
+    def forget(self, payment_hash: str) -> None:
+        self.seen.discard(payment_hash)
+        self.made.discard(payment_hash)
 
 
 def _hash(value: Any) -> str:

@@ -4,8 +4,9 @@
 - payload encryption: NIP-44 v2 (request tagged `["encryption", "nip44_v2"]`) or the legacy
   NIP-04 (no tag), chosen per request and mirrored by the response;
 - the error codes and their mapping to/from wallet.errors;
-- notification kinds and the hold-invoice method names (NIP-47 `make_hold_invoice`,
-  `settle_hold_invoice`, `cancel_hold_invoice`, notification `hold_invoice_accepted`).
+- notification kinds and types (`payment_received`, `hold_invoice_accepted`) and the
+  hold-invoice method names (NIP-47 `make_hold_invoice`, `settle_hold_invoice`,
+  `cancel_hold_invoice`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ INFO_KIND, REQUEST_KIND, RESPONSE_KIND = 13194, 23194, 23195
 NOTIFICATION_KIND, LEGACY_NOTIFICATION_KIND = 23197, 23196
 HOLD_METHODS = ("make_hold_invoice", "settle_hold_invoice", "cancel_hold_invoice")
 HOLD_ACCEPTED = "hold_invoice_accepted"  # the notification that a payment to a hold invoice is locked
+PAYMENT_RECEIVED = "payment_received"  # the notification that an invoice the service made was paid
 NIP44 = "nip44_v2"
 NIP04 = "nip04"
 MAX_CONTENT = 64 * 1024

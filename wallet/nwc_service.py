@@ -24,7 +24,12 @@ Methods: pay_invoice, make_invoice, lookup_invoice, get_balance, get_info; and, 
 wallet issues hold invoices (`SupportsHoldInvoice.hold_invoices_offered`, the dev wallet does),
 make_hold_invoice, settle_hold_invoice, cancel_hold_invoice with the `hold_invoice_accepted`
 notification (kind 23197, NIP-44, and its NIP-04 twin 23196) sent to the connection that made
-the invoice as soon as a payment to it is locked. A hold invoice can be settled or cancelled
+the invoice as soon as a payment to it is locked. An invoice made with make_invoice is watched
+(wallet.waiting: the wallet's own wait, else lookups that thin out) and its maker gets
+`payment_received` once it is paid, so a client waits for an event instead of asking
+lookup_invoice over the relays again and again; at most `MAX_WATCHED_INVOICES` at once (more
+are still answered by lookup_invoice), and only its maker hears of it (connections of one
+service do not see each other's payments). A hold invoice can be settled or cancelled
 only by the connection that made it (while this service runs; after a restart, by any of its
 connections: the wallet still checks it is its own invoice). settle/cancel skip the request
 semaphore: they are what frees the held payments that may be filling it. Client secrets are
@@ -51,6 +56,7 @@ from pylon.relay.pool import RelayPool
 from wallet.base import InvoiceState, SupportsHoldInvoice, SupportsNodePubkey, SupportsPaymentDetails, Wallet
 from wallet.bolt11_codec import decode_bolt11
 from wallet.replay import ReplayWindow
+from wallet.waiting import wait_for_invoice
 from wallet.errors import (
     InvoiceInvalid,
     InvoiceNotFound,
@@ -61,6 +67,7 @@ from wallet.errors import (
 )
 from wallet.nwc_proto import (
     HOLD_ACCEPTED,
+    PAYMENT_RECEIVED,
     HOLD_METHODS,
     INFO_KIND,
     LEGACY_NOTIFICATION_KIND,
@@ -84,6 +91,8 @@ _UNAUTH_REPLIES_PER_WINDOW = 10
 _UNAUTH_PER_SECOND = 2.0  # UNAUTHORIZED replies over all unknown keys together
 _UNAUTH_BURST = 20
 HOLD_WATCH_SLICE_S = 30.0  # a hold invoice's watcher re-asks the wallet at least this often
+MAX_WATCHED_INVOICES = 2_000  # invoices watched at once for payment_received (each is one waiting task)
+WATCH_POLL_MAX_S = 2.0  # a wallet without its own wait is looked up at most this often per watched invoice
 
 
 @dataclass
@@ -105,7 +114,8 @@ class NwcService:
     """Serves one `Wallet` over NIP-47 on the given relays."""
 
     def __init__(self, wallet: Wallet, relays: Sequence[str], keys: Keys | None = None, *,
-                 budget_msat: int | None = None, pool: RelayPool | None = None, concurrency: int = 16) -> None:
+                 budget_msat: int | None = None, pool: RelayPool | None = None, concurrency: int = 16,
+                 send_notifications: bool = True) -> None:
         if not relays and pool is None:
             raise WalletError("an NWC service needs at least one relay")
         self.wallet = wallet
@@ -124,10 +134,13 @@ class NwcService:
         self._unauth_stamp = time.monotonic()
         self._issued: dict[str, dict[str, Any]] = {}  # payment_hash -> invoice fields, for lookups
         self._hold_owner: dict[str, str] = {}  # payment_hash -> client pubkey that made the hold invoice
-        self.methods: tuple[str, ...] = METHODS  # + HOLD_METHODS once run() found the wallet offers them
+        self._watched: set[str] = set()  # payment hashes of made invoices waited on for payment_received
+        self.send_notifications = send_notifications  # False: none (as services older than NIP-47's notifications)
+        self.methods: tuple[str, ...] = METHODS  # + HOLD_METHODS once run() found them, + "notifications"
         self.notifications: tuple[str, ...] = ()
         self.ready = asyncio.Event()
-        self.stats: dict[str, Any] = {"requests": 0, "unauthorized": 0, "errors": 0, "paid_msat": 0, "by_scheme": {}}
+        self.stats: dict[str, Any] = {"requests": 0, "unauthorized": 0, "errors": 0, "paid_msat": 0, "by_scheme": {},
+                                      "by_method": {}}
 
     @property
     def pubkey(self) -> str:
@@ -181,9 +194,10 @@ class NwcService:
         if self._pool is None:
             self._pool = RelayPool(self.relays, keys=self.keys)
         pool = self._pool
-        if isinstance(self.wallet, SupportsHoldInvoice) and await self.wallet.hold_invoices_offered():
-            self.methods = METHODS + HOLD_METHODS + ("notifications",)
-            self.notifications = (HOLD_ACCEPTED,)
+        holds = isinstance(self.wallet, SupportsHoldInvoice) and await self.wallet.hold_invoices_offered()
+        if self.send_notifications:
+            self.notifications = (PAYMENT_RECEIVED, HOLD_ACCEPTED) if holds else (PAYMENT_RECEIVED,)
+        self.methods = METHODS + (HOLD_METHODS if holds else ()) + (("notifications",) if self.notifications else ())
         try:
             await pool.start()
             try:
@@ -253,6 +267,8 @@ class NwcService:
             return
         self.stats["requests"] += 1
         self.stats["by_scheme"][scheme] = self.stats["by_scheme"].get(scheme, 0) + 1
+        counted = method if method in self.methods else "other"  # a client's made-up names stay one key
+        self.stats["by_method"][counted] = self.stats["by_method"].get(counted, 0) + 1
         # settling/cancelling a hold frees a held payment that may be holding a slot: never queue it
         gate: Any = contextlib.nullcontext() if method in ("settle_hold_invoice", "cancel_hold_invoice") else self._sem
         async with gate:
@@ -291,7 +307,12 @@ class NwcService:
         if method == "make_invoice":
             inv = await self.wallet.make_invoice(_amount(params), str(params.get("description") or ""),
                                                  _expiry(params))
-            return self._issue(inv)
+            tx = self._issue(inv)
+            if (PAYMENT_RECEIVED in self.notifications and len(self._watched) < MAX_WATCHED_INVOICES
+                    and inv.payment_hash not in self._watched):
+                self._watched.add(inv.payment_hash)
+                self._spawn(self._watch_paid(conn.client_pubkey, inv.payment_hash, inv.expires_at))
+            return tx
         if method in HOLD_METHODS and method in self.methods:
             return await self._hold(conn, method, params)
         if method == "lookup_invoice":
@@ -329,7 +350,8 @@ class NwcService:
             inv = await wallet.make_hold_invoice(amount, ph.lower(), str(params.get("description") or ""),
                                                  _expiry(params))
             self._hold_owner[inv.payment_hash] = conn.client_pubkey
-            self._spawn(self._watch_hold(conn.client_pubkey, inv.payment_hash, inv.expires_at))
+            if HOLD_ACCEPTED in self.notifications:
+                self._spawn(self._watch_hold(conn.client_pubkey, inv.payment_hash, inv.expires_at))
             return self._issue(inv)
         if method == "settle_hold_invoice":
             preimage = params.get("preimage")
@@ -373,6 +395,19 @@ class NwcService:
                 return
             if state != InvoiceState.PENDING or left <= 0:
                 return
+
+    async def _watch_paid(self, client_pubkey: str, payment_hash: str, expires_at: int) -> None:
+        """Send `payment_received` to the connection that made the invoice once it is paid;
+        stop when it expires or fails (or the wallet has no answer well after its expiry)."""
+        try:
+            state = await wait_for_invoice(self.wallet, payment_hash, expires_at, poll_max_s=WATCH_POLL_MAX_S,
+                                           label=f"NWC invoice {payment_hash[:12]}…")
+            if state == InvoiceState.SETTLED:
+                await self._notify(client_pubkey, PAYMENT_RECEIVED, {
+                    **self._issued.get(payment_hash, {"type": "incoming", "payment_hash": payment_hash}),
+                    "state": "settled", "settled_at": int(time.time())})
+        finally:
+            self._watched.discard(payment_hash)
 
     async def _notify(self, client_pubkey: str, kind: str, notification: dict[str, Any]) -> None:
         """Publish one notification twice: NIP-44 (23197) and NIP-04 (23196), as NIP-47 asks of a

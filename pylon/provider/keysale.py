@@ -34,9 +34,9 @@ from typing import Literal, cast
 
 from pylon.jobs.keyed import key_hash
 from pylon.provider.jobstore import JobStore
-from pylon.provider.payments import EXPIRY_GRACE_S, WAIT_SLICE_S, wait_for_invoice
 from wallet.base import Invoice, InvoiceState, SupportsHoldInvoice, SupportsPreimageInvoice, Wallet
 from wallet.errors import AlreadyPaid, InvoiceNotFound, PaymentFailed
+from wallet.waiting import EXPIRY_GRACE_S, WAIT_SLICE_S, wait_for_invoice
 
 log = logging.getLogger("pylon.provider.keysale")
 

@@ -11,10 +11,11 @@ One paid job, each state committed to the JobStore *before* the step it enables:
            --(payment-required published, wallet polled)--> paid [paid_at] -> processing -> done
                                                          \\-> error "invoice expired"
 
-Waiting uses `wallet.wait_invoice(payment_hash, timeout)` where the wallet has it (the dev
-wallet: one watcher for all of a provider's invoices, woken by the payment itself), else polls
-`wallet.lookup_invoice` with a growing interval (10 ms, x1.5, up to 1 s) until the invoice
-settles or expires; every job waits in its own task, so thousands of unpaid jobs
+Waiting is `wallet.waiting.wait_for_invoice`: `wallet.wait_invoice(payment_hash, timeout)` where
+the wallet has it (the dev wallet: one watcher for all of a provider's invoices, woken by the
+payment itself; NWC: the wallet's `payment_received` notification), else `lookup_invoice`
+polls with a growing interval (10 ms, x1.5, up to 1 s) until the invoice settles or expires;
+every job waits in its own task, so thousands of unpaid jobs
 wait at once without holding a backend slot. A wallet error while polling is logged and
 retried (the money may still arrive). After a restart `collect` picks up `awaiting_payment`
 jobs (settled while we were down -> served; expired -> closed with "invoice expired";
@@ -37,17 +38,13 @@ from pylon.jobs.nip90 import FeedbackStatus, JobRequest
 from pylon.provider.delivery import until_accepted
 from pylon.provider.job import Job
 from pylon.provider.jobstore import JobRow, JobStore
-from wallet.base import InvoiceState, SupportsWaitInvoice, Wallet, implements
+from wallet.base import InvoiceState, Wallet
+from wallet.waiting import POLL_FIRST_S, POLL_MAX_S, wait_for_invoice
 
 log = logging.getLogger("pylon.provider.payments")
 
 INVOICE_EXPIRY_S = 600
-POLL_FIRST_S = 0.01  # a dev-wallet payment lands ~10-20 ms after the quote; polls thin out fast
-POLL_MAX_S = 1.0
-POLL_GROWTH = 1.5
-WAIT_SLICE_S = 30.0  # a wallet with wait_invoice is re-asked at least this often (logs, cancellation)
 EXPIRED_REASON = "invoice expired"
-EXPIRY_GRACE_S = 60.0  # a wallet that has not said "expired" this long after expiry: treated as expired
 
 
 class FeedbackPublisher(Protocol):
@@ -189,36 +186,3 @@ class PaymentCollector:
         if row.amount_msat is not None:
             job.amount_msat = int(row.amount_msat)
         job.bolt11 = row.invoice
-
-
-async def wait_for_invoice(wallet: Wallet, payment_hash: str, expires_at: int, *, label: str,
-                           poll_first_s: float = POLL_FIRST_S, poll_max_s: float = POLL_MAX_S) -> InvoiceState | None:
-    """Wait for an invoice we issued to settle: SETTLED, EXPIRED or FAILED as the wallet says,
-    or None when it still has no answer (errors, or still pending) `EXPIRY_GRACE_S` after the
-    invoice's expiry. The one way the provider waits for money (the payment step and the
-    pay-for-the-key watcher): `wait_invoice` where the wallet has it, else polls that thin out.
-    A wallet error is logged and retried (the money may still arrive)."""
-    delay = poll_first_s
-    waits = implements(wallet, SupportsWaitInvoice)  # event-driven wallets (dev): no polling
-    while True:
-        left = expires_at - time.time()
-        state: InvoiceState | None
-        try:
-            if waits and left > 0:
-                state = await cast(SupportsWaitInvoice, wallet).wait_invoice(payment_hash, timeout=min(left + 0.05, WAIT_SLICE_S))
-            else:
-                state = await wallet.lookup_invoice(payment_hash)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("%s: invoice lookup failed (%s); retrying", label, type(exc).__name__)
-            state = None
-        if state in (InvoiceState.SETTLED, InvoiceState.EXPIRED, InvoiceState.FAILED):
-            return state
-        if time.time() > expires_at + EXPIRY_GRACE_S:
-            return None
-        if waits and state is not None and state != InvoiceState.ACCEPTED and left > 0:
-            continue  # it already waited (up to its slice); a locked hold invoice (ACCEPTED) is polled
-        left = expires_at - time.time()
-        await asyncio.sleep(min(delay, max(left, 0.0) + 0.05) if left > 0 else delay)
-        delay = min(delay * POLL_GROWTH, poll_max_s)

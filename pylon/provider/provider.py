@@ -72,11 +72,12 @@ from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
 from pylon.jobs.pricing import invoice_unit_msat, quote_msat
 from pylon.provider.job import Job
-from pylon.provider.payments import PaymentCollector, PaymentSeams, wait_for_invoice
+from pylon.provider.payments import PaymentCollector, PaymentSeams
 from pylon.provider.reporting import ProviderMetricsSink
 from pylon.relay.pool import RelayPool
 from pylon.jobs.refund import KIND_REFUND_REQUEST, REFUND_TAG
 from wallet.base import Invoice, InvoiceState, Wallet
+from wallet.waiting import wait_for_invoice
 from pylon.provider.refunds import RefundDesk, job_deadline
 from pylon.provider.answered import OLD_AFTER_S, AnsweredCheck
 

@@ -60,6 +60,39 @@ async def test_provider_invoices_through_nwc(relay_url, openai_double, dev_ledge
     assert outcome.paid_msat == 2_000 and await dev_ledger.wallet("provider").balance() == 2_000
 
 
+@pytest.mark.embedded_relay
+async def test_provider_on_nwc_without_hold_invoices_is_woken_by_payment_received(relay_url, openai_double, dev_ledger,
+                                                                                  tmp_path):
+    """An NWC wallet without hold invoices: the provider quotes first (payment-required) and
+    waits for the payment by the wallet's `payment_received` notification, not lookups."""
+    from wallet import connect_wallet
+    from wallet.nwc_service import NwcService
+
+    dev_ledger.fund("customer", 60_000)
+    shop = dev_ledger.wallet("provider")
+
+    async def no_holds() -> bool:
+        return False
+
+    shop.hold_invoices_offered = no_holds  # type: ignore[method-assign]  # as most NWC wallets
+    service = NwcService(shop, [relay_url])
+    async with service.running():
+        nwc = await connect_wallet(service.uri_for(service.new_connection(name="pylon serve")))
+        try:
+            assert not await nwc.hold_invoices_offered()
+            async with paid_provider(relay_url, openai_double.base_url, tmp_path / "p.sqlite", nwc,
+                                     price_msat=2_000):
+                async with paying_customer(relay_url, dev_ledger.wallet("customer")) as client:
+                    outcome = await client.ask("provider on nwc, pay first", timeout=60)
+        finally:
+            await nwc.aclose()
+    assert outcome.paid_msat == 2_000 and await shop.balance() == 2_000
+    assert service.stats["by_method"].get("make_invoice") == 1
+    # woken by the notification; polling from 10 ms would have asked several times
+    assert service.stats["by_method"].get("lookup_invoice", 0) <= 1
+    assert service.stats["notifications"] == 1
+
+
 @pytest.mark.lnbits
 async def test_both_sides_on_lnbits(lnbits, relay_url, openai_double, tmp_path):
     """LNbits' FakeWallet only settles its own invoices, so both accounts live on the same

@@ -73,8 +73,9 @@ async def test_each_wallet_declares_what_it_can(dev_ledger) -> None:
         assert _caps(dev) == {SupportsPaymentDetails, SupportsWaitInvoice, SupportsNodePubkey, SupportsPreimageInvoice,
                               SupportsHoldInvoice}
         assert _caps(lnbits) == {SupportsPaymentDetails}
-        # NWC has the hold-invoice methods; whether the service offers them is hold_invoices_offered()
-        assert _caps(nwc) == {SupportsPaymentDetails, SupportsConnect, SupportsHoldInvoice}
+        # NWC has the hold-invoice methods; whether the service offers them is hold_invoices_offered().
+        # It waits for invoices by the service's payment_received, else by lookups that thin out.
+        assert _caps(nwc) == {SupportsPaymentDetails, SupportsConnect, SupportsHoldInvoice, SupportsWaitInvoice}
         assert _caps(BareWalletDouble(dev)) == set()
     finally:
         await lnbits.aclose()

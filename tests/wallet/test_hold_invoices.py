@@ -127,7 +127,7 @@ async def test_nwc_hold_invoice_round_trip_with_the_accepted_notification(relay_
         try:
             assert isinstance(client, SupportsHoldInvoice) and await client.hold_invoices_offered()
             assert HOLD_ACCEPTED in client.notifications
-            client.hold_poll_s = 60.0  # only the notification can wake the wait below in time
+            client.lookup_every_s = 60.0  # only the notification can wake the wait below in time
             preimage, ph = _key()
             inv = await client.make_hold_invoice(5_000, ph, "pay for the key", 120)
             assert inv.payment_hash == ph and inv.amount_msat == 5_000
@@ -202,7 +202,7 @@ async def test_nwc_wait_for_a_hold_invoice_made_here_costs_no_lookup(relay_url, 
         client = await connect_wallet(service.uri_for(conn))
         restarted = None
         try:
-            client.hold_poll_s = 60.0
+            client.lookup_every_s = 60.0
             preimage, ph = _key()
             inv = await client.make_hold_invoice(5_000, ph, "pay for the key", 120)
             before = service.stats["requests"]
@@ -210,7 +210,7 @@ async def test_nwc_wait_for_a_hold_invoice_made_here_costs_no_lookup(relay_url, 
             assert await client.wait_hold_invoice(ph, 30) == InvoiceState.ACCEPTED
             assert service.stats["requests"] == before  # woken by hold_invoice_accepted, nothing asked
             restarted = await connect_wallet(service.uri_for(conn))  # subscribed after the notification
-            restarted.hold_poll_s = 60.0
+            restarted.lookup_every_s = 60.0
             assert await restarted.wait_hold_invoice(ph, 30) == InvoiceState.ACCEPTED  # its lookup found it
             assert service.stats["requests"] > before
             await restarted.settle_hold_invoice(preimage)
