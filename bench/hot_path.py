@@ -22,7 +22,11 @@ within one run (the issue's target: >= 0.8x with the dev wallet, >= 0.7x over NW
 both sides hold an account of one dev ledger. `nwc`: both sides pay through NIP-47, each
 through its own `pylon wallet serve-nwc` process (over the same relay) in front of that
 ledger's account; those processes' CPU is reported as `nwc`, outside Pylon's `total`.
-Results: bench/results/hot_path.json.
+Paid jobs are paid for the key (the customer's default where the provider's wallet can sell
+keys: the dev wallet, NWC with hold invoices); `dev-first` and `nwc-first` make the customer
+pay first (`payment-required`, `PylonClient(key_delivery=False)`), the flow of every wallet
+that cannot sell keys, where the provider waits for the payment (over NWC: lookups, or the
+`payment_received` notification). Results: bench/results/hot_path.json.
 """
 
 from __future__ import annotations
@@ -57,11 +61,13 @@ def cpu():
     t = os.times()
     return t.user + t.system
 
-async def main(relay, plan, wallet_uri):
+async def main(relay, plan, wallet_uri, first):
     kwargs = {}
     if wallet_uri:
         from wallet import open_wallet
         kwargs = {"wallet": open_wallet(wallet_uri), "max_msat": 10_000, "daily_budget_msat": 10**12}
+        if first:  # pay first (payment-required), not for the key to a sealed result
+            kwargs["key_delivery"] = False
     out = {}
     async with PylonClient([relay], keys=Keys.generate(), **kwargs) as client:
         async def one(i):
@@ -84,7 +90,8 @@ async def main(relay, plan, wallet_uri):
                               "client_cpu": cl}), flush=True)
             sys.stdin.readline()
 
-asyncio.run(main(sys.argv[1], json.loads(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else ""))
+asyncio.run(main(sys.argv[1], json.loads(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "",
+                 len(sys.argv) > 4 and sys.argv[4] == "first"))
 """
 
 
@@ -102,7 +109,9 @@ def pinned(argv: list[str], cpu: int | None) -> list[str]:
 
 def one_round(tree: Path, tmp: Path, args: argparse.Namespace, double_url: str, pay: str = "") -> dict[str, Any]:
     """Relay + provider + load generator on `tree`'s code; CPU ms per job by process.
-    `pay`: "" free, "dev" or "nwc" (1 sat per job). c=16 when the run compares paid with free."""
+    `pay`: "" free, "dev" or "nwc" (1 sat per job), with "-first" paid first rather than for the
+    key. c=16 when the run compares paid with free."""
+    wallet_kind, first = pay.removesuffix("-first"), pay.endswith("-first")
     env = {"PYTHONPATH": str(tree)}
     other = 1 if args.one_core else None
     relay = Proc(pinned([PYLON, "relay", "--port", "0", "--db", str(tmp / "relay.sqlite")], other),
@@ -117,7 +126,7 @@ def one_round(tree: Path, tmp: Path, args: argparse.Namespace, double_url: str, 
         subprocess.run([PYLON, "wallet", "fund", "100000000", "--wallet", wallet_uri], check=True,
                        env={**os.environ, **env, "PYLON_HOME": str(tmp / "client-home")}, capture_output=True)
         provider_uri = f"dev://{ledger}?account=provider"
-        if pay == "nwc":
+        if wallet_kind == "nwc":
             uris = []
             for who, uri in (("customer", wallet_uri), ("provider", provider_uri)):
                 svc = Proc(pinned([PYLON, "wallet", "serve-nwc", "--relay", relay_url, "--wallet", uri, "--json"], other),
@@ -133,7 +142,8 @@ def one_round(tree: Path, tmp: Path, args: argparse.Namespace, double_url: str, 
         plan = [[16 if args.pays else 32, args.jobs], [1, 64]]
         # cwd=tree: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH,
         # so from the repository root the load generator would run this tree's client for both
-        gen = subprocess.Popen(pinned([sys.executable, "-c", LOADGEN, relay_url, json.dumps(plan), wallet_uri], other),
+        gen = subprocess.Popen(pinned([sys.executable, "-c", LOADGEN, relay_url, json.dumps(plan), wallet_uri,
+                                       "first" if first else "key"], other),
                                env={**os.environ, **env, "PYLON_HOME": str(tmp / "client-home")}, cwd=str(tree),
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert gen.stdin is not None and gen.stdout is not None
@@ -220,11 +230,11 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=0.0, help="the double's fixed latency")
     ap.add_argument("--one-core", action="store_true", help="provider on CPU 0, the rest on CPU 1")
     ap.add_argument("--paid", action="store_true", help="the same as --pay dev")
-    ap.add_argument("--pay", default="", help="comma list of dev,nwc: 1 sat per job, c=16, against free c=16")
+    ap.add_argument("--pay", default="", help="comma list of dev, nwc, dev-first, nwc-first: 1 sat per job, c=16, against free c=16")
     args = ap.parse_args()
     args.pays = [p for p in args.pay.split(",") if p] or (["dev"] if args.paid else [])
-    if any(p not in ("dev", "nwc") for p in args.pays):
-        ap.error("--pay takes dev, nwc or both (comma-separated)")
+    if any(p.removesuffix("-first") not in ("dev", "nwc") for p in args.pays):
+        ap.error("--pay takes dev, nwc, dev-first, nwc-first (comma-separated)")
     modes = ["free", *args.pays] if args.pays else [""]  # "": the free c=32 run, no paid comparison
     with tempfile.TemporaryDirectory(prefix="pylon-bench-hot-") as tmpdir:
         tmp = Path(tmpdir)
