@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from pylon.nostr import crypto, nip04
+from pylon.nostr import crypto
 from pylon.nostr.errors import DecryptionError, InvalidKey
 from pylon.nostr.keys import Keys, normalize_pubkey
 from wallet import errors as E
@@ -114,7 +114,7 @@ class ConnectionUri:
 
 def encrypt(keys: Keys, peer: str, payload: dict[str, Any], scheme: str) -> str:
     text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    return crypto.encrypt_to(keys, peer, text) if scheme == NIP44 else nip04.encrypt(keys, peer, text)
+    return crypto.encrypt_to(keys, peer, text) if scheme == NIP44 else crypto.encrypt_nip04_to(keys, peer, text)
 
 
 def decrypt(keys: Keys, peer: str, content: str) -> dict[str, Any]:

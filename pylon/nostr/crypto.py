@@ -54,6 +54,12 @@ def encrypt_to(keys: Keys, peer_pubkey_hex: str, plaintext: str) -> str:
     return nip44.encrypt(plaintext, nip44_conversation_key(keys, peer_pubkey_hex))
 
 
+def encrypt_nip04_to(keys: Keys, peer_pubkey_hex: str, plaintext: str) -> str:
+    """Legacy NIP-04 payload of `plaintext` for the peer (NWC's answers to NIP-04 requests and
+    its notifications' 23196 twin), with the cached shared secret: an ECDH is ~60 us."""
+    return nip04.encrypt_with_key(_nip04_shared(keys, normalize_pubkey(peer_pubkey_hex)), plaintext)
+
+
 def decrypt_from(keys: Keys, peer_pubkey_hex: str, payload: str) -> str:
     """Decrypt a NIP-44 v2 or NIP-04 payload exchanged with the peer.
 

@@ -115,3 +115,18 @@ def test_decrypt_from_errors_are_typed():
         crypto.decrypt_from(a, "ff" * 32, "x")
     with pytest.raises(InvalidKey):
         crypto.encrypt_to(a, "nothex", "x")
+
+
+def test_encrypt_nip04_to_is_read_by_nostr_sdk_and_uses_the_cached_secret(monkeypatch):
+    a, b = Keys.generate(), Keys.generate()
+    crypto.cache_clear()
+    payload = crypto.encrypt_nip04_to(a, b.public_key, "twin notification")
+    assert "?iv=" in payload
+    sdk_b = nostr_sdk.Keys.parse(b.secret_hex)
+    assert nostr_sdk.nip04_decrypt(sdk_b.secret_key(), nostr_sdk.PublicKey.parse(a.public_key), payload) == "twin notification"
+    calls = []
+    real = Keys.ecdh_x
+    monkeypatch.setattr(Keys, "ecdh_x", lambda self, peer: calls.append(peer) or real(self, peer))
+    for _ in range(3):
+        assert crypto.decrypt_from(b, a.public_key, crypto.encrypt_nip04_to(a, b.public_key, "x")) == "x"
+    assert calls == [a.public_key]  # a's secret with b was cached by the first call; b's once
