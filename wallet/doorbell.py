@@ -8,9 +8,10 @@ the payee's service settles, the payer's service sees it), so those ticks sat in
 job's path. A ring is a hint, never data: the woken watcher still reads the ledger, and the
 tick stays as the fallback for a lost ring.
 
-How: each waiting process binds a Unix datagram socket in a folder named after the ledger
-(`<tmp>/pylon-dev-doorbell-<uid>/<hash of the ledger path>/`, mode 0700, so only this user can
-ring). Ringing sends one byte to every socket in that folder without blocking; a socket whose
+How: each waiting process binds a Unix datagram socket in a folder of the ledger's
+(`.<ledger file name>.doorbell/` beside it, so processes in containers that share the ledger's
+volume share it too; `<tmp>/pylon-dev-doorbell-<uid>/<hash of the ledger path>/` where that
+path would be too long for a socket), mode 0700, so only this user can ring. Ringing sends one byte to every socket in that folder without blocking; a socket whose
 process died refuses the byte and is removed. Where Unix sockets are missing (Windows) or the
 path would be too long, `Doorbell.listen` returns None and the watchers keep their tick.
 """
@@ -31,11 +32,18 @@ from typing import Callable
 log = logging.getLogger(__name__)
 
 _SUN_PATH_MAX = 100  # sockaddr_un.sun_path is 104-108 bytes with its NUL; keep a margin
+_SOCK_NAME_MAX = 24  # "/<pid>-<n>.sock"
 _ids = itertools.count()
 
 
 def _folder(ledger_key: str) -> Path:
-    """The folder of `ledger_key`'s (a resolved ledger path) listeners; the same in every process."""
+    """The folder of `ledger_key`'s (a resolved ledger path) listeners, the same in every process:
+    beside the ledger (so containers sharing the ledger's volume share it too), or in the temp
+    folder where that path would be too long for a socket."""
+    ledger = Path(ledger_key)
+    beside = ledger.parent / f".{ledger.name}.doorbell"
+    if len(os.fsencode(beside)) + _SOCK_NAME_MAX <= _SUN_PATH_MAX:
+        return beside
     uid = os.getuid() if hasattr(os, "getuid") else 0
     digest = hashlib.sha256(ledger_key.encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"pylon-dev-doorbell-{uid}" / digest
@@ -75,8 +83,7 @@ class Doorbell:
             return None
         loop = asyncio.get_running_loop()
         try:
-            self.folder.parent.mkdir(mode=0o700, exist_ok=True)
-            self.folder.mkdir(mode=0o700, exist_ok=True)
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         except OSError as exc:
             log.debug("dev wallet doorbell off: %s", exc)

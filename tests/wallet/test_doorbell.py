@@ -96,13 +96,17 @@ def test_ring_clears_dead_listeners_and_ignores_strangers(tmp_path: Path) -> Non
         bell.close()
 
 
-def test_listen_is_off_when_the_socket_path_would_be_too_long(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_folder_is_beside_the_ledger_or_in_tmp_when_that_is_too_long(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import tempfile
 
-    long_tmp = tmp_path / ("x" * 120)
-    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(long_tmp))
+    short = Path("/tmp/l/ledger.sqlite")
+    assert Doorbell(str(short)).folder == Path("/tmp/l/.ledger.sqlite.doorbell")  # shared with the ledger's volume
+    deep = tmp_path / ("d" * 80) / "ledger.sqlite"
+    assert Doorbell(str(deep)).folder.parent == Path(tempfile.gettempdir()) / f"pylon-dev-doorbell-{os.getuid()}"
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / ("x" * 120)))
 
-    async def main() -> None:
-        assert Doorbell(str(tmp_path / "l.sqlite")).listen(lambda: None) is None
+    async def main() -> None:  # no path short enough anywhere: no doorbell (the tick stays)
+        assert Doorbell(str(deep)).listen(lambda: None) is None
 
     asyncio.run(main())
