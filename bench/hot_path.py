@@ -103,6 +103,14 @@ def unpack(ref: str, into: Path) -> Path:
     return into
 
 
+def trees_under_test(baseline: str, tmp: Path) -> dict[str, Path]:
+    """{"baseline": REF's files (when given), "current": this working tree}, baseline first."""
+    trees = {"current": REPO}
+    if baseline:
+        trees = {"baseline": unpack(baseline, tmp / "baseline"), **trees}
+    return trees
+
+
 def pinned(argv: list[str], cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(cpu), *argv] if cpu is not None and shutil.which("taskset") else argv
 
@@ -238,9 +246,7 @@ def main() -> None:
     modes = ["free", *args.pays] if args.pays else [""]  # "": the free c=32 run, no paid comparison
     with tempfile.TemporaryDirectory(prefix="pylon-bench-hot-") as tmpdir:
         tmp = Path(tmpdir)
-        trees = {"current": REPO}
-        if args.baseline:
-            trees = {"baseline": unpack(args.baseline, tmp / "baseline"), **trees}
+        trees = trees_under_test(args.baseline, tmp)
         double = Proc([sys.executable, str(REPO / "tests" / "peers" / "openai_double.py"), "--port", "0",
                        "--latency-ms", str(args.latency_ms)])
         double_url = double.start("http://")

@@ -38,7 +38,7 @@ import websockets
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from hot_path import LOADGEN, PYLON, _json_from, unpack  # noqa: E402
+from hot_path import LOADGEN, PYLON, _json_from, trees_under_test  # noqa: E402
 from jobs import Proc  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "nwc_timeline.json"
@@ -163,9 +163,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="pylon-bench-nwc-") as tmpdir:
         tmp = Path(tmpdir)
-        trees = {"current": REPO}
-        if args.baseline:
-            trees = {"baseline": unpack(args.baseline, tmp / "baseline"), **trees}
+        trees = trees_under_test(args.baseline, tmp)
         double = Proc([sys.executable, str(REPO / "tests" / "peers" / "openai_double.py"), "--port", "0",
                        "--latency-ms", "0"])
         double_url = double.start("http://")
