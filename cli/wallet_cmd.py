@@ -8,6 +8,7 @@ the point of that command.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
@@ -62,15 +63,41 @@ def balance(wallet: str | None = WalletOpt, wallet_file: Path | None = WalletFil
 def invoice(amount_msat: int = typer.Argument(..., min=1, help="Amount in millisats."),
             memo: str = typer.Option("", "--memo", "-m", help="Invoice description."),
             expiry_s: int = typer.Option(600, "--expiry", min=1, help="Seconds until it expires."),
+            wait: bool = typer.Option(False, "--wait", help="Then wait until it is paid (exit 0) or expires (exit 1)."),
             wallet: str | None = WalletOpt, wallet_file: Path | None = WalletFileOpt, json_out: bool = JsonOpt) -> None:
     """Create an invoice and print its BOLT11 string."""
-    inv = run(_with_wallet(_wallet_uri(wallet, wallet_file), lambda w: w.make_invoice(amount_msat, memo, expiry_s)))
+
+    def show(inv: Any) -> None:
+        if json_out:
+            print_json({"bolt11": inv.bolt11, "payment_hash": inv.payment_hash, "amount_msat": inv.amount_msat,
+                        "expires_at": inv.expires_at})
+        else:
+            console.print(inv.bolt11, highlight=False, soft_wrap=True)
+            err_console.print(f"payment hash {inv.payment_hash}", highlight=False)
+        sys.stdout.flush()  # piped: the payer reads the invoice before the wait ends
+
+    async def make(w: Any) -> Any:
+        inv = await w.make_invoice(amount_msat, memo, expiry_s)
+        show(inv)
+        if not wait:
+            return None
+        if not json_out:
+            err_console.print(f"waiting for the payment (expires in {expiry_s} s; Ctrl-C stops waiting)", highlight=False)
+        from wallet.waiting import wait_for_invoice  # the wallet's own wait (dev, NWC payment_received) or lookups
+
+        return inv, await wait_for_invoice(w, inv.payment_hash, inv.expires_at, label="invoice")
+
+    waited = run(_with_wallet(_wallet_uri(wallet, wallet_file), make))
+    if waited is None:
+        return
+    inv, state = waited
+    word = state.value if state is not None else "unknown (the wallet did not answer)"
     if json_out:
-        print_json({"bolt11": inv.bolt11, "payment_hash": inv.payment_hash, "amount_msat": inv.amount_msat,
-                    "expires_at": inv.expires_at})
-    else:
-        console.print(inv.bolt11, highlight=False, soft_wrap=True)
-        err_console.print(f"payment hash {inv.payment_hash}", highlight=False)
+        print_json({"payment_hash": inv.payment_hash, "state": word})
+    elif state is not None and state.value == "settled":
+        console.print(f"paid {inv.amount_msat} msat", highlight=False)
+    if state is None or state.value != "settled":
+        fail(f"invoice {inv.payment_hash[:16]}… not paid: {word}")
 
 
 @app.command("pay")

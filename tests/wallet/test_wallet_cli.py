@@ -101,3 +101,58 @@ async def test_serve_nwc_prints_a_uri_that_works_and_stops_on_ctrl_c(relay_url, 
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def _invoice_and_wait(uri: str, pylon_home: Path, *extra: str) -> asyncio.subprocess.Process:
+    env = dict(os.environ, PYLON_HOME=str(pylon_home), PYLON_WALLET=uri)
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", "wallet", "invoice", "3000", "--memo", "tip", "--wait", "--json", *extra,
+        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+async def _json_objects(proc: asyncio.subprocess.Process) -> list[dict]:
+    """The (indented) JSON objects `--json` printed, one after another."""
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    decoder, text, objs = json.JSONDecoder(), out.decode(), []
+    pos = 0
+    while text[pos:].strip():
+        obj, end = decoder.raw_decode(text[pos:].lstrip())
+        pos = len(text) - len(text[pos:].lstrip()) + end
+        objs.append(obj)
+    return objs
+
+
+async def _first_object(proc: asyncio.subprocess.Process) -> dict:
+    """The invoice object, printed before the wait (read line by line up to its closing brace)."""
+    assert proc.stdout is not None
+    text = ""
+    while not text.rstrip().endswith("}"):
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert line, "the command ended before printing the invoice"
+        text += line.decode()
+    return json.loads(text)
+
+
+@pytest.mark.embedded_relay
+async def test_invoice_wait_over_nwc_ends_when_paid(relay_url, dev_ledger, pylon_home):
+    """`pylon wallet invoice --wait` against an NWC wallet: woken by payment_received, exit 0."""
+    from wallet.nwc_service import NwcService
+
+    dev_ledger.fund("payer", 10_000)
+    service = NwcService(dev_ledger.wallet("shop"), [relay_url])
+    async with service.running():
+        proc = await _invoice_and_wait(service.uri_for(service.new_connection(name="cli")), pylon_home)
+        inv = await _first_object(proc)
+        assert inv["amount_msat"] == 3_000
+        await dev_ledger.wallet("payer").pay_invoice(inv["bolt11"], max_msat=3_000)
+        (done,) = await _json_objects(proc)
+        assert proc.returncode == 0 and done == {"payment_hash": inv["payment_hash"], "state": "settled"}
+        assert service.stats["by_method"].get("lookup_invoice", 0) == 0  # the notification, not polling
+
+
+async def test_invoice_wait_on_an_expired_invoice_is_one_line_and_exit_1(dev_ledger, pylon_home):
+    proc = await _invoice_and_wait(dev_ledger.uri("shop"), pylon_home, "--expiry", "1")
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert out.decode().rstrip().endswith('"state": "expired"\n}')
+    assert "not paid: expired" in err.decode() and "Traceback" not in err.decode()
