@@ -86,6 +86,7 @@ MAX_AMOUNT_MSAT = 21_000_000 * 100_000_000 * 1000
 _ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 WATCH_TICK_S = 0.005  # how often a waiting payee checks for payments made by other processes
 WATCH_TICK_RUNG_S = 0.05  # the same with a doorbell (wallet.doorbell): only a lost ring waits for it
+WATCH_LINGER_S = 2.0  # a watcher with no waiters keeps its read connection and doorbell this long
 _WATCH_CHUNK = 500    # hashes per IN (...) query
 HOLD_SETTLE_S = 600.0  # a locked hold payment not settled this long after the lock is refunded
 _HOLD_COLUMNS = (("hold", "INTEGER NOT NULL DEFAULT 0"), ("held_by", "TEXT"), ("accepted_at", "REAL"),
@@ -665,7 +666,7 @@ class _SettleWatcher:
                 if not entries:
                     del self._waiters[payment_hash]
             if not self._waiters and self._wake is not None:
-                self._wake.set()  # the loop ends now, its doorbell listener with it
+                self._wake.set()  # the loop starts lingering (then ends, its doorbell listener with it)
 
     async def _run(self) -> None:
         wake = self._wake
@@ -673,12 +674,22 @@ class _SettleWatcher:
         # bound before the first check: a payment committed after it rings, one before it is read
         self._listener = _doorbell(self.ledger.key).listen(wake.set)
         tick = WATCH_TICK_S if self._listener is None else WATCH_TICK_RUNG_S
+        idle_since: float | None = None
         try:
-            while self._waiters:
+            while True:
                 wake.clear()
-                self._check()
+                if self._waiters:
+                    idle_since = None
+                    self._check()
+                    wait_s = tick
+                else:  # linger: the next invoice (a provider's next job) reuses the connection and listener
+                    now = time.monotonic()
+                    idle_since = now if idle_since is None else idle_since
+                    wait_s = WATCH_LINGER_S - (now - idle_since)
+                    if wait_s <= 0:
+                        return
                 try:
-                    async with asyncio.timeout(tick):
+                    async with asyncio.timeout(wait_s):
                         await wake.wait()
                 except TimeoutError:
                     pass

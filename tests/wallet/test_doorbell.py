@@ -39,6 +39,7 @@ async def test_a_payment_by_another_process_rings_the_watcher(tmp_path: Path, mo
     # ticks of an hour: only the ring can wake the watcher before the wait's 20 s run out
     monkeypatch.setattr(dev, "WATCH_TICK_S", 3600.0)
     monkeypatch.setattr(dev, "WATCH_TICK_RUNG_S", 3600.0)
+    monkeypatch.setattr(dev, "WATCH_LINGER_S", 0.1)
     ledger = tmp_path / "dev.sqlite"
     fund(ledger, "payer", 100_000)
     async with DevWallet(ledger, "payee") as payee:
@@ -52,7 +53,7 @@ async def test_a_payment_by_another_process_rings_the_watcher(tmp_path: Path, mo
         assert len(_own_listeners(bell)) == 1
         await _pay_in_another_process(ledger, inv.bolt11, 2_500)
         assert await asyncio.wait_for(wait, 30) == InvoiceState.SETTLED
-        for _ in range(200):  # the watcher stops with its last waiter and takes its socket away
+        for _ in range(500):  # the watcher stops after its linger and takes its socket away
             if not _own_listeners(bell):
                 break
             await asyncio.sleep(0.01)
@@ -110,3 +111,18 @@ def test_the_folder_is_beside_the_ledger_or_in_tmp_when_that_is_too_long(tmp_pat
         assert Doorbell(str(deep)).listen(lambda: None) is None
 
     asyncio.run(main())
+
+
+async def test_between_waits_the_watcher_keeps_its_connection_and_listener(tmp_path: Path) -> None:
+    """A provider waits on one invoice per job: the watcher lingers (WATCH_LINGER_S) instead of
+    reopening its SQLite connection and rebinding its socket for every job (~1 ms a job)."""
+    ledger = tmp_path / "dev.sqlite"
+    async with DevWallet(ledger, "payee") as payee:
+        first = await payee.make_invoice(1_000, "job 1", 600)
+        assert await payee.wait_invoice(first.payment_hash, timeout=0.05) == InvoiceState.PENDING
+        watcher = payee._watcher
+        db, listener, task = watcher._db, watcher._listener, watcher._task
+        assert db is not None and task is not None and not task.done()
+        second = await payee.make_invoice(1_000, "job 2", 600)
+        assert await payee.wait_invoice(second.payment_hash, timeout=0.05) == InvoiceState.PENDING
+        assert watcher._db is db and watcher._listener is listener and watcher._task is task
