@@ -19,6 +19,11 @@ def dspy_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "true")
     monkeypatch.setenv("DSPY_CACHEDIR", str(tmp_path / "dspy-cache"))
     yield
+    # a pylon_lm a test did not close keeps its loop thread, and its relay pool reconnecting to
+    # the test's stopped relay (with random jitter) for the rest of the run
+    from dsrs_bridge.hub import close_all_hubs
+
+    close_all_hubs()
 
 
 @pytest.fixture
