@@ -66,21 +66,19 @@ def invoice(amount_msat: int = typer.Argument(..., min=1, help="Amount in millis
             wait: bool = typer.Option(False, "--wait", help="Then wait until it is paid (exit 0) or expires (exit 1)."),
             wallet: str | None = WalletOpt, wallet_file: Path | None = WalletFileOpt, json_out: bool = JsonOpt) -> None:
     """Create an invoice and print its BOLT11 string."""
+    from wallet.base import Invoice, InvoiceState, Wallet
 
-    def show(inv: Any) -> None:
+    async def make(w: Wallet) -> tuple[Invoice, InvoiceState | None] | None:
+        inv = await w.make_invoice(amount_msat, memo, expiry_s)
         if json_out:
             print_json({"bolt11": inv.bolt11, "payment_hash": inv.payment_hash, "amount_msat": inv.amount_msat,
                         "expires_at": inv.expires_at})
         else:
             console.print(inv.bolt11, highlight=False, soft_wrap=True)
             err_console.print(f"payment hash {inv.payment_hash}", highlight=False)
-        sys.stdout.flush()  # piped: the payer reads the invoice before the wait ends
-
-    async def make(w: Any) -> Any:
-        inv = await w.make_invoice(amount_msat, memo, expiry_s)
-        show(inv)
         if not wait:
             return None
+        sys.stdout.flush()  # piped: the payer reads the invoice before the wait ends
         if not json_out:
             err_console.print(f"waiting for the payment (expires in {expiry_s} s; Ctrl-C stops waiting)", highlight=False)
         from wallet.waiting import wait_for_invoice  # the wallet's own wait (dev, NWC payment_received) or lookups
@@ -94,10 +92,10 @@ def invoice(amount_msat: int = typer.Argument(..., min=1, help="Amount in millis
     word = state.value if state is not None else "unknown (the wallet did not answer)"
     if json_out:
         print_json({"payment_hash": inv.payment_hash, "state": word})
-    elif state is not None and state.value == "settled":
-        console.print(f"paid {inv.amount_msat} msat", highlight=False)
-    if state is None or state.value != "settled":
+    if state != InvoiceState.SETTLED:
         fail(f"invoice {inv.payment_hash[:16]}… not paid: {word}")
+    if not json_out:
+        console.print(f"paid {inv.amount_msat} msat", highlight=False)
 
 
 @app.command("pay")
