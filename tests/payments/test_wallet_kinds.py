@@ -40,32 +40,48 @@ async def test_customer_pays_through_nwc(relay_url, openai_double, dev_ledger, t
     assert r.status == "paid" and r.preimage and r.amount_msat == price
 
 
+async def _ask_a_provider_on_nwc(service, relay_url, openai_double, dev_ledger, tmp_path, prompt, **client_kwargs):
+    """One ask to a provider (2,000 msat) whose wallet is a connection of `service`, paid by the
+    dev account "customer"; the outcome, and whether that connection offered hold invoices."""
+    from wallet import connect_wallet
+
+    async with service.running():
+        nwc = await connect_wallet(service.uri_for(service.new_connection(name="pylon serve")))
+        try:
+            async with paid_provider(relay_url, openai_double.base_url, tmp_path / "p.sqlite", nwc,
+                                     price_msat=2_000):
+                async with paying_customer(relay_url, dev_ledger.wallet("customer"), **client_kwargs) as client:
+                    return await client.ask(prompt, timeout=60), await nwc.hold_invoices_offered()
+        finally:
+            await nwc.aclose()
+
+
+def _woken_by_payment_received(service) -> None:
+    """The provider quoted first (make_invoice) and learnt of the payment by the notification:
+    polling from 10 ms would have asked lookup_invoice several times."""
+    assert service.stats["by_method"].get("make_invoice") == 1
+    assert service.stats["by_method"].get("lookup_invoice", 0) <= 1
+    assert service.stats["notifications"] == 1
+
+
 @pytest.mark.embedded_relay
 async def test_provider_invoices_through_nwc(relay_url, openai_double, dev_ledger, tmp_path):
-    from wallet import connect_wallet
     from wallet.nwc_service import NwcService
 
     dev_ledger.fund("customer", 60_000)
     service = NwcService(dev_ledger.wallet("provider"), [relay_url])
-    conn = service.new_connection(name="pylon serve")
-    async with service.running():
-        nwc = await connect_wallet(service.uri_for(conn))
-        try:
-            async with paid_provider(relay_url, openai_double.base_url, tmp_path / "p.sqlite", nwc,
-                                     price_msat=2_000):
-                async with paying_customer(relay_url, dev_ledger.wallet("customer")) as client:
-                    outcome = await client.ask("provider on nwc", timeout=60)
-        finally:
-            await nwc.aclose()
+    outcome, holds = await _ask_a_provider_on_nwc(service, relay_url, openai_double, dev_ledger, tmp_path,
+                                                  "provider on nwc")
     assert outcome.paid_msat == 2_000 and await dev_ledger.wallet("provider").balance() == 2_000
+    assert holds  # offered, but this customer pays first (paying_customer: no key delivery)
+    _woken_by_payment_received(service)
 
 
 @pytest.mark.embedded_relay
-async def test_provider_on_nwc_without_hold_invoices_is_woken_by_payment_received(relay_url, openai_double, dev_ledger,
-                                                                                  tmp_path):
-    """An NWC wallet without hold invoices: the provider quotes first (payment-required) and
-    waits for the payment by the wallet's `payment_received` notification, not lookups."""
-    from wallet import connect_wallet
+async def test_a_key_asked_of_a_provider_on_nwc_without_hold_invoices_is_paid_first(relay_url, openai_double,
+                                                                                    dev_ledger, tmp_path):
+    """The customer asks to pay for the key, but the provider's NWC wallet issues no hold
+    invoices: no key is sold; the provider quotes first and is woken by `payment_received`."""
     from wallet.nwc_service import NwcService
 
     dev_ledger.fund("customer", 60_000)
@@ -74,23 +90,13 @@ async def test_provider_on_nwc_without_hold_invoices_is_woken_by_payment_receive
     async def no_holds() -> bool:
         return False
 
-    shop.hold_invoices_offered = no_holds  # type: ignore[method-assign]  # as most NWC wallets
+    shop.hold_invoices_offered = no_holds  # type: ignore[method-assign]  # as NWC wallets without them
     service = NwcService(shop, [relay_url])
-    async with service.running():
-        nwc = await connect_wallet(service.uri_for(service.new_connection(name="pylon serve")))
-        try:
-            assert not await nwc.hold_invoices_offered()
-            async with paid_provider(relay_url, openai_double.base_url, tmp_path / "p.sqlite", nwc,
-                                     price_msat=2_000):
-                async with paying_customer(relay_url, dev_ledger.wallet("customer")) as client:
-                    outcome = await client.ask("provider on nwc, pay first", timeout=60)
-        finally:
-            await nwc.aclose()
-    assert outcome.paid_msat == 2_000 and await shop.balance() == 2_000
-    assert service.stats["by_method"].get("make_invoice") == 1
-    # woken by the notification; polling from 10 ms would have asked several times
-    assert service.stats["by_method"].get("lookup_invoice", 0) <= 1
-    assert service.stats["notifications"] == 1
+    outcome, holds = await _ask_a_provider_on_nwc(service, relay_url, openai_double, dev_ledger, tmp_path,
+                                                  "provider on nwc, key asked", key_delivery=True)
+    assert not holds
+    assert outcome.paid_msat == 2_000 and await shop.balance() == 2_000 and outcome.delivery != "key"
+    _woken_by_payment_received(service)
 
 
 @pytest.mark.lnbits
