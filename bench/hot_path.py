@@ -32,7 +32,6 @@ that cannot sell keys, where the provider waits for the payment (over NWC: looku
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil

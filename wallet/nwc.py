@@ -307,10 +307,14 @@ class NwcWallet:
         lookups that thin out (10 ms, x1.5, up to 1 s). PENDING on timeout."""
         return await self._wait_notified(PAYMENT_RECEIVED, _hash(payment_hash), timeout, InvoiceState.SETTLED)
 
+    def _hears(self, kind: str) -> bool:
+        """The wallet sends notifications of `kind` and our subscription is reading them."""
+        return kind in self.notifications and self._reader is not None and not self._reader.done()
+
     def _made_here(self, kind: str, payment_hash: str) -> None:
         """An invoice made while the notifications of `kind` were being read: its notification
         cannot come before the subscription, so the first wait for it need not ask first."""
-        if kind in self.notifications and self._reader is not None and not self._reader.done():
+        if self._hears(kind):
             self._sightings[kind].made_here(payment_hash)
 
     async def _wait_notified(self, kind: str, ph: str, timeout: float, named: InvoiceState) -> InvoiceState:
@@ -319,7 +323,7 @@ class NwcWallet:
         a growing interval; one that does, every `lookup_every_s`."""
         await self._start()
         sightings = self._sightings[kind]
-        notified = kind in self.notifications and self._reader is not None and not self._reader.done()
+        notified = self._hears(kind)
         deadline = time.monotonic() + max(timeout, 0.0)
         wake = sightings.wakes.setdefault(ph, asyncio.Event())
         ask = not notified or ph not in sightings.made  # made here while subscribed: the notification says it first

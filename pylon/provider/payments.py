@@ -32,7 +32,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Protocol, cast
+from typing import Any, Awaitable, Protocol
 
 from pylon.jobs.nip90 import FeedbackStatus, JobRequest
 from pylon.provider.delivery import until_accepted
