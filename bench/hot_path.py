@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,45 +115,82 @@ def pinned(argv: list[str], cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(cpu), *argv] if cpu is not None and shutil.which("taskset") else argv
 
 
+@dataclass
+class Stack:
+    """The processes of one measured path, started on one tree's code."""
+
+    relay: Proc
+    relay_url: str
+    provider: Proc
+    services: list[Proc]  # `pylon wallet serve-nwc`, one per side (NWC only)
+    customer_wallet: str  # the load generator's wallet URI ("" for free jobs)
+    provider_wallet: str
+
+    def stop(self) -> None:
+        self.provider.stop()
+        for svc in self.services:
+            svc.stop()
+        self.relay.stop()
+
+
+def start_stack(tree: Path, tmp: Path, double_url: str, wallet_kind: str = "", *,
+                relay_cpu: int | None = None, provider_cpu: int | None = None) -> Stack:
+    """`pylon relay`, then for paid jobs (`wallet_kind` "dev" or "nwc") a dev ledger with the
+    customer's account funded (NWC: a `serve-nwc` in front of each side's account), then
+    `pylon serve` (1 sat per job when paid) against the double; all started, or none left."""
+    env = {"PYTHONPATH": str(tree)}
+    relay = Proc(pinned([PYLON, "relay", "--port", "0", "--db", str(tmp / "relay.sqlite")], relay_cpu),
+                 env={**env, "PYLON_HOME": str(tmp / "relay-home")})
+    services: list[Proc] = []
+    provider: Proc | None = None
+    try:
+        relay_url = relay.start("ws://")
+        serve = [PYLON, "serve", "--relay", relay_url, "--backend", double_url, "--concurrency", "32"]
+        customer_wallet = provider_wallet = ""
+        if wallet_kind:
+            ledger = tmp / "ledger.sqlite"
+            customer_wallet = f"dev://{ledger}?account=customer"
+            subprocess.run([PYLON, "wallet", "fund", "100000000", "--wallet", customer_wallet], check=True,
+                           env={**os.environ, **env, "PYLON_HOME": str(tmp / "client-home")}, capture_output=True)
+            provider_wallet = f"dev://{ledger}?account=provider"
+            if wallet_kind == "nwc":
+                uris = []
+                for who, uri in (("customer", customer_wallet), ("provider", provider_wallet)):
+                    svc = Proc(pinned([PYLON, "wallet", "serve-nwc", "--relay", relay_url, "--wallet", uri, "--json"],
+                                      relay_cpu), env={**env, "PYLON_HOME": str(tmp / f"nwc-{who}-home")})
+                    services.append(svc)
+                    uris.append(_json_from(svc, svc.start("{")))
+                customer_wallet, provider_wallet = uris
+            serve += ["--price-msat", "1000", "--wallet", provider_wallet]
+        provider = Proc(pinned(serve, provider_cpu), env={**env, "PYLON_HOME": str(tmp / "prov-home")})
+        provider.start("serving as")
+    except BaseException:
+        if provider is not None:
+            provider.stop()
+        for svc in services:
+            svc.stop()
+        relay.stop()
+        raise
+    return Stack(relay, relay_url, provider, services, customer_wallet, provider_wallet)
+
+
 def one_round(tree: Path, tmp: Path, args: argparse.Namespace, double_url: str, pay: str = "") -> dict[str, Any]:
     """Relay + provider + load generator on `tree`'s code; CPU ms per job by process.
     `pay`: "" free, "dev" or "nwc" (1 sat per job), with "-first" paid first rather than for the
     key. c=16 when the run compares paid with free."""
     wallet_kind, first = pay.removesuffix("-first"), pay.endswith("-first")
-    env = {"PYTHONPATH": str(tree)}
     other = 1 if args.one_core else None
-    relay = Proc(pinned([PYLON, "relay", "--port", "0", "--db", str(tmp / "relay.sqlite")], other),
-                 env={**env, "PYLON_HOME": str(tmp / "relay-home")})
-    relay_url = relay.start("ws://")
-    serve = [PYLON, "serve", "--relay", relay_url, "--backend", double_url, "--concurrency", "32"]
-    wallet_uri = ""
-    services: list[Proc] = []  # `pylon wallet serve-nwc` processes (pay == "nwc")
-    if pay:
-        ledger = tmp / "ledger.sqlite"
-        wallet_uri = f"dev://{ledger}?account=customer"
-        subprocess.run([PYLON, "wallet", "fund", "100000000", "--wallet", wallet_uri], check=True,
-                       env={**os.environ, **env, "PYLON_HOME": str(tmp / "client-home")}, capture_output=True)
-        provider_uri = f"dev://{ledger}?account=provider"
-        if wallet_kind == "nwc":
-            uris = []
-            for who, uri in (("customer", wallet_uri), ("provider", provider_uri)):
-                svc = Proc(pinned([PYLON, "wallet", "serve-nwc", "--relay", relay_url, "--wallet", uri, "--json"], other),
-                           env={**env, "PYLON_HOME": str(tmp / f"nwc-{who}-home")})
-                services.append(svc)
-                uris.append(_json_from(svc, svc.start("{")))
-            wallet_uri, provider_uri = uris
-        serve += ["--price-msat", "1000", "--wallet", provider_uri]
-    provider = Proc(pinned(serve, 0 if args.one_core else None), env={**env, "PYLON_HOME": str(tmp / "prov-home")})
+    stack = start_stack(tree, tmp, double_url, wallet_kind, relay_cpu=other, provider_cpu=0 if args.one_core else None)
+    relay, provider, services = stack.relay, stack.provider, stack.services
     rows: dict[str, Any] = {}
     try:
-        provider.start("serving as")
         plan = [[16 if args.pays else 32, args.jobs], [1, 64]]
         # cwd=tree: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH,
         # so from the repository root the load generator would run this tree's client for both
-        gen = subprocess.Popen(pinned([sys.executable, "-c", LOADGEN, relay_url, json.dumps(plan), wallet_uri,
-                                       "first" if first else "key"], other),
-                               env={**os.environ, **env, "PYLON_HOME": str(tmp / "client-home")}, cwd=str(tree),
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        gen = subprocess.Popen(pinned([sys.executable, "-c", LOADGEN, stack.relay_url, json.dumps(plan),
+                                       stack.customer_wallet, "first" if first else "key"], other),
+                               env={**os.environ, "PYTHONPATH": str(tree), "PYLON_HOME": str(tmp / "client-home")},
+                               cwd=str(tree), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert gen.stdin is not None and gen.stdout is not None
         try:
             for _ in plan:
@@ -181,10 +219,7 @@ def one_round(tree: Path, tmp: Path, args: argparse.Namespace, double_url: str, 
             if gen.poll() is None:
                 gen.kill()
     finally:
-        provider.stop()
-        for svc in services:
-            svc.stop()
-        relay.stop()
+        stack.stop()
     return rows
 
 

@@ -38,7 +38,7 @@ import websockets
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from hot_path import LOADGEN, PYLON, _json_from, trees_under_test  # noqa: E402
+from hot_path import LOADGEN, start_stack, trees_under_test  # noqa: E402
 from jobs import Proc  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "nwc_timeline.json"
@@ -73,27 +73,11 @@ async def _note_events(url: str, seen: list[tuple[float, int, str]], stop: async
 
 def one_block(tree: Path, tmp: Path, double_url: str, jobs: int, first: bool) -> dict[str, Any]:
     """One tree's processes; `jobs` paid jobs one at a time; the events each job caused."""
-    env = {"PYTHONPATH": str(tree)}
-    relay = Proc([PYLON, "relay", "--port", "0", "--db", str(tmp / "relay.sqlite")], env={**env, "PYLON_HOME": str(tmp / "rh")})
-    url = relay.start("ws://")
-    ledger = tmp / "ledger.sqlite"
-    customer = f"dev://{ledger}?account=customer"
-    subprocess.run([PYLON, "wallet", "fund", "100000000", "--wallet", customer], check=True,
-                   env={**os.environ, **env, "PYLON_HOME": str(tmp / "ch")}, capture_output=True)
-    services: list[Proc] = []
-    uris = []
-    provider: Proc | None = None
+    stack = start_stack(tree, tmp, double_url, "nwc")
     try:
-        for who, uri in (("customer", customer), ("provider", f"dev://{ledger}?account=provider")):
-            svc = Proc([PYLON, "wallet", "serve-nwc", "--relay", url, "--wallet", uri, "--json"],
-                       env={**env, "PYLON_HOME": str(tmp / f"nwc-{who}")})
-            services.append(svc)
-            uris.append(_json_from(svc, svc.start("{")))
-        provider = Proc([PYLON, "serve", "--relay", url, "--backend", double_url, "--concurrency", "32",
-                         "--price-msat", "1000", "--wallet", uris[1]], env={**env, "PYLON_HOME": str(tmp / "ph")})
-        provider.start("serving as")
-        gen = subprocess.Popen([sys.executable, "-c", LOADGEN, url, json.dumps([[1, jobs]]), uris[0],
-                                "first" if first else "key"], env={**os.environ, **env, "PYLON_HOME": str(tmp / "ch")},
+        gen = subprocess.Popen([sys.executable, "-c", LOADGEN, stack.relay_url, json.dumps([[1, jobs]]),
+                                stack.customer_wallet, "first" if first else "key"],
+                               env={**os.environ, "PYTHONPATH": str(tree), "PYLON_HOME": str(tmp / "client-home")},
                                cwd=str(tree), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert gen.stdin is not None and gen.stdout is not None
         json.loads(gen.stdout.readline())  # {"start": 1}: warmed up
@@ -101,7 +85,7 @@ def one_block(tree: Path, tmp: Path, double_url: str, jobs: int, first: bool) ->
         async def run() -> tuple[dict[str, Any], list[tuple[float, int, str]]]:
             seen: list[tuple[float, int, str]] = []
             stop = asyncio.Event()
-            noting = asyncio.create_task(_note_events(url, seen, stop))
+            noting = asyncio.create_task(_note_events(stack.relay_url, seen, stop))
             await asyncio.sleep(0.3)
             assert gen.stdin is not None and gen.stdout is not None
             gen.stdin.write("\n")
@@ -112,17 +96,17 @@ def one_block(tree: Path, tmp: Path, double_url: str, jobs: int, first: bool) ->
             await noting
             return done, seen
 
-        done, seen = asyncio.run(run())
-        gen.stdin.write("\n")
-        gen.stdin.flush()
-        gen.wait(30)
+        try:
+            done, seen = asyncio.run(run())
+            gen.stdin.write("\n")
+            gen.stdin.flush()
+            gen.wait(30)
+        finally:
+            if gen.poll() is None:
+                gen.kill()
     finally:
-        if provider is not None:
-            provider.stop()
-        for svc in services:
-            svc.stop()
-        relay.stop()
-    return {"median_ms": done["median_ms"], "chains": _chains(seen, _roles(uris[0], uris[1]))}
+        stack.stop()
+    return {"median_ms": done["median_ms"], "chains": _chains(seen, _roles(stack.customer_wallet, stack.provider_wallet))}
 
 
 def _chains(seen: list[tuple[float, int, str]], roles: dict[str, str]) -> list[list[tuple[str, float]]]:
