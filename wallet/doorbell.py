@@ -109,11 +109,11 @@ class Doorbell:
 
     def ring(self) -> None:
         """Wake every listener of this ledger; never blocks, never raises."""
+        if self._sender is None:
+            return
         try:
             entries = list(os.scandir(self.folder))
         except OSError:  # nobody ever listened on this ledger
-            return
-        if self._sender is None:
             return
         own = f"{os.getpid()}-"  # this process's listeners were woken in-process already
         for entry in entries:
