@@ -326,15 +326,21 @@ class SwarmHub:
     def close(self) -> None:
         """Cancel the background loop's calls in flight (they raise JobCancelled), close its
         client and stop the loop thread. Returns within about a second (two at most). The hub stays usable:
-        a later sync call starts a fresh loop thread."""
+        a later sync call starts a fresh loop thread.
+
+        The budget's receipts ledger ends its writer thread too (its queued writes committed
+        first); the ledger and the session stay, so a later call spends against the same
+        session budget and starts a new writer."""
         with self._lock:
             thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        client = self._clients.pop(thread.loop, None)
-        self._starting.pop(thread.loop, None)
-        self._loop_jobs.pop(thread.loop, None)
-        thread.stop(client.close if client is not None else None)
+            budget = self._budget
+        if thread is not None:
+            client = self._clients.pop(thread.loop, None)
+            self._starting.pop(thread.loop, None)
+            self._loop_jobs.pop(thread.loop, None)
+            thread.stop(client.close if client is not None else None)
+        if budget is not None:
+            budget.ledger.stop_writer()
 
 
 _HUBS: "weakref.WeakSet[SwarmHub]" = weakref.WeakSet()

@@ -92,6 +92,10 @@ class _Write(NamedTuple):
     synced: bool  # False: may commit without an fsync (submit)
 
 
+class WriterClosed(RuntimeError):
+    """The writer was closed before this write was queued: nothing of it ran."""
+
+
 class _Aborted(Exception):
     """SQLite ended the batch's transaction under one of its writes."""
 
@@ -131,7 +135,7 @@ class GroupCommitWriter:
         fut: asyncio.Future[T] = loop.create_future()
         with self._cond:
             if self._closing:
-                raise RuntimeError("the writer is closed")
+                raise WriterClosed("the writer is closed")
             self._queue.append(_Write(fn, loop, fut, synced))
             self._cond.notify()
         return fut

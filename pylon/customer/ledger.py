@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from pylon.errors import PaymentError
 from pylon.home import db_path, private_file
-from pylon.group_commit import GroupCommitWriter, Savepoint
+from pylon.group_commit import GroupCommitWriter, Savepoint, WriterClosed
 from pylon.storage import WriteTransaction
 from pylon.customer.invoice_check import ABOVE_BUDGET, ALREADY_PAID, PaymentRefused
 from pylon.customer.lease import OwnerLease, owner_alive
@@ -225,10 +225,7 @@ class Ledger:
                 db.execute(statement)
 
     def close(self) -> None:
-        with self._writer_guard:
-            writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()  # writes already queued finish (and commit) first
+        self.stop_writer()
         with self._lock:
             self._db.close()
             if self._lease is not None:
@@ -236,6 +233,28 @@ class Ledger:
                 self._lease = None
         with self._rlock:
             self._rdb.close()
+
+    def stop_writer(self) -> None:
+        """Commit the writes queued so far and end the writer thread; the ledger stays open and
+        its next async write starts a new one. Why: an owner that goes quiet but keeps its
+        ledger (a closed DSPy LM keeps its budget's session, `SwarmHub.close`) would otherwise
+        hold an idle thread for the rest of the process. The old writer is retired only once
+        its queue is committed (under the guard, so no second writer runs beside it, and its
+        writes still see themselves inside their batch); a write handed to it a moment too late
+        goes to the new one (`_submit`)."""
+        with self._writer_guard:
+            writer = self._writer
+            if writer is not None:
+                writer.close()  # writes already queued finish (and commit) first
+                self._writer = None
+
+    def _submit(self, fn: Callable[[], T], *, synced: bool) -> "asyncio.Future[T]":
+        """Queue `fn` on the writer thread; once more on a new writer if `stop_writer` retired
+        the one this call found (WriterClosed: nothing of it ran)."""
+        try:
+            return self._writer_thread().submit(fn, synced=synced)
+        except WriterClosed:
+            return self._writer_thread().submit(fn, synced=synced)
 
     def _writer_thread(self) -> GroupCommitWriter:
         with self._writer_guard:
@@ -248,7 +267,7 @@ class Ledger:
         write already started still completes — the same state as a crash after it, which
         `recover` handles. `synced=False`: a write `recover` can rebuild after a power loss,
         committed without an fsync when nothing else in its batch needs one."""
-        return await self._writer_thread().run(functools.partial(fn, *args, **kwargs), synced=synced)
+        return await self._submit(functools.partial(fn, *args, **kwargs), synced=synced)
 
     async def record_intent_async(self, **kwargs: Any) -> Receipt:
         """`record_intent` off the event loop (same arguments, same errors)."""
@@ -451,8 +470,7 @@ class Ledger:
         `close()`; a crash before that leaves the receipt to `recover`, which fetches the
         result again. A failure is logged (at DEBUG: the same as a crash before it)."""
         try:
-            fut = self._writer_thread().submit(functools.partial(self.mark_result, job_id, result_event_id),
-                                               synced=False)
+            fut = self._submit(functools.partial(self.mark_result, job_id, result_event_id), synced=False)
         except RuntimeError:  # closed: as a crash before the write
             return
         fut.add_done_callback(_log_write_failure)

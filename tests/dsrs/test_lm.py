@@ -212,17 +212,22 @@ async def test_paid_program_receipts_match_the_history(swarm, tmp_path, dev_ledg
                       provider=priced.keys.public_key, wallet=dev_ledger.wallet("customer"),
                       max_msat_per_call=5_000, budget_msat=50_000, max_tokens=100)
         out = await in_thread(lm, lambda: TwoStep()(question="what does this cost?"))
+        price = 1_000 + 50  # 100 max_tokens at 500 msat per 1k
+        ledger = hub_of(lm).budget.ledger
+        assert ledger._writer is None  # in_thread closed the LM: its budget ledger's writer thread ended too
+        assert hub_of(lm).spent_msat == 2 * price
+        again = await in_thread(lm, lambda: dspy.Predict("question -> answer")(question="and once more?"))
+        assert again.answer.startswith("answer-") and hub_of(lm).spent_msat == 3 * price  # the same session
     await backend.aclose()
     assert out.answer.startswith("answer-")
-    price = 1_000 + 50  # 100 max_tokens at 500 msat per 1k
-    assert len(lm.history) == 2 and history_msat(lm) == 2 * price
+    assert len(lm.history) == 3 and history_msat(lm) == 3 * price
     with Ledger() as ledger:
         receipts = ledger.receipts()
     assert sorted(r.job_id for r in receipts) == sorted(
         e["response"].provider_data["pylon"]["job_id"] for e in lm.history)
-    assert all(r.status == "paid" for r in receipts) and sum(r.amount_msat + r.fee_msat for r in receipts) == 2 * price
-    assert await dev_ledger.wallet("customer").balance() == 100_000 - 2 * price
-    assert hub_of(lm).spent_msat == 2 * price
+    assert all(r.status == "paid" for r in receipts) and sum(r.amount_msat + r.fee_msat for r in receipts) == 3 * price
+    assert await dev_ledger.wallet("customer").balance() == 100_000 - 3 * price
+    assert hub_of(lm).spent_msat == 3 * price
 
 
 async def test_streamify_yields_tokens_from_partial_feedback(swarm):

@@ -223,3 +223,46 @@ async def test_mark_paid_commits_without_an_fsync_and_the_intent_with_one(tmp_pa
             "PRAGMA synchronous=NORMAL")) < statements.index("PRAGMA synchronous=FULL")
     finally:
         ledger.close()
+
+
+async def test_stop_writer_commits_the_queue_then_a_later_write_starts_a_new_thread(tmp_path):
+    """SwarmHub.close retires the budget ledger's writer: what was queued is committed first,
+    the thread ends, and the ledger keeps working on a new writer."""
+    path = tmp_path / "ledger.sqlite"
+    ledger, other = Ledger(path), Ledger(path)
+    try:
+        release = await _queue_behind_a_held_write(ledger)
+        writes = [asyncio.ensure_future(ledger.record_intent_async(**_intent(i))) for i in range(3)]
+        await asyncio.sleep(0.05)
+        old = ledger._writer
+        assert old is not None
+        stopping = asyncio.ensure_future(asyncio.to_thread(ledger.stop_writer))
+        await asyncio.sleep(0.05)
+        assert not stopping.done()  # it waits for the queue
+        release.set()
+        await stopping
+        assert [w.result().status for w in writes] == ["pending"] * 3
+        assert len(other.receipts()) == 3  # committed before the thread ended
+        assert not old._thread.is_alive() and ledger._writer is None
+        assert (await ledger.mark_paid_async(f"{0:064x}", preimage="00" * 32)).status == "paid"
+        assert ledger._writer is not None and ledger._writer is not old and ledger._writer._thread.is_alive()
+    finally:
+        ledger.close()
+        other.close()
+
+
+async def test_a_write_handed_to_a_retired_writer_goes_to_the_new_one(tmp_path):
+    """The race stop_writer leaves: a caller found the old writer just before it was retired.
+    Its write is refused there before anything ran (WriterClosed) and queued on a new writer."""
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    try:
+        old = ledger._writer_thread()
+        ledger.stop_writer()
+        found = [old]
+        real = ledger._writer_thread
+        ledger._writer_thread = lambda: found.pop() if found else real()  # type: ignore[method-assign]
+        receipt = await ledger.record_intent_async(**_intent(1))
+        assert receipt.status == "pending" and not found
+        assert ledger.get(receipt.payment_hash) is not None
+    finally:
+        ledger.close()
