@@ -25,6 +25,7 @@ from wallet.base import (
     SupportsNodePubkey,
     SupportsPaymentDetails,
     SupportsPreimageInvoice,
+    SupportsReceivedDetails,
     SupportsWaitInvoice,
     Wallet,
 )
@@ -105,7 +106,7 @@ __all__ = [
     "AlreadyPaid", "AmountAboveMax", "InsufficientBalance", "Invoice", "InvoiceExpired",
     "InvoiceInvalid", "InvoiceNotFound", "InvoiceState", "KNOWN_SCHEMES", "NotImplementedByWallet", "Payment",
     "PaymentFailed", "QuotaExceeded", "SupportsConnect", "SupportsHoldInvoice", "SupportsNodePubkey",
-    "SupportsPaymentDetails", "SupportsPreimageInvoice", "SupportsWaitInvoice",
+    "SupportsPaymentDetails", "SupportsPreimageInvoice", "SupportsReceivedDetails", "SupportsWaitInvoice",
     "Unauthorized", "Wallet",
     "WalletError", "WalletTimeout", "WalletUnreachable", "WalletUriInvalid", "check_uri", "connect_wallet", "open_wallet", "redact_uri", "scheme_of",
 ]

@@ -118,6 +118,34 @@ class SupportsPaymentDetails(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Received:
+    """The proof of a settled incoming invoice: sha256(preimage) == payment_hash."""
+
+    payment_hash: str
+    preimage: str
+    amount_msat: int
+    settled_at: int  # unix seconds
+
+    def preimage_matches(self) -> bool:
+        try:
+            return hashlib.sha256(bytes.fromhex(self.preimage)).hexdigest() == self.payment_hash.lower()
+        except ValueError:
+            return False
+
+
+@runtime_checkable
+class SupportsReceivedDetails(Protocol):
+    """Wallets that can show the preimage and settle time of an invoice they were paid.
+
+    NIP-47 lists both in `lookup_invoice`'s answer and in `payment_received`; the NWC service
+    adds them where its wallet has this (a payer of the invoice may check the preimage)."""
+
+    async def received_details(self, payment_hash: str) -> Received | None:
+        """This wallet's settled invoice with that hash, or None (not ours, or not settled)."""
+        ...
+
+
 @runtime_checkable
 class SupportsWaitInvoice(Protocol):
     """Wallets that can wake a waiter when an invoice settles: the dev wallet's watcher, NWC's

@@ -59,7 +59,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pylon.errors import ConfigError
 from pylon.storage import Lock, WriteTransaction, private_db_file
-from wallet.base import Invoice, InvoiceState, Payment
+from wallet.base import Invoice, InvoiceState, Payment, Received
 from wallet.bolt11_codec import MAX_BOLT11_LEN, decode_bolt11, encode_bolt11
 from wallet.doorbell import Doorbell, Listener
 from wallet.errors import (
@@ -598,6 +598,16 @@ class DevLedger:
         preimage, fee, amount = rows[0]
         return Payment(preimage=preimage, fee_msat=fee, payment_hash=ph, amount_msat=amount)
 
+    def received(self, account: str, payment_hash: str) -> Received | None:
+        """`account`'s settled invoice with that hash (a hold invoice's preimage is known from its settle)."""
+        ph = _check_hash(payment_hash)
+        rows = self._read("SELECT preimage, amount_msat, settled_at FROM invoices"
+                          " WHERE payment_hash = ? AND account = ? AND state = 'settled'", (ph, account))
+        if not rows or not rows[0][0]:
+            return None
+        preimage, amount, settled_at = rows[0]
+        return Received(payment_hash=ph, preimage=preimage, amount_msat=amount, settled_at=int(settled_at))
+
 
 class _SettleWatcher:
     """One account's invoices being waited on, checked together (see the module doc): the
@@ -884,6 +894,9 @@ class DevWallet:
 
     async def payment_details(self, payment_hash: str) -> Payment | None:
         return await self._call(self.ledger.payment_details, self.account, payment_hash)
+
+    async def received_details(self, payment_hash: str) -> Received | None:
+        return await self._call(self.ledger.received, self.account, payment_hash)
 
     async def balance(self) -> int:
         return await self._call(self.ledger.balance, self.account)

@@ -20,12 +20,14 @@ same LNbits; so this wallet declares neither capability (docs/WALLETS.md).
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 
-from wallet.base import NETWORKS, Invoice, InvoiceState, Payment
+from wallet.base import NETWORKS, Invoice, InvoiceState, Payment, Received
 from wallet.bolt11_codec import decode_bolt11, decode_payable
 from wallet.errors import (
     AlreadyPaid,
@@ -207,6 +209,19 @@ class LNbitsWallet:
                        fee_msat=abs(int(details.get("fee") or 0)), payment_hash=payment_hash.lower(),
                        amount_msat=abs(self._direction_amount(body)))
 
+    async def received_details(self, payment_hash: str) -> Received | None:
+        """A paid incoming invoice's preimage, and its last update as the settle time (LNbits
+        1.x has no settle field; `updated_at` is when the payment row turned paid)."""
+        body = await self._get_payment(payment_hash)
+        if body is None or self._direction_amount(body) <= 0 or not body.get("paid"):
+            return None
+        details = body.get("details") or {}
+        received = Received(payment_hash=payment_hash.lower(),
+                            preimage=str(body.get("preimage") or details.get("preimage") or "").lower(),
+                            amount_msat=self._direction_amount(body),
+                            settled_at=_unix_seconds(details.get("updated_at") or details.get("time")))
+        return received if received.preimage_matches() else None
+
     @staticmethod
     def _state(body: dict[str, Any], *, incoming: bool) -> InvoiceState:
         if body.get("paid"):
@@ -240,3 +255,16 @@ class LNbitsWallet:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _unix_seconds(value: Any) -> int:
+    """LNbits' timestamps: ISO 8601 strings (1.x) or unix seconds (older); now if neither."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return int(time.time())
+        return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp())
+    return int(time.time())

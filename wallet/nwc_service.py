@@ -53,7 +53,14 @@ from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys
 from pylon.relay.pool import RelayPool
-from wallet.base import InvoiceState, SupportsHoldInvoice, SupportsNodePubkey, SupportsPaymentDetails, Wallet
+from wallet.base import (
+    InvoiceState,
+    SupportsHoldInvoice,
+    SupportsNodePubkey,
+    SupportsPaymentDetails,
+    SupportsReceivedDetails,
+    Wallet,
+)
 from wallet.bolt11_codec import decode_bolt11
 from wallet.replay import ReplayWindow
 from wallet.waiting import wait_for_invoice
@@ -405,9 +412,26 @@ class NwcService:
             if state == InvoiceState.SETTLED:
                 await self._notify(client_pubkey, PAYMENT_RECEIVED, {
                     **self._issued.get(payment_hash, {"type": "incoming", "payment_hash": payment_hash}),
-                    "state": "settled", "settled_at": int(time.time())})
+                    "state": "settled", **await self._received(payment_hash)})
         finally:
             self._watched.discard(payment_hash)
+
+    async def _received(self, payment_hash: str) -> dict[str, Any]:
+        """What NIP-47 adds to a settled incoming transaction: `settled_at`, and the `preimage`
+        (proof of payment for whoever paid it) where the wallet can show it and it hashes to the
+        invoice's payment hash; the time of asking where the wallet cannot say when."""
+        received = None
+        if isinstance(self.wallet, SupportsReceivedDetails):
+            try:
+                received = await self.wallet.received_details(payment_hash)
+            except WalletError as exc:
+                log.debug("NWC: no details for settled invoice %s…: %s", payment_hash[:12], exc)
+        if received is None or not received.preimage_matches():
+            return {"settled_at": int(time.time())}
+        out: dict[str, Any] = {"settled_at": received.settled_at, "preimage": received.preimage}
+        if payment_hash not in self._issued:  # not made through this service: the wallet knows the amount
+            out["amount"] = received.amount_msat
+        return out
 
     async def _notify(self, client_pubkey: str, kind: str, notification: dict[str, Any]) -> None:
         """Publish one notification twice: NIP-44 (23197) and NIP-04 (23196), as NIP-47 asks of a
@@ -464,7 +488,7 @@ class NwcService:
             incoming: dict[str, Any] = {"type": "incoming", "payment_hash": ph, "amount": 0, "fees_paid": 0,
                                         "created_at": 0, **self._issued.get(ph, {}), "state": state.value}
             if state == InvoiceState.SETTLED:
-                incoming["settled_at"] = int(time.time())
+                incoming.update(await self._received(ph))
             return incoming
         out_state = await self.wallet.lookup_payment(ph)
         if out_state == InvoiceState.FAILED:

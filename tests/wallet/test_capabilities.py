@@ -21,6 +21,7 @@ from wallet.base import (
     SupportsNodePubkey,
     SupportsPaymentDetails,
     SupportsPreimageInvoice,
+    SupportsReceivedDetails,
     SupportsWaitInvoice,
     Wallet,
 )
@@ -30,7 +31,7 @@ from wallet.nwc import NwcWallet
 
 REPO = Path(__file__).resolve().parents[2]
 CAPABILITIES = (SupportsConnect, SupportsHoldInvoice, SupportsNodePubkey, SupportsPaymentDetails,
-                SupportsPreimageInvoice, SupportsWaitInvoice)
+                SupportsPreimageInvoice, SupportsReceivedDetails, SupportsWaitInvoice)
 
 
 def _caps(wallet: object) -> set[type]:
@@ -71,8 +72,8 @@ async def test_each_wallet_declares_what_it_can(dev_ledger) -> None:
         for w in (dev, lnbits, nwc, BareWalletDouble(dev)):
             assert isinstance(w, Wallet)
         assert _caps(dev) == {SupportsPaymentDetails, SupportsWaitInvoice, SupportsNodePubkey, SupportsPreimageInvoice,
-                              SupportsHoldInvoice}
-        assert _caps(lnbits) == {SupportsPaymentDetails}
+                              SupportsHoldInvoice, SupportsReceivedDetails}
+        assert _caps(lnbits) == {SupportsPaymentDetails, SupportsReceivedDetails}
         # NWC has the hold-invoice methods; whether the service offers them is hold_invoices_offered().
         # It waits for invoices by the service's payment_received, else by lookups that thin out.
         assert _caps(nwc) == {SupportsPaymentDetails, SupportsConnect, SupportsHoldInvoice, SupportsWaitInvoice}

@@ -48,7 +48,11 @@ async def test_pay_moves_money_and_reveals_the_preimage(dev_ledger):
     dev_ledger.fund("alice", 50_000)
     alice, bob = dev_ledger.wallet("alice"), dev_ledger.wallet("bob")
     inv = await bob.make_invoice(12_000)
+    assert await bob.received_details(inv.payment_hash) is None  # not paid yet
     pay = await alice.pay_invoice(inv.bolt11, max_msat=12_000)
+    got = await bob.received_details(inv.payment_hash)  # the payee's proof (NIP-47 payment_received)
+    assert got is not None and (got.preimage, got.amount_msat) == (pay.preimage, 12_000) and got.preimage_matches()
+    assert await alice.received_details(inv.payment_hash) is None  # not alice's invoice
     assert hashlib.sha256(bytes.fromhex(pay.preimage)).hexdigest() == inv.payment_hash
     assert (pay.fee_msat, pay.amount_msat) == (0, 12_000)
     assert await alice.balance() == 38_000

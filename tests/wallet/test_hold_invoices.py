@@ -45,6 +45,7 @@ async def test_dev_hold_invoice_locks_then_settles(dev_ledger):
     # locked: gone from the payer, not yet the payee's; the payer's payment is in flight
     assert await payer.balance() == 7_000 and await payee.balance() == 0
     assert await payer.lookup_payment(ph) == InvoiceState.PENDING and not paying.done()
+    assert await payee.received_details(ph) is None  # locked, not settled: the ledger has no preimage yet
     with pytest.raises(AlreadyPaid):  # a second payment cannot lock it again
         await dev_ledger.wallet("payer2").pay_invoice(inv.bolt11, max_msat=3_000)
     await payee.settle_hold_invoice(preimage)
@@ -53,6 +54,7 @@ async def test_dev_hold_invoice_locks_then_settles(dev_ledger):
     assert await payee.balance() == 3_000 and await payer.balance() == 7_000
     assert await payee.lookup_invoice(ph) == InvoiceState.SETTLED
     assert await payer.lookup_payment(ph) == InvoiceState.SETTLED
+    assert (await payee.received_details(ph)).preimage == preimage  # known from the settle
     await payee.settle_hold_invoice(preimage)  # idempotent
     with pytest.raises(AlreadyPaid):
         await payee.cancel_hold_invoice(ph)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pytest
 
@@ -37,6 +38,12 @@ async def test_invoice_pay_lookup_between_two_accounts(lnbits):
         assert await bob.lookup_invoice(inv.payment_hash) == InvoiceState.SETTLED
         assert await alice.lookup_payment(inv.payment_hash) == InvoiceState.SETTLED
         assert (await alice.payment_details(inv.payment_hash)).preimage == pay.preimage
+        got = await bob.received_details(inv.payment_hash)  # the payee's proof (NIP-47 payment_received)
+        assert got is not None and got.preimage == pay.preimage and got.amount_msat == 21_000
+        assert abs(got.settled_at - time.time()) < 120  # LNbits' updated_at, an ISO 8601 string
+        assert await alice.received_details(inv.payment_hash) is None  # the payer's side: not an incoming invoice
+        unpaid = await bob.make_invoice(1_000, "never paid", expiry_s=300)
+        assert await bob.received_details(unpaid.payment_hash) is None
         assert await alice.balance() == a0 - 21_000 - pay.fee_msat
         assert await bob.balance() == b0 + 21_000
         with pytest.raises(AlreadyPaid):

@@ -6,6 +6,8 @@ relay, real dev ledger."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -16,7 +18,7 @@ from pylon.nostr.filters import Filter
 from pylon.relay.pool import RelayPool
 from wallet import InvoiceState, connect_wallet
 from wallet.nwc import NwcWallet
-from wallet.nwc_proto import INFO_KIND, PAYMENT_RECEIVED, info_notifications
+from wallet.nwc_proto import INFO_KIND, NOTIFICATION_KIND, PAYMENT_RECEIVED, decrypt, info_notifications
 from wallet.nwc_service import NwcService
 
 pytestmark = [pytest.mark.embedded_relay, pytest.mark.timeout(90)]
@@ -117,3 +119,35 @@ async def test_a_hold_invoice_without_the_notification_is_found_by_quick_lookups
         await client.settle_hold_invoice(preimage)
         assert (await asyncio.wait_for(paying, 20)).preimage == preimage
         assert service.stats.get("notifications", 0) == 0
+
+
+async def test_a_settled_invoice_shows_its_preimage_and_settle_time(relay_url, dev_ledger):
+    """NIP-47 lists `preimage` and `settled_at` in a settled incoming transaction, in
+    `payment_received` and in `lookup_invoice`'s answer. The dev wallet shows both
+    (SupportsReceivedDetails): the preimage hashes to the invoice's hash, the time is the settle's."""
+    dev_ledger.fund("payer", 50_000)
+    payer = dev_ledger.wallet("payer")
+    service = NwcService(dev_ledger.wallet("shop"), [relay_url])
+    async with service.running(), _client(service) as client:
+        async with RelayPool([relay_url]) as watcher:
+            sub = watcher.subscribe([Filter.of(kinds=[NOTIFICATION_KIND], authors=[service.pubkey],
+                                               p=[client.keys.public_key])])
+            await sub.open()
+            await sub.wait_eose(5)
+            inv = await client.make_invoice(4_000, "job", 300)
+            before = int(time.time())
+            payment = await payer.pay_invoice(inv.bolt11, max_msat=4_000)
+            async with asyncio.timeout(10):
+                event = await sub.__anext__()
+        payload = decrypt(client.keys, service.pubkey, event.content)
+        assert payload["notification_type"] == PAYMENT_RECEIVED
+        note = payload["notification"]
+        assert note["payment_hash"] == inv.payment_hash and note["state"] == "settled" and note["amount"] == 4_000
+        assert note["preimage"] == payment.preimage
+        assert hashlib.sha256(bytes.fromhex(note["preimage"])).hexdigest() == inv.payment_hash
+        assert before - 1 <= note["settled_at"] <= int(time.time()) + 1
+        looked = await client.request("lookup_invoice", {"payment_hash": inv.payment_hash})
+        assert looked["preimage"] == payment.preimage and looked["settled_at"] == note["settled_at"]
+        unpaid = await client.make_invoice(1_000, "never paid", 300)
+        looked = await client.request("lookup_invoice", {"payment_hash": unpaid.payment_hash})
+        assert looked["state"] == "pending" and "preimage" not in looked and "settled_at" not in looked
