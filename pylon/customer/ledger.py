@@ -193,6 +193,7 @@ class Ledger:
         self._rlock = threading.Lock()   # the read connection
         self._writer: GroupCommitWriter | None = None  # started by the first *_async write
         self._writer_guard = threading.Lock()
+        self._closed = False
         self._lease: OwnerLease | None = None  # taken by the first intent (pylon.customer.lease)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -225,6 +226,8 @@ class Ledger:
                 db.execute(statement)
 
     def close(self) -> None:
+        with self._writer_guard:
+            self._closed = True  # no writer starts after this (_writer_thread)
         self.stop_writer()
         with self._lock:
             self._db.close()
@@ -258,6 +261,8 @@ class Ledger:
 
     def _writer_thread(self) -> GroupCommitWriter:
         with self._writer_guard:
+            if self._closed:  # a thread on a closed connection would only fail, and never end
+                raise LedgerError("the receipts ledger is closed")
             if self._writer is None:
                 self._writer = GroupCommitWriter(self._db, self._lock, name="pylon-ledger")
             return self._writer
@@ -471,7 +476,7 @@ class Ledger:
         result again. A failure is logged (at DEBUG: the same as a crash before it)."""
         try:
             fut = self._submit(functools.partial(self.mark_result, job_id, result_event_id), synced=False)
-        except RuntimeError:  # closed: as a crash before the write
+        except (RuntimeError, LedgerError):  # closed: as a crash before the write
             return
         fut.add_done_callback(_log_write_failure)
 

@@ -266,3 +266,16 @@ async def test_a_write_handed_to_a_retired_writer_goes_to_the_new_one(tmp_path):
         assert ledger.get(receipt.payment_hash) is not None
     finally:
         ledger.close()
+
+
+async def test_a_closed_ledger_refuses_writes_without_starting_a_writer(tmp_path):
+    from pylon.customer.ledger import LedgerError
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    await ledger.record_intent_async(**_intent(1))
+    ledger.close()
+    before = {t.ident for t in threading.enumerate()}
+    with pytest.raises(LedgerError, match="closed"):
+        await ledger.record_intent_async(**_intent(2))
+    ledger.mark_result_soon("job0001", "e" * 64)  # bookkeeping after close: dropped, as after a crash
+    assert ledger._writer is None and {t.ident for t in threading.enumerate()} <= before
