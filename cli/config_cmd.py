@@ -52,7 +52,7 @@ def _sources(overrides: dict[str, Any]) -> dict[str, str]:
     if path.exists():
         try:
             file_keys = set(flatten_tables(tomllib.loads(path.read_text())))
-        except (tomllib.TOMLDecodeError, OSError):
+        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
             file_keys = set()
     sources: dict[str, str] = {}
     for name in Settings.model_fields:

@@ -44,7 +44,7 @@ def _rows(found: list, show_all: bool, reviews: dict | None = None) -> list[dict
     from pylon.customer.scoreboard import Scoreboard
 
     now = time.time()
-    with Scoreboard() as board:
+    with Scoreboard(strict=True) as board:
         scores = board.scores()
     rows = []
     for p in found:

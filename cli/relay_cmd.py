@@ -43,7 +43,7 @@ async def _serve(db: Path, host: str, port: int, config, metrics_port: Optional[
 @handle_errors
 def relay(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    port: int = typer.Option(7777, "--port", help="Port to listen on (0 picks a free one)."),
+    port: int = typer.Option(7777, "--port", min=0, max=65535, help="Port to listen on (0 picks a free one)."),
     db: Optional[Path] = typer.Option(None, "--db", help="SQLite database (default PYLON_HOME/relay.sqlite)."),
     auth: bool = typer.Option(False, "--auth", help="Require NIP-42 AUTH before REQ and EVENT."),
     public_url: str = typer.Option("", "--public-url", help="ws(s):// URL clients use (NIP-42 relay tag)."),

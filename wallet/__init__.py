@@ -79,13 +79,26 @@ def open_wallet(uri: str) -> Wallet:
 
 
 def check_uri(uri: str) -> str:
-    """The URI's scheme, when a wallet takes it; else WalletUriInvalid (exit 2), found without
-    opening anything (a dev:// wallet creates its ledger file when opened)."""
+    """The URI's scheme, when a wallet takes it and the URI parses; else WalletUriInvalid
+    (exit 2), found without opening anything (a dev:// wallet creates its ledger file when opened)."""
     uri = uri.strip()
     scheme = scheme_of(uri)
     if scheme not in KNOWN_SCHEMES:
         raise WalletUriInvalid(f"unknown wallet URI scheme in {redact_uri(uri)!r}",
                                hint="use one of: " + ", ".join(s + "://…" for s in SCHEMES) + " (docs/WALLETS.md)")
+    # the rest of the URI too (a mistyped parameter, a missing key), still without opening it
+    if scheme == "dev":
+        from wallet.dev import parse_dev_uri
+
+        parse_dev_uri(uri)
+    elif scheme in _LNBITS_SCHEMES:
+        from wallet.lnbits import parse_lnbits_uri
+
+        parse_lnbits_uri(uri)
+    else:
+        from wallet.nwc_proto import ConnectionUri
+
+        ConnectionUri.parse(uri)
     return scheme
 
 

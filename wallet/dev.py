@@ -784,7 +784,11 @@ def parse_dev_uri(uri: str) -> tuple[Path, str]:
         path = unquote(parts.netloc) + path
     if not path:
         raise WalletUriInvalid("dev wallet URI needs a ledger path: dev:///abs/path/ledger.sqlite?account=NAME")
-    account = parse_qs(parts.query).get("account", ["default"])[0]
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"account"})
+    if unknown:  # a typo such as ?acount= would otherwise pay from the "default" account
+        raise WalletUriInvalid(f"unknown parameter {unknown[0]!r} in a dev wallet URI (it takes ?account=NAME)")
+    account = query.get("account", ["default"])[0]
     return Path(path).expanduser(), _check_account(account)
 
 

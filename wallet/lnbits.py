@@ -66,28 +66,8 @@ class LNbitsWallet:
 
     @classmethod
     def from_uri(cls, uri: str) -> "LNbitsWallet":
-        parts = urlsplit(uri)
-        scheme = parts.scheme.lower()
-        if not parts.hostname or parts.username is None:
-            raise WalletUriInvalid(f"LNbits URI must look like lnbits://KEY@host:port, got {redact_uri(uri)!r}")
-        q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        host = parts.hostname
-        local = host in ("127.0.0.1", "localhost", "::1")
-        if scheme == "lnbits+https":
-            tls = True
-        elif scheme == "lnbits+http":
-            tls = False
-        else:
-            tls = q.get("tls", "0" if local else "1").lower() in ("1", "true", "yes", "on")
-        try:
-            port = parts.port
-        except ValueError:
-            raise WalletUriInvalid(f"bad port in {redact_uri(uri)!r}") from None
-        hostport = f"[{host}]" if ":" in host else host
-        if port:
-            hostport += f":{port}"
-        base = f"{'https' if tls else 'http'}://{hostport}{parts.path.rstrip('/')}"
-        return cls(base, unquote(parts.username), network=q.get("network", "bitcoin"))
+        base, key, network = parse_lnbits_uri(uri)
+        return cls(base, key, network=network)
 
     def __repr__(self) -> str:
         return f"LNbitsWallet(base_url={self.base_url!r}, network={self.network!r})"
@@ -268,3 +248,37 @@ def _unix_seconds(value: Any) -> int:
             return int(time.time())
         return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp())
     return int(time.time())
+
+
+def parse_lnbits_uri(uri: str) -> tuple[str, str, str]:
+    """`lnbits://KEY@host:port[/path][?tls=1&network=...]` -> (base URL, admin key, network),
+    without opening anything; WalletUriInvalid for what it cannot be."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if not parts.hostname or parts.username is None:
+        raise WalletUriInvalid(f"LNbits URI must look like lnbits://KEY@host:port, got {redact_uri(uri)!r}")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"tls", "network"})
+    if unknown:
+        raise WalletUriInvalid(f"unknown parameter {unknown[0]!r} in an LNbits wallet URI (it takes tls= and network=)")
+    q = {k: v[-1] for k, v in query.items()}
+    host = parts.hostname
+    local = host in ("127.0.0.1", "localhost", "::1")
+    if scheme == "lnbits+https":
+        tls = True
+    elif scheme == "lnbits+http":
+        tls = False
+    else:
+        tls = q.get("tls", "0" if local else "1").lower() in ("1", "true", "yes", "on")
+    try:
+        port = parts.port
+    except ValueError:
+        raise WalletUriInvalid(f"bad port in {redact_uri(uri)!r}") from None
+    hostport = f"[{host}]" if ":" in host else host
+    if port:
+        hostport += f":{port}"
+    base = f"{'https' if tls else 'http'}://{hostport}{parts.path.rstrip('/')}"
+    network = q.get("network", "bitcoin")
+    if network not in NETWORKS:
+        raise WalletUriInvalid(f"unknown network {network!r} in an LNbits wallet URI; one of {', '.join(NETWORKS)}")
+    return base, unquote(parts.username), network

@@ -25,6 +25,8 @@ rows only) when another process or board has written to it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sqlite3
 import statistics
 import threading
@@ -34,11 +36,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from pylon.errors import StorageError
 from pylon.home import db_path, private_file
 
 Outcome = Literal["delivered", "failed", "stalled", "paid_not_delivered"]
 OUTCOMES: Final = ("delivered", "failed", "stalled", "paid_not_delivered")
 THEFT_WEIGHT: Final = 5
+log = logging.getLogger(__name__)
+
 _RECENT: Final = 200  # rows per provider the medians look at
 _OWN_IDS_MAX: Final = 10_000  # our rows remembered beyond the last read; then the file is read to forget them
 
@@ -92,9 +97,14 @@ UNKNOWN_SCORE: Final = ProviderScore("").score  # 0.5
 class Scoreboard:
     """Per-provider outcomes in SQLite (PYLON_HOME/scores.sqlite unless `path` is given)."""
 
-    def __init__(self, path: Path | str | None = None, *, flush_every: int = 32) -> None:
+    def __init__(self, path: Path | str | None = None, *, flush_every: int = 32, strict: bool = False) -> None:
+        """`strict`: a file SQLite cannot use raises StorageError (`pylon providers`, which
+        only reads it). Otherwise a customer asks on: one warning, then the scores of this
+        process only (they are advice for choosing a provider, not a record of money)."""
         self.path = Path(path) if path is not None else db_path("scores")
         self.flush_every = flush_every
+        self.strict = strict
+        self._unusable = False  # the file failed once: in memory from then on
         self._buffer: list[tuple] = []
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
@@ -139,14 +149,35 @@ class Scoreboard:
     def _flush_locked(self) -> None:
         if not self._buffer:
             return
-        conn = self._db()
-        with conn:
-            for row in self._buffer:  # one by one: each row's id, so a later read skips our own rows
-                cur = conn.execute("INSERT INTO outcomes (at, job_id, provider, outcome, first_reply_s, tokens, "
-                                   "tokens_per_s, paid_msat, detail) VALUES (?,?,?,?,?,?,?,?,?)", row)
-                if cur.lastrowid is not None:
-                    self._own_ids.add(cur.lastrowid)
+        if self._unusable:
+            self._buffer.clear()
+            return
+        try:
+            conn = self._db()
+            with conn:
+                for row in self._buffer:  # one by one: each row's id, so a later read skips our own rows
+                    cur = conn.execute("INSERT INTO outcomes (at, job_id, provider, outcome, first_reply_s, tokens, "
+                                       "tokens_per_s, paid_msat, detail) VALUES (?,?,?,?,?,?,?,?,?)", row)
+                    if cur.lastrowid is not None:
+                        self._own_ids.add(cur.lastrowid)
+        except sqlite3.Error as exc:
+            self._give_up(exc)
         self._buffer.clear()
+
+    def _give_up(self, exc: sqlite3.Error) -> None:
+        """The file cannot be used (corrupt, not SQLite, unwritable): StorageError when strict,
+        else one warning and scores from this process only."""
+        if self.strict:
+            raise StorageError(f"cannot read the provider scores {self.path}: {exc}",
+                               hint="move the file aside; scores start again from the next jobs") from None
+        if not self._unusable:
+            log.warning("provider scores %s unusable (%s): scoring from this session only; move the file "
+                        "aside to keep scores again", self.path, exc)
+        self._unusable = True
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
 
     def _fold(self, provider: str, outcome: str, first_reply: float | None, tps: float | None, paid: int | None,
               at: float) -> None:
@@ -167,9 +198,13 @@ class Scoreboard:
     def _others_wrote(self) -> bool:
         """Has another connection (another process, another board) written since we last read?
         `PRAGMA data_version` answers from shared memory; our own commits do not move it."""
-        if self._conn is None and not self.path.exists():
+        if self._unusable or (self._conn is None and not self.path.exists()):
             return False
-        version = self._db().execute("PRAGMA data_version").fetchone()[0]
+        try:
+            version = self._db().execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            self._give_up(exc)
+            return False
         if version == self._version:
             return False
         self._version = version
@@ -185,10 +220,14 @@ class Scoreboard:
             others = self._others_wrote()
             if self._cache is not None and not others:
                 return self._cache
-            if others or len(self._own_ids) > _OWN_IDS_MAX:
-                rows = self._db().execute(
-                    "SELECT id, provider, outcome, first_reply_s, tokens_per_s, paid_msat, at FROM outcomes "
-                    "WHERE id > ? ORDER BY id", (self._read_to,)).fetchall()
+            if (others or len(self._own_ids) > _OWN_IDS_MAX) and not self._unusable:
+                try:
+                    rows = self._db().execute(
+                        "SELECT id, provider, outcome, first_reply_s, tokens_per_s, paid_msat, at FROM outcomes "
+                        "WHERE id > ? ORDER BY id", (self._read_to,)).fetchall()
+                except sqlite3.Error as exc:
+                    self._give_up(exc)
+                    rows = []
                 own = self._own_ids
                 for row_id, provider, outcome, first_reply, tps, paid, at in rows:
                     if row_id in own:

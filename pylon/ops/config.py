@@ -113,6 +113,7 @@ def mask_secret(value: str) -> str:
     return f"{scheme}://***" if sep else "***"
 
 
+_FLAG_OF = {"relays": "--relay", "models": "--model"}  # settings whose flag is spelt otherwise (repeatable)
 _LIST_FIELDS = {"relays", "models", "avoid", "trusted_reviewers", "provider_allow", "provider_deny"}
 
 
@@ -173,20 +174,47 @@ def setting_pubkeys(settings: Settings, name: str, *, path: Path | None = None,
     return out
 
 
+def read_config_file(path: Path, *, hint: str | None = None) -> dict[str, Any]:
+    """config.toml's settings, flattened; {} when the file is missing or empty. ConfigError
+    (one line) for a file that is not TOML, not UTF-8 text, or cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not valid TOML: it is not UTF-8 text", hint=hint) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}", hint=hint) from None
+    try:
+        return flatten_tables(tomllib.loads(text)) if text else {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", hint=hint) from None
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """pydantic's errors as `field: message; ...`, without its "Value error, " prefix."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+
+
 def load_settings(overrides: dict[str, Any] | None = None, *, path: Path | None = None,
                   environ: dict[str, str] | None = None) -> Settings:
     """Merge the sources in precedence order; flags whose value is None are ignored."""
-    merged: dict[str, Any] = {}
     file = path or config_path()
-    if file.exists():
-        try:
-            merged.update(flatten_tables(tomllib.loads(file.read_text())))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file} is not valid TOML: {exc}") from None
-    merged.update(_from_env(dict(os.environ) if environ is None else environ))
-    merged.update({k: v for k, v in (overrides or {}).items() if v is not None and v != []})
+    from_file = read_config_file(file)
+    from_env = _from_env(dict(os.environ) if environ is None else environ)
+    from_flags = {k: v for k, v in (overrides or {}).items() if v is not None and v != []}
+    merged = {**from_file, **from_env, **from_flags}
     try:
         return Settings(**merged)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid configuration ({problems}); check {file}, PYLON_* variables and flags") from None
+        fields = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+        where = []  # where each bad value came from: the last source that set it
+        for name in sorted(fields):
+            if name in from_flags:
+                where.append(f"the {_FLAG_OF.get(name, '--' + name.replace('_', '-'))} flag")
+            elif name in from_env:
+                where.append(f"PYLON_{name.upper()}")
+            elif name in from_file or name not in Settings.model_fields:
+                where.append(str(file))
+        raise ConfigError(f"invalid configuration ({validation_problems(exc)})",
+                          hint=f"check {', '.join(dict.fromkeys(where)) or 'the configuration'}") from None

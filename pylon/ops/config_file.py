@@ -21,7 +21,7 @@ from typing import Any, get_args, get_origin
 from pydantic import ValidationError
 
 from pylon.errors import ConfigError
-from pylon.ops.config import KEY_FIELDS, Settings, flatten_tables
+from pylon.ops.config import KEY_FIELDS, Settings, flatten_tables, read_config_file, validation_problems
 
 DESCRIPTIONS: dict[str, str] = {
     "relays": "Relay URLs every command uses (ws:// or wss://).",
@@ -175,17 +175,17 @@ def set_value(path: Path, key: str, raw: str) -> tuple[str, Any]:
     """Validate KEY=VALUE against the whole file and write it; returns (name, value)."""
     name = canonical_key(key)
     value = parse_value(name, raw)
-    text = path.read_text() if path.exists() else ""
-    try:
-        current = flatten_tables(tomllib.loads(text)) if text else {}
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix or remove the file first") from None
+    current = read_config_file(path, hint="fix or remove the file first")
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
     current[name] = value
     try:
         Settings(**current)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid value for {name}: {problems}") from None
+        raise ConfigError(f"invalid value for {name}: {validation_problems(exc)}") from None
+    if name == "wallet" and value:  # refused now, not at the first payment (it is not opened here)
+        from wallet import check_uri
+
+        check_uri(str(value))
     line = f"{name} = {toml_value(value)}"
     pattern = re.compile(rf"^\s*#?\s*{re.escape(name)}\s*=.*$", re.MULTILINE)
     if pattern.search(text):
@@ -204,13 +204,10 @@ def unset_value(path: Path, key: str) -> tuple[str, bool]:
     """Take KEY out of the file (its line commented out), so its default (or PYLON_*) applies
     again; returns (name, whether it was set). A list such as `avoid` is cleared this way."""
     name = canonical_key(key)
-    text = path.read_text() if path.exists() else ""
-    try:
-        current = flatten_tables(tomllib.loads(text)) if text else {}
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix or remove the file first") from None
+    current = read_config_file(path, hint="fix or remove the file first")
     if name not in current:
         return name, False
+    text = path.read_text(encoding="utf-8")
     pattern = re.compile(rf"^(\s*){re.escape(name)}(\s*=.*)$", re.MULTILINE)
     new_text = pattern.sub(lambda m: f"{m.group(1)}# {name}{m.group(2)}", text, count=1)
     try:

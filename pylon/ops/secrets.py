@@ -30,10 +30,13 @@ def read_wallet_file(path: str | Path) -> str:
     A file others can read gets a warning: it protects the secret no better than the flag."""
     p = Path(path).expanduser()
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
         mode = stat.S_IMODE(os.stat(p).st_mode)
     except OSError as exc:
         raise ConfigError(f"cannot read the wallet file {p}: {exc.strerror or exc}",
+                          hint="--wallet-file takes a file that holds the wallet URI on one line") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"the wallet file {p} is not text",
                           hint="--wallet-file takes a file that holds the wallet URI on one line") from None
     uri = next((line.strip() for line in text.splitlines() if line.strip()), "")
     if not uri:

@@ -176,11 +176,12 @@ BAD_ENV = [
 ]
 CORRUPT = {  # file under PYLON_HOME -> content
     "identity.key": b"\x00\xff garbage",
-    "config.toml": b"relays = [unclosed\n\x00",
+    "config.toml": b"relays = [unclosed\n\xff\xfe",  # neither TOML nor UTF-8
     "ledger.sqlite": b"this is not a database" * 10,
     "provider.sqlite": b"SQLite format 3\x00" + b"\xff" * 200,
     "history.sqlite": b"\x00" * 512,
     "relay.sqlite": b"junk",
+    "scores.sqlite": b"SQLite format 3\x00" + b"\x00" * 100,
 }
 
 
@@ -253,3 +254,29 @@ def test_every_command_is_generated():
     paths = {tuple(p) for p, _ in COMMANDS}
     assert {("ask",), ("keys", "show"), ("wallet", "pay"), ("relay",), ("receipts",)} <= paths
     assert SERVERS <= paths | {("gateway",)}
+
+
+async def test_a_corrupt_scores_file_is_refused_by_providers_and_only_warned_about_by_ask(
+        relay_url, openai_double, tmp_path):
+    """The provider scores are advice for choosing a provider: `pylon providers`, which only
+    shows them, ends in one line (exit 7); `pylon ask` warns once and asks on."""
+    from tests.e2e.helpers import serving
+
+    home = tmp_path / "customer"
+    home.mkdir()
+    (home / "scores.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
+    code, out, err = await _pylon("providers", "--relay", relay_url, home=home)
+    lines = _no_traceback(code, out, err)
+    assert code == 7 and "provider scores" in lines[0] and "scores.sqlite" in lines[0], err
+    async with serving(relay_url, openai_double.base_url, tmp_path / "provider.sqlite") as provider:
+        code, out, err = await _pylon("ask", "hi", "--relay", relay_url, "--provider", provider.pubkey,
+                                      "--timeout", "30", home=home)
+    assert code == 0 and out.strip(), (code, out, err)
+    assert "Traceback" not in err and err.count("provider scores") == 1, err
+
+
+async def test_a_wallet_file_that_is_not_text_is_one_line(tmp_path):
+    (tmp_path / "wallet.uri").write_bytes(b"\x00\xff\xfe\x80 binary")
+    code, out, err = await _pylon("wallet", "balance", "--wallet-file", str(tmp_path / "wallet.uri"), home=tmp_path)
+    lines = _no_traceback(code, out, err)
+    assert code == 2 and "not text" in lines[0], err
