@@ -32,13 +32,12 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from cli.defaults import fill_effective
-from cli.term import make_console
+from cli.term import EXIT_BROKEN_PIPE, make_console  # 141: the reader of stdout left early
 from pylon.errors import EXIT_BUG, EXIT_INTERRUPTED, ConfigError, PylonError
 
 console = make_console()  # no wrapping off a terminal; NO_COLOR respected (cli.term)
 err_console = make_console(stderr=True)
 T = TypeVar("T")
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a reader that left early
 
 _verbose = False
 
@@ -110,8 +109,12 @@ def exit_for(exc: BaseException) -> NoReturn:
 
 try:  # typer >= 0.17 carries its own click
     from typer._click.exceptions import ClickException as _ClickException
+    from typer._click.exceptions import NoSuchOption as _NoSuchOption
+    from typer._click.exceptions import UsageError as _UsageError
 except ImportError:  # pragma: no cover - older typer on the real click
     from click.exceptions import ClickException as _ClickException  # type: ignore[assignment]
+    from click.exceptions import NoSuchOption as _NoSuchOption  # type: ignore[assignment]
+    from click.exceptions import UsageError as _UsageError  # type: ignore[assignment]
 
 _PASS_THROUGH = (typer.Exit, typer.Abort, _ClickException)
 
@@ -178,9 +181,22 @@ class PylonGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except (Exception, KeyboardInterrupt) as exc:
+            negative = _negative_number(exc)
+            if negative is not None:
+                raise negative from None
             if _ours(exc):
                 raise
             exit_for(exc)
+
+
+def _negative_number(exc: BaseException) -> Exception | None:
+    """click reads `pylon wallet fund -5` as an unknown option -5: say what it is instead."""
+    import re
+
+    if isinstance(exc, _NoSuchOption) and re.fullmatch(r"-\d[\d_.]*", exc.option_name or ""):
+        return _UsageError(f"{exc.option_name} is a negative number: amounts, counts and limits here are "
+                           "0 or more", ctx=exc.ctx)
+    return None
 
 
 class PylonCommand(TyperCommand):

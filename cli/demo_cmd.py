@@ -84,7 +84,7 @@ async def _demo(prompt: str, backend_url: Optional[str], max_tokens: int, as_jso
                         async with PylonClient([relay.url], keys=Keys.generate(), wallet=customer_wallet,
                                                max_msat=MAX_MSAT, ledger=receipts) as client:
                             outcome = await client.ask(prompt, max_tokens=max_tokens, timeout=120,
-                                                       on_progress=_progress(say))
+                                                       on_progress=_progress(say, free))
                 finally:
                     await backend.aclose()
             balances["after"] = {"customer": await customer_wallet.balance(),
@@ -141,7 +141,7 @@ async def _check_backend(url: str) -> None:
                                 "to use the local vLLM")
 
 
-def _progress(say: Callable[[str], None]) -> Callable[[Any], None]:
+def _progress(say: Callable[[str], None], free: bool = False) -> Callable[[Any], None]:
     """Show the quote and the payment as they happen. Pay-first: quote, payment, processing.
     Pay for the key: processing first, then the sealed result's quote and the payment."""
     seen: set[str] = set()
@@ -154,6 +154,8 @@ def _progress(say: Callable[[str], None]) -> Callable[[Any], None]:
         elif p.stage == "processing" and "processing" not in seen:
             if "quoted" in seen:
                 say("[green]✓[/] provider saw the payment settle; processing")
+            elif free:
+                say("[green]✓[/] provider is processing (free: nothing to pay)")
             else:
                 say("[green]✓[/] provider is processing (the answer comes sealed; you pay for its key)")
         seen.add(p.stage)

@@ -277,6 +277,9 @@ def serve(
     if action is not None:
         _control(action)
         return
+    if free and ((price_msat or 0) > 0 or (price_per_1k or 0) > 0):  # a price from config.toml is what --free overrides
+        raise ConfigError("give --free or a price (--price-msat, --price-per-1k-tokens-msat), not both",
+                          hint="--free serves without payment whatever price the configuration sets")
     overrides: dict[str, Any] = {
         "relays": relay, "backend": backend, "models": model, "concurrency": concurrency,
         "price_msat": price_msat, "price_per_1k_tokens_msat": price_per_1k, "max_tokens_cap": max_tokens_cap,

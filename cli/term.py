@@ -16,6 +16,20 @@ from typing import TextIO
 from rich.console import Console
 
 _WIDE = 4096  # "unbounded" for tables written to pipes and files
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a reader that left early (docs/ERRORS.md)
+
+
+class PipeAwareConsole(Console):
+    """rich ends the process with exit 1 when the reader of a pipe leaves (`pylon receipts |
+    head -1`); Pylon's documented code for that is 141, as for its own writes (cli.common)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):
+            pass
+        raise SystemExit(EXIT_BROKEN_PIPE)
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -31,6 +45,6 @@ def make_console(*, stderr: bool = False) -> Console:
     # NO_COLOR: no escape codes at all (rich alone keeps bold and dim)
     plain: dict = {"color_system": None} if os.environ.get("NO_COLOR") else {}
     if _isatty(stream) or os.environ.get("FORCE_COLOR") or os.environ.get("TTY_COMPATIBLE"):
-        return Console(stderr=stderr, **plain)
+        return PipeAwareConsole(stderr=stderr, **plain)
     width = _WIDE if not os.environ.get("COLUMNS") else None
-    return Console(stderr=stderr, soft_wrap=True, width=width, **plain)
+    return PipeAwareConsole(stderr=stderr, soft_wrap=True, width=width, **plain)

@@ -18,6 +18,7 @@ import typer
 from cli.common import WalletFileOpt, console, err_console, fail, handle_errors, print_json, run
 from cli.defaults import load_settings
 from pylon.ops.secrets import wallet_from_flags
+from wallet.base import MAX_AMOUNT_MSAT
 
 app = typer.Typer(help="Lightning wallet: balance, invoices, payments, NWC service.", no_args_is_help=True)
 T = TypeVar("T")
@@ -165,7 +166,8 @@ def sweep(to: str | None = typer.Option(None, "--to", metavar="BOLT11|user@domai
 
 @app.command("fund")
 @handle_errors
-def fund(amount_msat: int = typer.Argument(..., min=1, help="Millisats to credit."),
+def fund(amount_msat: int = typer.Argument(..., min=1, max=MAX_AMOUNT_MSAT,
+                                           help="Millisats to credit (at most 21 million bitcoin)."),
          wallet: str | None = WalletOpt, wallet_file: Path | None = WalletFileOpt, json_out: bool = JsonOpt) -> None:
     """Credit a dev:// wallet account (development ledgers only: money from nothing)."""
     from wallet.dev import parse_dev_uri

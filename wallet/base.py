@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 NETWORKS = ("bitcoin", "testnet", "signet", "regtest")
+MAX_AMOUNT_MSAT = 21_000_000 * 100_000_000 * 1000  # every bitcoin there will ever be: no amount is above it
 
 #: BOLT11 human-readable currency prefix (after "ln") -> network name.
 CURRENCY_TO_NETWORK = {"bc": "bitcoin", "tb": "testnet", "tbs": "signet", "bcrt": "regtest"}

@@ -59,7 +59,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pylon.errors import ConfigError
 from pylon.storage import Lock, WriteTransaction, private_db_file
-from wallet.base import Invoice, InvoiceState, Payment, Received
+from wallet.base import MAX_AMOUNT_MSAT, Invoice, InvoiceState, Payment, Received
 from wallet.bolt11_codec import MAX_BOLT11_LEN, decode_bolt11, encode_bolt11
 from wallet.doorbell import Doorbell, Listener
 from wallet.errors import (
@@ -81,7 +81,6 @@ T = TypeVar("T")
 NETWORK = "regtest"
 BUSY_TIMEOUT_MS = 15_000
 MAX_EXPIRY_S = 31 * 24 * 3600
-MAX_AMOUNT_MSAT = 21_000_000 * 100_000_000 * 1000
 _ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 WATCH_TICK_S = 0.005  # how often a waiting payee checks for payments made by other processes
 WATCH_TICK_RUNG_S = 0.05  # the same with a doorbell (wallet.doorbell): only a lost ring waits for it
@@ -328,7 +327,8 @@ class DevLedger:
         """Credit `amount_msat` to `account` (created if missing); returns the new balance."""
         _check_account(account)
         if not isinstance(amount_msat, int) or isinstance(amount_msat, bool) or not 0 < amount_msat <= MAX_AMOUNT_MSAT:
-            raise WalletError("fund amount must be a positive integer number of millisats")
+            raise WalletError(f"fund amount must be an integer number of millisats from 1 to {MAX_AMOUNT_MSAT:,}"
+                              " (21 million bitcoin)")
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO accounts(name, balance_msat, created_at) VALUES (?, 0, ?)",
                        (account, int(time.time())))

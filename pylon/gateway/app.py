@@ -29,12 +29,22 @@ from pylon.gateway.responses import (
     chat_chunk, chat_completion, error_body, finish_reason, pylon_info, sse, status_for, text_completion, usage_of,
 )
 from pylon.customer.offers import ROUTES
-from pylon.errors import NostrError, PylonError
+from pylon.customer.invoice_check import ABOVE_BID, ABOVE_BUDGET, ABOVE_MAX
+from pylon.errors import NostrError, PaymentRefused, PylonError
 from pylon.nostr.keys import normalize_pubkey
 from pylon.gateway.schema import ChatCompletionRequest, CompletionRequest, RequestInvalid, parse_body
 from pylon.ops.metrics import CONTENT_TYPE_LATEST, render
 
 log = logging.getLogger(__name__)
+
+# A refused payment's hint, for an HTTP caller (the CLI's hints name its flags)
+_OPERATOR_HINT = "try another provider (X-Pylon-Provider) or ask the gateway's operator"
+_GATEWAY_HINTS = {
+    ABOVE_BID: "raise X-Pylon-Max-Msat (or the body's provider.max_msat); the gateway's per-job cap still applies",
+    ABOVE_MAX: "the price is above the gateway's per-job cap, which its operator sets (--max-msat); " + _OPERATOR_HINT,
+    ABOVE_BUDGET: "the gateway's daily budget is spent; its operator sets it (--daily-budget-msat), or wait for the "
+                  "next UTC day",
+}
 
 __all__ = ["Gateway", "GatewayError"]
 
@@ -252,6 +262,11 @@ class Gateway:
         if not isinstance(exc, PylonError):
             log.error("bug while running a job for the gateway", exc_info=exc)
             return GatewayError(500, "internal error in the gateway (see its log)", kind=kind, code=code)
+        message, hint = exc.parts()
+        if isinstance(exc, PaymentRefused) and (exc.reason in _GATEWAY_HINTS or "--" in (hint or "")):
+            # its hint names the CLI's flags: say what an HTTP caller can do instead
+            return GatewayError(status, f"{message}; {_GATEWAY_HINTS.get(exc.reason, _OPERATOR_HINT)}",
+                                kind=kind, code=code)
         return GatewayError(status, str(exc), kind=kind, code=code)
 
     async def _read(self, request: web.Request, model: type) -> Any:

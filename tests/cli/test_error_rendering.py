@@ -83,3 +83,26 @@ def test_ctrl_c_is_one_line_and_130(monkeypatch, tmp_path):
 def test_a_reader_that_left_is_not_a_bug(monkeypatch, tmp_path):
     r = _run(monkeypatch, BrokenPipeError(32, "Broken pipe"), home=tmp_path)
     assert r.exit_code == 141 and r.stderr == ""
+
+
+def test_a_table_whose_reader_left_exits_141_in_silence(tmp_path):
+    """`pylon receipts | head -1` for real: rich's console, not our own write, meets the closed
+    pipe (rich alone would end the process with 1)."""
+    import os
+    import subprocess
+    import sys
+
+    from pylon.customer.ledger import Ledger
+
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:  # enough rows to outgrow the pipe's buffer
+        for i in range(3_000):
+            ledger.record_intent(job_id=f"job{i}", provider="ab" * 32, payment_hash=f"{i:064x}", amount_msat=1_000,
+                                 bolt11="lnbc1x", session_id="s")
+    env = {**os.environ, "PYLON_HOME": str(tmp_path)}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "pylon"), "receipts"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().strip()
+    proc.stdout.close()  # the reader leaves, as `head -1` does
+    assert proc.wait(60) == 141
+    assert proc.stderr.read() == b""

@@ -5,6 +5,7 @@ lines for a bad wallet URI, a malformed job id and a missing identity; `pylon co
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -86,11 +87,13 @@ async def test_demo_with_a_dead_backend_exits_6_before_serving(tmp_path):
 
 
 async def test_demo_free_says_free_and_keeps_status_off_stdout(tmp_path, openai_double):
+    openai_double.latency_s = 0.4  # long enough for the provider's `processing` (sent 100 ms into a job)
     code, out, err = await pylon("demo", "--backend", openai_double.base_url, "--free", "Hi", home=tmp_path)
     assert code == 0, err
     assert "free: answered by provider npub1" in out and "paid:" not in out
     assert "answer:" in out and "balances:" in out
     assert "stopped" in err and "stopped" not in out
+    assert "processing (free" in err and "pay for its key" not in err  # nothing is paid in free mode
 
 
 async def test_receipts_and_jobs_tables_name_npubs_and_take_them(pylon_home):
@@ -116,3 +119,21 @@ async def test_receipts_and_jobs_tables_name_npubs_and_take_them(pylon_home):
     assert code == 0 and who.npub[:16] in out and who.public_key[:12] not in out, err
     code, out, err = await pylon("jobs", "--json", "--customer", who.npub, home=pylon_home)
     assert code == 0 and [j["customer"] for j in json.loads(out)] == [who.public_key], err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["relay", "--port", "99999"], "65535"),  # was a crash (OverflowError from bind)
+    (["serve", "--free", "--price-msat", "100"], "not both"),  # was a free provider, silently
+    (["wallet", "fund", "-5", "--wallet", "dev:///tmp/never-created.sqlite"], "negative number"),
+    (["config", "set", "max_msat", "-1"], "negative number"),
+    (["wallet", "fund", "9223372036854775807", "--wallet", "dev:///tmp/never-created.sqlite"], "2100000000000000000"),
+    (["wallet", "balance", "--wallet", "dev:///tmp/never-created.sqlite?acount=alice"], "'acount'"),
+    (["config", "set", "wallet", "foo://bar"], "scheme"),
+    (["config", "set", "wallet", "dev:///tmp/never-created.sqlite?acount=alice"], "'acount'"),
+    (["ask", "--relay", "http://127.0.0.1:7777", "hi"], "--relay"),
+], ids=lambda v: " ".join(v[:3]) if isinstance(v, list) else None)
+async def test_what_the_second_trial_typed_is_a_usage_error_that_says_why(tmp_path, argv, says):
+    code, out, err = await pylon(*argv, home=tmp_path, env=cli_env(tmp_path, PYLON_RELAYS=CLOSED))
+    assert code == 2 and says in err and "Traceback" not in err and "bug:" not in err, (code, err)
+    assert not (tmp_path / "config.toml").exists() or "foo://" not in (tmp_path / "config.toml").read_text()
+    assert not Path("/tmp/never-created.sqlite").exists()

@@ -77,6 +77,20 @@ async def test_402_when_the_quote_is_refused(relay_url, openai_double, tmp_path,
     assert openai_double.requests == []
 
 
+async def test_402_above_the_callers_bid_says_what_an_http_caller_can_change(relay_url, openai_double, tmp_path,
+                                                                             dev_ledger):
+    """The CLI's hint (`--bid-msat`) means nothing to an HTTP client: the gateway names its header."""
+    dev_ledger.fund("customer", 100_000)
+    async with gateway_stack(relay_url, openai_double.base_url, tmp_path, model="double-model",
+                             wallet=dev_ledger.wallet("provider"), client_wallet=dev_ledger.wallet("customer"),
+                             provider_kwargs={"price_msat": 5000, "free": False}, max_msat=10_000,
+                             timeout=10.0) as stack:
+        async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as http:
+            err = _error(await http.post("/chat/completions", json=CHAT, headers={"X-Pylon-Max-Msat": "10"}), 402)
+    assert "X-Pylon-Max-Msat" in err["message"] and "--bid-msat" not in err["message"], err
+    assert openai_double.requests == [] and await dev_ledger.wallet("customer").balance() == 100_000
+
+
 async def test_503_when_no_provider_answers(relay_url, openai_double, tmp_path):
     async with gateway_stack(relay_url, openai_double.base_url, tmp_path, model="double-model",
                              with_provider=False, timeout=2.0) as stack:
