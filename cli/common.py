@@ -89,6 +89,9 @@ def exit_for(exc: BaseException) -> NoReturn:
     if isinstance(exc, PylonError):
         message, hint = exc.parts()
         fail(message, exc.exit_code, hint)
+    if isinstance(exc, Terminated):
+        _line("[yellow]terminated[/]", "(SIGTERM)")
+        raise typer.Exit(EXIT_TERMINATED)
     if isinstance(exc, KeyboardInterrupt):
         _line("[yellow]interrupted[/]", "(Ctrl-C)")
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -211,8 +214,46 @@ class PylonCommand(TyperCommand):
         super().format_help(ctx, formatter)
 
 
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process that was terminated
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a command: ends it the way Ctrl-C does (the job in flight is cancelled,
+    its kind-5 published), with its own line and exit code."""
+
+
+async def _cancelled_by_sigterm(coro: Awaitable[T]) -> T:
+    """`coro`, whose task SIGTERM cancels as asyncio cancels it for Ctrl-C; then Terminated."""
+    task, loop = asyncio.current_task(), asyncio.get_running_loop()
+    terminated = False
+
+    def on_sigterm() -> None:
+        nonlocal terminated
+        terminated = True
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    except (NotImplementedError, RuntimeError, ValueError):  # no signals here (Windows, not the main thread)
+        return await coro
+    try:
+        return await coro
+    except (asyncio.CancelledError, PylonError):  # an ask turns its cancellation into JobCancelled
+        if terminated:
+            raise Terminated() from None
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
 def run(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+    """Run a command's coroutine. SIGTERM (a `timeout`, a supervisor, `kill`) ends it as Ctrl-C
+    does (the work in flight is cancelled and cleans up: an ask publishes its cancellation)
+    instead of killing the process mid-job; servers set their own handlers (`stop_on_signals`),
+    which replace this one."""
+    return asyncio.run(_cancelled_by_sigterm(coro))
 
 
 def print_json(data: Any) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -163,6 +164,8 @@ class EventStore:
         is a StorageError with one line saying which and what to do, not a traceback later."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):  # a new database is 0600 (SQLite gives its -wal/-shm the same)
+                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             self._w = self._connect()
             self._w.executescript(_SCHEMA)
             self._w.execute("BEGIN IMMEDIATE")  # a real write, rolled back: read-only shows here

@@ -12,7 +12,8 @@ How: each waiting process binds a Unix datagram socket in a folder of the ledger
 (`.<ledger file name>.doorbell/` beside it, so processes in containers that share the ledger's
 volume share it too; `<tmp>/pylon-dev-doorbell-<uid>/<hash of the ledger path>/` where that
 path would be too long for a socket), mode 0700, so only this user can ring. Ringing sends one byte to every socket in that folder without blocking; a socket whose
-process died refuses the byte and is removed. Where Unix sockets are missing (Windows) or the
+process died refuses the byte and is removed, and the last listener to close removes the
+folder. Where Unix sockets are missing (Windows) or the
 path would be too long, `Doorbell.listen` returns None and the watchers keep their tick.
 """
 
@@ -61,6 +62,8 @@ class Listener:
         self._sock.close()
         with contextlib.suppress(OSError):
             self.path.unlink()
+        with contextlib.suppress(OSError):  # the last listener takes the folder along (not when others are in it)
+            self.path.parent.rmdir()
 
 
 class Doorbell:
@@ -83,20 +86,27 @@ class Doorbell:
             return None
         loop = asyncio.get_running_loop()
         try:
-            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         except OSError as exc:
             log.debug("dev wallet doorbell off: %s", exc)
             return None
-        try:
-            sock.setblocking(False)
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()  # a socket left by an earlier process with the same pid
-            sock.bind(os.fspath(path))
-        except OSError as exc:
-            sock.close()
-            log.debug("dev wallet doorbell off: %s", exc)
-            return None
+        for attempt in (1, 2):  # the last listener of another process may remove the folder meanwhile
+            try:
+                self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                sock.setblocking(False)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()  # a socket left by an earlier process with the same pid
+                sock.bind(os.fspath(path))
+                break
+            except FileNotFoundError as exc:
+                if attempt == 2:
+                    sock.close()
+                    log.debug("dev wallet doorbell off: %s", exc)
+                    return None
+            except OSError as exc:
+                sock.close()
+                log.debug("dev wallet doorbell off: %s", exc)
+                return None
 
         def on_ring() -> None:
             with contextlib.suppress(OSError):

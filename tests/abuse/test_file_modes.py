@@ -98,3 +98,16 @@ def test_ask_history_and_scoreboard_are_0600_new_or_loose(tmp_path, loose_umask)
         _check_sqlite_files(tmp_path / "scores.sqlite")
     finally:
         board.close()
+
+
+def test_a_new_relay_database_is_0600(tmp_path, loose_umask):
+    """PYLON_HOME/relay.sqlite is created 0600 like Pylon's other databases (its -wal/-shm take
+    the mode SQLite copies from it). An existing relay database keeps its mode."""
+    from nexus_relay.store import EventStore
+
+    store = EventStore(tmp_path / "relay.sqlite")
+    store.open()
+    try:
+        _check_sqlite_files(tmp_path / "relay.sqlite")
+    finally:
+        store.close()

@@ -123,6 +123,31 @@ async def test_ctrl_c_during_ask_stream_exits_130_with_one_line(relay_url, opena
     assert proc.returncode == 130 and len(lines) == 1 and "interrupted" in lines[0], err
 
 
+async def test_sigterm_during_ask_cancels_the_job_and_exits_143_with_one_line(relay_url, openai_double, tmp_path):
+    """`timeout 5 pylon ask ...`, a supervisor, `kill`: the job in flight is cancelled as for
+    Ctrl-C (its kind-5 published) instead of the process dying mid-job."""
+    from tests.e2e.helpers import serving, wait_stored
+
+    openai_double.latency_s = 30  # the answer never comes in time: SIGTERM lands mid-job
+    async with serving(relay_url, openai_double.base_url, tmp_path / "provider.sqlite") as provider:
+        proc = await asyncio.create_subprocess_exec(
+            PYLON, "ask", "hi", "--relay", relay_url, "--provider", provider.pubkey, "--timeout", "60",
+            env=_env(tmp_path / "customer"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        await wait_for_request(openai_double)
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        cancels = await wait_stored(relay_url, 1, kinds=[5], timeout=20)
+    lines = _no_traceback(proc.returncode, out.decode(), err.decode())
+    assert proc.returncode == 143 and lines == ["terminated (SIGTERM)"], err
+    assert cancels and all(e.kind == 5 for e in cancels)
+
+
+async def wait_for_request(double, timeout: float = 30) -> None:
+    async with asyncio.timeout(timeout):
+        while not double.requests and not double.in_flight:
+            await asyncio.sleep(0.05)
+
+
 async def test_servers_with_a_corrupt_database_end_in_one_line(relay_url, openai_double, tmp_path):
     """The servers are fuzzed at parse time only (below); their files are checked here, for real."""
     junk = b"this is not a database, whatever its name says" * 4

@@ -126,3 +126,20 @@ async def test_between_waits_the_watcher_keeps_its_connection_and_listener(tmp_p
         second = await payee.make_invoice(1_000, "job 2", 600)
         assert await payee.wait_invoice(second.payment_hash, timeout=0.05) == InvoiceState.PENDING
         assert watcher._db is db and watcher._listener is listener and watcher._task is task
+
+
+async def test_the_last_listener_takes_its_folder_along(tmp_path: Path) -> None:
+    """Folders are not left behind (the temp fallback gets one per ledger path: test runs made
+    hundreds); a folder another listener still uses stays, and a listener whose folder was just
+    removed by another process's last listener makes it again."""
+    bell = Doorbell(str(tmp_path / "ledger.sqlite"))
+    first, second = bell.listen(lambda: None), bell.listen(lambda: None)
+    assert first is not None and second is not None
+    first.close()
+    assert bell.folder.is_dir()  # the second is still there
+    second.close()
+    assert not bell.folder.exists()
+    third = bell.listen(lambda: None)  # the folder comes back for a new listener
+    assert third is not None and bell.folder.is_dir()
+    third.close()
+    bell.close()
