@@ -1299,7 +1299,7 @@ class PylonClient:
             reviews.append(build_review(self.keys, paid_to, "paid_not_delivered", job_id=state.job_id,
                                         fraud_report_id=report.id if report is not None else None,
                                         details={"paid_msat": state.paid_msat}))
-        reviews += [build_review(self.keys, p, "failed", job_id=state.job_id) for p in state.errors if p != paid_to]
+        reviews += [build_review(self.keys, p, "failed", job_id=state.job_id) for p in self._failed(state)]
         reviews += [build_review(self.keys, p, "stalled", job_id=state.job_id) for p in state.stalled]
         for review in reviews:
             if self.pool is None:
@@ -1312,6 +1312,20 @@ class PylonClient:
         self._review_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:  # retrieved: a review is best effort
             log.info("review not accepted: %s", task.exception())
+
+    def _failed(self, state: _JobState) -> list[str]:
+        """The providers whose errors count against them: not the paid one (scored as
+        paid_not_delivered), not one asked for a model it never announced."""
+        paid_to = state.payment.provider
+        return [p for p in state.errors if p != paid_to and not self._announced_without(p, state.request.model)]
+
+    def _announced_without(self, provider: str, model: str | None) -> bool:
+        """Does the live view (NIP-89, already read) show `provider` announcing models, not
+        `model` among them? Then its error is about what the customer asked (`pylon ask --model
+        typo`), and neither scores it nor reviews it publicly as a failure. Unknown: False."""
+        live = self._live.known(None) if self._live is not None else None
+        info = next((p for p in live or () if p.pubkey == provider), None)
+        return info is not None and not info.serves(model)
 
     def _score_job(self, state: _JobState) -> None:
         """What this job says about the providers in it (pylon.customer.scoreboard)."""
@@ -1336,8 +1350,9 @@ class PylonClient:
                              paid_msat=state.paid_msat)
             for provider in state.stalled:
                 board.record(state.job_id, provider, "stalled", first_reply_s=state.first_seen.get(provider))
+            failed = self._failed(state)
             for provider, reason in state.errors.items():
-                if provider != paid_to:
+                if provider in failed:
                     board.record(state.job_id, provider, "failed", first_reply_s=state.first_seen.get(provider),
                                  detail=reason)
         except Exception:  # reputation is advisory: never fail a job over it

@@ -12,7 +12,9 @@ import pytest
 
 from pylon.jobs.nip89 import build_announcement, discover, parse_announcement
 from pylon.nostr.keys import Keys
+from pylon.nostr.filters import Filter
 from pylon.relay.pool import RelayPool
+from pylon.customer.reviews import KIND_LABEL
 from tests.e2e.helpers import serving, wait_for
 from tests.e2e.test_cli_jobs import _pylon
 
@@ -88,3 +90,29 @@ async def test_providers_table_shows_score_and_full_npub(relay_url, openai_doubl
     assert code == 0, err
     assert provider.keys.npub in "".join(ch for ch in out if ch not in "│ \n")  # whole, folded over lines
     assert "1/1 ok" in out and "double-model" in out
+
+
+async def test_asking_for_a_model_the_provider_never_offered_does_not_count_against_it(relay_url, openai_double,
+                                                                                       tmp_path):
+    """`pylon ask --model typo`: the provider's refusal is the customer's mistake, so neither
+    the local score nor a public review calls it a failure (its announcement lists its models).
+    A model it does offer still counts: the delivered job afterwards."""
+    from pylon.customer.client import PylonClient
+    from pylon.customer.scoreboard import Scoreboard
+    from pylon.errors import JobError
+
+    board = Scoreboard(tmp_path / "scores.sqlite")
+    async with serving(relay_url, openai_double.base_url, tmp_path / "p.sqlite", free=True) as provider:
+        await _wait_listed(relay_url, provider.pubkey, True)
+        customer = Keys.generate()
+        async with PylonClient([relay_url], keys=customer, scoreboard=board, publish_reviews=True) as client:
+            with pytest.raises(JobError, match="not served"):
+                await client.ask("hi", model="no-such-model", timeout=5)
+            await client.ask("hi", timeout=20)
+        async with RelayPool([relay_url]) as pool:  # the client waits for its reviews when it closes
+            reviews = await pool.query([Filter.of(kinds=[KIND_LABEL], authors=[customer.public_key])], timeout=5)
+    score = board.scores()[provider.pubkey]
+    assert (score.delivered, score.failed) == (1, 0), score
+    labels = [t[1] for e in reviews for t in e.tags if t[0] == "l"]
+    assert labels == ["delivered"], labels
+    board.close()
