@@ -17,7 +17,7 @@ def new(force: bool = typer.Option(False, "--force", help="Replace an existing i
     """Generate a new identity (file mode 0600) and print its npub."""
     path = identity_path()
     if path.exists() and not force:
-        fail(f"an identity already exists at {path}; use --force to replace it")
+        fail(f"an identity already exists at {path}", 2, "use --force to replace it (back it up first)")
     keys = Keys.generate()
     keys.save(path)
     if json_out:
@@ -61,7 +61,7 @@ def import_(
 
     path = identity_path()
     if path.exists() and not force:
-        fail(f"an identity already exists at {path}; use --force to replace it (back it up first)")
+        fail(f"an identity already exists at {path}", 2, "use --force to replace it (back it up first)")
     try:
         text = sys.stdin.read() if file == "-" else Path(file).read_text()
     except OSError as exc:

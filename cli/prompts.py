@@ -49,16 +49,42 @@ def read_prompt(argument: str | None, stream: TextIO | None = None) -> str:
     """The prompt from the argument and/or piped stdin (piped text first); ConfigError if none."""
     stream = stream or sys.stdin
     if argument == "-":
-        text = stream.read()
+        text = _read(stream)
         if not text.strip():
             raise ConfigError("no prompt: '-' reads the prompt from stdin, and stdin was empty")
         return text
-    piped = stream.read() if stdin_has_input(stream) else ""
-    parts = [p for p in (piped.rstrip("\n"), argument) if p and p.strip()]
+    piped = _read(stream) if stdin_has_input(stream) else ""
+    parts = [p for p in (piped.rstrip("\n"), _text(argument, "the prompt") if argument else argument)
+             if p and p.strip()]
     if not parts:
         raise ConfigError("no prompt given", hint='pass it as an argument (pylon ask "...") or pipe it '
                                                    "(echo ... | pylon ask)")
     return "\n\n".join(parts)
+
+
+def _read(stream: TextIO) -> str:
+    """All of stdin as text (whichever way this Python decodes it: strictly, or with lone
+    surrogates for the bytes that are not UTF-8)."""
+    try:
+        text = stream.read()
+    except UnicodeDecodeError:
+        raise _not_text("stdin") from None
+    return _text(text, "stdin")
+
+
+def _text(value: str, where: str) -> str:
+    """`value` if it is text: bytes that are not UTF-8 arrive as lone surrogates (Python's
+    surrogateescape for stdin and argv), which no event can carry."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _not_text(where) from None
+    return value
+
+
+def _not_text(where: str) -> ConfigError:
+    return ConfigError(f"{where} is not UTF-8 text (binary data?)",
+                       hint="pipe text; for a file in another encoding, convert it first (iconv -t UTF-8)")
 
 
 @dataclass

@@ -83,6 +83,9 @@ def check_uri(uri: str) -> str:
     (exit 2), found without opening anything (a dev:// wallet creates its ledger file when opened)."""
     uri = uri.strip()
     scheme = scheme_of(uri)
+    if not scheme:  # not echoed: it may be a bare key or secret pasted without its scheme
+        raise WalletUriInvalid("not a wallet URI: it has no scheme",
+                               hint="use one of: " + ", ".join(s + "://…" for s in SCHEMES) + " (docs/WALLETS.md)")
     if scheme not in KNOWN_SCHEMES:
         raise WalletUriInvalid(f"unknown wallet URI scheme in {redact_uri(uri)!r}",
                                hint="use one of: " + ", ".join(s + "://…" for s in SCHEMES) + " (docs/WALLETS.md)")

@@ -25,6 +25,8 @@ def redact_uri(uri: str) -> str:
 
     Hosts, paths, relays and accounts stay visible so users can tell wallets apart.
     Unparseable input yields "<scheme>://***" (or "***"), never the input itself."""
+    if not isinstance(uri, str) or not scheme_of(uri):  # no scheme: nothing to tell apart, maybe a bare secret
+        return "***"
     try:
         parts = urlsplit(uri)
         netloc = parts.netloc

@@ -360,7 +360,9 @@ class RelayPool:
         if count == 0:
             reasons = "; ".join(f"{u}: {e}" for u, e in self.last_errors().items())
             raise RelayError(f"could not connect to any relay ({reasons})" if fail_fast and self._all_failed_first()
-                             else f"no relay connected within {timeout:g}s ({reasons})")
+                             else f"no relay connected within {timeout:g}s ({reasons})",
+                             hint="is a relay running there? `pylon relay` starts one on ws://127.0.0.1:7777; "
+                                  "--relay URL (or `pylon config set relays URL`) picks another")
         return count
 
     def _all_failed_first(self) -> bool:

@@ -305,3 +305,9 @@ async def test_a_wallet_file_that_is_not_text_is_one_line(tmp_path):
     code, out, err = await _pylon("wallet", "balance", "--wallet-file", str(tmp_path / "wallet.uri"), home=tmp_path)
     lines = _no_traceback(code, out, err)
     assert code == 2 and "not text" in lines[0], err
+
+
+async def test_binary_stdin_to_ask_is_one_line_about_the_input(tmp_path):
+    code, out, err = await _pylon("ask", "--relay", CLOSED, home=tmp_path, stdin=bytes(range(256)) * 4)
+    lines = _no_traceback(code, out, err)
+    assert code == 2 and "stdin is not UTF-8 text" in lines[0] and "surrogate" not in err, err
