@@ -35,7 +35,7 @@ async def _discover(relays: list[str], model: Optional[str], timeout: float,
     from pylon.relay.pool import RelayPool
 
     async with RelayPool(relays) as pool:
-        await pool.wait_connected()
+        await pool.wait_connected(fail_fast=True)  # a refused relay is reported at once, as by ask
         found = await discover(pool, model=model, timeout=timeout)
         return found, await read_reviews(pool, trusted, timeout=timeout)  # only from trusted_reviewers
 

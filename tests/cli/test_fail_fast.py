@@ -32,16 +32,17 @@ async def test_bad_parameters_never_reach_the_relay(args, message, tmp_path):
             assert await pool.query([Filter.of(kinds=[5050])], timeout=5) == []  # nothing was published
 
 
-async def test_refused_relay_is_reported_without_waiting(tmp_path):
+@pytest.mark.parametrize("argv", [["ask", "hello"], ["providers"]], ids=lambda a: a[0])
+async def test_refused_relay_is_reported_without_waiting(tmp_path, argv):
     from pylon.devstack.vllm import free_port
 
     home = tmp_path / "home"
     url = f"ws://127.0.0.1:{free_port()}"
-    code, out, err = await pylon("ask", "hello", "--relay", url, home=home)
+    code, out, err = await pylon(*argv, "--relay", url, home=home)
     assert code == 3 and out == ""
     # the early answer, not the one given after waiting out the 5 s connect timeout
     assert "could not connect to any relay" in err and "within" not in err
-    assert "ConnectionRefused" in err and url in err
+    assert "ConnectionRefused" in err and url in err and "hint: is a relay running there?" in err
 
 
 async def test_targeted_provider_error_is_reported(relay_url, openai_double, tmp_path):
