@@ -81,6 +81,7 @@ T = TypeVar("T")
 NETWORK = "regtest"
 BUSY_TIMEOUT_MS = 15_000
 MAX_EXPIRY_S = 31 * 24 * 3600
+_PAID_ONCE = "an invoice is paid once; nothing moved this time (ask the payee for a new invoice)"
 _ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 WATCH_TICK_S = 0.005  # how often a waiting payee checks for payments made by other processes
 WATCH_TICK_RUNG_S = 0.05  # the same with a doorbell (wallet.doorbell): only a lost ring waits for it
@@ -428,10 +429,11 @@ class DevLedger:
             if amount > max_msat:
                 raise AmountAboveMax(f"invoice asks {amount} msat, above the allowed {max_msat} msat")
             if state == "settled":
-                raise AlreadyPaid(f"invoice already paid{' by this account' if paid_by == account else ''}")
+                raise AlreadyPaid(f"invoice already paid{' by this account' if paid_by == account else ''}",
+                                  hint=_PAID_ONCE)
             if state == "accepted":
                 raise AlreadyPaid(f"invoice already paid{' by this account' if held_by == account else ''}"
-                                  " (held until the payee settles it)")
+                                  " (held until the payee settles it)", hint=_PAID_ONCE)
             if state == "cancelled":
                 raise PaymentFailed("the payee cancelled this invoice; ask for a new one")
             t = time.time() if now is None else now

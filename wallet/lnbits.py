@@ -79,7 +79,9 @@ class LNbitsWallet:
         except httpx.TimeoutException:
             raise WalletTimeout(f"LNbits at {self.base_url} did not answer in time") from None
         except httpx.HTTPError as exc:
-            raise WalletUnreachable(f"cannot reach LNbits at {self.base_url}: {type(exc).__name__}") from None
+            raise WalletUnreachable(f"cannot reach LNbits at {self.base_url}: {type(exc).__name__}",
+                                    hint="is LNbits running there? check the host, port and tls= of the wallet URI "
+                                         "(lnbits://KEY@host:port)") from None
         try:
             body = resp.json()
         except ValueError:
