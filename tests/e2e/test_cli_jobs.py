@@ -86,7 +86,9 @@ async def test_ask_with_no_provider_fails_in_one_line(relay_url, tmp_path):
 
 async def test_ask_with_an_unreachable_relay_fails_in_one_line(tmp_path):
     code, out, err = await _pylon("ask", "x", "--relay", "ws://127.0.0.1:9", "--timeout", "2", home=tmp_path / "c")
-    assert code == 3 and out == "" and "relay" in err.lower() and len(err.strip().splitlines()) == 1
+    lines = err.strip().splitlines()
+    assert code == 3 and out == "" and len(lines) == 2, err  # the error, and its hint
+    assert lines[0].startswith("error:") and "relay" in lines[0] and lines[1].startswith("hint: is a relay running")
 
 
 @pytest.mark.vllm
