@@ -71,7 +71,7 @@ def watch(
     async def go() -> None:
         deadline = time.monotonic() + seconds if seconds is not None else None
         async with RelayPool(relays) as pool:
-            await pool.wait_connected()
+            await pool.wait_connected(fail_fast=True)  # a refused relay is said at once
             sub = pool.subscribe([Filter.of(**fields)])
             with Live(render(model), console=console, refresh_per_second=8, transient=False) as live:
                 while deadline is None or time.monotonic() < deadline:

@@ -111,7 +111,7 @@ async def fetch_examples(root_event_ids: Sequence[str], relays: Sequence[str], *
     from pylon.relay.pool import RelayPool
 
     async with RelayPool(list(relays), keys=keys) as pool:
-        await pool.wait_connected()
+        await pool.wait_connected(fail_fast=True)  # a refused relay is said at once
         graphs = [await fetch_trace(root_id, keys=keys, pool=pool) for root_id in root_event_ids]
     return extract_examples(graphs, metric=metric, signature=signature)
 

@@ -340,7 +340,7 @@ async def publish_events(events: Sequence[Event], relays: Sequence[str] | None =
             await pool.publish(event)
         return
     async with RelayPool(list(relays or []), keys=keys) as own:
-        await own.wait_connected()
+        await own.wait_connected(fail_fast=True)  # a refused relay is said at once
         for event in events:
             await own.publish(event)
 
@@ -390,5 +390,5 @@ async def fetch_trace(root_event_id: str, relays: Sequence[str] | None = None, *
     if pool is not None:
         return await run(pool)
     async with RelayPool(list(relays or []), keys=keys) as own:
-        await own.wait_connected()
+        await own.wait_connected(fail_fast=True)  # a refused relay is said at once
         return await run(own)

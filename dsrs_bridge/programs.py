@@ -211,7 +211,7 @@ async def list_programs(relays: Sequence[str], *, author: str | None = None, nam
     from pylon.relay.pool import RelayPool
 
     async with RelayPool(list(relays), keys=keys) as pool:
-        await pool.wait_connected()
+        await pool.wait_connected(fail_fast=True)  # a refused relay is said at once
         return newest(await _records(pool, author=author, name=name, keys=keys, timeout=timeout))
 
 
@@ -233,7 +233,7 @@ async def publish_program(keys: Keys, relays: Sequence[str], name: str, state: d
     from pylon.relay.pool import RelayPool
 
     async with RelayPool(list(relays), keys=keys) as pool:
-        await pool.wait_connected()
+        await pool.wait_connected(fail_fast=True)  # a refused relay is said at once
         current = await _records(pool, author=keys.public_key, name=name, keys=None, timeout=timeout)
         latest = newest(current)[0].version if current else None
         if not force and latest is not None and version_key(version) <= version_key(latest):

@@ -108,3 +108,19 @@ async def test_forged_and_foreign_events_are_refused(relay_url, tmp_path):
     assert pulled.author == keys.public_key and "evil" not in pulled.state
     everyone = await list_programs([relay_url])
     assert sorted(r.version for r in everyone) == ["1", "99"]  # both listed, each under its own author
+
+
+@pytest.mark.parametrize("call", ["list_programs", "fetch_trace"])
+async def test_one_shot_hub_calls_report_a_refused_relay_at_once(call):
+    """A program hub or trace call against a relay nothing listens on says so at once (the
+    fail-fast answer), not after the 5 s connect wait ("no relay connected within 5s")."""
+    from dsrs_bridge.nostr_trace import fetch_trace
+    from pylon.devstack.vllm import free_port
+    from pylon.errors import RelayError
+
+    url = f"ws://127.0.0.1:{free_port()}"
+    with pytest.raises(RelayError, match="could not connect to any relay"):
+        if call == "list_programs":
+            await list_programs([url])
+        else:
+            await fetch_trace("ab" * 32, [url])
