@@ -598,7 +598,15 @@ class Provider:
         model = req.model or row.model or (self.served_models[0] if self.served_models else "")
         job = Job(request=req, model=model, max_tokens=self._capped_max_tokens(req, model), amount_msat=row.amount_msat or 0,
                   paid_at=row.paid_at)
+        # priced, running and not paid: only a job paid for the key gets there (a job paid
+        # first is paid before it runs). Its rerun must be sealed and invoiced again, never
+        # delivered in the clear (that would give a priced answer away)
+        job.key_delivery = row.status == "processing" and bool(job.amount_msat) and row.paid_at is None
         self._log(req.id, req.customer, model, "resumed", detail=f"was {row.status}")
+        if job.key_delivery and self.key_sales is None and not row.result_json:
+            self._fail(job, "this job was to be paid for its key, and this provider's wallet no longer sells keys; "
+                            "nothing was charged, ask again")
+            return
         if row.status == "processing":
             self._start(job, self._republish(job, row.result_json) if row.result_json else self._run(job, rerun=True))
         else:

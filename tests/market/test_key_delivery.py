@@ -204,3 +204,34 @@ async def test_a_key_job_left_quoted_by_an_earlier_version_is_run_and_sealed(rel
                 row = provider.store.get(event.id)
     assert delivery_hash(sealed) == row.payment_hash and row.invoice and row.attempts == 1
     assert row.amount_msat == 2_000
+
+
+async def test_a_key_job_interrupted_while_running_is_sealed_when_rerun(relay_url, openai_double, dev_ledger,
+                                                                        tmp_path):
+    """A job paid for the key is claimed with its price and nothing paid; the provider dies
+    while it runs (a restart, a worker killed). The restarted provider reruns it sealed, with a
+    new invoice: before, the rerun took the paid-first path and published the answer in the
+    clear, a priced answer given away (found by a newcomer trial with `serve --workers 2`)."""
+    from pylon.jobs.keyed import DELIVERY_PARAM
+    from pylon.jobs.nip90 import JobRequest
+    from pylon.nostr.keys import Keys
+    from pylon.provider.jobstore import JobStore
+
+    customer = Keys.generate()
+    request = JobRequest.from_prompt("interrupted while running", max_tokens=8)
+    request.extra_params[DELIVERY_PARAM] = KEY_MODE
+    event = request.to_event(customer)
+    db = tmp_path / "p.sqlite"
+    with JobStore(db) as store:  # what the first process left: claimed with its price, running, unpaid
+        assert store.record_seen(event.id, customer.public_key, event.created_at, event.to_json())
+        assert store.claim_processing(event.id, amount_msat=2_000, model=None)
+    async with RelayPool([relay_url]) as pool:
+        async with pool.subscribe([Filter.of(kinds=[6050], e=[event.id])]) as sub:
+            async with paid_provider(relay_url, openai_double.base_url, db, dev_ledger.wallet("provider"),
+                                     price_msat=2_000) as provider:
+                result = await sub.next(timeout=30)
+                await wait_for(lambda: provider.store.get(event.id).invoice is not None, 20, "the rerun's invoice")
+                row = provider.store.get(event.id)
+    assert delivery_hash(result) == row.payment_hash and row.invoice  # sealed, its key for sale
+    assert "interrupted while running" not in result.content and row.paid_at is None and row.attempts == 2
+    assert await dev_ledger.wallet("provider").balance() == 0  # nothing was paid, nothing given away
