@@ -28,6 +28,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 
+from pylon.customer.defaults import SESSION_HINT
 from pylon.customer.invoice_check import ABOVE_BUDGET, ABOVE_MAX, NO_AMOUNT, DecodedInvoice, PaymentRefused
 from pylon.customer.ledger import Ledger, Receipt, SpendLimits, utc_day_start
 from wallet.base import Wallet
@@ -138,7 +139,8 @@ class Budget:
                 if take == want or not self._holds:
                     if take == 0 and 0 < self.session_msat <= spent and want != 0:
                         raise PaymentRefused(ABOVE_BUDGET, f"the session budget is used up ({spent} of "
-                                                           f"{self.session_msat} msat spent); no job was sent")
+                                                           f"{self.session_msat} msat spent); no job was sent",
+                                             hint=SESSION_HINT)
                     hold = Hold(take)
                     self._holds.append(hold)
                     return hold

@@ -65,7 +65,7 @@ from pylon.nostr.event import Event
 from pylon.nostr.filters import Filter
 from pylon.nostr.keys import Keys, normalize_pubkey, npub_of
 from pylon.customer.ledger import Ledger
-from pylon.customer.defaults import DEFAULT_DAILY_BUDGET_MSAT, DEFAULT_MAX_MSAT
+from pylon.customer.defaults import DEFAULT_DAILY_BUDGET_MSAT, DEFAULT_MAX_MSAT, SESSION_HINT
 from pylon.customer.invoice_check import ABOVE_BID, ABOVE_BUDGET, ABOVE_MAX, NO_INVOICE
 from pylon.customer.invoice_check import PaymentRefused as InvoiceRefused
 from pylon.customer.budget import Budget, Hold
@@ -860,7 +860,7 @@ class PylonClient:
         held = state.held_msat
         if held is not None and fb.amount_msat > held and state.request.bid_msat == held and held < self.max_msat:
             raise InvoiceRefused(ABOVE_BUDGET, f"provider {npub_of(fb.provider)} asks {fb.amount_msat} msat, above what "
-                                               f"is left of the session budget ({held} msat)")
+                                               f"is left of the session budget ({held} msat)", hint=SESSION_HINT)
         await self._pay(state, fb)
 
     async def _pay(self, state: _JobState, fb: JobFeedback) -> None:
@@ -946,11 +946,13 @@ class PylonClient:
             return None
         capped = state.bid_msat is None or state.bid_msat > bid  # the cap, not the caller's bid, set the tag
         reason, limit = (ABOVE_MAX, "per-job cap") if capped else (ABOVE_BID, "bid")
+        hint = None
         if state.held_msat is not None and bid == state.held_msat and bid < self.max_msat:
             reason, limit = ABOVE_BUDGET, "session budget left"  # Budget.hold lowered the bid to what is left
+            hint = SESSION_HINT  # not the daily budget's (ABOVE_BUDGET's usual hint)
         said = f" (it says: {fb.extra})" if fb.extra else ""
         return InvoiceRefused(reason, f"provider {npub_of(fb.provider)} asks {fb.amount_msat} msat, above the {limit} "
-                                      f"of {bid} msat{said}")
+                                      f"of {bid} msat{said}", hint=hint)
 
     async def _refund(self, state: _JobState, fb: JobFeedback) -> None:
         """The paid provider failed and offers the money back (`["refund", msat]`): ask for it

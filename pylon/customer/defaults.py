@@ -26,4 +26,6 @@ DEFAULT_DAILY_BUDGET_MSAT: Final = 100_000
 MAX_MSAT_HINT: Final = "raise the per-job cap with --max-msat N (config key max_msat, env PYLON_MAX_MSAT)"
 DAILY_HINT: Final = ("raise the daily budget with --daily-budget-msat N (config key daily_budget_msat, "
                      "env PYLON_DAILY_BUDGET_MSAT) or wait for the next UTC day")
+SESSION_HINT: Final = ("the session budget is spent: raise it where it was set (`budget_msat=` of a pylon_lm, "
+                       "`budget_msat=` of a PylonClient) or start a new session")
 BID_HINT: Final = "raise the bid with --bid-msat N (it may not exceed --max-msat)"

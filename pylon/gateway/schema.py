@@ -154,6 +154,8 @@ class ChatCompletionRequest(_Common):
             if msg.role == "assistant" and msg.tool_calls and not text:
                 text = json.dumps(msg.tool_calls, separators=(",", ":"))
             out.append({"role": role, "content": text})
+        if not any(m["content"].strip() for m in out):  # refused here, not by a provider (a refused job)
+            raise RequestInvalid("messages have no text: every message's content is empty", "messages")
         return out
 
     def job_params(self) -> dict[str, Any]:
@@ -173,7 +175,7 @@ class CompletionRequest(_Common):
 
     def prompts(self) -> list[str]:
         prompts = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
-        if not prompts:
+        if not prompts or not any(p.strip() for p in prompts):
             raise RequestInvalid("prompt must not be empty", "prompt")
         if len(prompts) * self.n > MAX_N:
             raise RequestInvalid(f"at most {MAX_N} completions per request (prompts x n)", "n")

@@ -63,8 +63,9 @@ async def test_refusal_classes_are_not_retried(swarm, priced, dev_ledger):
     # the budget used up: no job at all
     lm = paid_lm(swarm, dev_ledger, provider, max_msat_per_call=1_000, budget_msat=1_000, num_retries=3)
     await in_thread(lm, lambda: lm("the one we can afford"))
-    with pytest.raises(LMBillingError, match="used up"):
+    with pytest.raises(LMBillingError, match="used up") as used_up:
         await in_thread(lm, lambda: lm("one too many"))
+    assert "budget_msat=" in str(used_up.value) and "daily" not in str(used_up.value)  # the LM's own budget's hint
     assert provider.stats.received == 2 and hub_of(lm).spent_msat == 1_000
     # a model nobody here serves (the free provider says so)
     lm = pylon_lm("no-such-model", relays=[swarm.relay_url], keys=Keys.generate(), cache=False, timeout=20,

@@ -36,7 +36,13 @@ async def test_400_for_bad_parameters_before_anything_is_published(double_stack)
         err = _error(await http.post("/chat/completions", json=CHAT, headers={"X-Pylon-Max-Msat": "lots"}), 400)
         assert err["param"] == "X-Pylon-Max-Msat"
         _error(await http.post("/chat/completions", json=CHAT, headers={"X-Pylon-Provider": "npub1nope"}), 400)
+        for empty in ("", None, "   "):  # was published, then refused by the provider (a 502, a refused job)
+            err = _error(await http.post("/chat/completions",
+                                         json={**CHAT, "messages": [{"role": "user", "content": empty}]}), 400)
+            assert err["param"] == "messages"
+        _error(await http.post("/completions", json={"model": CHAT.get("model"), "prompt": ""}), 400)
     assert double_stack.double.requests == []  # nothing reached a provider
+    assert double_stack.provider.stats.received == 0  # nor the relay: no job was published
 
 
 async def test_404_for_a_model_no_live_provider_serves(double_stack):
