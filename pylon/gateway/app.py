@@ -30,7 +30,7 @@ from pylon.gateway.responses import (
 )
 from pylon.customer.offers import ROUTES
 from pylon.customer.invoice_check import ABOVE_BID, ABOVE_BUDGET, ABOVE_MAX
-from pylon.errors import NostrError, PaymentRefused, PylonError
+from pylon.errors import NostrError, PaymentRefused, PylonError, RelayError
 from pylon.nostr.keys import normalize_pubkey
 from pylon.gateway.schema import ChatCompletionRequest, CompletionRequest, RequestInvalid, parse_body
 from pylon.ops.metrics import CONTENT_TYPE_LATEST, render
@@ -263,6 +263,10 @@ class Gateway:
             log.error("bug while running a job for the gateway", exc_info=exc)
             return GatewayError(500, "internal error in the gateway (see its log)", kind=kind, code=code)
         message, hint = exc.parts()
+        if isinstance(exc, RelayError) and "too large" in message:  # the relay's size limit: retrying cannot help
+            return GatewayError(413, f"the request is too large for the relay: {message}; shorten the messages "
+                                     "(relays take events of about 64 KB)", kind="invalid_request_error",
+                                code="request_too_large")
         if isinstance(exc, PaymentRefused) and (exc.reason in _GATEWAY_HINTS or "--" in (hint or "")):
             # its hint names the CLI's flags: say what an HTTP caller can do instead
             return GatewayError(status, f"{message}; {_GATEWAY_HINTS.get(exc.reason, _OPERATOR_HINT)}",

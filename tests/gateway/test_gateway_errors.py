@@ -58,6 +58,12 @@ async def test_413_for_a_body_over_the_limit(double_stack):
     big = {**CHAT, "messages": [{"role": "user", "content": "x" * (2 << 20)}]}
     async with httpx.AsyncClient(base_url=double_stack.base_url, timeout=30) as http:
         _error(await http.post("/chat/completions", json=big), 413)
+        # under the gateway's limit, over the relay's (64 KiB events): 413 as well, not a 503 that
+        # OpenAI's SDK would retry three times
+        err = _error(await http.post("/chat/completions",
+                                     json={**CHAT, "messages": [{"role": "user", "content": "y" * 100_000}]}), 413)
+        assert err["code"] == "request_too_large" and "too large" in err["message"]
+    assert double_stack.double.requests == []
 
 
 async def test_401_with_a_wrong_api_key(relay_url, openai_double, tmp_path):
