@@ -1082,7 +1082,13 @@ class PylonClient:
 
     async def _on_stall(self, state: _JobState) -> None:
         """The provider(s) at work went silent: pay a pending quote if there is one, else give up
-        this attempt (JobStalled) so it can be re-offered."""
+        this attempt (JobStalled) so it can be re-offered. With no relay connected, the silence
+        is ours, not theirs: RelayError, and no provider is marked stalled (score, review)."""
+        if self.pool is not None and self.pool.connected_count() == 0:
+            reasons = "; ".join(f"{u}: {e}" for u, e in self.pool.last_errors().items()) or "disconnected"
+            raise RelayError(f"job {state.job_id[:12]}…: no relay is connected, so no answer could arrive ({reasons})",
+                             hint="is the relay still running? the job may still be answered: `pylon result "
+                                  f"{state.job_id}` fetches it once a relay is back")
         stalled = set(state.book.free_working)
         if state.target is not None:
             stalled.add(state.target)

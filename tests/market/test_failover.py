@@ -63,3 +63,36 @@ async def test_the_job_is_reoffered_and_paid_once(relay_url, dev_ledger, tmp_pat
     score = board.score_of(a.pubkey)
     assert (score.stalled if how == "stalls_mid_stream" else score.failed) == 1
     board.close()
+
+
+async def test_a_relay_that_goes_away_mid_job_is_not_the_providers_stall(tmp_path):
+    """The only relay stops while the provider works: the silence is ours. The ask says the
+    relays are gone (RelayError, a hint to fetch the result later), and the provider is not
+    marked stalled, locally or in a review (before: "provider … went silent", exit 4)."""
+    from nexus_relay import running_relay
+    from pylon.customer.client import PylonClient
+    from pylon.errors import RelayError
+    from pylon.nostr.keys import Keys
+
+    board = Scoreboard(tmp_path / "scores.sqlite")
+    async with running_relay(tmp_path / "relay.sqlite") as relay:
+        async with ScriptedProvider(relay.url, None) as a:
+            at_work = asyncio.Event()
+
+            async def works_slowly(req):
+                await a.feedback(req, "processing")
+                at_work.set()
+
+            a.serve(works_slowly)
+            client = PylonClient([relay.url], keys=Keys.generate(), stall_s=1.0, scoreboard=board)
+            await client.start()
+            asking = asyncio.create_task(client.ask("are you there?", provider=a.pubkey, timeout=30))
+            await asyncio.wait_for(at_work.wait(), 20)
+    try:  # the relay has stopped under the ask
+        with pytest.raises(RelayError, match="no relay is connected") as gone:
+            await asyncio.wait_for(asking, 30)
+        assert "pylon result" in str(gone.value)
+    finally:
+        await client.close()
+    assert board.score_of(a.pubkey).stalled == 0
+    board.close()
