@@ -39,9 +39,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
@@ -174,6 +175,27 @@ def start_stack(tree: Path, tmp: Path, double_url: str, wallet_kind: str = "", *
     return Stack(relay, relay_url, provider, services, customer_wallet, provider_wallet)
 
 
+@contextmanager
+def load_generator(tree: Path, tmp: Path, stack: Stack, plan: list[list[int]], first: bool, *,
+                   cpu: int | None = None) -> Iterator[subprocess.Popen[str]]:
+    """The LOADGEN process on `tree`'s client against `stack`, paying with its customer wallet
+    (`first`: paid first rather than for the key). It runs each [c, n] of `plan` when a line is
+    written to its stdin and answers with a JSON line; on leaving it is given 30 s to end, and
+    killed if it has not (or if the block raised)."""
+    # cwd=tree: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH,
+    # so from the repository root the load generator would run this tree's client for both
+    gen = subprocess.Popen(pinned([sys.executable, "-c", LOADGEN, stack.relay_url, json.dumps(plan),
+                                   stack.customer_wallet, "first" if first else "key"], cpu),
+                           env={**os.environ, "PYTHONPATH": str(tree), "PYLON_HOME": str(tmp / "client-home")},
+                           cwd=str(tree), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        yield gen
+        gen.wait(30)
+    finally:
+        if gen.poll() is None:
+            gen.kill()
+
+
 def one_round(tree: Path, tmp: Path, args: argparse.Namespace, double_url: str, pay: str = "") -> dict[str, Any]:
     """Relay + provider + load generator on `tree`'s code; CPU ms per job by process.
     `pay`: "" free, "dev" or "nwc" (1 sat per job), with "-first" paid first rather than for the
@@ -185,14 +207,8 @@ def one_round(tree: Path, tmp: Path, args: argparse.Namespace, double_url: str, 
     rows: dict[str, Any] = {}
     try:
         plan = [[16 if args.pays else 32, args.jobs], [1, 64]]
-        # cwd=tree: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH,
-        # so from the repository root the load generator would run this tree's client for both
-        gen = subprocess.Popen(pinned([sys.executable, "-c", LOADGEN, stack.relay_url, json.dumps(plan),
-                                       stack.customer_wallet, "first" if first else "key"], other),
-                               env={**os.environ, "PYTHONPATH": str(tree), "PYLON_HOME": str(tmp / "client-home")},
-                               cwd=str(tree), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert gen.stdin is not None and gen.stdout is not None
-        try:
+        with load_generator(tree, tmp, stack, plan, first, cpu=other) as gen:
+            assert gen.stdin is not None and gen.stdout is not None
             for _ in plan:
                 json.loads(gen.stdout.readline())  # {"start": c}
                 before = {"relay": cpu_s(relay.pid), "provider": cpu_s(provider.pid),
@@ -214,10 +230,6 @@ def one_round(tree: Path, tmp: Path, args: argparse.Namespace, double_url: str, 
                                          "cpu_ms_per_job": per}
                 gen.stdin.write("\n")
                 gen.stdin.flush()
-            gen.wait(30)
-        finally:
-            if gen.poll() is None:
-                gen.kill()
     finally:
         stack.stop()
     return rows

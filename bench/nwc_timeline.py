@@ -24,9 +24,7 @@ import argparse
 import asyncio
 import collections
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +36,7 @@ import websockets
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from hot_path import LOADGEN, start_stack, trees_under_test  # noqa: E402
+from hot_path import load_generator, start_stack, trees_under_test  # noqa: E402
 from jobs import Proc  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "nwc_timeline.json"
@@ -75,35 +73,27 @@ def one_block(tree: Path, tmp: Path, double_url: str, jobs: int, first: bool) ->
     """One tree's processes; `jobs` paid jobs one at a time; the events each job caused."""
     stack = start_stack(tree, tmp, double_url, "nwc")
     try:
-        gen = subprocess.Popen([sys.executable, "-c", LOADGEN, stack.relay_url, json.dumps([[1, jobs]]),
-                                stack.customer_wallet, "first" if first else "key"],
-                               env={**os.environ, "PYTHONPATH": str(tree), "PYLON_HOME": str(tmp / "client-home")},
-                               cwd=str(tree), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert gen.stdin is not None and gen.stdout is not None
-        json.loads(gen.stdout.readline())  # {"start": 1}: warmed up
-
-        async def run() -> tuple[dict[str, Any], list[tuple[float, int, str]]]:
-            seen: list[tuple[float, int, str]] = []
-            stop = asyncio.Event()
-            noting = asyncio.create_task(_note_events(stack.relay_url, seen, stop))
-            await asyncio.sleep(0.3)
+        with load_generator(tree, tmp, stack, [[1, jobs]], first) as gen:
             assert gen.stdin is not None and gen.stdout is not None
-            gen.stdin.write("\n")
-            gen.stdin.flush()
-            done = json.loads(await asyncio.to_thread(gen.stdout.readline))
-            await asyncio.sleep(0.3)
-            stop.set()
-            await noting
-            return done, seen
+            json.loads(gen.stdout.readline())  # {"start": 1}: warmed up
 
-        try:
+            async def run() -> tuple[dict[str, Any], list[tuple[float, int, str]]]:
+                seen: list[tuple[float, int, str]] = []
+                stop = asyncio.Event()
+                noting = asyncio.create_task(_note_events(stack.relay_url, seen, stop))
+                await asyncio.sleep(0.3)
+                assert gen.stdin is not None and gen.stdout is not None
+                gen.stdin.write("\n")
+                gen.stdin.flush()
+                done = json.loads(await asyncio.to_thread(gen.stdout.readline))
+                await asyncio.sleep(0.3)
+                stop.set()
+                await noting
+                return done, seen
+
             done, seen = asyncio.run(run())
             gen.stdin.write("\n")
             gen.stdin.flush()
-            gen.wait(30)
-        finally:
-            if gen.poll() is None:
-                gen.kill()
     finally:
         stack.stop()
     return {"median_ms": done["median_ms"], "chains": _chains(seen, _roles(stack.customer_wallet, stack.provider_wallet))}
