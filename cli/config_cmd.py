@@ -10,13 +10,13 @@ commented out) and `set KEY VALUE` changes one setting after validating it
 from __future__ import annotations
 
 import os
-import tomllib
 from typing import Any
 
 import typer
 from rich.table import Table
 
 from cli.common import console, fail, handle_errors, print_json
+from pylon.errors import ConfigError
 from pylon.home import config_path
 
 # pylon.ops.config / config_file are imported inside the commands: they build pydantic models on
@@ -45,15 +45,12 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 
 def _sources(overrides: dict[str, Any]) -> dict[str, str]:
     """Which layer each setting's value came from: default, file, env (PYLON_X) or flag."""
-    from pylon.ops.config import Settings, flatten_tables
+    from pylon.ops.config import Settings, read_config_file
 
-    file_keys: set[str] = set()
-    path = config_path()
-    if path.exists():
-        try:
-            file_keys = set(flatten_tables(tomllib.loads(path.read_text())))
-        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
-            file_keys = set()
+    try:
+        file_keys = set(read_config_file(config_path()))
+    except ConfigError:  # shown by `load_settings` already; here only the labels would be missing
+        file_keys = set()
     sources: dict[str, str] = {}
     for name in Settings.model_fields:
         env_name = "PYLON_" + name.upper()

@@ -177,16 +177,22 @@ def setting_pubkeys(settings: Settings, name: str, *, path: Path | None = None,
 def read_config_file(path: Path, *, hint: str | None = None) -> dict[str, Any]:
     """config.toml's settings, flattened; {} when the file is missing or empty. ConfigError
     (one line) for a file that is not TOML, not UTF-8 text, or cannot be read."""
+    return read_config_text(path, hint=hint)[1]
+
+
+def read_config_text(path: Path, *, hint: str | None = None) -> tuple[str, dict[str, Any]]:
+    """config.toml's text ("" when missing) and its settings, flattened, from one read (for
+    the commands that rewrite a line of it); the same ConfigError as `read_config_file`."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {}
+        return "", {}
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not valid TOML: it is not UTF-8 text", hint=hint) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}", hint=hint) from None
     try:
-        return flatten_tables(tomllib.loads(text)) if text else {}
+        return text, flatten_tables(tomllib.loads(text)) if text else {}
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}", hint=hint) from None
 

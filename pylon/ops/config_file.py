@@ -21,7 +21,7 @@ from typing import Any, get_args, get_origin
 from pydantic import ValidationError
 
 from pylon.errors import ConfigError
-from pylon.ops.config import KEY_FIELDS, Settings, flatten_tables, read_config_file, validation_problems
+from pylon.ops.config import KEY_FIELDS, Settings, flatten_tables, read_config_text, validation_problems
 
 DESCRIPTIONS: dict[str, str] = {
     "relays": "Relay URLs every command uses (ws:// or wss://).",
@@ -175,8 +175,7 @@ def set_value(path: Path, key: str, raw: str) -> tuple[str, Any]:
     """Validate KEY=VALUE against the whole file and write it; returns (name, value)."""
     name = canonical_key(key)
     value = parse_value(name, raw)
-    current = read_config_file(path, hint="fix or remove the file first")
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    text, current = read_config_text(path, hint="fix or remove the file first")
     current[name] = value
     try:
         Settings(**current)
@@ -204,10 +203,9 @@ def unset_value(path: Path, key: str) -> tuple[str, bool]:
     """Take KEY out of the file (its line commented out), so its default (or PYLON_*) applies
     again; returns (name, whether it was set). A list such as `avoid` is cleared this way."""
     name = canonical_key(key)
-    current = read_config_file(path, hint="fix or remove the file first")
+    text, current = read_config_text(path, hint="fix or remove the file first")
     if name not in current:
         return name, False
-    text = path.read_text(encoding="utf-8")
     pattern = re.compile(rf"^(\s*){re.escape(name)}(\s*=.*)$", re.MULTILINE)
     new_text = pattern.sub(lambda m: f"{m.group(1)}# {name}{m.group(2)}", text, count=1)
     try:
