@@ -62,7 +62,7 @@ def open_wallet(uri: str) -> Wallet:
         raise WalletError("no wallet configured: pass --wallet URI on the command line or a wallet URI in code, "
                           "or set PYLON_WALLET")
     uri = uri.strip()
-    scheme = check_uri(uri)
+    scheme = _known_scheme(uri)  # each from_uri below parses the rest (check_uri would parse it twice)
     if scheme == "dev":
         from wallet.dev import DevWallet
 
@@ -75,20 +75,14 @@ def open_wallet(uri: str) -> Wallet:
         from wallet.nwc import NwcWallet
 
         return NwcWallet.from_uri(uri)
-    raise AssertionError(scheme)  # check_uri let through a scheme no branch above takes
+    raise AssertionError(scheme)  # _known_scheme let through a scheme no branch above takes
 
 
 def check_uri(uri: str) -> str:
     """The URI's scheme, when a wallet takes it and the URI parses; else WalletUriInvalid
     (exit 2), found without opening anything (a dev:// wallet creates its ledger file when opened)."""
     uri = uri.strip()
-    scheme = scheme_of(uri)
-    if not scheme:  # not echoed: it may be a bare key or secret pasted without its scheme
-        raise WalletUriInvalid("not a wallet URI: it has no scheme",
-                               hint="use one of: " + ", ".join(s + "://…" for s in SCHEMES) + " (docs/WALLETS.md)")
-    if scheme not in KNOWN_SCHEMES:
-        raise WalletUriInvalid(f"unknown wallet URI scheme in {redact_uri(uri)!r}",
-                               hint="use one of: " + ", ".join(s + "://…" for s in SCHEMES) + " (docs/WALLETS.md)")
+    scheme = _known_scheme(uri)
     # the rest of the URI too (a mistyped parameter, a missing key), still without opening it
     if scheme == "dev":
         from wallet.dev import parse_dev_uri
@@ -102,6 +96,17 @@ def check_uri(uri: str) -> str:
         from wallet.nwc_proto import ConnectionUri
 
         ConnectionUri.parse(uri)
+    return scheme
+
+
+def _known_scheme(uri: str) -> str:
+    """The scheme of `uri` when a wallet takes it; WalletUriInvalid otherwise."""
+    scheme = scheme_of(uri)
+    hint = "use one of: " + ", ".join(s + "://…" for s in SCHEMES) + " (docs/WALLETS.md)"
+    if not scheme:  # not echoed: it may be a bare key or secret pasted without its scheme
+        raise WalletUriInvalid("not a wallet URI: it has no scheme", hint=hint)
+    if scheme not in KNOWN_SCHEMES:
+        raise WalletUriInvalid(f"unknown wallet URI scheme in {redact_uri(uri)!r}", hint=hint)
     return scheme
 
 

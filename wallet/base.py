@@ -42,10 +42,15 @@ class Payment:
 
     def preimage_matches(self) -> bool:
         """True when the preimage really hashes to the payment hash (what a payer should check)."""
-        try:
-            return hashlib.sha256(bytes.fromhex(self.preimage)).hexdigest() == self.payment_hash.lower()
-        except ValueError:
-            return False
+        return preimage_opens(self.preimage, self.payment_hash)
+
+
+def preimage_opens(preimage: str, payment_hash: str) -> bool:
+    """sha256(preimage) == payment_hash, both hex; False for anything that is not hex."""
+    try:
+        return hashlib.sha256(bytes.fromhex(preimage)).hexdigest() == payment_hash.lower()
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +134,7 @@ class Received:
     settled_at: int  # unix seconds
 
     def preimage_matches(self) -> bool:
-        try:
-            return hashlib.sha256(bytes.fromhex(self.preimage)).hexdigest() == self.payment_hash.lower()
-        except ValueError:
-            return False
+        return preimage_opens(self.preimage, self.payment_hash)
 
 
 @runtime_checkable

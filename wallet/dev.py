@@ -55,7 +55,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NoReturn, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pylon.errors import ConfigError
 from pylon.storage import Lock, WriteTransaction, private_db_file
@@ -74,6 +74,7 @@ from wallet.errors import (
     WalletUnreachable,
     WalletUriInvalid,
 )
+from wallet.uri import query_params
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -786,11 +787,7 @@ def parse_dev_uri(uri: str) -> tuple[Path, str]:
         path = unquote(parts.netloc) + path
     if not path:
         raise WalletUriInvalid("dev wallet URI needs a ledger path: dev:///abs/path/ledger.sqlite?account=NAME")
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"account"})
-    if unknown:  # a typo such as ?acount= would otherwise pay from the "default" account
-        raise WalletUriInvalid(f"unknown parameter {unknown[0]!r} in a dev wallet URI (it takes ?account=NAME)")
-    account = query.get("account", ["default"])[0]
+    account = query_params(parts.query, ("account",), "a dev wallet URI").get("account", ["default"])[0]
     return Path(path).expanduser(), _check_account(account)
 
 

@@ -23,7 +23,7 @@ import logging
 import time
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -42,7 +42,7 @@ from wallet.errors import (
     WalletUnreachable,
     WalletUriInvalid,
 )
-from wallet.uri import redact_uri
+from wallet.uri import query_params, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -198,11 +198,10 @@ class LNbitsWallet:
         if body is None or self._direction_amount(body) <= 0 or not body.get("paid"):
             return None
         details = body.get("details") or {}
-        received = Received(payment_hash=payment_hash.lower(),
-                            preimage=str(body.get("preimage") or details.get("preimage") or "").lower(),
-                            amount_msat=self._direction_amount(body),
-                            settled_at=_unix_seconds(details.get("updated_at") or details.get("time")))
-        return received if received.preimage_matches() else None
+        return Received(payment_hash=payment_hash.lower(),
+                        preimage=str(body.get("preimage") or details.get("preimage") or "").lower(),
+                        amount_msat=self._direction_amount(body),
+                        settled_at=_unix_seconds(details.get("updated_at") or details.get("time")))
 
     @staticmethod
     def _state(body: dict[str, Any], *, incoming: bool) -> InvoiceState:
@@ -259,11 +258,7 @@ def parse_lnbits_uri(uri: str) -> tuple[str, str, str]:
     scheme = parts.scheme.lower()
     if not parts.hostname or parts.username is None:
         raise WalletUriInvalid(f"LNbits URI must look like lnbits://KEY@host:port, got {redact_uri(uri)!r}")
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"tls", "network"})
-    if unknown:
-        raise WalletUriInvalid(f"unknown parameter {unknown[0]!r} in an LNbits wallet URI (it takes tls= and network=)")
-    q = {k: v[-1] for k, v in query.items()}
+    q = {k: v[-1] for k, v in query_params(parts.query, ("tls", "network"), "an LNbits wallet URI").items()}
     host = parts.hostname
     local = host in ("127.0.0.1", "localhost", "::1")
     if scheme == "lnbits+https":

@@ -8,7 +8,9 @@ Forms (see wallet/__init__.py for the full list):
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
+
+from wallet.errors import WalletUriInvalid
 
 #: Query parameters that carry secrets in any wallet URI we know.
 SECRET_PARAMS = frozenset({"secret", "key", "adminkey", "inkey", "api_key", "apikey", "token", "password"})
@@ -18,6 +20,18 @@ def scheme_of(uri: str) -> str:
     """The lowercase scheme ("dev", "lnbits", "nostr+walletconnect"), or "" if none."""
     scheme, sep, _ = uri.partition("://")
     return scheme.lower() if sep else ""
+
+
+def query_params(query: str, allowed: tuple[str, ...], what: str) -> dict[str, list[str]]:
+    """A wallet URI's query, refusing a parameter that is not in `allowed` (WalletUriInvalid):
+    for our own schemes, where a typo such as `?acount=` would otherwise be ignored (and a
+    dev wallet would pay from its "default" account)."""
+    params = parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        takes = " and ".join(f"{name}=" for name in allowed)
+        raise WalletUriInvalid(f"unknown parameter {unknown[0]!r} in {what} (it takes {takes})")
+    return params
 
 
 def redact_uri(uri: str) -> str:

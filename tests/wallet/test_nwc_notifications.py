@@ -151,3 +151,26 @@ async def test_a_settled_invoice_shows_its_preimage_and_settle_time(relay_url, d
         unpaid = await client.make_invoice(1_000, "never paid", 300)
         looked = await client.request("lookup_invoice", {"payment_hash": unpaid.payment_hash})
         assert looked["state"] == "pending" and "preimage" not in looked and "settled_at" not in looked
+
+
+async def test_a_preimage_that_does_not_open_the_invoice_is_left_out(relay_url, dev_ledger, monkeypatch):
+    """The service is where the guarantee lives: whatever its wallet says, a `preimage` it
+    sends hashes to the invoice's payment hash. A double of a wallet that misreports it (over
+    the real dev wallet): the lookup answers settled, with `settled_at` and no preimage."""
+    from wallet.base import Received
+
+    dev_ledger.fund("payer", 50_000)
+    shop = dev_ledger.wallet("shop")
+    service = NwcService(shop, [relay_url])
+    real = shop.received_details
+
+    async def misreported(payment_hash: str) -> Received | None:
+        got = await real(payment_hash)
+        return None if got is None else Received(got.payment_hash, "00" * 32, got.amount_msat, got.settled_at)
+
+    monkeypatch.setattr(shop, "received_details", misreported)
+    async with service.running(), _client(service) as client:
+        inv = await client.make_invoice(2_000, "job", 300)
+        await dev_ledger.wallet("payer").pay_invoice(inv.bolt11, max_msat=2_000)
+        looked = await client.request("lookup_invoice", {"payment_hash": inv.payment_hash})
+    assert looked["state"] == "settled" and "settled_at" in looked and "preimage" not in looked
