@@ -90,23 +90,13 @@ class Doorbell:
         except OSError as exc:
             log.debug("dev wallet doorbell off: %s", exc)
             return None
-        for attempt in (1, 2):  # the last listener of another process may remove the folder meanwhile
-            try:
-                self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-                sock.setblocking(False)
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()  # a socket left by an earlier process with the same pid
-                sock.bind(os.fspath(path))
-                break
-            except FileNotFoundError as exc:
-                if attempt == 2:
-                    sock.close()
-                    log.debug("dev wallet doorbell off: %s", exc)
-                    return None
-            except OSError as exc:
-                sock.close()
-                log.debug("dev wallet doorbell off: %s", exc)
-                return None
+        try:
+            sock.setblocking(False)
+            self._bind(sock, path)
+        except OSError as exc:
+            sock.close()
+            log.debug("dev wallet doorbell off: %s", exc)
+            return None
 
         def on_ring() -> None:
             with contextlib.suppress(OSError):
@@ -116,6 +106,20 @@ class Doorbell:
 
         loop.add_reader(sock.fileno(), on_ring)
         return Listener(sock, path, loop)
+
+    def _bind(self, sock: socket.socket, path: Path) -> None:
+        """Bind `sock` at `path`, making the folder first; once more if the last listener of
+        another process removed the folder in between (Listener.close)."""
+        for last in (False, True):
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # a socket left by an earlier process with the same pid
+            try:
+                sock.bind(os.fspath(path))
+                return
+            except FileNotFoundError:
+                if last:
+                    raise
 
     def ring(self) -> None:
         """Wake every listener of this ledger; never blocks, never raises."""
