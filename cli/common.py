@@ -32,8 +32,8 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from cli.defaults import fill_effective
-from cli.term import EXIT_BROKEN_PIPE, make_console  # 141: the reader of stdout left early
-from pylon.errors import EXIT_BUG, EXIT_INTERRUPTED, ConfigError, PylonError
+from cli.term import EXIT_BROKEN_PIPE, make_console, stdout_to_devnull  # 141: the reader of stdout left early
+from pylon.errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_TERMINATED, ConfigError, PylonError
 
 console = make_console()  # no wrapping off a terminal; NO_COLOR respected (cli.term)
 err_console = make_console(stderr=True)
@@ -96,8 +96,7 @@ def exit_for(exc: BaseException) -> NoReturn:
         _line("[yellow]interrupted[/]", "(Ctrl-C)")
         raise typer.Exit(EXIT_INTERRUPTED)
     if isinstance(exc, BrokenPipeError):  # `pylon … | head`: the reader left; nothing to report
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        stdout_to_devnull()
         raise typer.Exit(EXIT_BROKEN_PIPE)
     if _verbose:
         err_console.print(escape("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))),
@@ -212,9 +211,6 @@ class PylonCommand(TyperCommand):
             if help_text:
                 param.help = fill_effective(help_text)  # type: ignore[attr-defined]
         super().format_help(ctx, formatter)
-
-
-EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process that was terminated
 
 
 class Terminated(KeyboardInterrupt):

@@ -25,11 +25,17 @@ class PipeAwareConsole(Console):
 
     def on_broken_pipe(self) -> None:
         self.quiet = True
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        except (OSError, ValueError):
-            pass
+        stdout_to_devnull()
         raise SystemExit(EXIT_BROKEN_PIPE)
+
+
+def stdout_to_devnull() -> None:
+    """After the reader of stdout left: the interpreter's flush at exit finds /dev/null, not
+    the closed pipe (no second BrokenPipeError printed on the way out)."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _isatty(stream: TextIO) -> bool:

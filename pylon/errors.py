@@ -49,7 +49,7 @@ from typing import ClassVar
 __all__ = [
     "PylonError", "ConfigError", "ListenError", "RelayError", "JobError", "NoProviderAnswered", "JobTimeout",
     "ProviderUnavailable", "ProviderError", "JobCancelled", "PaymentError", "PaymentRefused", "WalletError", "BackendError",
-    "StorageError", "NostrError", "listen_error", "EXIT_USAGE", "EXIT_BUG", "EXIT_INTERRUPTED",
+    "StorageError", "NostrError", "listen_error", "EXIT_USAGE", "EXIT_BUG", "EXIT_INTERRUPTED", "EXIT_TERMINATED",
 ]
 
 EXIT_USAGE = 2
@@ -58,6 +58,8 @@ EXIT_BUG = 70
 """An unexpected exception: a bug in Pylon (BSD sysexits' EX_SOFTWARE)."""
 EXIT_INTERRUPTED = 130
 """Ctrl-C (128 + SIGINT), as shells report it."""
+EXIT_TERMINATED = 143
+"""SIGTERM (128 + 15): the command ended as Ctrl-C ends it (cli.common.run)."""
 
 
 class PylonError(Exception):

@@ -1085,7 +1085,7 @@ class PylonClient:
         this attempt (JobStalled) so it can be re-offered. With no relay connected, the silence
         is ours, not theirs: RelayError, and no provider is marked stalled (score, review)."""
         if self.pool is not None and self.pool.connected_count() == 0:
-            reasons = "; ".join(f"{u}: {e}" for u, e in self.pool.last_errors().items()) or "disconnected"
+            reasons = self.pool.why_down() or "disconnected"
             raise RelayError(f"job {state.job_id[:12]}…: no relay is connected, so no answer could arrive ({reasons})",
                              hint="is the relay still running? the job may still be answered: `pylon result "
                                   f"{state.job_id}` fetches it once a relay is back")

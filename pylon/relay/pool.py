@@ -328,6 +328,10 @@ class RelayPool:
     def last_errors(self) -> dict[str, str]:
         return {url: relay.last_error for url, relay in self._relays.items() if relay.state != "connected"}
 
+    def why_down(self) -> str:
+        """`url: last error; …` of the relays that are not connected, for one error line."""
+        return "; ".join(f"{url}: {error}" for url, error in self.last_errors().items())
+
     def connected_count(self) -> int:
         return sum(1 for r in self._relays.values() if r.state == "connected")
 
@@ -358,7 +362,7 @@ class RelayPool:
                 await asyncio.gather(*waits, return_exceptions=True)
         count = self.connected_count()
         if count == 0:
-            reasons = "; ".join(f"{u}: {e}" for u, e in self.last_errors().items())
+            reasons = self.why_down()
             raise RelayError(f"could not connect to any relay ({reasons})" if fail_fast and self._all_failed_first()
                              else f"no relay connected within {timeout:g}s ({reasons})",
                              hint="is a relay running there? `pylon relay` starts one on ws://127.0.0.1:7777; "
