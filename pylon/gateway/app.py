@@ -30,8 +30,9 @@ from pylon.gateway.responses import (
 )
 from pylon.customer.offers import ROUTES
 from pylon.customer.invoice_check import ABOVE_BID, ABOVE_BUDGET, ABOVE_MAX
-from pylon.errors import NostrError, PaymentRefused, PylonError, RelayError
+from pylon.errors import NostrError, PaymentRefused, PylonError
 from pylon.nostr.keys import normalize_pubkey
+from pylon.relay.pool import PublishError
 from pylon.gateway.schema import ChatCompletionRequest, CompletionRequest, RequestInvalid, parse_body
 from pylon.ops.metrics import CONTENT_TYPE_LATEST, render
 
@@ -263,10 +264,9 @@ class Gateway:
             log.error("bug while running a job for the gateway", exc_info=exc)
             return GatewayError(500, "internal error in the gateway (see its log)", kind=kind, code=code)
         message, hint = exc.parts()
-        if isinstance(exc, RelayError) and "too large" in message:  # the relay's size limit: retrying cannot help
-            return GatewayError(413, f"the request is too large for the relay: {message}; shorten the messages "
-                                     "(relays take events of about 64 KB)", kind="invalid_request_error",
-                                code="request_too_large")
+        if isinstance(exc, PublishError) and exc.too_large:  # the relays' size limit: retrying cannot help
+            return GatewayError(413, f"the request is too large for the relays: {message}; shorten the messages",
+                                kind="invalid_request_error", code="request_too_large")
         if isinstance(exc, PaymentRefused) and (exc.reason in _GATEWAY_HINTS or "--" in (hint or "")):
             # its hint names the CLI's flags: say what an HTTP caller can do instead
             return GatewayError(status, f"{message}; {_GATEWAY_HINTS.get(exc.reason, _OPERATOR_HINT)}",

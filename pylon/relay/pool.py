@@ -76,10 +76,18 @@ class PublishResult:
 
 
 class PublishError(RelayError):
-    """Fewer relays than required accepted an event; `.result` has every relay's reply."""
+    """Fewer relays than required accepted an event; `.result` has every relay's reply.
+
+    `too_large`: every relay that said no refused the event's size (`invalid: event too
+    large`, NIP-01 has no prefix of its own for it): sending it again cannot help, and the
+    hint says so (the gateway answers 413)."""
 
     def __init__(self, message: str, result: PublishResult):
-        super().__init__(message)
+        refusals = [reply.message.lower() for reply in result.failed.values()
+                    if reply.prefix not in ("timeout", "disconnected")]
+        self.too_large = bool(refusals) and all("too large" in m or "too big" in m for m in refusals)
+        super().__init__(message, hint="the event is larger than these relays take (64 KiB on many): shorten the "
+                                       "prompt" if self.too_large else None)
         self.result = result
 
 

@@ -311,3 +311,12 @@ async def test_binary_stdin_to_ask_is_one_line_about_the_input(tmp_path):
     code, out, err = await _pylon("ask", "--relay", CLOSED, home=tmp_path, stdin=bytes(range(256)) * 4)
     lines = _no_traceback(code, out, err)
     assert code == 2 and "stdin is not UTF-8 text" in lines[0] and "surrogate" not in err, err
+
+
+async def test_a_prompt_over_the_relays_size_is_one_line_with_a_hint(relay_url, tmp_path):
+    """The relay refuses the request for its size: the error names it and the hint says to
+    shorten the prompt (sending it again cannot help; the gateway answers 413 for the same)."""
+    code, out, err = await _pylon("ask", "-", "--relay", relay_url, "--timeout", "5", home=tmp_path,
+                                  stdin=b"x" * 100_000)
+    lines = _no_traceback(code, out, err)
+    assert code == 3 and "too large" in lines[0] and lines[1].startswith("hint:") and "shorten" in lines[1], err
